@@ -1,0 +1,310 @@
+//! `presence backfill`: read input files to completion through the dataflow
+//! and write the final collections (SPEC section 3).
+//!
+//! Every worker of every process reads the files [`responsible_for`] assigns
+//! it, in epochs of [`EPOCH_LINES`] lines, never more than
+//! [`MAX_EPOCHS_IN_FLIGHT`] epochs ahead of the outputs (so memory is bounded
+//! by the open state, not by how fast files are read), then writes its part of
+//! each collection. A failure anywhere in this process leaves no part of its
+//! output published.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use timely::worker::Worker;
+
+use crate::io::files::{check_readable, plan, responsible_for, FileError, FileSource, InputFile};
+use crate::io::ingest::{Ingested, Kind};
+use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
+use crate::params::Params;
+use crate::pipeline::{records, Collections, Pipeline};
+use crate::records::{EventTime, Reason};
+
+/// Lines per epoch per worker. Larger epochs amortise the per-time work of
+/// differential's operators; smaller ones bound what sits buffered in front
+/// of them. 64 Ki lines (~6 MiB of probes) keeps both small.
+pub const EPOCH_LINES: u64 = 1 << 16;
+/// Lines read from one file before choosing again which file to read.
+const CHUNK_LINES: u64 = 1 << 12;
+/// How many epochs a worker may read ahead of the completed outputs.
+pub const MAX_EPOCHS_IN_FLIGHT: u64 = 4;
+
+/// What to backfill.
+#[derive(Clone, Debug, Default)]
+pub struct Job {
+    /// Probe files, one partition each.
+    pub probes: Vec<PathBuf>,
+    /// Login files.
+    pub logins: Vec<PathBuf>,
+    /// Base-count files.
+    pub base_counts: Vec<PathBuf>,
+    /// The output folder.
+    pub out: PathBuf,
+    /// The detection parameters.
+    pub params: Params,
+    /// Read, parse and validate only: no dataflow and no output (the
+    /// benchmark's floor).
+    pub parse_only: bool,
+}
+
+/// A backfill that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// No probe, login or base-count file was given.
+    #[error("no input files: give at least one of --probes, --logins, --base-counts")]
+    NoInput,
+    /// An input file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The output could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// Timely could not start (e.g. the cluster could not connect).
+    #[error("cannot start the workers: {0}")]
+    Timely(String),
+    /// A worker panicked: a bug.
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+/// Records and bytes read so far by this process's workers (for progress).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Lines read.
+    pub lines: AtomicU64,
+    /// Bytes read.
+    pub bytes: AtomicU64,
+}
+
+/// What a backfill read and wrote (this process's share).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Lines read.
+    pub lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Accepted records per kind: probes, logins, base counts.
+    pub accepted: [u64; 3],
+    /// Rejected records per reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Records written per output folder.
+    pub written: BTreeMap<&'static str, u64>,
+    /// The largest number of keys the window operator held on any worker.
+    pub peak_window_keys: usize,
+    /// The largest number of individual timestamps it held on any worker.
+    pub peak_window_timestamps: usize,
+}
+
+impl Summary {
+    fn merge(&mut self, other: Summary) {
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {
+            *mine += theirs;
+        }
+        for (reason, n) in other.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        for (folder, n) in other.written {
+            *self.written.entry(folder).or_default() += n;
+        }
+        self.peak_window_keys = self.peak_window_keys.max(other.peak_window_keys);
+        self.peak_window_timestamps = self
+            .peak_window_timestamps
+            .max(other.peak_window_timestamps);
+    }
+}
+
+/// The input files and total bytes this job reads, checked readable.
+pub fn inputs(job: &Job) -> Result<(Vec<InputFile>, u64), BackfillError> {
+    let files = plan(&job.probes, &job.logins, &job.base_counts);
+    if files.is_empty() {
+        return Err(BackfillError::NoInput);
+    }
+    let bytes = check_readable(&files)?;
+    Ok((files, bytes))
+}
+
+/// Runs `job` on the cluster `config`, reporting progress into `progress`.
+pub fn run(
+    config: timely::Config,
+    job: Job,
+    progress: Arc<Progress>,
+) -> Result<Summary, BackfillError> {
+    let (files, _bytes) = inputs(&job)?;
+    if !job.parse_only {
+        output::prepare(&job.out)?;
+    }
+    let job = Arc::new((job, files));
+    let guards = timely::execute(config, move |worker| {
+        let (job, files) = &*job;
+        run_worker(worker, job, files, &progress)
+    })
+    .map_err(BackfillError::Timely)?;
+
+    let mut results = Vec::new();
+    for result in guards.join() {
+        results.push(result.map_err(BackfillError::Worker).and_then(|r| r));
+    }
+    if let Some(position) = results.iter().position(Result::is_err) {
+        for (_, parts) in results.iter_mut().filter_map(|r| r.as_mut().ok()) {
+            std::mem::take(parts)
+                .into_iter()
+                .for_each(FinishedPart::discard);
+        }
+        return Err(results.swap_remove(position).expect_err("found an error"));
+    }
+    let mut summary = Summary::default();
+    for (worker_summary, parts) in results.into_iter().map(|r| r.expect("no errors")) {
+        summary.merge(worker_summary);
+        for part in parts {
+            part.publish()?;
+        }
+    }
+    Ok(summary)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The event-time promise of a worker's probe files: the least of theirs,
+/// `None` while one has not started, `u64::MAX` if there are none.
+fn promise(sources: &[FileSource]) -> Option<EventTime> {
+    sources
+        .iter()
+        .filter(|source| source.kind() == Kind::Probe)
+        .try_fold(EventTime::MAX, |least, source| {
+            source.watermark().map(|w| least.min(w))
+        })
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    job: &Job,
+    files: &[InputFile],
+    progress: &Progress,
+) -> Result<(Summary, Vec<FinishedPart>), BackfillError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut sources = files
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| responsible_for(*position, peers) == index)
+        .map(|(_, file)| FileSource::open(file, &job.params))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut summary = Summary::default();
+    let count = |ingested: &Ingested, summary: &mut Summary| match ingested {
+        Ingested::Probe(_) => summary.accepted[0] += 1,
+        Ingested::Login(_) => summary.accepted[1] += 1,
+        Ingested::BaseCount(_) => summary.accepted[2] += 1,
+        Ingested::Rejected(r) => *summary.rejected.entry(r.reason.as_str()).or_default() += 1,
+        Ingested::Blank => {}
+    };
+
+    if job.parse_only {
+        while let Some(next) = next_source(&sources) {
+            let read = sources[next].read(EPOCH_LINES, now_ms(), |ingested| {
+                count(&ingested, &mut summary)
+            })?;
+            note(&mut summary, progress, read.lines, read.bytes);
+        }
+        return Ok((summary, Vec::new()));
+    }
+
+    let collections = Arc::new(Mutex::new(Collections::default()));
+    let mut pipeline = Pipeline::new(worker, &job.params, Arc::clone(&collections));
+    let rejected_dir = job.out.join("rejected");
+    let mut rejected = PartWriter::create(&rejected_dir, index, peers)?;
+    let drain_rejected = |rejected: &mut PartWriter| -> Result<(), OutputError> {
+        let batch = std::mem::take(
+            &mut collections
+                .lock()
+                .expect("no worker panics holding the lock")
+                .rejected,
+        );
+        batch.iter().try_for_each(|record| rejected.write(record))
+    };
+
+    while next_source(&sources).is_some() {
+        while pipeline.lagging(MAX_EPOCHS_IN_FLIGHT) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        let now = now_ms();
+        let mut budget = EPOCH_LINES;
+        while let (true, Some(next)) = (budget > 0, next_source(&sources)) {
+            let read = sources[next].read(budget.min(CHUNK_LINES), now, |ingested| {
+                count(&ingested, &mut summary);
+                pipeline.give(ingested);
+            })?;
+            budget = budget.saturating_sub(read.lines.max(1));
+            note(&mut summary, progress, read.lines, read.bytes);
+        }
+        if let Some(frontier) = promise(&sources) {
+            pipeline.promise(frontier);
+        }
+        pipeline.advance();
+        worker.step();
+        drain_rejected(&mut rejected)?;
+    }
+    pipeline.promise(EventTime::MAX);
+    let stats = pipeline.window_stats().clone();
+    let probe = pipeline.close();
+    while !probe.done() {
+        worker.step_or_park(None);
+    }
+    drain_rejected(&mut rejected)?;
+
+    let size = stats.get();
+    summary.peak_window_keys = size.peak_keys;
+    summary.peak_window_timestamps = size.peak_timestamps;
+    let collections = std::mem::take(
+        &mut *collections
+            .lock()
+            .expect("no worker panics holding the lock"),
+    );
+    let mut parts = Vec::new();
+    let written = |folder: &'static str, count: u64, summary: &mut Summary| {
+        summary.written.insert(folder, count);
+    };
+    written("rejected", rejected.records(), &mut summary);
+    parts.push(rejected.finish()?);
+    macro_rules! write_collection {
+        ($folder:literal, $field:ident) => {{
+            let dir = job.out.join($folder);
+            output::remove_stale_parts(&dir, peers)?;
+            let records = records(&collections.$field);
+            written($folder, records.len() as u64, &mut summary);
+            parts.push(output::write_part(&dir, index, peers, &records)?);
+        }};
+    }
+    write_collection!("walkins", walkins);
+    write_collection!("device-contacts", device_contacts);
+    write_collection!("enriched-walkins", enriched_walkins);
+    write_collection!("walkin-counts", walkin_counts);
+    output::remove_stale_parts(&rejected_dir, peers)?;
+    Ok((summary, parts))
+}
+
+/// The next file a worker reads (see [`FileSource::read_order`]).
+fn next_source(sources: &[FileSource]) -> Option<usize> {
+    (0..sources.len())
+        .filter(|&i| !sources[i].finished())
+        .min_by_key(|&i| sources[i].read_order())
+}
+
+fn note(summary: &mut Summary, progress: &Progress, lines: u64, bytes: u64) {
+    summary.lines += lines;
+    summary.bytes += bytes;
+    progress.lines.fetch_add(lines, Ordering::Relaxed);
+    progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Every reason's name, so summaries list zeros too.
+pub fn reasons() -> impl Iterator<Item = &'static str> {
+    Reason::ALL.into_iter().map(Reason::as_str)
+}

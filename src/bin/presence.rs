@@ -1,0 +1,309 @@
+//! The `presence` command line: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use presence::backfill::{self, Job, Progress, Summary};
+use presence::cluster::ClusterArgs;
+use presence::io::generator::{self, WorkloadConfig};
+use presence::params::{parse_duration, Params};
+
+/// Walk-ins, device contacts, enriched walk-ins and walk-in counts from Wi-Fi
+/// probes and CRM logins, as one timely/differential dataflow.
+#[derive(Parser, Debug)]
+#[command(
+    name = "presence",
+    version,
+    disable_help_flag = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read input files to completion and write the final collections.
+    #[command(disable_help_flag = true)]
+    Backfill(BackfillArgs),
+    /// Write a generated, realistic multi-day workload as input files.
+    #[command(disable_help_flag = true)]
+    Generate(GenerateArgs),
+    /// Generate a week of data into a temporary folder and backfill it.
+    #[command(disable_help_flag = true)]
+    Example(ExampleArgs),
+}
+
+/// The detection flags of SPEC section 2.
+#[derive(Args, Debug, Clone)]
+struct ParamArgs {
+    /// Probes weaker than this (dBm) are ignored.
+    #[arg(long, default_value_t = -75, allow_negative_numbers = true, value_name = "DBM")]
+    rssi_min: i32,
+    /// Probes further apart than this split a visit.
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    session_gap: u64,
+    /// A walk-in lasts at least this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    min_dwell: u64,
+    /// A walk-in has at least this many distinct probe times.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    min_probes: u64,
+    /// Probes more than this below their partition's newest are rejected as late.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    allowed_lateness: u64,
+    /// Probes and logins more than this ahead of the wall clock are rejected as future.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    max_future: u64,
+}
+
+impl ParamArgs {
+    fn params(&self) -> Params {
+        Params {
+            rssi_min: self.rssi_min,
+            session_gap: self.session_gap,
+            min_dwell: self.min_dwell,
+            min_probes: self.min_probes,
+            allowed_lateness: self.allowed_lateness,
+            max_future: self.max_future,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    /// Probe files (JSONL), each one partition.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    probes: Vec<PathBuf>,
+    /// Login files (JSONL), each one partition.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    logins: Vec<PathBuf>,
+    /// Base-count files (JSONL), each one partition.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    base_counts: Vec<PathBuf>,
+    /// Output folder: DIR/{walkins,device-contacts,enriched-walkins,walkin-counts,rejected}/*.jsonl.
+    #[arg(long, value_name = "DIR", required_unless_present = "parse_only")]
+    out: Option<PathBuf>,
+    /// Only read, parse and validate (a benchmark floor): no dataflow, no output.
+    #[arg(long)]
+    parse_only: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct WorkloadArgs {
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Days of data.
+    #[arg(long, default_value_t = 7)]
+    days: u64,
+    /// Number of stores.
+    #[arg(long, default_value_t = 40)]
+    businesses: u64,
+    /// Number of phones.
+    #[arg(long, default_value_t = 20_000)]
+    devices: u64,
+    /// Probe files to spread the stores over.
+    #[arg(long, default_value_t = 4)]
+    probe_files: u64,
+}
+
+impl WorkloadArgs {
+    fn config(&self) -> WorkloadConfig {
+        WorkloadConfig {
+            seed: self.seed,
+            days: self.days,
+            businesses: self.businesses.max(1),
+            devices: self.devices,
+            probe_partitions: self.probe_files.max(1),
+            ..WorkloadConfig::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Folder to write probes-*.jsonl, logins-0.jsonl and base-counts.jsonl into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+#[derive(Args, Debug)]
+struct ExampleArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("presence: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Backfill(args) => {
+            let job = Job {
+                probes: args.probes,
+                logins: args.logins,
+                base_counts: args.base_counts,
+                out: args.out.unwrap_or_default(),
+                params: args.params.params(),
+                parse_only: args.parse_only,
+            };
+            backfill_with_progress(&args.cluster, job)
+        }
+        Command::Generate(args) => {
+            let started = Instant::now();
+            let written = generator::write_files(&args.workload.config(), &args.out)
+                .with_context(|| format!("cannot write the workload to {}", args.out.display()))?;
+            eprintln!(
+                "wrote {} probes, {} logins, {} base counts to {} in {:.1?}",
+                written.records[0],
+                written.records[1],
+                written.records[2],
+                args.out.display(),
+                started.elapsed()
+            );
+            Ok(())
+        }
+        Command::Example(args) => {
+            let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+            let written =
+                generator::write_files(&args.workload.config(), &dir.path().join("input"))
+                    .context("cannot write the generated workload")?;
+            eprintln!(
+                "generated {} probes, {} logins and {} base counts in {}",
+                written.records[0],
+                written.records[1],
+                written.records[2],
+                dir.path().join("input").display()
+            );
+            let out = dir.path().join("output");
+            let job = Job {
+                probes: written.probes,
+                logins: written.logins,
+                base_counts: written.base_counts,
+                out: out.clone(),
+                params: Params::default(),
+                parse_only: false,
+            };
+            backfill_with_progress(&args.cluster, job)?;
+            let counts: Vec<presence::records::WalkinCount> =
+                presence::io::output::read_collection(&out.join("walkin-counts"))?;
+            let mut top = counts;
+            top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.cmp(b)));
+            eprintln!("top walk-in counts (business, contact, count):");
+            for count in top.iter().take(5) {
+                eprintln!("  {} {} {}", count.business, count.contact, count.count);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs a backfill with a progress bar on stderr (drawn only on a terminal)
+/// and prints a summary.
+fn backfill_with_progress(cluster: &ClusterArgs, job: Job) -> anyhow::Result<()> {
+    let config = cluster.timely_config()?;
+    let (_, bytes) = backfill::inputs(&job)?;
+    let progress = Arc::new(Progress::default());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(bytes),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let painter = {
+        let (bar, progress, done) = (bar.clone(), Arc::clone(&progress), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let lines = progress.lines.load(Ordering::Relaxed);
+                bar.set_position(progress.bytes.load(Ordering::Relaxed));
+                let rate = lines as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{lines} records, {rate:.0} records/s"));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let result = backfill::run(config, job.clone(), progress);
+    done.store(true, Ordering::Relaxed);
+    painter.join().expect("the progress thread does not panic");
+    bar.finish_and_clear();
+    let summary = result?;
+    report(&summary, started.elapsed(), &job);
+    Ok(())
+}
+
+fn report(summary: &Summary, elapsed: Duration, job: &Job) {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "read {} records ({:.1} MiB) in {:.2} s: {:.0} records/s",
+        summary.lines,
+        summary.bytes as f64 / (1 << 20) as f64,
+        seconds,
+        summary.lines as f64 / seconds
+    );
+    eprintln!(
+        "accepted {} probes, {} logins, {} base counts; rejected {}",
+        summary.accepted[0],
+        summary.accepted[1],
+        summary.accepted[2],
+        backfill::reasons()
+            .map(|reason| format!(
+                "{} {reason}",
+                summary.rejected.get(reason).copied().unwrap_or(0)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !job.parse_only {
+        eprintln!(
+            "wrote {} to {} (peak window state on a worker: {} visits, {} probes)",
+            summary
+                .written
+                .iter()
+                .map(|(folder, n)| format!("{n} {folder}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            job.out.display(),
+            summary.peak_window_keys,
+            summary.peak_window_timestamps
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The one dataflow: accepted input records to the four output collections.
+//!
+//! ```text
+//!  probes ──filter rssi──► SessionWindows ──► walk-ins ─────────────┐ (arranged by device)
+//!  watermarks (broadcast) ─────┘                  │                 │
+//!                                                 └─► walk-ins out  ├─► join ─► enriched walk-ins out
+//!  logins ──► LatestByKey (device → (ts, contact)) ─► device contacts┘      │
+//!                                            (arranged by device) ─► out    │
+//!                                                                           ▼ (business, contact)
+//!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► count ─► walk-in counts out
+//! ```
+//!
+//! Logical time is a `u64` ingestion epoch chosen by the driver, not event
+//! time: a walk-in is emitted at the epoch of the probe that made it qualify,
+//! so latency is never held back by the lateness horizon. Event time lives in
+//! the data; its progress arrives as [`Watermark`]s and only decides when the
+//! window state can be freed.
+//!
+//! # Guarantees
+//!
+//! At every logical time `t` the frontier has passed, each output collection
+//! accumulated over times `<= t` is exactly the SPEC section 2 function of the
+//! accepted input sent at times `<= t` — whatever the number of workers and
+//! processes, which worker read which partition, and how input was batched.
+//! Each output record has multiplicity 0 or 1.
+//!
+//! Memory: windows hold open visits only (see [`crate::operators::windows`]);
+//! contacts and base counts one value per key; the join holds every walk-in
+//! (a later login must enrich them all) and one contact per device; the count
+//! one entry per (business, contact).
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
+
+use crate::operators::{LatestByKey, SessionWindows, Watermark, WindowConfig, WindowStats};
+use crate::params::Params;
+use crate::records::{BaseCount, DeviceContact, EnrichedWalkIn, Login, Probe, WalkIn, WalkinCount};
+
+/// The logical time of the dataflow: an ingestion epoch.
+pub type Time = u64;
+
+/// The accepted input, as streams (records are inserted, never retracted).
+pub struct Inputs<'scope> {
+    /// Accepted probes (including those below `rssi-min`).
+    pub probes: StreamVec<'scope, Time, Probe>,
+    /// Accepted logins.
+    pub logins: StreamVec<'scope, Time, Login>,
+    /// Accepted base counts.
+    pub base_counts: StreamVec<'scope, Time, BaseCount>,
+    /// Event-time promises of every worker's probe sources.
+    pub watermarks: StreamVec<'scope, Time, Watermark>,
+}
+
+/// The four collections of SPEC section 2.
+pub struct Outputs<'scope> {
+    /// Walk-ins.
+    pub walkins: VecCollection<'scope, Time, WalkIn>,
+    /// The latest contact per device.
+    pub device_contacts: VecCollection<'scope, Time, DeviceContact>,
+    /// Walk-ins with their device's current contact.
+    pub enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
+    /// Walk-ins per (business, contact), plus base counts.
+    pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
+}
+
+/// Builds the dataflow in the inputs' scope.
+pub fn build<'scope>(
+    inputs: Inputs<'scope>,
+    params: &Params,
+    window_stats: WindowStats,
+) -> Outputs<'scope> {
+    let rssi_min = params.rssi_min;
+    let window_config = WindowConfig {
+        session_gap: params.session_gap,
+        min_dwell: params.min_dwell,
+        min_probes: params.min_probes,
+    };
+
+    let walkins = inputs
+        .probes
+        .flat_map(move |probe| {
+            (probe.rssi >= rssi_min).then(|| ((probe.business, probe.device), probe.ts))
+        })
+        .session_windows(inputs.watermarks, window_config, window_stats)
+        .map(|((business, device), window)| WalkIn {
+            business,
+            device,
+            start: window.start,
+            detected_at: window.detected_at,
+        });
+
+    let contacts = inputs
+        .logins
+        .map(|login| (login.device, (login.ts, login.contact)))
+        .latest_by_key("DeviceContacts")
+        .map(|(device, (_ts, contact))| (device, contact))
+        .arrange_by_key_named("ContactsByDevice");
+    let device_contacts = contacts
+        .clone()
+        .as_collection(|device, contact| DeviceContact {
+            device: device.clone(),
+            contact: contact.clone(),
+        });
+
+    let enriched_walkins = walkins
+        .clone()
+        .map(|walkin| {
+            (
+                walkin.device,
+                (walkin.business, walkin.start, walkin.detected_at),
+            )
+        })
+        .arrange_by_key_named("WalkinsByDevice")
+        .join_core(
+            contacts,
+            |device, (business, start, detected_at), contact| {
+                Some(EnrichedWalkIn {
+                    business: business.clone(),
+                    device: device.clone(),
+                    start: *start,
+                    detected_at: *detected_at,
+                    contact: contact.clone(),
+                })
+            },
+        );
+
+    // A base count of n is the pair (business, contact) with multiplicity n,
+    // so that counting adds it to the walk-ins.
+    let base_weights = inputs
+        .base_counts
+        .map(|base| ((base.business, base.contact), base.count))
+        .latest_by_key("BaseCounts")
+        .explode(|(pair, count)| {
+            let weight = isize::try_from(count).expect("counts are below 2^53");
+            Some((pair, weight))
+        });
+    let walkin_counts = enriched_walkins
+        .clone()
+        .map(|enriched| (enriched.business, enriched.contact))
+        .concat(base_weights)
+        .count()
+        .map(|((business, contact), count)| {
+            debug_assert!(count > 0, "walk-ins and base counts are never negative");
+            WalkinCount {
+                business,
+                contact,
+                count: count as u64,
+            }
+        });
+
+    Outputs {
+        walkins,
+        device_contacts,
+        enriched_walkins,
+        walkin_counts,
+    }
+}

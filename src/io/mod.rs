@@ -1,0 +1,8 @@
+//! Sources and sinks: parsing and lateness per partition ([`ingest`]), input
+//! files and their assignment to workers ([`files`]), output files
+//! ([`output`]), and the synthetic workload ([`generator`]).
+
+pub mod files;
+pub mod generator;
+pub mod ingest;
+pub mod output;

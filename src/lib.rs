@@ -1,0 +1,17 @@
+//! presence: walk-ins, device contacts, enriched walk-ins and walk-in counts
+//! from Wi-Fi probes and CRM logins, as one timely/differential dataflow.
+//!
+//! - [`records`] and [`params`]: the contract's types (SPEC sections 1, 2, 5).
+//! - [`io`]: parsing and lateness per partition, files, the generator.
+//! - [`operators`]: the custom operators; [`dataflow`]: the one dataflow.
+//! - [`pipeline`]: one worker's inputs and outputs; [`backfill`]: file backfill.
+#![deny(missing_docs)]
+
+pub mod backfill;
+pub mod cluster;
+pub mod dataflow;
+pub mod io;
+pub mod operators;
+pub mod params;
+pub mod pipeline;
+pub mod records;

@@ -1,0 +1,113 @@
+//! The detection parameters of SPEC section 2, their defaults, and the
+//! duration syntax the command line accepts.
+
+use std::fmt;
+
+/// Milliseconds in a minute.
+const MINUTE: u64 = 60_000;
+
+/// The parameters that decide which records are accepted and what a walk-in is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Probes with `rssi` below this are accepted but ignored (dBm).
+    pub rssi_min: i32,
+    /// Neighbouring probes more than this apart (ms) split a visit.
+    pub session_gap: u64,
+    /// A visit is a walk-in only if its last probe is at least this (ms) after its first.
+    pub min_dwell: u64,
+    /// A visit is a walk-in only if it has at least this many distinct probe times.
+    pub min_probes: u64,
+    /// A probe more than this (ms) below its partition's high-water mark is late.
+    pub allowed_lateness: u64,
+    /// A probe or login more than this (ms) ahead of the wall clock is future.
+    pub max_future: u64,
+}
+
+impl Default for Params {
+    /// The SPEC's defaults: `-75`, `15m`, `5m`, `3`, `5m`, `1d`.
+    fn default() -> Self {
+        Params {
+            rssi_min: -75,
+            session_gap: 15 * MINUTE,
+            min_dwell: 5 * MINUTE,
+            min_probes: 3,
+            allowed_lateness: 5 * MINUTE,
+            max_future: 24 * 60 * MINUTE,
+        }
+    }
+}
+
+/// A duration that could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationError(String);
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid duration {:?}: expected a whole number with an optional unit ms, s, m, h or d \
+             (e.g. 250ms, 900s, 15m, 2h, 1d; a bare number is milliseconds)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Parses `250ms`, `900s`, `15m`, `2h`, `1d` or a bare number of milliseconds.
+///
+/// ```
+/// use presence::params::parse_duration;
+/// assert_eq!(parse_duration("15m"), Ok(900_000));
+/// assert_eq!(parse_duration("250"), Ok(250));
+/// assert!(parse_duration("1.5h").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    let error = || DurationError(text.to_owned());
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(error());
+    }
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| error())?;
+    let scale: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => MINUTE,
+        "h" => 60 * MINUTE,
+        "d" => 24 * 60 * MINUTE,
+        _ => return Err(error()),
+    };
+    number.checked_mul(scale).ok_or_else(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("900s"), Ok(900_000));
+        assert_eq!(parse_duration("15m"), Ok(900_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        for bad in [
+            "",
+            "m",
+            "-5m",
+            "1.5h",
+            "5 m",
+            "5min",
+            "1e3",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+}

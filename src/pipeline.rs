@@ -1,0 +1,226 @@
+//! One worker's handle on the dataflow: typed inputs to feed, a logical
+//! clock to advance, and the output collections accumulated as they change.
+//!
+//! A driver (file backfill, or a test feeding batches) owns one [`Pipeline`]
+//! per worker and repeats: [`Pipeline::give`] the records of an epoch,
+//! [`Pipeline::promise`] the event-time frontier of its probe partitions,
+//! [`Pipeline::advance`], and step the worker. The pipeline decides nothing
+//! about which records are accepted; that is [`crate::io::ingest`]'s job.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::Probe as _;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::dataflow::{self, Inputs, Time};
+use crate::io::ingest::Ingested;
+use crate::operators::{Watermark, WindowStats};
+use crate::params::Params;
+use crate::records::{
+    BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Rejected, WalkIn,
+    WalkinCount,
+};
+
+/// The output collections as accumulated so far, plus rejected records not
+/// yet taken by the driver.
+#[derive(Debug, Default)]
+pub struct Collections {
+    /// Walk-ins and their multiplicities.
+    pub walkins: HashMap<WalkIn, isize>,
+    /// Device contacts and their multiplicities.
+    pub device_contacts: HashMap<DeviceContact, isize>,
+    /// Enriched walk-ins and their multiplicities.
+    pub enriched_walkins: HashMap<EnrichedWalkIn, isize>,
+    /// Walk-in counts and their multiplicities.
+    pub walkin_counts: HashMap<WalkinCount, isize>,
+    /// Rejected records, in arrival order; drained by the driver.
+    pub rejected: Vec<Rejected>,
+}
+
+/// The records of a collection, sorted.
+///
+/// Panics if a record's multiplicity is not 1: that would break the
+/// dataflow's guarantee that outputs are sets.
+pub fn records<D: Ord + Clone + std::fmt::Debug>(collection: &HashMap<D, isize>) -> Vec<D> {
+    let mut records: Vec<D> = collection
+        .iter()
+        .map(|(record, count)| {
+            assert_eq!(
+                *count, 1,
+                "output records are a set, but {record:?} has multiplicity {count}"
+            );
+            record.clone()
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+fn accumulate<'scope, D>(
+    collection: VecCollection<'scope, Time, D>,
+    collections: &Arc<Mutex<Collections>>,
+    field: fn(&mut Collections) -> &mut HashMap<D, isize>,
+    probe: &ProbeHandle<Time>,
+) where
+    D: differential_dataflow::ExchangeData + Hash,
+{
+    let collections = Arc::clone(collections);
+    collection
+        .inspect(move |(record, _time, diff)| {
+            let mut collections = collections
+                .lock()
+                .expect("no worker panics holding the lock");
+            let map = field(&mut collections);
+            let count = map.entry(record.clone()).or_insert(0);
+            *count += diff;
+            if *count == 0 {
+                map.remove(record);
+            }
+        })
+        .probe_with(probe);
+}
+
+/// One worker's inputs, logical clock and output probe.
+pub struct Pipeline {
+    index: usize,
+    epoch: Time,
+    promised: Option<EventTime>,
+    probes: InputHandleVec<Time, Probe>,
+    logins: InputHandleVec<Time, Login>,
+    base_counts: InputHandleVec<Time, BaseCount>,
+    watermarks: InputHandleVec<Time, Watermark>,
+    rejected: InputHandleVec<Time, Rejected>,
+    probe: ProbeHandle<Time>,
+    window_stats: WindowStats,
+}
+
+impl Pipeline {
+    /// Builds the dataflow on `worker`, accumulating its outputs into
+    /// `collections` (which several workers may share).
+    pub fn new(worker: &mut Worker, params: &Params, collections: Arc<Mutex<Collections>>) -> Self {
+        let mut probes = InputHandleVec::new();
+        let mut logins = InputHandleVec::new();
+        let mut base_counts = InputHandleVec::new();
+        let mut watermarks = InputHandleVec::new();
+        let mut rejected = InputHandleVec::new();
+        let probe = ProbeHandle::new();
+        let window_stats = WindowStats::default();
+        let index = worker.index();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let outputs = dataflow::build(
+                Inputs {
+                    probes: probes.to_stream(scope),
+                    logins: logins.to_stream(scope),
+                    base_counts: base_counts.to_stream(scope),
+                    watermarks: watermarks.to_stream(scope),
+                },
+                params,
+                window_stats.clone(),
+            );
+            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, &probe);
+            accumulate(
+                outputs.device_contacts,
+                &collections,
+                |c| &mut c.device_contacts,
+                &probe,
+            );
+            accumulate(
+                outputs.enriched_walkins,
+                &collections,
+                |c| &mut c.enriched_walkins,
+                &probe,
+            );
+            accumulate(
+                outputs.walkin_counts,
+                &collections,
+                |c| &mut c.walkin_counts,
+                &probe,
+            );
+            let sink = Arc::clone(&collections);
+            use timely::dataflow::operators::Inspect;
+            rejected
+                .to_stream(scope)
+                .inspect(move |record: &Rejected| {
+                    sink.lock()
+                        .expect("no worker panics holding the lock")
+                        .rejected
+                        .push(record.clone())
+                })
+                .probe_with(&probe);
+        });
+        Pipeline {
+            index,
+            epoch: 0,
+            promised: None,
+            probes,
+            logins,
+            base_counts,
+            watermarks,
+            rejected,
+            probe,
+            window_stats,
+        }
+    }
+
+    /// Sends one ingested record into the dataflow at the current epoch.
+    pub fn give(&mut self, ingested: Ingested) {
+        match ingested {
+            Ingested::Probe(probe) => self.probes.send(probe),
+            Ingested::Login(login) => self.logins.send(login),
+            Ingested::BaseCount(base) => self.base_counts.send(base),
+            Ingested::Rejected(rejected) => self.rejected.send(rejected),
+            Ingested::Blank => {}
+        }
+    }
+
+    /// Promises that every probe this worker sends from the next epoch on has
+    /// `ts >= frontier`. Only raises are sent; lower promises are ignored.
+    pub fn promise(&mut self, frontier: EventTime) {
+        if self.promised.is_none_or(|promised| frontier > promised) {
+            self.promised = Some(frontier);
+            self.watermarks.send(Watermark {
+                source: self.index,
+                frontier,
+            });
+        }
+    }
+
+    /// Ends the current epoch.
+    pub fn advance(&mut self) {
+        self.epoch += 1;
+        self.probes.advance_to(self.epoch);
+        self.logins.advance_to(self.epoch);
+        self.base_counts.advance_to(self.epoch);
+        self.watermarks.advance_to(self.epoch);
+        self.rejected.advance_to(self.epoch);
+    }
+
+    /// The current epoch: records given now carry it.
+    pub fn epoch(&self) -> Time {
+        self.epoch
+    }
+
+    /// Whether the outputs (of every worker) have not yet passed `epoch - by`.
+    pub fn lagging(&self, by: Time) -> bool {
+        self.probe.less_than(&self.epoch.saturating_sub(by))
+    }
+
+    /// Whether every epoch before the current one is complete in the outputs.
+    pub fn caught_up(&self) -> bool {
+        !self.probe.less_than(&self.epoch)
+    }
+
+    /// The window operator's state size on this worker.
+    pub fn window_stats(&self) -> &WindowStats {
+        &self.window_stats
+    }
+
+    /// Closes the inputs; the returned probe is done once all output is complete.
+    pub fn close(self) -> ProbeHandle<Time> {
+        self.probe
+    }
+}

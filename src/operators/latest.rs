@@ -68,7 +68,7 @@ where
             name,
             |_capability, _info| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(K, V)>)> = BTreeMap::new();
-                let mut latest: HashMap<K, V> = HashMap::new();
+                let mut latest: HashMap<K, V, foldhash::fast::RandomState> = HashMap::default();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, data| {
                         let time = *capability.least().expect("a total order has a least time");

@@ -177,6 +177,8 @@ struct KeyState {
     tail: Vec<EventTime>,
     /// The frontier value this key is queued to wake at, if any.
     scheduled: Option<EventTime>,
+    /// The last batch that touched this key.
+    touched: u64,
 }
 
 impl KeyState {
@@ -228,12 +230,12 @@ impl KeyState {
 #[derive(Debug)]
 pub struct Windows<K: Hash + Eq> {
     config: WindowConfig,
-    keys: HashMap<K, KeyState>,
+    keys: HashMap<K, KeyState, foldhash::fast::RandomState>,
     wakeups: BinaryHeap<Reverse<(EventTime, K)>>,
     frontier: EventTime,
     size: StateSize,
-    before: Vec<Window>,
-    after: Vec<Window>,
+    /// Batches applied so far (identifies the current batch).
+    batches: u64,
 }
 
 impl<K: Ord + Hash + Clone> Windows<K> {
@@ -241,12 +243,11 @@ impl<K: Ord + Hash + Clone> Windows<K> {
     pub fn new(config: WindowConfig) -> Self {
         Windows {
             config,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             wakeups: BinaryHeap::new(),
             frontier: 0,
             size: StateSize::default(),
-            before: Vec::new(),
-            after: Vec::new(),
+            batches: 0,
         }
     }
 
@@ -257,62 +258,57 @@ impl<K: Ord + Hash + Clone> Windows<K> {
 
     /// Adds one logical time's timestamps and reports each change to the
     /// windows as `(key, window, +1 or -1)`.
-    pub fn apply(
-        &mut self,
-        mut batch: Vec<(K, EventTime)>,
-        mut emit: impl FnMut(&K, Window, isize),
-    ) {
-        batch.sort_unstable();
-        batch.dedup();
-        let mut batch = batch.into_iter().peekable();
-        while let Some((key, ts)) = batch.next() {
-            let mut fresh = vec![ts];
-            while let Some((_, ts)) = batch.next_if(|(next, _)| *next == key) {
-                fresh.push(ts);
-            }
-            self.apply_key(key, &fresh, &mut emit);
-        }
-        self.note_size();
-    }
-
-    fn apply_key(&mut self, key: K, fresh: &[EventTime], emit: &mut impl FnMut(&K, Window, isize)) {
-        assert!(
-            fresh[0] >= self.frontier,
-            "a timestamp arrived below the event-time frontier: a source broke its watermark promise"
-        );
+    pub fn apply(&mut self, batch: Vec<(K, EventTime)>, mut emit: impl FnMut(&K, Window, isize)) {
         let config = self.config;
-        let state = self.keys.entry(key.clone()).or_default();
-        self.before.clear();
-        state.windows(&config, &mut self.before);
-        let held = state.tail.len();
-        for &ts in fresh {
-            let above_head = state.head.is_none_or(|visit| ts > visit.last);
-            if let (true, Err(at)) = (above_head, state.tail.binary_search(&ts)) {
+        self.batches += 1;
+        // Each key's windows before this batch, for the keys it touches.
+        let mut touched: Vec<(K, Vec<Window>)> = Vec::new();
+        for (key, ts) in batch {
+            assert!(
+                ts >= self.frontier,
+                "a timestamp arrived below the event-time frontier: a source broke its watermark promise"
+            );
+            let state = match self.keys.get_mut(&key) {
+                Some(state) => state,
+                None => self.keys.entry(key.clone()).or_default(),
+            };
+            if state.touched != self.batches {
+                state.touched = self.batches;
+                let mut before = Vec::new();
+                state.windows(&config, &mut before);
+                touched.push((key, before));
+            }
+            if let Err(at) = state.tail.binary_search(&ts) {
                 state.tail.insert(at, ts);
+                self.size.timestamps += 1;
             }
         }
-        self.size.timestamps += state.tail.len() - held;
-        self.after.clear();
-        state.windows(&config, &mut self.after);
-        if self.before != self.after {
-            // Both lists are sorted by start, and a start identifies a visit.
-            let (mut old, mut new) = (self.before.iter().peekable(), self.after.iter().peekable());
-            loop {
-                match (old.peek(), new.peek()) {
-                    (Some(o), Some(n)) if o == n => {
-                        old.next();
-                        new.next();
+        let mut after = Vec::new();
+        for (key, before) in touched {
+            let state = self.keys.get_mut(&key).expect("touched keys have state");
+            after.clear();
+            state.windows(&config, &mut after);
+            if before != after {
+                // Both lists are sorted by start, and a start identifies a visit.
+                let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
+                loop {
+                    match (old.peek(), new.peek()) {
+                        (Some(o), Some(n)) if o == n => {
+                            old.next();
+                            new.next();
+                        }
+                        (Some(o), Some(n)) if o < n => emit(&key, *old.next().expect("peeked"), -1),
+                        (Some(_), Some(_)) | (None, Some(_)) => {
+                            emit(&key, *new.next().expect("peeked"), 1)
+                        }
+                        (Some(_), None) => emit(&key, *old.next().expect("peeked"), -1),
+                        (None, None) => break,
                     }
-                    (Some(o), Some(n)) if o < n => emit(&key, *old.next().expect("peeked"), -1),
-                    (Some(_), Some(_)) | (None, Some(_)) => {
-                        emit(&key, *new.next().expect("peeked"), 1)
-                    }
-                    (Some(_), None) => emit(&key, *old.next().expect("peeked"), -1),
-                    (None, None) => break,
                 }
             }
+            Self::schedule(&mut self.wakeups, &config, &key, state);
         }
-        Self::schedule(&mut self.wakeups, &config, &key, state);
+        self.note_size();
     }
 
     fn schedule(

@@ -134,6 +134,17 @@ pub fn run(
     job: Job,
     progress: Arc<Progress>,
 ) -> Result<Summary, BackfillError> {
+    run_with_epochs(config, job, progress, EPOCH_LINES)
+}
+
+/// As [`run`], with `epoch_lines` lines per epoch per worker instead of
+/// [`EPOCH_LINES`] (tests use small epochs to observe the state bound).
+pub fn run_with_epochs(
+    config: timely::Config,
+    job: Job,
+    progress: Arc<Progress>,
+    epoch_lines: u64,
+) -> Result<Summary, BackfillError> {
     let (files, _bytes) = inputs(&job)?;
     if !job.parse_only {
         output::prepare(&job.out)?;
@@ -141,7 +152,7 @@ pub fn run(
     let job = Arc::new((job, files));
     let guards = timely::execute(config, move |worker| {
         let (job, files) = &*job;
-        run_worker(worker, job, files, &progress)
+        run_worker(worker, job, files, &progress, epoch_lines.max(1))
     })
     .map_err(BackfillError::Timely)?;
 
@@ -189,6 +200,7 @@ fn run_worker(
     job: &Job,
     files: &[InputFile],
     progress: &Progress,
+    epoch_lines: u64,
 ) -> Result<(Summary, Vec<FinishedPart>), BackfillError> {
     let (index, peers) = (worker.index(), worker.peers());
     let mut sources = files
@@ -208,7 +220,7 @@ fn run_worker(
 
     if job.parse_only {
         while let Some(next) = next_source(&sources) {
-            let read = sources[next].read(EPOCH_LINES, now_ms(), |ingested| {
+            let read = sources[next].read(epoch_lines, now_ms(), |ingested| {
                 count(&ingested, &mut summary)
             })?;
             note(&mut summary, progress, read.lines, read.bytes);
@@ -235,7 +247,7 @@ fn run_worker(
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         let now = now_ms();
-        let mut budget = EPOCH_LINES;
+        let mut budget = epoch_lines;
         while let (true, Some(next)) = (budget > 0, next_source(&sources)) {
             let read = sources[next].read(budget.min(CHUNK_LINES), now, |ingested| {
                 count(&ingested, &mut summary);

@@ -29,15 +29,22 @@
 //! use timely::dataflow::operators::capture::{Capture, Extract};
 //!
 //! let captured = timely::example(|scope| {
-//!     vec![("phone", (5, "ann")), ("phone", (9, "bob")), ("phone", (7, "cy"))]
+//!     let logins = vec![(5, "ann"), (9, "bob"), (7, "cy")];
+//!     logins
+//!         .into_iter()
+//!         .map(|(ts, contact)| ("phone".to_string(), (ts, contact.to_string())))
 //!         .to_stream(scope)
 //!         .latest_by_key("Contacts")
 //!         .inner
 //!         .capture()
 //! });
-//! let updates: Vec<_> = captured.extract().into_iter().flat_map(|(_, data)| data).collect();
-//! let current: isize = updates.iter().filter(|((_, (_, c)), _, _)| *c == "bob").map(|(_, _, d)| d).sum();
-//! assert_eq!(current, 1);
+//! let mut current = std::collections::BTreeMap::new();
+//! for ((device, value), _time, diff) in captured.extract().into_iter().flat_map(|(_, data)| data) {
+//!     *current.entry((device, value)).or_insert(0) += diff;
+//! }
+//! current.retain(|_, diff| *diff != 0);
+//! let expected = [(("phone".to_string(), (9, "bob".to_string())), 1)];
+//! assert_eq!(current.into_iter().collect::<Vec<_>>(), expected);
 //! ```
 
 use std::collections::hash_map::Entry;

@@ -80,7 +80,7 @@ pub fn build<'scope>(
     let walkins = inputs
         .probes
         .flat_map(move |probe| {
-            (probe.rssi >= rssi_min).then(|| ((probe.business, probe.device), probe.ts))
+            (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
         })
         .session_windows(inputs.watermarks, window_config, window_stats)
         .map(|((business, device), window)| WalkIn {

@@ -48,14 +48,16 @@
 //! ```
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
+
+use super::Stash;
 
 /// The greatest value per key.
 pub trait LatestByKey<'scope, K, V> {
@@ -69,29 +71,20 @@ where
     V: ExchangeData,
 {
     fn latest_by_key(self, name: &str) -> VecCollection<'scope, u64, (K, V)> {
-        let by_key = Exchange::new(|(key, _): &(K, V)| key.hashed().into());
+        let by_key = Exchange::new(|(key, _): &(K, V)| key.hashed());
         self.unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
             by_key,
             name,
             |_capability, _info| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(K, V)>)> = BTreeMap::new();
+                let mut pending = Stash::new();
                 let mut latest: HashMap<K, V, foldhash::fast::RandomState> = HashMap::default();
                 move |(input, frontier), output| {
-                    input.for_each_stamp(|capability, data| {
-                        let time = *capability.least().expect("a total order has a least time");
-                        let (_, batch) = pending.entry(time).or_insert_with(|| {
-                            let capability =
-                                capability.retain_least(0).expect("data holds its own time");
-                            (capability, Vec::new())
-                        });
-                        data.for_each(|data| batch.append(data));
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let time = *entry.key();
-                        let (capability, batch) = entry.remove();
+                    input.for_each_stamp(|capability, data| pending.hold(capability, data));
+                    while let Some(time) = pending
+                        .first_time()
+                        .filter(|time| !frontier.less_equal(time))
+                    {
+                        let (capability, batch) = pending.take(time).expect("a held time");
                         let mut session = output.session(&capability);
                         for (key, value) in batch {
                             match latest.entry(key) {

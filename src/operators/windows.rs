@@ -69,9 +69,10 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
+use super::Stash;
 use crate::records::EventTime;
 
 /// The parameters of a visit (SPEC section 2).
@@ -395,7 +396,7 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
         stats: WindowStats,
     ) -> VecCollection<'scope, u64, (K, Window)> {
         let peers = self.scope().peers();
-        let by_key = Exchange::new(|(key, _): &(K, EventTime)| key.hashed().into());
+        let by_key = Exchange::new(|(key, _): &(K, EventTime)| key.hashed());
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
             watermarks.broadcast(),
             by_key,
@@ -403,20 +404,11 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
             "SessionWindows",
             move |_capability, _info| {
                 let mut windows = Windows::new(config);
-                let mut probes: BTreeMap<u64, (Capability<u64>, Vec<(K, EventTime)>)> =
-                    BTreeMap::new();
+                let mut probes = Stash::new();
                 let mut marks: BTreeMap<u64, Vec<Watermark>> = BTreeMap::new();
                 let mut promised = vec![0; peers];
                 move |(probe_input, probe_frontier), (mark_input, mark_frontier), output| {
-                    probe_input.for_each_stamp(|capability, data| {
-                        let time = *capability.least().expect("a total order has a least time");
-                        let (_, batch) = probes.entry(time).or_insert_with(|| {
-                            let capability =
-                                capability.retain_least(0).expect("data holds its own time");
-                            (capability, Vec::new())
-                        });
-                        data.for_each(|data| batch.append(data));
-                    });
+                    probe_input.for_each_stamp(|capability, data| probes.hold(capability, data));
                     mark_input.for_each_stamp(|capability, data| {
                         let time = *capability.least().expect("a total order has a least time");
                         data.for_each(|data| marks.entry(time).or_default().append(data));
@@ -425,16 +417,16 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
                         !probe_frontier.less_equal(time) && !mark_frontier.less_equal(time)
                     };
                     loop {
-                        let next = match (probes.keys().next(), marks.keys().next()) {
-                            (Some(&p), Some(&m)) => p.min(m),
-                            (Some(&p), None) => p,
+                        let next = match (probes.first_time(), marks.keys().next()) {
+                            (Some(p), Some(&m)) => p.min(m),
+                            (Some(p), None) => p,
                             (None, Some(&m)) => m,
                             (None, None) => break,
                         };
                         if !ready(&next) {
                             break;
                         }
-                        if let Some((capability, batch)) = probes.remove(&next) {
+                        if let Some((capability, batch)) = probes.take(next) {
                             let mut session = output.session(&capability);
                             windows.apply(batch, |key, window, diff| {
                                 session.give(((key.clone(), window), next, diff))

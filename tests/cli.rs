@@ -7,7 +7,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const FOLDERS: [&str; 5] = ["walkins", "device-contacts", "enriched-walkins", "walkin-counts", "rejected"];
+const FOLDERS: [&str; 5] = [
+    "walkins",
+    "device-contacts",
+    "enriched-walkins",
+    "walkin-counts",
+    "rejected",
+];
 
 fn presence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -24,11 +30,32 @@ fn stderr(output: &Output) -> String {
 /// Generates a small workload (a few thousand probes over two days) in `dir`.
 fn workload(dir: &Path) -> (Vec<PathBuf>, PathBuf, PathBuf) {
     let output = run(presence()
-        .args(["generate", "--days", "2", "--devices", "400", "--businesses", "6", "--probe-files", "3", "--out"])
+        .args([
+            "generate",
+            "--days",
+            "2",
+            "--devices",
+            "400",
+            "--businesses",
+            "6",
+            "--probe-files",
+            "3",
+            "--out",
+        ])
         .arg(dir));
-    assert!(output.status.success(), "generate failed: {}", stderr(&output));
-    let probes = (0..3).map(|p| dir.join(format!("probes-{p}.jsonl"))).collect();
-    (probes, dir.join("logins-0.jsonl"), dir.join("base-counts.jsonl"))
+    assert!(
+        output.status.success(),
+        "generate failed: {}",
+        stderr(&output)
+    );
+    let probes = (0..3)
+        .map(|p| dir.join(format!("probes-{p}.jsonl")))
+        .collect();
+    (
+        probes,
+        dir.join("logins-0.jsonl"),
+        dir.join("base-counts.jsonl"),
+    )
 }
 
 fn backfill_command(inputs: &(Vec<PathBuf>, PathBuf, PathBuf), out: &Path) -> Command {
@@ -59,7 +86,12 @@ fn collections(out: &Path) -> BTreeMap<&'static str, Vec<String>> {
                     "only published part files remain, found {}",
                     path.display()
                 );
-                lines.extend(std::fs::read_to_string(&path).expect("readable part").lines().map(str::to_owned));
+                lines.extend(
+                    std::fs::read_to_string(&path)
+                        .expect("readable part")
+                        .lines()
+                        .map(str::to_owned),
+                );
             }
             lines.sort();
             (*folder, lines)
@@ -76,20 +108,40 @@ fn workers_and_processes_agree_with_one_worker() {
     let output = run(&mut backfill_command(&inputs, &single));
     assert!(output.status.success(), "-w 1 failed: {}", stderr(&output));
     let expected = collections(&single);
-    assert!(expected["walkins"].len() > 50, "the workload should produce walk-ins: {expected:?}");
+    assert!(
+        expected["walkins"].len() > 50,
+        "the workload should produce walk-ins: {expected:?}"
+    );
     assert!(!expected["enriched-walkins"].is_empty() && !expected["rejected"].is_empty());
 
     let two_workers = dir.path().join("w2");
     let output = run(backfill_command(&inputs, &two_workers).args(["-w", "2"]));
     assert!(output.status.success(), "-w 2 failed: {}", stderr(&output));
-    assert_eq!(collections(&two_workers), expected, "-w 2 differs from -w 1");
+    assert_eq!(
+        collections(&two_workers),
+        expected,
+        "-w 2 differs from -w 1"
+    );
 
     // Two real processes on loopback, writing their parts into one folder.
     let ports: Vec<u16> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
         .collect();
     let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &hostfile,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let two_processes = dir.path().join("n2");
     let children: Vec<_> = (0..2)
         .map(|p| {
@@ -103,14 +155,26 @@ fn workers_and_processes_agree_with_one_worker() {
         .collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "-n 2 process failed: {}", stderr(&output));
+        assert!(
+            output.status.success(),
+            "-n 2 process failed: {}",
+            stderr(&output)
+        );
     }
-    assert_eq!(collections(&two_processes), expected, "-n 2 differs from -w 1");
+    assert_eq!(
+        collections(&two_processes),
+        expected,
+        "-n 2 differs from -w 1"
+    );
 
     // A rerun with fewer workers into the same folder leaves no stale parts behind.
     let output = run(&mut backfill_command(&inputs, &two_workers));
     assert!(output.status.success(), "rerun failed: {}", stderr(&output));
-    assert_eq!(collections(&two_workers), expected, "a -w 1 rerun over -w 2 output differs");
+    assert_eq!(
+        collections(&two_workers),
+        expected,
+        "a -w 1 rerun over -w 2 output differs"
+    );
 }
 
 #[test]
@@ -123,7 +187,10 @@ fn missing_input_file_is_one_clear_error() {
         .arg(dir.path().join("out")));
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("cannot open probes file") && message.contains("nope.jsonl"), "{message}");
+    assert!(
+        message.contains("cannot open probes file") && message.contains("nope.jsonl"),
+        "{message}"
+    );
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(!message.contains("panicked"), "{message}");
 }
@@ -132,29 +199,55 @@ fn missing_input_file_is_one_clear_error() {
 fn unknown_flag_is_rejected() {
     let output = run(presence().args(["backfill", "--probes", "x", "--out", "y", "--frobnicate"]));
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("--frobnicate"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--frobnicate"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn bad_duration_is_rejected_with_the_syntax() {
-    let output = run(presence().args(["backfill", "--probes", "x", "--out", "y", "--session-gap", "15 minutes"]));
+    let output = run(presence().args([
+        "backfill",
+        "--probes",
+        "x",
+        "--out",
+        "y",
+        "--session-gap",
+        "15 minutes",
+    ]));
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.contains("invalid duration") && message.contains("15m"), "{message}");
+    assert!(
+        message.contains("invalid duration") && message.contains("15m"),
+        "{message}"
+    );
 }
 
 #[test]
 fn unwritable_out_fails_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("probes.jsonl");
-    std::fs::write(&probes, "{\"device\":\"d\",\"business\":\"b\",\"ts\":1,\"rssi\":-50}\n").unwrap();
+    std::fs::write(
+        &probes,
+        "{\"device\":\"d\",\"business\":\"b\",\"ts\":1,\"rssi\":-50}\n",
+    )
+    .unwrap();
     // A path below a regular file cannot be a folder, even for root.
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "").unwrap();
-    let output = run(presence().args(["backfill", "--probes"]).arg(&probes).arg("--out").arg(blocker.join("out")));
+    let output = run(presence()
+        .args(["backfill", "--probes"])
+        .arg(&probes)
+        .arg("--out")
+        .arg(blocker.join("out")));
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
-    assert!(message.contains("cannot write") && message.contains("out"), "{message}");
+    assert!(
+        message.contains("cannot write") && message.contains("out"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -176,11 +269,25 @@ fn help_is_long_only_and_h_is_the_hostfile() {
     let output = run(presence().args(["backfill", "--help"]));
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--probes", "--logins", "--base-counts", "--out", "--session-gap", "-w", "-n", "-p", "-h, --hostfile"] {
+    for flag in [
+        "--probes",
+        "--logins",
+        "--base-counts",
+        "--out",
+        "--session-gap",
+        "-w",
+        "-n",
+        "-p",
+        "-h, --hostfile",
+    ] {
         assert!(help.contains(flag), "help lacks {flag}: {help}");
     }
     let output = run(presence().args(["backfill", "-h"]));
-    assert_eq!(output.status.code(), Some(2), "-h needs a hostfile argument");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "-h needs a hostfile argument"
+    );
 }
 
 #[test]
@@ -189,7 +296,11 @@ fn empty_files_produce_empty_collections() {
     let probes = dir.path().join("probes.jsonl");
     std::fs::write(&probes, "\n   \n").unwrap();
     let out = dir.path().join("out");
-    let output = run(presence().args(["backfill", "--probes"]).arg(&probes).arg("--out").arg(&out));
+    let output = run(presence()
+        .args(["backfill", "--probes"])
+        .arg(&probes)
+        .arg("--out")
+        .arg(&out));
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(collections(&out).values().all(Vec::is_empty));
 }

@@ -16,8 +16,12 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 /// Input held until the frontier passes its logical time, with a capability
 /// to emit at that time: how both operators wait for a complete time.
+///
+/// Containers are kept as they arrive rather than appended into one vector:
+/// growing one vector per epoch cost a fifth of backfill time in reallocation
+/// and page faults.
 struct Stash<D> {
-    batches: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+    batches: BTreeMap<u64, (Capability<u64>, Vec<Vec<D>>)>,
 }
 
 impl<D> Stash<D> {
@@ -40,7 +44,7 @@ impl<D> Stash<D> {
             let capability = capability.retain_least(0).expect("data holds its own time");
             (capability, Vec::new())
         });
-        data.for_each(|data| batch.append(data));
+        batch.extend(data.map(std::mem::take));
     }
 
     /// The earliest time held.
@@ -49,7 +53,9 @@ impl<D> Stash<D> {
     }
 
     /// Takes the batch of `time`, if any.
-    fn take(&mut self, time: u64) -> Option<(Capability<u64>, Vec<D>)> {
-        self.batches.remove(&time)
+    fn take(&mut self, time: u64) -> Option<(Capability<u64>, impl Iterator<Item = D>)> {
+        self.batches
+            .remove(&time)
+            .map(|(capability, batch)| (capability, batch.into_iter().flatten()))
     }
 }

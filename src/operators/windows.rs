@@ -259,7 +259,11 @@ impl<K: Ord + Hash + Clone> Windows<K> {
 
     /// Adds one logical time's timestamps and reports each change to the
     /// windows as `(key, window, +1 or -1)`.
-    pub fn apply(&mut self, batch: Vec<(K, EventTime)>, mut emit: impl FnMut(&K, Window, isize)) {
+    pub fn apply(
+        &mut self,
+        batch: impl IntoIterator<Item = (K, EventTime)>,
+        mut emit: impl FnMut(&K, Window, isize),
+    ) {
         let config = self.config;
         self.batches += 1;
         // Each key's windows before this batch, for the keys it touches.

@@ -203,12 +203,14 @@ fn run_worker(
     epoch_lines: u64,
 ) -> Result<(Summary, Vec<FinishedPart>), BackfillError> {
     let (index, peers) = (worker.index(), worker.peers());
-    let mut sources = files
-        .iter()
-        .enumerate()
-        .filter(|(position, _)| responsible_for(*position, peers) == index)
-        .map(|(_, file)| FileSource::open(file, &job.params))
-        .collect::<Result<Vec<_>, _>>()?;
+    let open = || {
+        files
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| responsible_for(*position, peers) == index)
+            .map(|(_, file)| FileSource::open(file, &job.params))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let mut summary = Summary::default();
     let count = |ingested: &Ingested, summary: &mut Summary| match ingested {
         Ingested::Probe(_) => summary.accepted[0] += 1,
@@ -219,6 +221,7 @@ fn run_worker(
     };
 
     if job.parse_only {
+        let mut sources = open()?;
         while let Some(next) = next_source(&sources) {
             let read = sources[next].read(epoch_lines, now_ms(), |ingested| {
                 count(&ingested, &mut summary)
@@ -228,8 +231,12 @@ fn run_worker(
         return Ok((summary, Vec::new()));
     }
 
+    // Every worker builds the dataflow before anything can fail: the other
+    // workers would wait forever on one that never built it, whereas one that
+    // returns early drops its inputs and lets them finish.
     let collections = Arc::new(Mutex::new(Collections::default()));
     let mut pipeline = Pipeline::new(worker, &job.params, Arc::clone(&collections));
+    let mut sources = open()?;
     let rejected_dir = job.out.join("rejected");
     let mut rejected = PartWriter::create(&rejected_dir, index, peers)?;
     let drain_rejected = |rejected: &mut PartWriter| -> Result<(), OutputError> {

@@ -198,38 +198,55 @@ impl FileSource {
     ) -> Result<Read, FileError> {
         let mut read = Read::default();
         while read.lines < max_lines && !self.finished {
-            let size = read_line_bounded(&mut self.reader, &mut self.buffer, MAX_KEPT_RECORD_BYTES)
+            let line = read_line_bounded(&mut self.reader, &mut self.buffer, MAX_KEPT_RECORD_BYTES)
                 .map_err(|source| FileError::Read {
                     path: self.file.path.clone(),
                     line: self.line,
                     source,
                 })?;
-            let Some((size, terminator)) = size else {
+            let Some(line) = line else {
                 self.finished = true;
                 break;
             };
             self.line += 1;
             read.lines += 1;
-            read.bytes += (size + terminator) as u64;
-            out(self
-                .ingest
-                .ingest_sized(&self.buffer, size, self.line, now_ms));
+            read.bytes += (line.size + line.terminator) as u64;
+            out(if line.blank {
+                Ingested::Blank // even when longer than what was kept
+            } else {
+                self.ingest
+                    .ingest_sized(&self.buffer, line.size, self.line, now_ms)
+            });
         }
         Ok(read)
     }
 }
 
+/// One line as [`read_line_bounded`] read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Line {
+    /// The line's full size without its terminator.
+    size: usize,
+    /// The terminator's length: 2 for `\r\n`, 1 for `\n`, 0 at the end of input.
+    terminator: usize,
+    /// Whether the whole line (kept or not) is ASCII whitespace.
+    blank: bool,
+}
+
 /// Reads one line into `buffer` (without its `\n` or `\r\n`), keeping at
 /// most `keep` bytes of it so that a huge line cannot exhaust memory.
-/// Returns the line's full size and its terminator's length, or `None` at
-/// the end of the input.
+/// Returns `None` at the end of the input.
 fn read_line_bounded(
     reader: &mut impl BufRead,
     buffer: &mut Vec<u8>,
     keep: usize,
-) -> io::Result<Option<(usize, usize)>> {
+) -> io::Result<Option<Line>> {
     buffer.clear();
-    let mut size = 0;
+    let mut line = Line {
+        size: 0,
+        terminator: 0,
+        blank: true,
+    };
     let mut any = false;
     loop {
         let available = match reader.fill_buf() {
@@ -238,22 +255,25 @@ fn read_line_bounded(
             Err(error) => return Err(error),
         };
         if available.is_empty() {
-            return Ok(any.then_some((size, 0)));
+            return Ok(any.then_some(line));
         }
         any = true;
         let newline = available.iter().position(|&byte| byte == b'\n');
         let chunk = &available[..newline.unwrap_or(available.len())];
         let room = keep.saturating_sub(buffer.len());
         buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        size += chunk.len();
+        line.blank = line.blank && chunk.iter().all(u8::is_ascii_whitespace);
+        line.size += chunk.len();
         let used = newline.map_or(available.len(), |at| at + 1);
         reader.consume(used);
         if newline.is_some() {
-            if size == buffer.len() && buffer.last() == Some(&b'\r') {
+            line.terminator = 1;
+            if line.size == buffer.len() && buffer.last() == Some(&b'\r') {
                 buffer.pop();
-                return Ok(Some((size - 1, 2)));
+                line.size -= 1;
+                line.terminator = 2;
             }
-            return Ok(Some((size, 1)));
+            return Ok(Some(line));
         }
     }
 }
@@ -264,20 +284,26 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let text = b"ab\r\n\ncdef\nlast";
+        let text = b"ab\r\n\ncdef\n     \nlast";
         let mut reader = &text[..];
         let mut buffer = Vec::new();
         let mut lines = Vec::new();
-        while let Some((size, term)) = read_line_bounded(&mut reader, &mut buffer, 3).unwrap() {
-            lines.push((String::from_utf8_lossy(&buffer).into_owned(), size, term));
+        while let Some(line) = read_line_bounded(&mut reader, &mut buffer, 3).unwrap() {
+            lines.push((
+                String::from_utf8_lossy(&buffer).into_owned(),
+                line.size,
+                line.terminator,
+                line.blank,
+            ));
         }
         assert_eq!(
             lines,
             vec![
-                ("ab".to_owned(), 2, 2),
-                ("".to_owned(), 0, 1),
-                ("cde".to_owned(), 4, 1),
-                ("las".to_owned(), 4, 0)
+                ("ab".to_owned(), 2, 2, false),
+                ("".to_owned(), 0, 1, true),
+                ("cde".to_owned(), 4, 1, false),
+                ("   ".to_owned(), 5, 1, true),
+                ("las".to_owned(), 4, 0, false)
             ]
         );
     }

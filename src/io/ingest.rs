@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::params::Params;
 use crate::records::{BaseCount, EventTime, Login, Probe, Reason, Rejected};
@@ -195,9 +196,10 @@ pub fn corrupt(source: &str, partition: u64, offset: u64, detail: String) -> Rej
 }
 
 // The raw shapes borrow their strings from the input where no escapes force a
-// copy. serde ignores unknown fields, rejects duplicates and missing ones, and
-// refuses to read a number with a fraction or exponent as an integer — exactly
-// SPEC section 1.
+// copy. serde ignores unknown fields and rejects duplicates and missing ones.
+// Integers are taken as their raw JSON text, because the SPEC's rule is about
+// how a number is written: `-0` is an integer, `5.0` and `5e0` are not — a
+// distinction serde_json's numbers do not keep.
 
 #[derive(Deserialize)]
 struct RawProbe<'a> {
@@ -205,8 +207,10 @@ struct RawProbe<'a> {
     device: Cow<'a, str>,
     #[serde(borrow)]
     business: Cow<'a, str>,
-    ts: i64,
-    rssi: i64,
+    #[serde(borrow)]
+    ts: &'a RawValue,
+    #[serde(borrow)]
+    rssi: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -217,7 +221,8 @@ struct RawLogin<'a> {
     business: Cow<'a, str>,
     #[serde(borrow)]
     contact: Cow<'a, str>,
-    ts: i64,
+    #[serde(borrow)]
+    ts: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -226,11 +231,40 @@ struct RawBaseCount<'a> {
     business: Cow<'a, str>,
     #[serde(borrow)]
     contact: Cow<'a, str>,
-    count: i64,
+    #[serde(borrow)]
+    count: &'a RawValue,
 }
 
+/// Parses a record that must be a JSON object in UTF-8.
 fn from_json<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(text).map_err(|error| format!("invalid record: {error}"))
+    // serde_json checks UTF-8 only in the strings it decodes, not in skipped
+    // unknown fields; JSON text must be UTF-8 throughout.
+    let text = std::str::from_utf8(text)
+        .map_err(|error| format!("invalid record: not UTF-8 ({error})"))?;
+    // A derived struct also accepts a JSON array of its fields in order.
+    if !text.trim_start().starts_with('{') {
+        return Err("invalid record: not a JSON object".to_owned());
+    }
+    serde_json::from_str(text).map_err(|error| format!("invalid record: {error}"))
+}
+
+/// The value of a JSON number written as an integer (no fraction, no exponent).
+fn integer(field: &str, raw: &RawValue) -> Result<i128, String> {
+    let text = raw.get();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{field}` must be an integer, found {text}"));
+    }
+    // 39 digits overflow i128; anything that long is out of every range anyway.
+    let magnitude: i128 = if digits.len() > 38 {
+        i128::MAX
+    } else {
+        digits.parse().expect("ASCII digits")
+    };
+    Ok(if negative { -magnitude } else { magnitude })
 }
 
 fn id(field: &str, value: Cow<'_, str>) -> Result<String, String> {
@@ -246,7 +280,8 @@ fn id(field: &str, value: Cow<'_, str>) -> Result<String, String> {
     }
 }
 
-fn below_2_53(field: &str, value: i64) -> Result<u64, String> {
+fn below_2_53(field: &str, raw: &RawValue) -> Result<u64, String> {
+    let value = integer(field, raw)?;
     u64::try_from(value)
         .ok()
         .filter(|&value| value < MAX_INTEGER)
@@ -256,14 +291,15 @@ fn below_2_53(field: &str, value: i64) -> Result<u64, String> {
 /// Parses and validates a probe (SPEC section 1).
 pub fn parse_probe(text: &[u8]) -> Result<Probe, String> {
     let raw: RawProbe = from_json(text)?;
-    if !(-128..=0).contains(&raw.rssi) {
-        return Err(format!("`rssi` is {}; it must be in [-128, 0]", raw.rssi));
+    let rssi = integer("rssi", raw.rssi)?;
+    if !(-128..=0).contains(&rssi) {
+        return Err(format!("`rssi` is {rssi}; it must be in [-128, 0]"));
     }
     Ok(Probe {
         device: id("device", raw.device)?,
         business: id("business", raw.business)?,
         ts: below_2_53("ts", raw.ts)?,
-        rssi: raw.rssi as i32,
+        rssi: rssi as i32,
     })
 }
 
@@ -334,6 +370,11 @@ mod tests {
             br#"[1,2]"#,
             b"\xff\xfe",
             br#"{"device":"\ud800","business":"b","ts":5,"rssi":-60}"#,
+            br#"["d","b",5,-60]"#,
+            b"{\"device\":\"d\",\"business\":\"b\",\"ts\":5,\"rssi\":-60,\"note\":\"\xff\"}",
+            br#"{"device":"d","business":"b","ts":"5","rssi":-60}"#,
+            br#"{"device":"d","business":"b","ts":123456789012345678901234567890123456789012,"rssi":-60}"#,
+            br#"{"device":"d","business":"b","ts":-0.0,"rssi":-60}"#,
         ];
         for case in cases {
             assert_eq!(
@@ -343,6 +384,16 @@ mod tests {
                 String::from_utf8_lossy(case)
             );
         }
+    }
+
+    #[test]
+    fn minus_zero_is_the_integer_zero() {
+        let line = br#" {"device":"d","business":"b","ts":-0,"rssi":-0}"#;
+        match probes().ingest(line, 1, NOW) {
+            Ingested::Probe(p) => assert_eq!((p.ts, p.rssi), (0, 0)),
+            other => panic!("expected a probe, got {other:?}"),
+        }
+        assert!(parse_base_count(br#"{"business":"b","contact":"c","count":-0}"#).is_ok());
     }
 
     #[test]

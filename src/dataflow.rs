@@ -84,8 +84,8 @@ pub fn build<'scope>(
         })
         .session_windows(inputs.watermarks, window_config, window_stats)
         .map(|((business, device), window)| WalkIn {
-            business,
-            device,
+            business: business.into(),
+            device: device.into(),
             start: window.start,
             detected_at: window.detected_at,
         });

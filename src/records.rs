@@ -10,13 +10,18 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since the Unix epoch (event time, from the data).
 pub type EventTime = u64;
 
+/// An identifier (device, business or contact) on the hot path: ids of up to
+/// 24 bytes — MAC addresses, store codes — are stored inline, without an
+/// allocation per record.
+pub type Id = compact_str::CompactString;
+
 /// An accepted probe: a phone's probe request seen at a business.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Probe {
     /// The phone's identifier.
-    pub device: String,
+    pub device: Id,
     /// The business whose router saw the probe.
-    pub business: String,
+    pub business: Id,
     /// When the router saw it.
     pub ts: EventTime,
     /// Signal strength in dBm, in [-128, 0].

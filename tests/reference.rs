@@ -305,8 +305,8 @@ fn parse_record(kind: Kind, line: &[u8]) -> Option<Valid> {
     };
     Some(match kind {
         Kind::Probe => Valid::Probe(Probe {
-            device: id("device")?,
-            business: id("business")?,
+            device: id("device")?.into(),
+            business: id("business")?.into(),
             ts: integer("ts", BELOW_2_53)? as u64,
             rssi: integer("rssi", -128..=0)? as i32,
         }),
@@ -442,7 +442,7 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
     let mut timestamps: BTreeMap<(String, String), BTreeSet<EventTime>> = BTreeMap::new();
     for probe in probes.iter().filter(|probe| probe.rssi >= params.rssi_min) {
         timestamps
-            .entry((probe.business.clone(), probe.device.clone()))
+            .entry((probe.business.to_string(), probe.device.to_string()))
             .or_default()
             .insert(probe.ts);
     }
@@ -994,8 +994,8 @@ impl Generator {
             for offset in self.visit_offsets() {
                 let rssi = self.rssi();
                 planned.push(Probe {
-                    device: device.clone(),
-                    business: business.clone(),
+                    device: device.as_str().into(),
+                    business: business.as_str().into(),
                     ts: start + offset,
                     rssi,
                 });
@@ -1017,8 +1017,8 @@ impl Generator {
                 // A straggler exactly at the lateness limit, one past it, or far behind.
                 let behind = *self.rng.pick(&[lateness, lateness + 1, 3 * lateness + 5]);
                 let straggler = Probe {
-                    device: self.device(),
-                    business: self.rng.pick(&BUSINESSES).to_string(),
+                    device: self.device().into(),
+                    business: (*self.rng.pick(&BUSINESSES)).into(),
                     ts: largest.saturating_sub(behind),
                     rssi: self.rssi(),
                 };
@@ -1134,8 +1134,8 @@ impl Generator {
             Kind::Probe => probe_fields(
                 &mut self.rng,
                 &Probe {
-                    device,
-                    business,
+                    device: device.into(),
+                    business: business.into(),
                     ts,
                     rssi: -50,
                 },

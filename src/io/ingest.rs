@@ -267,7 +267,7 @@ fn integer(field: &str, raw: &RawValue) -> Result<i128, String> {
     Ok(if negative { -magnitude } else { magnitude })
 }
 
-fn id(field: &str, value: Cow<'_, str>) -> Result<String, String> {
+fn id<S: for<'a> From<&'a str>>(field: &str, value: Cow<'_, str>) -> Result<S, String> {
     if value.is_empty() {
         Err(format!("`{field}` is empty"))
     } else if value.len() > MAX_ID_BYTES {
@@ -276,7 +276,7 @@ fn id(field: &str, value: Cow<'_, str>) -> Result<String, String> {
             value.len()
         ))
     } else {
-        Ok(value.into_owned())
+        Ok(S::from(value.as_ref()))
     }
 }
 

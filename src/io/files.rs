@@ -206,6 +206,14 @@ impl FileSource {
                 })?;
             let Some(line) = line else {
                 self.finished = true;
+                tracing::info!(
+                    path = %self.file.path.display(),
+                    kind = kind_name(self.file.kind),
+                    partition = self.file.index,
+                    lines = self.line,
+                    high_water = ?self.ingest.high_water(),
+                    "finished reading an input file"
+                );
                 break;
             };
             self.line += 1;

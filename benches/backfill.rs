@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use presence::io::output::FOLDERS;
+
 /// The binary cargo built for this benchmark.
 const BUILT: &str = env!("CARGO_BIN_EXE_presence");
 
@@ -41,13 +43,6 @@ static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 fn bin() -> &'static Path {
     BIN.get().map_or(Path::new(BUILT), PathBuf::as_path)
 }
-const FOLDERS: [&str; 5] = [
-    "walkins",
-    "device-contacts",
-    "enriched-walkins",
-    "walkin-counts",
-    "rejected",
-];
 const PROBE_FILES: u64 = 4;
 
 fn env_u64(name: &str, default: u64) -> u64 {

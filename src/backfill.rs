@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use timely::worker::Worker;
 
 use crate::io::files::{check_readable, plan, responsible_for, FileError, FileSource, InputFile};
@@ -149,6 +150,15 @@ pub fn run_with_epochs(
     if !job.parse_only {
         output::prepare(&job.out)?;
     }
+    let peers = match &config.communication {
+        timely::CommunicationConfig::Thread => 1,
+        timely::CommunicationConfig::Process(threads)
+        | timely::CommunicationConfig::ProcessBinary(threads) => *threads,
+        timely::CommunicationConfig::Cluster {
+            threads, addresses, ..
+        } => threads * addresses.len(),
+    };
+    let job_out = (!job.parse_only).then(|| job.out.clone());
     let job = Arc::new((job, files));
     let guards = timely::execute(config, move |worker| {
         let (job, files) = &*job;
@@ -167,6 +177,12 @@ pub fn run_with_epochs(
                 .for_each(FinishedPart::discard);
         }
         return Err(results.swap_remove(position).expect_err("found an error"));
+    }
+    // Every part is complete: replace the previous run's output.
+    if let Some(out) = job_out {
+        for folder in output::FOLDERS {
+            output::remove_stale_parts(&out.join(folder), peers)?;
+        }
     }
     let mut summary = Summary::default();
     for (worker_summary, parts) in results.into_iter().map(|r| r.expect("no errors")) {
@@ -237,8 +253,7 @@ fn run_worker(
     let collections = Arc::new(Mutex::new(Collections::default()));
     let mut pipeline = Pipeline::new(worker, &job.params, Arc::clone(&collections));
     let mut sources = open()?;
-    let rejected_dir = job.out.join("rejected");
-    let mut rejected = PartWriter::create(&rejected_dir, index, peers)?;
+    let mut rejected = PartWriter::create(&job.out.join("rejected"), index, peers)?;
     let drain_rejected = |rejected: &mut PartWriter| -> Result<(), OutputError> {
         let batch = std::mem::take(
             &mut collections
@@ -286,27 +301,59 @@ fn run_worker(
             .lock()
             .expect("no worker panics holding the lock"),
     );
-    let mut parts = Vec::new();
-    let written = |folder: &'static str, count: u64, summary: &mut Summary| {
-        summary.written.insert(folder, count);
+    let dir = |folder: &str| job.out.join(folder);
+    summary.written.insert("rejected", rejected.records());
+    let mut parts = vec![rejected.finish()?];
+    let mut publish = |folder: &'static str, part: (u64, FinishedPart)| {
+        summary.written.insert(folder, part.0);
+        parts.push(part.1);
     };
-    written("rejected", rejected.records(), &mut summary);
-    parts.push(rejected.finish()?);
-    macro_rules! write_collection {
-        ($folder:literal, $field:ident) => {{
-            let dir = job.out.join($folder);
-            output::remove_stale_parts(&dir, peers)?;
-            let records = records(&collections.$field);
-            written($folder, records.len() as u64, &mut summary);
-            parts.push(output::write_part(&dir, index, peers, &records)?);
-        }};
-    }
-    write_collection!("walkins", walkins);
-    write_collection!("device-contacts", device_contacts);
-    write_collection!("enriched-walkins", enriched_walkins);
-    write_collection!("walkin-counts", walkin_counts);
-    output::remove_stale_parts(&rejected_dir, peers)?;
+    publish(
+        "walkins",
+        write_collection(&dir("walkins"), index, peers, &collections.walkins)?,
+    );
+    publish(
+        "device-contacts",
+        write_collection(
+            &dir("device-contacts"),
+            index,
+            peers,
+            &collections.device_contacts,
+        )?,
+    );
+    publish(
+        "enriched-walkins",
+        write_collection(
+            &dir("enriched-walkins"),
+            index,
+            peers,
+            &collections.enriched_walkins,
+        )?,
+    );
+    publish(
+        "walkin-counts",
+        write_collection(
+            &dir("walkin-counts"),
+            index,
+            peers,
+            &collections.walkin_counts,
+        )?,
+    );
     Ok((summary, parts))
+}
+
+/// Writes a worker's part of a collection, sorted, under a temporary name.
+fn write_collection<D: Serialize + Ord + Clone + std::fmt::Debug>(
+    dir: &std::path::Path,
+    index: usize,
+    peers: usize,
+    collection: &std::collections::HashMap<D, isize>,
+) -> Result<(u64, FinishedPart), OutputError> {
+    let records = records(collection);
+    Ok((
+        records.len() as u64,
+        output::write_part(dir, index, peers, &records)?,
+    ))
 }
 
 /// The next file a worker reads (see [`FileSource::read_order`]).

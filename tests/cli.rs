@@ -7,13 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const FOLDERS: [&str; 5] = [
-    "walkins",
-    "device-contacts",
-    "enriched-walkins",
-    "walkin-counts",
-    "rejected",
-];
+use presence::io::output::FOLDERS;
 
 fn presence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_presence"))

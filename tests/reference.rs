@@ -859,18 +859,23 @@ struct Generator {
     params: Params,
 }
 
+/// Parameters small enough that every threshold is hit by small timestamps.
+fn dense_params() -> Params {
+    Params {
+        session_gap: 10,
+        min_dwell: 5,
+        min_probes: 3,
+        allowed_lateness: 7,
+        rssi_min: -75,
+        ..Params::default()
+    }
+}
+
 impl Generator {
     fn new(seed: u64) -> Self {
         let mut rng = Rng(seed);
         let params = if seed == 0 {
-            Params {
-                session_gap: 10,
-                min_dwell: 5,
-                min_probes: 3,
-                allowed_lateness: 7,
-                rssi_min: -75,
-                ..Params::default()
-            }
+            dense_params()
         } else {
             Params {
                 session_gap: rng.range(1..=20),
@@ -1671,14 +1676,7 @@ fn a_huge_blank_line_is_skipped() {
 /// The reference itself, on cases worked out by hand from the SPEC.
 #[test]
 fn the_reference_follows_the_spec_by_hand() {
-    let params = Params {
-        session_gap: 10,
-        min_dwell: 5,
-        min_probes: 3,
-        allowed_lateness: 7,
-        rssi_min: -75,
-        ..Params::default()
-    };
+    let params = dense_params();
     let probe = |device: &str, ts: u64, rssi: i32| {
         format!(r#"{{"device":"{device}","business":"shop","ts":{ts},"rssi":{rssi}}}"#).into_bytes()
     };

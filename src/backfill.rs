@@ -100,7 +100,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn merge(&mut self, other: Summary) {
+    /// Adds another worker's summary to this one.
+    pub fn merge(&mut self, other: Summary) {
         self.lines += other.lines;
         self.bytes += other.bytes;
         for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {

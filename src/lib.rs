@@ -15,3 +15,4 @@ pub mod operators;
 pub mod params;
 pub mod pipeline;
 pub mod records;
+pub mod run;

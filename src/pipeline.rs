@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::Probe as _;
-use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
-use crate::dataflow::{self, Inputs, Time};
+use crate::dataflow::{self, Inputs, Outputs, Time};
 use crate::io::ingest::Ingested;
 use crate::operators::{Watermark, WindowStats};
 use crate::params::Params;
@@ -102,6 +102,47 @@ impl Pipeline {
     /// Builds the dataflow on `worker`, accumulating its outputs into
     /// `collections` (which several workers may share).
     pub fn new(worker: &mut Worker, params: &Params, collections: Arc<Mutex<Collections>>) -> Self {
+        Self::with_sinks(worker, params, move |outputs, rejected, probe| {
+            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
+            accumulate(
+                outputs.device_contacts,
+                &collections,
+                |c| &mut c.device_contacts,
+                probe,
+            );
+            accumulate(
+                outputs.enriched_walkins,
+                &collections,
+                |c| &mut c.enriched_walkins,
+                probe,
+            );
+            accumulate(
+                outputs.walkin_counts,
+                &collections,
+                |c| &mut c.walkin_counts,
+                probe,
+            );
+            let sink = Arc::clone(&collections);
+            use timely::dataflow::operators::Inspect;
+            rejected
+                .inspect(move |record: &Rejected| {
+                    sink.lock()
+                        .expect("no worker panics holding the lock")
+                        .rejected
+                        .push(record.clone())
+                })
+                .probe_with(probe);
+        })
+    }
+
+    /// Builds the dataflow on `worker` with the sinks `attach` connects to
+    /// its outputs and rejected records; `attach` must make the probe it is
+    /// given cover every sink, so that the probe passes a time only once its
+    /// output is written.
+    pub fn with_sinks<F>(worker: &mut Worker, params: &Params, attach: F) -> Self
+    where
+        F: FnOnce(Outputs<'_>, StreamVec<'_, Time, Rejected>, &ProbeHandle<Time>),
+    {
         let mut probes = InputHandleVec::new();
         let mut logins = InputHandleVec::new();
         let mut base_counts = InputHandleVec::new();
@@ -121,36 +162,7 @@ impl Pipeline {
                 params,
                 window_stats.clone(),
             );
-            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, &probe);
-            accumulate(
-                outputs.device_contacts,
-                &collections,
-                |c| &mut c.device_contacts,
-                &probe,
-            );
-            accumulate(
-                outputs.enriched_walkins,
-                &collections,
-                |c| &mut c.enriched_walkins,
-                &probe,
-            );
-            accumulate(
-                outputs.walkin_counts,
-                &collections,
-                |c| &mut c.walkin_counts,
-                &probe,
-            );
-            let sink = Arc::clone(&collections);
-            use timely::dataflow::operators::Inspect;
-            rejected
-                .to_stream(scope)
-                .inspect(move |record: &Rejected| {
-                    sink.lock()
-                        .expect("no worker panics holding the lock")
-                        .rejected
-                        .push(record.clone())
-                })
-                .probe_with(&probe);
+            attach(outputs, rejected.to_stream(scope), &probe);
         });
         Pipeline {
             index,
@@ -191,7 +203,14 @@ impl Pipeline {
 
     /// Ends the current epoch.
     pub fn advance(&mut self) {
-        self.epoch += 1;
+        self.advance_to(self.epoch + 1);
+    }
+
+    /// Ends the current epoch and starts `epoch` (later than the current one;
+    /// a streaming driver uses wall-clock milliseconds).
+    pub fn advance_to(&mut self, epoch: Time) {
+        assert!(epoch > self.epoch, "epochs only advance");
+        self.epoch = epoch;
         self.probes.advance_to(self.epoch);
         self.logins.advance_to(self.epoch);
         self.base_counts.advance_to(self.epoch);
@@ -212,6 +231,11 @@ impl Pipeline {
     /// Whether every epoch before the current one is complete in the outputs.
     pub fn caught_up(&self) -> bool {
         !self.probe.less_than(&self.epoch)
+    }
+
+    /// The probe that passes a time once every sink has written it.
+    pub fn probe(&self) -> &ProbeHandle<Time> {
+        &self.probe
     }
 
     /// The window operator's state size on this worker.

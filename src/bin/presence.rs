@@ -40,6 +40,9 @@ enum Command {
     /// Write a generated, realistic multi-day workload as input files.
     #[command(disable_help_flag = true)]
     Generate(GenerateArgs),
+    /// The streaming service: read the input topics, write the output topics.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
     /// Generate a week of data into a temporary folder and backfill it.
     #[command(disable_help_flag = true)]
     Example(ExampleArgs),
@@ -105,6 +108,36 @@ struct BackfillArgs {
 }
 
 #[derive(Args, Debug)]
+struct RunArgs {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: String,
+    /// Stop once every input partition is read up to the end offsets seen at start.
+    #[arg(long)]
+    stop_at_end: bool,
+    /// Topic of probes.
+    #[arg(long, default_value = "probes", value_name = "TOPIC")]
+    probes_topic: String,
+    /// Topic of logins.
+    #[arg(long, default_value = "logins", value_name = "TOPIC")]
+    logins_topic: String,
+    /// Topic of base counts.
+    #[arg(long, default_value = "base-counts", value_name = "TOPIC")]
+    base_counts_topic: String,
+    /// Prefix of every output topic (walkins, device-contacts, enriched-walkins,
+    /// walkin-counts, presence-rejected, presence-progress).
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    output_prefix: String,
+    /// How long to wait for the brokers before giving up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    connect_timeout: u64,
+    #[command(flatten)]
+    params: ParamArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
 struct WorkloadArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
@@ -162,7 +195,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // librdkafka logs every refused connection; presence reports the
+            // failure that matters itself (RUST_LOG=rdkafka=warn shows them).
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,librdkafka=off,rdkafka=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -189,6 +225,50 @@ fn run(command: Command) -> anyhow::Result<()> {
                 parse_only: args.parse_only,
             };
             backfill_with_progress(&args.cluster, job)
+        }
+        Command::Run(args) => {
+            let config = args.cluster.timely_config()?;
+            let prefix = &args.output_prefix;
+            let topics = presence::run::Topics {
+                probes: args.probes_topic,
+                logins: args.logins_topic,
+                base_counts: args.base_counts_topic,
+                walkins: format!("{prefix}walkins"),
+                device_contacts: format!("{prefix}device-contacts"),
+                enriched_walkins: format!("{prefix}enriched-walkins"),
+                walkin_counts: format!("{prefix}walkin-counts"),
+                rejected: format!("{prefix}presence-rejected"),
+                progress: format!("{prefix}presence-progress"),
+            };
+            let job = presence::run::RunJob {
+                brokers: args.brokers,
+                topics,
+                params: args.params.params(),
+                stop_at_end: args.stop_at_end,
+                connect_timeout: Duration::from_millis(args.connect_timeout),
+            };
+            // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
+            let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, Arc::clone(&shutdown))
+                    .context("cannot install signal handlers")?;
+            }
+            let started = Instant::now();
+            let summary = presence::run::run(config, job.clone(), shutdown)?;
+            let elapsed = started.elapsed();
+            eprintln!(
+                "read {} messages in {:.2} s; accepted {} probes, {} logins, {} base counts; rejected {}",
+                summary.lines,
+                elapsed.as_secs_f64(),
+                summary.accepted[0],
+                summary.accepted[1],
+                summary.accepted[2],
+                backfill::reasons()
+                    .map(|reason| format!("{} {reason}", summary.rejected.get(reason).copied().unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
         }
         Command::Generate(args) => {
             let started = Instant::now();

@@ -5,4 +5,6 @@
 pub mod files;
 pub mod generator;
 pub mod ingest;
+pub mod kafka;
 pub mod output;
+pub mod upsert;

@@ -1,0 +1,322 @@
+//! Kafka: the input partitions each worker reads, and the upsert, rejected
+//! and progress topics the outputs are written to (SPEC section 4).
+//!
+//! Every librdkafka setting presence changes is set in [`client_config`],
+//! [`consumer`] or [`producer`], each with its reason.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::io::ingest::Kind;
+
+/// A Kafka failure that stops the service.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaFailure {
+    /// A client could not be created or a request failed.
+    #[error("Kafka at {brokers}: {action}: {source}")]
+    Client {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What was being done.
+        action: String,
+        /// The client's error.
+        source: Box<KafkaError>,
+    },
+    /// An input topic does not exist.
+    #[error("input topic {topic:?} does not exist at {brokers}; create it, or name another with --{flag}-topic")]
+    MissingTopic {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// The flag that names it.
+        flag: &'static str,
+    },
+    /// The broker refused an output record for good.
+    #[error("Kafka at {brokers}: could not write to {topic}: {source}")]
+    Delivery {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        source: Box<KafkaError>,
+    },
+}
+
+/// The settings every client shares.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    // librdkafka logs through its own callback; presence reports errors itself.
+    config.set("log_level", "3");
+    config
+}
+
+/// A consumer that is assigned partitions explicitly: no consumer group
+/// rebalancing among presence's own workers, and no committed offsets (the
+/// service starts from the earliest offset).
+pub fn consumer(brokers: &str) -> Result<BaseConsumer, KafkaFailure> {
+    let mut config = client_config(brokers);
+    // Required by librdkafka even for assign(); never used to commit.
+    config.set("group.id", "presence");
+    config.set("enable.auto.commit", "false");
+    config.set("enable.auto.offset.store", "false");
+    // Catch-up reads: the defaults (100k messages queued, 1 s backoff after a
+    // full queue) throttle backfill from Kafka three to six times.
+    config.set("queued.min.messages", "1000000");
+    config.set("fetch.queue.backoff.ms", "1");
+    // Deliver CRC-failed messages as errors per message instead of stalling.
+    config.set("check.crcs", "true");
+    config.create().map_err(|source| KafkaFailure::Client {
+        brokers: brokers.to_owned(),
+        action: "creating a consumer".to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// One input partition: its kind, topic and number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputPartition {
+    /// What it holds.
+    pub kind: Kind,
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+}
+
+/// The input topics' partitions in assignment order (probes, logins, base
+/// counts; each topic's partitions in order), from the broker's metadata.
+/// Every process computes the same list, and [`crate::io::files::responsible_for`]
+/// maps a position in it to a worker, as for files.
+pub fn input_partitions(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topics: &[(Kind, String)],
+    timeout: Duration,
+) -> Result<Vec<InputPartition>, KafkaFailure> {
+    let mut partitions = Vec::new();
+    for (kind, topic) in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|source| KafkaFailure::Client {
+                brokers: brokers.to_owned(),
+                action: format!("reading the metadata of {topic}"),
+                source: Box::new(source),
+            })?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        let Some(found) = found.filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        else {
+            return Err(KafkaFailure::MissingTopic {
+                brokers: brokers.to_owned(),
+                topic: topic.clone(),
+                flag: crate::io::files::kind_name(*kind),
+            });
+        };
+        let mut numbers: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        numbers.sort_unstable();
+        partitions.extend(numbers.into_iter().map(|partition| InputPartition {
+            kind: *kind,
+            topic: topic.clone(),
+            partition,
+        }));
+    }
+    Ok(partitions)
+}
+
+/// Assigns `partitions` to `consumer` from their earliest offsets, and
+/// returns each one's end offset as seen now (for `--stop-at-end`).
+pub fn assign_from_start(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    partitions: &[InputPartition],
+    timeout: Duration,
+) -> Result<Vec<i64>, KafkaFailure> {
+    let failure = |action: String| {
+        let brokers = brokers.to_owned();
+        move |source| KafkaFailure::Client {
+            brokers,
+            action,
+            source: Box::new(source),
+        }
+    };
+    // Watermarks first: fetching them after assign() delayed the first
+    // message by about half a second.
+    let mut ends = Vec::new();
+    for p in partitions {
+        let (_low, high) = consumer
+            .fetch_watermarks(&p.topic, p.partition, timeout)
+            .map_err(failure(format!(
+                "reading the offsets of {} partition {}",
+                p.topic, p.partition
+            )))?;
+        ends.push(high);
+    }
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition_offset(&p.topic, p.partition, Offset::Beginning)
+            .map_err(failure(format!(
+                "assigning {} partition {}",
+                p.topic, p.partition
+            )))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(failure("assigning partitions".to_owned()))?;
+    Ok(ends)
+}
+
+/// Outstanding output records per logical time, shared with the producer's
+/// delivery callback.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    pending: BTreeMap<u64, usize>,
+    failure: Option<(String, KafkaError)>,
+}
+
+impl Deliveries {
+    /// Counts one more record of logical time `time` in flight.
+    pub fn sent(&mut self, time: u64) {
+        *self.pending.entry(time).or_default() += 1;
+    }
+
+    /// Whether every record of `time` sent so far was acknowledged.
+    pub fn acknowledged(&self, time: u64) -> bool {
+        !self.pending.contains_key(&time)
+    }
+
+    /// Records a record that could not be sent at all.
+    pub fn fail(&mut self, topic: &str, error: KafkaError) {
+        self.failure
+            .get_or_insert_with(|| (topic.to_owned(), error));
+    }
+
+    /// The first delivery that failed for good, if any.
+    pub fn failure(&self) -> Option<&(String, KafkaError)> {
+        self.failure.as_ref()
+    }
+}
+
+/// The producer's context: acknowledgements decrement [`Deliveries`].
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryTracker(pub Arc<Mutex<Deliveries>>);
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, time: usize) {
+        let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
+        if let Err((error, message)) = result {
+            use rdkafka::message::Message;
+            deliveries
+                .failure
+                .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
+        }
+        let time = time as u64;
+        if time == UNTRACKED {
+            return;
+        }
+        let count = deliveries
+            .pending
+            .get_mut(&time)
+            .expect("a delivery of a record that was sent");
+        *count -= 1;
+        if *count == 0 {
+            deliveries.pending.remove(&time);
+        }
+    }
+}
+
+/// A producer for the output topics.
+pub fn producer(brokers: &str) -> Result<BaseProducer<DeliveryTracker>, KafkaFailure> {
+    let mut config = client_config(brokers);
+    // No duplicates or reordering on retries: the last value per key must be
+    // the current row.
+    config.set("enable.idempotence", "true");
+    // Latency over batching: a few milliseconds of linger still batches well
+    // under load.
+    config.set("linger.ms", "5");
+    config
+        .create_with_context(DeliveryTracker::default())
+        .map_err(|source| KafkaFailure::Client {
+            brokers: brokers.to_owned(),
+            action: "creating a producer".to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// The logical time of records whose acknowledgement holds nothing back
+/// (progress messages).
+pub const UNTRACKED: u64 = u64::MAX;
+
+/// Sends one record, waiting while the producer's queue is full; its
+/// acknowledgement is counted against `time` unless that is [`UNTRACKED`].
+pub fn send(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&str>,
+    value: Option<&str>,
+    time: u64,
+) -> Result<(), KafkaError> {
+    if time != UNTRACKED {
+        producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock")
+            .sent(time);
+    }
+    loop {
+        let mut record = BaseRecord::with_opaque_to(topic, time as usize);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) if time == UNTRACKED => return Err(error),
+            Err((error, _)) => {
+                // It will never be delivered: take it back out of the count.
+                let mut deliveries = producer
+                    .context()
+                    .0
+                    .lock()
+                    .expect("no thread panics holding the lock");
+                let count = deliveries.pending.get_mut(&time).expect("counted above");
+                *count -= 1;
+                if *count == 0 {
+                    deliveries.pending.remove(&time);
+                }
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Flushes the producer (at shutdown).
+pub fn flush(
+    producer: &BaseProducer<DeliveryTracker>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    producer.flush(timeout)
+}

@@ -1,0 +1,216 @@
+//! Sinks to Kafka: upsert topics (one message per key and logical time, the
+//! row as it stands after that time, or a tombstone) and the rejected topic.
+//!
+//! Each sink holds a capability for a logical time until the broker has
+//! acknowledged every record it sent for that time, so a probe after the
+//! sinks passes `T` only when every update before `T`, of every worker, is
+//! acknowledged: that is what the progress topic publishes.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use differential_dataflow::{Hashable, VecCollection};
+use rdkafka::producer::{BaseProducer, Producer};
+use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+use crate::dataflow::Time;
+use crate::io::kafka::{send, DeliveryTracker};
+use crate::records::Rejected;
+
+/// How often a sink with unacknowledged records polls the producer.
+const ACK_POLL: Duration = Duration::from_millis(1);
+
+/// A record of an upsert topic: its key, and its value at a logical time.
+pub trait Row {
+    /// The message key (JSON text) that identifies the row.
+    fn key(&self) -> String;
+}
+
+/// The JSON value of `row` at `time`: the row's fields plus `"time"`.
+fn value<D: Serialize>(row: &D, time: Time) -> String {
+    let mut value = serde_json::to_value(row).expect("records serialize");
+    value
+        .as_object_mut()
+        .expect("records serialize as objects")
+        .insert("time".to_owned(), time.into());
+    value.to_string()
+}
+
+/// Updates by logical time, with a capability to send them at that time.
+type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, isize)>)>;
+
+/// Capabilities held until the records sent at their times are acknowledged.
+struct Unacknowledged {
+    held: BTreeMap<Time, Capability<Time>>,
+}
+
+impl Unacknowledged {
+    fn hold(&mut self, capability: &Capability<Time>) {
+        self.held
+            .entry(*capability.time())
+            .or_insert_with(|| capability.clone());
+    }
+
+    /// Serves delivery reports and releases the times fully acknowledged.
+    /// Returns whether anything is still waiting.
+    fn release(&mut self, producer: &BaseProducer<DeliveryTracker>) -> bool {
+        producer.poll(Duration::ZERO);
+        let deliveries = producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock");
+        self.held.retain(|time, _| !deliveries.acknowledged(*time));
+        !self.held.is_empty()
+    }
+}
+
+/// Writes `collection` to the upsert topic `topic`; the returned stream's
+/// frontier passes a time once that time's records are acknowledged.
+pub fn upsert<'scope, D>(
+    collection: VecCollection<'scope, Time, D>,
+    topic: String,
+    producer: Rc<BaseProducer<DeliveryTracker>>,
+) -> StreamVec<'scope, Time, ()>
+where
+    D: differential_dataflow::ExchangeData + Row + Serialize,
+{
+    let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| row.key().hashed());
+    let scope = collection.inner.scope();
+    collection
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            by_key,
+            &format!("Upsert {topic}"),
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address.clone());
+                let mut stash: Pending<D> = BTreeMap::new();
+                let mut unacknowledged = Unacknowledged {
+                    held: BTreeMap::new(),
+                };
+                move |(input, frontier), _output| {
+                    input.for_each_stamp(|capability, data| {
+                        for batch in data {
+                            for (row, time, diff) in batch.drain(..) {
+                                let (_, updates) = stash
+                                    .entry(time)
+                                    .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                                updates.push((row, diff));
+                            }
+                        }
+                    });
+                    while let Some(entry) = stash.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let time = *entry.key();
+                        let (capability, mut updates) = entry.remove();
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        // Per key: the inserted row if any (there is at most one
+                        // row per key at a time), else a tombstone.
+                        let mut rows: BTreeMap<String, Option<D>> = BTreeMap::new();
+                        for (row, diff) in updates {
+                            let current = rows.entry(row.key()).or_insert(None);
+                            if diff > 0 {
+                                *current = Some(row);
+                            }
+                        }
+                        for (key, row) in rows {
+                            let value = row.map(|row| value(&row, time));
+                            if let Err(error) =
+                                send(&producer, &topic, None, Some(&key), value.as_deref(), time)
+                            {
+                                producer
+                                    .context()
+                                    .0
+                                    .lock()
+                                    .expect("no thread panics holding the lock")
+                                    .fail(&topic, error);
+                            }
+                        }
+                        unacknowledged.hold(&capability);
+                    }
+                    if unacknowledged.release(&producer) {
+                        activator.activate_after(ACK_POLL);
+                    }
+                }
+            },
+        )
+}
+
+/// Writes rejected records to `topic` (no key).
+pub fn rejected<'scope>(
+    rejected: StreamVec<'scope, Time, Rejected>,
+    topic: String,
+    producer: Rc<BaseProducer<DeliveryTracker>>,
+) -> StreamVec<'scope, Time, ()> {
+    let scope = rejected.scope();
+    rejected.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        &format!("Rejected {topic}"),
+        move |_capability, info| {
+            let activator = scope.activator_for(info.address.clone());
+            let mut unacknowledged = Unacknowledged {
+                held: BTreeMap::new(),
+            };
+            move |(input, _frontier), _output| {
+                input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    let capability = capability.delayed(&time, 0);
+                    for batch in data {
+                        for record in batch.drain(..) {
+                            let value = serde_json::to_string(&record).expect("records serialize");
+                            if let Err(error) =
+                                send(&producer, &topic, None, None, Some(&value), time)
+                            {
+                                producer
+                                    .context()
+                                    .0
+                                    .lock()
+                                    .expect("no thread panics holding the lock")
+                                    .fail(&topic, error);
+                            }
+                        }
+                    }
+                    unacknowledged.hold(&capability);
+                });
+                if unacknowledged.release(&producer) {
+                    activator.activate_after(ACK_POLL);
+                }
+            }
+        },
+    )
+}
+
+fn key_of<T: Serialize>(key: T) -> String {
+    serde_json::to_string(&key).expect("keys serialize")
+}
+
+impl Row for crate::records::WalkIn {
+    fn key(&self) -> String {
+        key_of((&self.business, &self.device, self.start))
+    }
+}
+
+impl Row for crate::records::EnrichedWalkIn {
+    fn key(&self) -> String {
+        key_of((&self.business, &self.device, self.start))
+    }
+}
+
+impl Row for crate::records::DeviceContact {
+    fn key(&self) -> String {
+        key_of(&self.device)
+    }
+}
+
+impl Row for crate::records::WalkinCount {
+    fn key(&self) -> String {
+        key_of((&self.business, &self.contact))
+    }
+}

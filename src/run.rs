@@ -1,0 +1,357 @@
+//! `presence run`: the streaming service, from Kafka input topics to upsert
+//! output topics and a progress topic (SPEC sections 3 and 4).
+//!
+//! Each worker of each process reads the input partitions
+//! [`responsible_for`] assigns it (from the topics' metadata, the same in
+//! every process), validates and ingests them exactly as file backfill does,
+//! and feeds the one dataflow; its outputs go to the upsert topics through
+//! [`crate::io::upsert`]. Logical time is the wall clock in milliseconds at
+//! ingestion (strictly increasing per worker), so an output's `"time"` says
+//! when its input arrived. Worker 0 publishes `{"frontier": T}` whenever the
+//! acknowledged frontier of every worker's sinks advances.
+//!
+//! Not yet here (see the issue): resuming from committed offsets, a
+//! per-message `corrupt` rejection (a record the client cannot read is
+//! logged and skipped), metrics, and the idle-partition timeout (with
+//! `--stop-at-end` an exhausted partition stops holding the event-time
+//! frontier; without it, a partition holds it from its last probe).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
+use timely::dataflow::operators::Probe as _;
+use timely::worker::Worker;
+
+use crate::backfill::Summary;
+use crate::io::files::responsible_for;
+use crate::io::ingest::{Ingested, Kind, PartitionIngest};
+use crate::io::kafka::{self, KafkaFailure, UNTRACKED};
+use crate::io::upsert;
+use crate::params::Params;
+use crate::pipeline::Pipeline;
+use crate::records::EventTime;
+
+/// Messages read per epoch per worker at most (as backfill's epoch lines).
+const EPOCH_MESSAGES: usize = 1 << 16;
+/// How far (ms of logical time) a worker may read ahead of the acknowledged outputs.
+const MAX_MS_IN_FLIGHT: u64 = 2_000;
+
+/// The topics, by role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    /// Input: probes.
+    pub probes: String,
+    /// Input: logins.
+    pub logins: String,
+    /// Input: base counts.
+    pub base_counts: String,
+    /// Output: walk-ins.
+    pub walkins: String,
+    /// Output: device contacts.
+    pub device_contacts: String,
+    /// Output: enriched walk-ins.
+    pub enriched_walkins: String,
+    /// Output: walk-in counts.
+    pub walkin_counts: String,
+    /// Output: rejected records.
+    pub rejected: String,
+    /// Output: progress.
+    pub progress: String,
+}
+
+impl Default for Topics {
+    /// The SPEC's names.
+    fn default() -> Self {
+        Topics {
+            probes: "probes".into(),
+            logins: "logins".into(),
+            base_counts: "base-counts".into(),
+            walkins: "walkins".into(),
+            device_contacts: "device-contacts".into(),
+            enriched_walkins: "enriched-walkins".into(),
+            walkin_counts: "walkin-counts".into(),
+            rejected: "presence-rejected".into(),
+            progress: "presence-progress".into(),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunJob {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic names.
+    pub topics: Topics,
+    /// Detection parameters.
+    pub params: Params,
+    /// Stop once every input partition is read up to its end offset at start.
+    pub stop_at_end: bool,
+    /// How long to wait for the broker's metadata before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// A run that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaFailure),
+    /// Timely could not start.
+    #[error("cannot start the workers: {0}")]
+    Timely(String),
+    /// A worker panicked: a bug.
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the service on the cluster `config` until `shutdown` is set (or, with
+/// `stop_at_end`, until the input is consumed), then flushes.
+pub fn run(
+    config: timely::Config,
+    job: RunJob,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Summary, RunError> {
+    let job = Arc::new(job);
+    let guards = timely::execute(config, move |worker| run_worker(worker, &job, &shutdown))
+        .map_err(RunError::Timely)?;
+    let mut summary = Summary::default();
+    for result in guards.join() {
+        summary.merge(result.map_err(RunError::Worker)??);
+    }
+    Ok(summary)
+}
+
+/// One assigned input partition being read.
+struct Reading {
+    ingest: PartitionIngest,
+    /// The end offset at start: with `--stop-at-end`, read up to here.
+    end: i64,
+    /// The next offset to read.
+    next: i64,
+}
+
+impl Reading {
+    fn exhausted(&self) -> bool {
+        self.next >= self.end
+    }
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    job: &RunJob,
+    shutdown: &AtomicBool,
+) -> Result<Summary, RunError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let topics = &job.topics;
+    let producer = Rc::new(kafka::producer(&job.brokers)?);
+    let sinks = Rc::clone(&producer);
+    let sink_topics = topics.clone();
+    let mut pipeline =
+        Pipeline::with_sinks(worker, &job.params, move |outputs, rejected, probe| {
+            let t = sink_topics;
+            upsert::upsert(outputs.walkins, t.walkins, Rc::clone(&sinks)).probe_with(probe);
+            upsert::upsert(
+                outputs.device_contacts,
+                t.device_contacts,
+                Rc::clone(&sinks),
+            )
+            .probe_with(probe);
+            upsert::upsert(
+                outputs.enriched_walkins,
+                t.enriched_walkins,
+                Rc::clone(&sinks),
+            )
+            .probe_with(probe);
+            upsert::upsert(outputs.walkin_counts, t.walkin_counts, Rc::clone(&sinks))
+                .probe_with(probe);
+            upsert::rejected(rejected, t.rejected, sinks).probe_with(probe);
+        });
+
+    let consumer: BaseConsumer = kafka::consumer(&job.brokers)?;
+    let inputs = [
+        (Kind::Probe, topics.probes.clone()),
+        (Kind::Login, topics.logins.clone()),
+        (Kind::BaseCount, topics.base_counts.clone()),
+    ];
+    let all = kafka::input_partitions(&consumer, &job.brokers, &inputs, job.connect_timeout)?;
+    let mine: Vec<_> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(position, _)| responsible_for(*position, peers) == index)
+        .map(|(_, partition)| partition)
+        .collect();
+    let ends = kafka::assign_from_start(&consumer, &job.brokers, &mine, job.connect_timeout)?;
+    let mut reading: HashMap<(String, i32), Reading> = mine
+        .iter()
+        .zip(ends)
+        .map(|(p, end)| {
+            let ingest =
+                PartitionIngest::new(p.kind, p.topic.clone(), p.partition as u64, &job.params);
+            (
+                (p.topic.clone(), p.partition),
+                Reading {
+                    ingest,
+                    end,
+                    next: 0,
+                },
+            )
+        })
+        .collect();
+
+    let mut summary = Summary::default();
+    let mut published: u64 = 0;
+    let publish = |frontier: u64, published: &mut u64| -> Result<(), RunError> {
+        // One partition, so that the topic's order is the frontiers' order.
+        if index == 0 && frontier > *published {
+            *published = frontier;
+            let value = serde_json::json!({ "frontier": frontier }).to_string();
+            kafka::send(
+                &producer,
+                &topics.progress,
+                Some(0),
+                None,
+                Some(&value),
+                UNTRACKED,
+            )
+            .map_err(|source| KafkaFailure::Delivery {
+                brokers: job.brokers.clone(),
+                topic: topics.progress.clone(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    };
+    let failed = |producer: &rdkafka::producer::BaseProducer<kafka::DeliveryTracker>| {
+        let deliveries = producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock");
+        deliveries
+            .failure()
+            .map(|(topic, source)| KafkaFailure::Delivery {
+                brokers: job.brokers.clone(),
+                topic: topic.clone(),
+                source: Box::new(source.clone()),
+            })
+    };
+    let sink_probe = pipeline.probe().clone();
+
+    loop {
+        if shutdown.load(Ordering::Relaxed)
+            || (job.stop_at_end && reading.values().all(Reading::exhausted))
+        {
+            break;
+        }
+        if let Some(failure) = failed(&producer) {
+            return Err(failure.into());
+        }
+        while pipeline.lagging(MAX_MS_IN_FLIGHT) && !shutdown.load(Ordering::Relaxed) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        let now = now_ms();
+        let mut read = 0;
+        while read < EPOCH_MESSAGES {
+            match consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => {
+                    read += 1;
+                    let Some(partition) =
+                        reading.get_mut(&(message.topic().to_owned(), message.partition()))
+                    else {
+                        continue;
+                    };
+                    let offset = message.offset();
+                    partition.next = offset + 1;
+                    if job.stop_at_end && offset >= partition.end {
+                        continue; // arrived after the run started
+                    }
+                    let text = message.payload().unwrap_or_default();
+                    let ingested = partition.ingest.ingest(text, offset as u64, now);
+                    count(&ingested, &mut summary);
+                    summary.lines += 1;
+                    summary.bytes += text.len() as u64;
+                    pipeline.give(ingested);
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "skipped a message the Kafka client could not read");
+                }
+            }
+        }
+        if let Some(frontier) = promise(&reading, job.stop_at_end) {
+            pipeline.promise(frontier);
+        }
+        if read > 0 || !pipeline.caught_up() {
+            pipeline.advance_to(now.max(pipeline.epoch() + 1));
+        }
+        worker.step_or_park(Some(if read > 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1)
+        }));
+        producer.poll(Duration::ZERO);
+        if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
+            publish(frontier, &mut published)?;
+        }
+    }
+
+    pipeline.promise(EventTime::MAX);
+    drop(pipeline);
+    while !sink_probe.done() {
+        if let Some(failure) = failed(&producer) {
+            return Err(failure.into());
+        }
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        producer.poll(Duration::ZERO);
+        if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
+            publish(frontier, &mut published)?;
+        }
+    }
+    // Every update of every worker is acknowledged.
+    publish(u64::MAX, &mut published)?;
+    kafka::flush(&producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
+        brokers: job.brokers.clone(),
+        topic: topics.progress.clone(),
+        source: Box::new(source),
+    })?;
+    Ok(summary)
+}
+
+fn count(ingested: &Ingested, summary: &mut Summary) {
+    match ingested {
+        Ingested::Probe(_) => summary.accepted[0] += 1,
+        Ingested::Login(_) => summary.accepted[1] += 1,
+        Ingested::BaseCount(_) => summary.accepted[2] += 1,
+        Ingested::Rejected(r) => *summary.rejected.entry(r.reason.as_str()).or_default() += 1,
+        Ingested::Blank => {}
+    }
+}
+
+/// The event-time promise of a worker's probe partitions (see
+/// `backfill::promise`): with `--stop-at-end`, an exhausted partition
+/// promises everything.
+fn promise(reading: &HashMap<(String, i32), Reading>, stop_at_end: bool) -> Option<EventTime> {
+    reading
+        .values()
+        .filter(|r| r.ingest.kind() == Kind::Probe)
+        .try_fold(EventTime::MAX, |least, r| {
+            if stop_at_end && r.exhausted() {
+                Some(least)
+            } else {
+                r.ingest.watermark().map(|w| least.min(w))
+            }
+        })
+}

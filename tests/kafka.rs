@@ -1,0 +1,343 @@
+//! `presence run --stop-at-end` through librdkafka's in-process mock broker:
+//! the last value per key of each upsert topic equals what file backfill
+//! computes from the same records, and the progress topic only grows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use presence::backfill::{self, Job, Progress};
+use presence::io::generator::{Workload, WorkloadConfig};
+use presence::io::ingest::Kind;
+use presence::io::output::read_collection;
+use presence::run::{run, RunJob, Topics};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const PROBE_PARTITIONS: i32 = 4;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every message of `topic` (all partitions), as (partition, offset, key, value).
+fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "presence-test")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for &p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap();
+        ends.insert(p, high);
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut messages = Vec::new();
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        let Some(message) = consumer.poll(TIMEOUT) else {
+            panic!("{topic} stopped before its end offsets {ends:?}")
+        };
+        let message = message.unwrap();
+        next.insert(message.partition(), message.offset() + 1);
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+        messages.push((
+            message.partition(),
+            message.offset(),
+            text(message.key()),
+            text(message.payload()),
+        ));
+    }
+    messages
+}
+
+/// The rows of an upsert topic: the last value per key, without `"time"`.
+fn upsert_rows(brokers: &str, topic: &str) -> BTreeSet<String> {
+    let mut last: BTreeMap<String, (u64, Option<Value>)> = BTreeMap::new();
+    for (_, _, key, value) in read_topic(brokers, topic) {
+        let key = key.expect("upsert records have keys");
+        let value = value.map(|v| serde_json::from_str::<Value>(&v).unwrap());
+        let time = value
+            .as_ref()
+            .map_or(0, |v| v["time"].as_u64().expect("a time"));
+        if let Some((previous, _)) = last.get(&key) {
+            assert!(
+                time >= *previous || value.is_none(),
+                "{topic} {key}: time went back"
+            );
+        }
+        last.insert(key, (time, value));
+    }
+    last.into_values()
+        .filter_map(|(_, value)| value)
+        .map(|mut value| {
+            value.as_object_mut().unwrap().remove("time");
+            value.to_string()
+        })
+        .collect()
+}
+
+fn file_rows(dir: &std::path::Path) -> BTreeSet<String> {
+    read_collection::<Value>(dir)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
+#[test]
+fn stop_at_end_equals_backfill_on_one_and_two_workers() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let config = WorkloadConfig {
+        days: 2,
+        devices: 600,
+        businesses: 8,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    for (name, partitions) in [
+        ("probes", PROBE_PARTITIONS),
+        ("logins", 1),
+        ("base-counts", 1),
+    ] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    // The same records, in the same order per partition, to Kafka and to files.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let mut files: BTreeMap<(Kind, u64), String> = BTreeMap::new();
+    for record in Workload::new(config.clone()) {
+        let topic = match record.kind {
+            Kind::Probe => "probes",
+            Kind::Login => "logins",
+            Kind::BaseCount => "base-counts",
+        };
+        loop {
+            let sent = producer.send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(record.partition as i32)
+                    .payload(&record.line),
+            );
+            match sent {
+                Ok(()) => break,
+                Err(_) => producer.poll(Duration::from_millis(10)),
+            }
+        }
+        let file = files.entry((record.kind, record.partition)).or_default();
+        file.push_str(&record.line);
+        file.push('\n');
+    }
+    producer.flush(TIMEOUT).unwrap();
+    let path = |kind: Kind, p: u64| dir.path().join(format!("{kind:?}-{p}.jsonl"));
+    for ((kind, p), text) in &files {
+        std::fs::write(path(*kind, *p), text).unwrap();
+    }
+    let job = Job {
+        probes: (0..PROBE_PARTITIONS as u64)
+            .map(|p| path(Kind::Probe, p))
+            .collect(),
+        logins: vec![path(Kind::Login, 0)],
+        base_counts: vec![path(Kind::BaseCount, 0)],
+        out: dir.path().join("out"),
+        ..Job::default()
+    };
+    backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
+
+    for workers in [1, 2] {
+        let topics = prefixed(&format!("w{workers}-"));
+        let job = RunJob {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            params: Default::default(),
+            stop_at_end: true,
+            connect_timeout: TIMEOUT,
+        };
+        let summary = run(
+            timely::Config::process(workers),
+            job,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        assert!(summary.accepted[0] > 5_000, "{summary:?}");
+        check_outputs(
+            &brokers,
+            &topics,
+            &dir.path().join("out"),
+            &format!("-w {workers}"),
+        );
+    }
+
+    // Two real processes, connected over loopback, both reading from the
+    // broker this test hosts.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+                .args([
+                    "run",
+                    "--stop-at-end",
+                    "--output-prefix",
+                    "n2-",
+                    "--brokers",
+                    &brokers,
+                ])
+                .args(["-n", "2", "-p", &p.to_string(), "-h"])
+                .arg(&hostfile)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "a -n 2 process failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut topics = prefixed("n2-");
+    topics.rejected = "n2-presence-rejected".into();
+    topics.progress = "n2-presence-progress".into();
+    check_outputs(&brokers, &topics, &dir.path().join("out"), "-n 2");
+}
+
+fn prefixed(prefix: &str) -> Topics {
+    Topics {
+        walkins: format!("{prefix}walkins"),
+        device_contacts: format!("{prefix}device-contacts"),
+        enriched_walkins: format!("{prefix}enriched-walkins"),
+        walkin_counts: format!("{prefix}walkin-counts"),
+        rejected: format!("{prefix}rejected"),
+        progress: format!("{prefix}progress"),
+        ..Topics::default()
+    }
+}
+
+/// The output topics hold, as last values per key, exactly backfill's
+/// collections in `out`; rejections and progress are as specified.
+fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run: &str) {
+    for (topic, folder) in [
+        (&topics.walkins, "walkins"),
+        (&topics.device_contacts, "device-contacts"),
+        (&topics.enriched_walkins, "enriched-walkins"),
+        (&topics.walkin_counts, "walkin-counts"),
+    ] {
+        let expected = file_rows(&out.join(folder));
+        assert!(!expected.is_empty(), "{folder} should not be empty");
+        assert_eq!(
+            upsert_rows(brokers, topic),
+            expected,
+            "{run}: {topic} differs from backfill's {folder}"
+        );
+    }
+
+    // Rejections carry the topic, the partition and the Kafka offset (a
+    // file's line number is its offset + 1).
+    let rejected: BTreeSet<(String, u64, u64, String)> = read_topic(brokers, &topics.rejected)
+        .into_iter()
+        .map(|(_, _, _, value)| {
+            let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
+            let field = |name: &str| v[name].as_u64().unwrap();
+            (
+                v["source"].as_str().unwrap().to_owned(),
+                field("partition"),
+                field("offset") + 1,
+                v["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, u64, u64, String)> =
+        read_collection::<Value>(&out.join("rejected"))
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                let source = v["source"].as_str().unwrap();
+                let topic = if source.contains("Probe-") {
+                    "probes"
+                } else if source.contains("Login-") {
+                    "logins"
+                } else {
+                    "base-counts"
+                };
+                (
+                    topic.to_owned(),
+                    v["partition"].as_u64().unwrap(),
+                    v["offset"].as_u64().unwrap(),
+                    v["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(rejected, expected, "{run}: rejected records differ");
+
+    // Progress only grows, and ends with everything acknowledged.
+    let frontiers: Vec<u64> = read_topic(brokers, &topics.progress)
+        .into_iter()
+        .map(|(_, _, _, value)| {
+            serde_json::from_str::<Value>(&value.unwrap()).unwrap()["frontier"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        frontiers.windows(2).all(|w| w[0] < w[1]),
+        "{run}: progress {frontiers:?}"
+    );
+    assert_eq!(
+        frontiers.last(),
+        Some(&u64::MAX),
+        "{run}: progress {frontiers:?}"
+    );
+}
+
+#[test]
+fn unreachable_broker_is_one_clear_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["run", "--brokers", "127.0.0.1:1", "--connect-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("127.0.0.1:1") && !message.contains("panicked"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}

@@ -10,6 +10,7 @@
 pub mod backfill;
 pub mod cluster;
 pub mod dataflow;
+pub mod demo;
 pub mod io;
 pub mod operators;
 pub mod params;

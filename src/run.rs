@@ -249,6 +249,9 @@ fn run_worker(
             })
     };
     let sink_probe = pipeline.probe().clone();
+    // Whether the current epoch holds records (or a new promise) to close.
+    let mut given = false;
+    let mut promised = None;
 
     loop {
         if shutdown.load(Ordering::Relaxed)
@@ -262,7 +265,16 @@ fn run_worker(
         while pipeline.lagging(MAX_MS_IN_FLIGHT) && !shutdown.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
+        // The logical time of a record is the millisecond it was read in: a
+        // new millisecond closes the previous epoch (after its promise).
         let now = now_ms();
+        if now > pipeline.epoch() && given {
+            if let Some(frontier) = promise(&reading, job.stop_at_end) {
+                pipeline.promise(frontier);
+            }
+            pipeline.advance_to(now);
+            given = false;
+        }
         let mut read = 0;
         while read < EPOCH_MESSAGES {
             match consumer.poll(Duration::ZERO) {
@@ -291,12 +303,9 @@ fn run_worker(
                 }
             }
         }
-        if let Some(frontier) = promise(&reading, job.stop_at_end) {
-            pipeline.promise(frontier);
-        }
-        if read > 0 || !pipeline.caught_up() {
-            pipeline.advance_to(now.max(pipeline.epoch() + 1));
-        }
+        // Exhausted partitions change the promise without any record.
+        given |= read > 0 || promise(&reading, job.stop_at_end) != promised;
+        promised = promise(&reading, job.stop_at_end);
         worker.step_or_park(Some(if read > 0 {
             Duration::ZERO
         } else {

@@ -341,3 +341,37 @@ fn unreachable_broker_is_one_clear_error() {
     );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
 }
+
+#[test]
+fn demo_shows_walkins_and_latency() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["demo", "--duration", "5s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    let last = |prefix: &str| {
+        text.lines()
+            .rev()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line: {text}"))
+    };
+    let walkins: u64 = last("walk-ins ")
+        .trim_start_matches("walk-ins ")
+        .parse()
+        .unwrap();
+    assert!(walkins > 0, "{text}");
+    let latency = last("latency ");
+    let samples: u64 = latency
+        .rsplit("(n=")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    assert!(samples > 0, "{latency}");
+    assert!(
+        last("rejected ").contains("malformed"),
+        "the demo mixes in broken records: {text}"
+    );
+}

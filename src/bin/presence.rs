@@ -40,6 +40,10 @@ enum Command {
     /// Write a generated, realistic multi-day workload as input files.
     #[command(disable_help_flag = true)]
     Generate(GenerateArgs),
+    /// Everything in one process: a mock Kafka broker, generated shoppers, the
+    /// pipeline, and live figures.
+    #[command(disable_help_flag = true)]
+    Demo(DemoArgs),
     /// The streaming service: read the input topics, write the output topics.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
@@ -103,6 +107,18 @@ struct BackfillArgs {
     parse_only: bool,
     #[command(flatten)]
     params: ParamArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// How long to run.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    duration: u64,
+    /// Input records produced per second (open loop).
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    rate: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -225,6 +241,28 @@ fn run(command: Command) -> anyhow::Result<()> {
                 parse_only: args.parse_only,
             };
             backfill_with_progress(&args.cluster, job)
+        }
+        Command::Demo(args) => {
+            let config = args.cluster.timely_config()?;
+            let terminal = std::io::stderr().is_terminal();
+            let mut lines_shown = 0;
+            let status = presence::demo::run(
+                Duration::from_millis(args.duration),
+                args.rate,
+                config,
+                |status| {
+                    let text = demo_status(status);
+                    if terminal && lines_shown > 0 {
+                        eprint!("\x1b[{lines_shown}A\x1b[J"); // redraw in place
+                    }
+                    eprint!("{text}");
+                    lines_shown = text.lines().count();
+                },
+            )?;
+            if status.walkins == 0 {
+                anyhow::bail!("the demo produced no walk-ins: something is wrong");
+            }
+            Ok(())
         }
         Command::Run(args) => {
             let config = args.cluster.timely_config()?;
@@ -409,4 +447,43 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The demo's figures, a few lines of text.
+fn demo_status(status: &presence::demo::Status) -> String {
+    let seconds = status.elapsed.as_secs_f64().max(1e-3);
+    let latency = &status.latency;
+    let mut text = format!(
+        "presence demo  {:>5.1} s  input {} records ({:.0}/s)\n",
+        seconds,
+        status.produced,
+        status.produced as f64 / seconds
+    );
+    text += &format!("walk-ins {}\n", status.walkins);
+    text += &format!(
+        "latency ingest -> walk-in readable (ms): p50 {} p90 {} p99 {} max {} (n={})\n",
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.9),
+        latency.value_at_quantile(0.99),
+        latency.max(),
+        latency.len()
+    );
+    let rejected: Vec<String> = status
+        .rejected
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    text += &format!(
+        "rejected {}\n",
+        if rejected.is_empty() {
+            "none".to_owned()
+        } else {
+            rejected.join(", ")
+        }
+    );
+    text += "top walk-in counts:\n";
+    for (business, contact, count) in &status.top_counts {
+        text += &format!("  {count:>4}  {business}  {contact}\n");
+    }
+    text
 }

@@ -74,6 +74,9 @@ pub fn consumer(brokers: &str) -> Result<BaseConsumer, KafkaFailure> {
     // full queue) throttle backfill from Kafka three to six times.
     config.set("queued.min.messages", "1000000");
     config.set("fetch.queue.backoff.ms", "1");
+    // Live reads: the broker answers a fetch as soon as data arrives or after
+    // this long, instead of librdkafka's 500 ms, which would be the latency.
+    config.set("fetch.wait.max.ms", "10");
     // Deliver CRC-failed messages as errors per message instead of stalling.
     config.set("check.crcs", "true");
     config.create().map_err(|source| KafkaFailure::Client {

@@ -101,6 +101,7 @@ pub fn run(
             params: Params::default(),
             stop_at_end: false,
             connect_timeout: Duration::from_secs(10),
+            output_partitions: PARTITIONS,
         };
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || crate::run::run(cluster, job, stop))

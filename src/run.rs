@@ -95,6 +95,8 @@ pub struct RunJob {
     pub stop_at_end: bool,
     /// How long to wait for the broker's metadata before giving up.
     pub connect_timeout: Duration,
+    /// Partitions of the output topics `run` creates (the progress topic has one).
+    pub output_partitions: i32,
 }
 
 /// A run that failed.

@@ -169,6 +169,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
             params: Default::default(),
             stop_at_end: true,
             connect_timeout: TIMEOUT,
+            output_partitions: 3,
         };
         let summary = run(
             timely::Config::process(workers),

@@ -323,3 +323,85 @@ pub fn flush(
 ) -> Result<(), KafkaError> {
     producer.flush(timeout)
 }
+
+/// Creates those of `topics` (name, partitions) that do not exist yet. A
+/// broker without the CreateTopics call (librdkafka's mock) auto-creates
+/// topics on first use instead, so "unsupported" is not an error.
+pub fn create_missing_topics(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    timeout: Duration,
+) -> Result<(), KafkaFailure> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let failure = |action: &str| {
+        let (brokers, action) = (brokers.to_owned(), action.to_owned());
+        move |source| KafkaFailure::Client {
+            brokers,
+            action,
+            source: Box::new(source),
+        }
+    };
+    let consumer = consumer(brokers)?;
+    // All topics' metadata: asking for one by name would auto-create it.
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(failure("reading the topic list"))?;
+    let existing: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    let missing: Vec<NewTopic> = topics
+        .iter()
+        .filter(|(name, _)| !existing.contains(name))
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .map_err(failure("creating an admin client"))?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    let results = block_on(admin.create_topics(&missing, &options));
+    let results = match results {
+        Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion)) => return Ok(()),
+        other => other.map_err(failure("creating the output topics"))?,
+    };
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created an output topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {} // another process was first
+            Err((_, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaFailure::Client {
+                    brokers: brokers.to_owned(),
+                    action: format!("creating output topic {topic}"),
+                    source: Box::new(KafkaError::AdminOp(code)),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a future to completion on this thread (librdkafka's own threads do
+/// the work; the admin API only hands back a future).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

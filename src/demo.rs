@@ -102,6 +102,7 @@ pub fn run(
             stop_at_end: false,
             connect_timeout: Duration::from_secs(10),
             output_partitions: PARTITIONS,
+            idle_timeout: Duration::from_secs(60),
         };
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || crate::run::run(cluster, job, stop))

@@ -201,6 +201,11 @@ impl Pipeline {
         }
     }
 
+    /// The largest event-time promise sent so far.
+    pub fn promised(&self) -> Option<EventTime> {
+        self.promised
+    }
+
     /// Ends the current epoch.
     pub fn advance(&mut self) {
         self.advance_to(self.epoch + 1);

@@ -12,15 +12,21 @@
 //!
 //! Not yet here (see the issue): resuming from committed offsets, a
 //! per-message `corrupt` rejection (a record the client cannot read is
-//! logged and skipped), metrics, and the idle-partition timeout (with
-//! `--stop-at-end` an exhausted partition stops holding the event-time
-//! frontier; without it, a partition holds it from its last probe).
+//! logged and skipped), and metrics.
+//!
+//! Idle partitions: a probe partition that delivered nothing for
+//! `--idle-timeout` stops holding back the event-time frontier, which only
+//! decides when window state is freed (output is never held back by it). A
+//! probe it delivers later below the frontier promised meanwhile is rejected
+//! as late — the one case where acceptance depends on timing, and the price
+//! of not holding state forever for a silent partition. With `--stop-at-end`
+//! an exhausted partition stops holding the frontier at once.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
@@ -97,6 +103,10 @@ pub struct RunJob {
     pub connect_timeout: Duration,
     /// Partitions of the output topics `run` creates (the progress topic has one).
     pub output_partitions: i32,
+    /// A probe partition with no message for this long stops holding back
+    /// the event-time frontier (and so the freeing of window state); a probe
+    /// it delivers later below the frontier promised meanwhile is late.
+    pub idle_timeout: Duration,
 }
 
 /// A run that failed.
@@ -139,6 +149,8 @@ pub fn run(
 /// One assigned input partition being read.
 struct Reading {
     ingest: PartitionIngest,
+    /// When its last message arrived (or reading started).
+    heard: Instant,
     /// The end offset at start: with `--stop-at-end`, read up to here.
     end: i64,
     /// The next offset to read.
@@ -206,6 +218,7 @@ fn run_worker(
                 (p.topic.clone(), p.partition),
                 Reading {
                     ingest,
+                    heard: Instant::now(),
                     end,
                     next: 0,
                 },
@@ -271,7 +284,7 @@ fn run_worker(
         // new millisecond closes the previous epoch (after its promise).
         let now = now_ms();
         if now > pipeline.epoch() && given {
-            if let Some(frontier) = promise(&reading, job.stop_at_end) {
+            if let Some(frontier) = promise(&reading, job, Instant::now()) {
                 pipeline.promise(frontier);
             }
             pipeline.advance_to(now);
@@ -290,6 +303,13 @@ fn run_worker(
                     };
                     let offset = message.offset();
                     partition.next = offset + 1;
+                    if partition.heard.elapsed() > job.idle_timeout {
+                        // It was left out of the promises while idle.
+                        partition
+                            .ingest
+                            .raise_floor(pipeline.promised().unwrap_or(0));
+                    }
+                    partition.heard = Instant::now();
                     if job.stop_at_end && offset >= partition.end {
                         continue; // arrived after the run started
                     }
@@ -306,8 +326,8 @@ fn run_worker(
             }
         }
         // Exhausted partitions change the promise without any record.
-        given |= read > 0 || promise(&reading, job.stop_at_end) != promised;
-        promised = promise(&reading, job.stop_at_end);
+        given |= read > 0 || promise(&reading, job, Instant::now()) != promised;
+        promised = promise(&reading, job, Instant::now());
         worker.step_or_park(Some(if read > 0 {
             Duration::ZERO
         } else {
@@ -352,17 +372,76 @@ fn count(ingested: &Ingested, summary: &mut Summary) {
 }
 
 /// The event-time promise of a worker's probe partitions (see
-/// `backfill::promise`): with `--stop-at-end`, an exhausted partition
-/// promises everything.
-fn promise(reading: &HashMap<(String, i32), Reading>, stop_at_end: bool) -> Option<EventTime> {
+/// `backfill::promise`): with `--stop-at-end` an exhausted partition, and
+/// otherwise an idle one, promises everything.
+fn promise(
+    reading: &HashMap<(String, i32), Reading>,
+    job: &RunJob,
+    now: Instant,
+) -> Option<EventTime> {
     reading
         .values()
         .filter(|r| r.ingest.kind() == Kind::Probe)
         .try_fold(EventTime::MAX, |least, r| {
-            if stop_at_end && r.exhausted() {
+            let idle = now.saturating_duration_since(r.heard) > job.idle_timeout;
+            if (job.stop_at_end && r.exhausted()) || idle {
                 Some(least)
             } else {
                 r.ingest.watermark().map(|w| least.min(w))
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(stop_at_end: bool) -> RunJob {
+        RunJob {
+            brokers: String::new(),
+            topics: Topics::default(),
+            params: Params::default(),
+            stop_at_end,
+            connect_timeout: Duration::from_secs(1),
+            output_partitions: 1,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn partition(ts: Option<u64>, heard: Instant, end: i64, next: i64) -> Reading {
+        let mut ingest = PartitionIngest::new(Kind::Probe, "probes", 0, &Params::default());
+        if let Some(ts) = ts {
+            let line = format!(r#"{{"device":"d","business":"b","ts":{ts},"rssi":-60}}"#);
+            assert!(matches!(
+                ingest.ingest(line.as_bytes(), 0, 0),
+                Ingested::Probe(_)
+            ));
+        }
+        Reading {
+            ingest,
+            heard,
+            end,
+            next,
+        }
+    }
+
+    #[test]
+    fn silent_and_exhausted_partitions_stop_holding_the_promise() {
+        let start = Instant::now();
+        let lateness = Params::default().allowed_lateness;
+        let mut reading = HashMap::new();
+        reading.insert(
+            ("probes".to_owned(), 0),
+            partition(Some(10 * lateness), start, 5, 0),
+        );
+        reading.insert(("probes".to_owned(), 1), partition(None, start, 0, 0));
+        // A partition that has not delivered a probe holds everything back...
+        assert_eq!(promise(&reading, &job(false), start), None);
+        // ...until it has been silent for the idle timeout,
+        let later = start + Duration::from_secs(61);
+        reading.get_mut(&("probes".to_owned(), 0)).unwrap().heard = later;
+        assert_eq!(promise(&reading, &job(false), later), Some(9 * lateness));
+        // or, with --stop-at-end, at once if it is exhausted.
+        assert_eq!(promise(&reading, &job(true), start), Some(9 * lateness));
+    }
 }

@@ -170,6 +170,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
             stop_at_end: true,
             connect_timeout: TIMEOUT,
             output_partitions: 3,
+            idle_timeout: Duration::from_secs(60),
         };
         let summary = run(
             timely::Config::process(workers),

@@ -147,6 +147,10 @@ struct RunArgs {
     /// How long to wait for the brokers before giving up.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     connect_timeout: u64,
+    /// A probe partition silent this long stops holding back the freeing of
+    /// window state; its later probes below what was freed are late.
+    #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    idle_timeout: u64,
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N")]
     output_partitions: i32,
@@ -288,6 +292,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 stop_at_end: args.stop_at_end,
                 connect_timeout: Duration::from_millis(args.connect_timeout),
                 output_partitions: args.output_partitions.max(1),
+                idle_timeout: Duration::from_millis(args.idle_timeout),
             };
             // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
             let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));

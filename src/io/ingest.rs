@@ -66,6 +66,9 @@ pub struct PartitionIngest {
     max_future: u64,
     /// The largest `ts` of the probes accepted so far (probe partitions only).
     high_water: Option<EventTime>,
+    /// Probes below this are late whatever the high-water mark: the event
+    /// time promised for this partition while it was idle (0 otherwise).
+    floor: EventTime,
 }
 
 impl PartitionIngest {
@@ -79,6 +82,7 @@ impl PartitionIngest {
             allowed_lateness: params.allowed_lateness,
             max_future: params.max_future,
             high_water: None,
+            floor: 0,
         }
     }
 
@@ -98,6 +102,13 @@ impl PartitionIngest {
     pub fn watermark(&self) -> Option<EventTime> {
         self.high_water
             .map(|hwm| hwm.saturating_sub(self.allowed_lateness))
+    }
+
+    /// Makes probes below `floor` late from now on: a source that stopped
+    /// waiting for this partition (it was idle) has promised the rest of the
+    /// dataflow that no probe below `floor` will come.
+    pub fn raise_floor(&mut self, floor: EventTime) {
+        self.floor = self.floor.max(floor);
     }
 
     /// Ingests one record: its bytes (without the line terminator), its
@@ -148,6 +159,14 @@ impl PartitionIngest {
                     ),
                 )
             }
+            Ingested::Probe(Probe { ts, .. }) if *ts < self.floor => reject(
+                Reason::Late,
+                format!(
+                    "ts {ts} is below event time {}, which was promised while this partition \
+                     was idle (see --idle-timeout)",
+                    self.floor
+                ),
+            ),
             Ingested::Probe(Probe { ts, .. }) => {
                 if let Some(watermark) = self.watermark() {
                     if *ts < watermark {
@@ -458,6 +477,21 @@ mod tests {
         );
         assert_eq!(part.high_water(), Some(base));
         assert_eq!(part.watermark(), Some(base - lateness));
+    }
+
+    #[test]
+    fn a_raised_floor_makes_earlier_probes_late() {
+        let mut part = probes();
+        part.raise_floor(1_000);
+        let probe = |ts: u64| format!(r#"{{"device":"d","business":"b","ts":{ts},"rssi":-60}}"#);
+        assert_eq!(
+            reason(part.ingest(probe(999).as_bytes(), 1, NOW)),
+            Some(Reason::Late)
+        );
+        assert!(matches!(
+            part.ingest(probe(1_000).as_bytes(), 2, NOW),
+            Ingested::Probe(_)
+        ));
     }
 
     #[test]

@@ -13,11 +13,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::io::generator::{Workload, WorkloadConfig};
-use crate::io::ingest::Kind;
+use crate::io::generator::WorkloadConfig;
+use crate::io::load::{self, Load};
 use crate::params::Params;
 use crate::run::{RunJob, Topics};
 
@@ -47,6 +46,9 @@ pub enum DemoError {
     /// The mock broker or a client failed.
     #[error("demo broker: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The load generator failed.
+    #[error(transparent)]
+    Load(#[from] crate::io::kafka::KafkaFailure),
     /// The pipeline failed.
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
@@ -92,7 +94,25 @@ pub fn run(
     let produced = Arc::new(AtomicU64::new(0));
     let generator = {
         let (brokers, stop, produced) = (brokers.clone(), Arc::clone(&stop), Arc::clone(&produced));
-        std::thread::spawn(move || generate(&brokers, rate, &stop, &produced))
+        let load = Load {
+            brokers,
+            topics: [
+                topics.probes.clone(),
+                topics.logins.clone(),
+                topics.base_counts.clone(),
+            ],
+            rate: Some(rate),
+            duration: None,
+            workload: WorkloadConfig {
+                days: 365,
+                devices: 5_000,
+                businesses: 12,
+                probe_partitions: PARTITIONS as u64,
+                broken_chance: 0.002,
+                ..WorkloadConfig::default()
+            },
+        };
+        std::thread::spawn(move || load::produce(&load, &stop, &produced))
     };
     let pipeline = {
         let job = RunJob {
@@ -142,61 +162,6 @@ pub fn run(
     show(&status);
     drop(mock);
     Ok(status)
-}
-
-/// Produces the generated workload open-loop: record `i` is due at
-/// `start + i / rate`, whether or not the broker kept up.
-fn generate(
-    brokers: &str,
-    rate: u64,
-    stop: &AtomicBool,
-    produced: &AtomicU64,
-) -> Result<(), DemoError> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()?;
-    let config = WorkloadConfig {
-        days: 365,
-        devices: 5_000,
-        businesses: 12,
-        probe_partitions: PARTITIONS as u64,
-        broken_chance: 0.002,
-        ..WorkloadConfig::default()
-    };
-    let start = Instant::now();
-    for (i, record) in Workload::new(config).enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let due = start + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let topic = match record.kind {
-            Kind::Probe => "probes",
-            Kind::Login => "logins",
-            Kind::BaseCount => "base-counts",
-        };
-        let partition = (record.partition as i32) % PARTITIONS;
-        while let Err((error, _)) = producer.send(
-            BaseRecord::<(), str>::to(topic)
-                .partition(partition)
-                .payload(&record.line),
-        ) {
-            if !matches!(
-                error.rdkafka_error_code(),
-                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-            ) {
-                return Err(error.into());
-            }
-            producer.poll(Duration::from_millis(1));
-        }
-        producer.poll(Duration::ZERO);
-        produced.fetch_add(1, Ordering::Relaxed);
-    }
-    producer.flush(Duration::from_secs(10))?;
-    Ok(())
 }
 
 /// A consumer of the output topics that keeps the demo's status.

@@ -377,3 +377,39 @@ fn demo_shows_walkins_and_latency() {
         "the demo mixes in broken records: {text}"
     );
 }
+
+#[test]
+fn load_generator_produces_every_record_it_counts() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 4), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args([
+            "produce",
+            "--brokers",
+            &brokers,
+            "--rate",
+            "0",
+            "--days",
+            "1",
+            "--devices",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    let produced: usize = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect(&text);
+    let delivered: usize = ["probes", "logins", "base-counts"]
+        .iter()
+        .map(|topic| read_topic(&brokers, topic).len())
+        .sum();
+    assert!(produced > 1_000, "{text}");
+    assert_eq!(delivered, produced, "{text}");
+}

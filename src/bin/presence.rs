@@ -44,6 +44,9 @@ enum Command {
     /// pipeline, and live figures.
     #[command(disable_help_flag = true)]
     Demo(DemoArgs),
+    /// Load generator: produce the generated workload to the input topics.
+    #[command(disable_help_flag = true)]
+    Produce(ProduceArgs),
     /// The streaming service: read the input topics, write the output topics.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
@@ -121,6 +124,30 @@ struct DemoArgs {
     rate: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct ProduceArgs {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: String,
+    /// Records per second, open loop (record i is due at start + i/rate); 0 for as fast as possible.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    rate: u64,
+    /// Stop after this long (default: when the generated workload ends).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    duration: Option<u64>,
+    /// Topic of probes.
+    #[arg(long, default_value = "probes", value_name = "TOPIC")]
+    probes_topic: String,
+    /// Topic of logins.
+    #[arg(long, default_value = "logins", value_name = "TOPIC")]
+    logins_topic: String,
+    /// Topic of base counts.
+    #[arg(long, default_value = "base-counts", value_name = "TOPIC")]
+    base_counts_topic: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +296,32 @@ fn run(command: Command) -> anyhow::Result<()> {
             if status.walkins == 0 {
                 anyhow::bail!("the demo produced no walk-ins: something is wrong");
             }
+            Ok(())
+        }
+        Command::Produce(args) => {
+            let load = presence::io::load::Load {
+                brokers: args.brokers,
+                topics: [args.probes_topic, args.logins_topic, args.base_counts_topic],
+                rate: (args.rate > 0).then_some(args.rate),
+                duration: args.duration.map(Duration::from_millis),
+                workload: args.workload.config(),
+            };
+            let (stop, produced) = (
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                std::sync::atomic::AtomicU64::new(0),
+            );
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))
+                    .context("cannot install signal handlers")?;
+            }
+            let started = Instant::now();
+            presence::io::load::produce(&load, &stop, &produced)?;
+            let n = produced.load(Ordering::Relaxed);
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "produced {n} records in {seconds:.2} s ({:.0} records/s)",
+                n as f64 / seconds.max(1e-9)
+            );
             Ok(())
         }
         Command::Run(args) => {

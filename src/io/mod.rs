@@ -6,5 +6,6 @@ pub mod files;
 pub mod generator;
 pub mod ingest;
 pub mod kafka;
+pub mod load;
 pub mod output;
 pub mod upsert;

@@ -125,7 +125,9 @@ pub fn run(
             idle_timeout: Duration::from_secs(60),
         };
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || crate::run::run(cluster, job, stop))
+        std::thread::spawn(move || {
+            crate::run::run(cluster, job, stop, crate::metrics::Metrics::default())
+        })
     };
 
     let mut watch = Watch::new(&brokers, &topics)?;

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dataflow;
 pub mod demo;
 pub mod io;
+pub mod metrics;
 pub mod operators;
 pub mod params;
 pub mod pipeline;

@@ -39,10 +39,13 @@ use crate::io::files::responsible_for;
 use crate::io::ingest::{Ingested, Kind, PartitionIngest};
 use crate::io::kafka::{self, KafkaFailure, UNTRACKED};
 use crate::io::upsert;
+use crate::metrics::{Metrics, PartitionFigures};
 use crate::params::Params;
 use crate::pipeline::Pipeline;
 use crate::records::EventTime;
 
+/// How often a worker publishes its figures to the metrics.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
 /// Messages read per epoch per worker at most (as backfill's epoch lines).
 const EPOCH_MESSAGES: usize = 1 << 16;
 /// How far (ms of logical time) a worker may read ahead of the acknowledged outputs.
@@ -135,10 +138,28 @@ pub fn run(
     config: timely::Config,
     job: RunJob,
     shutdown: Arc<AtomicBool>,
+    metrics: Metrics,
 ) -> Result<Summary, RunError> {
+    let t = &job.topics;
+    let outputs = [
+        &t.walkins,
+        &t.device_contacts,
+        &t.enriched_walkins,
+        &t.walkin_counts,
+        &t.rejected,
+    ];
+    let mut create: Vec<(&str, i32)> = outputs
+        .iter()
+        .map(|topic| (topic.as_str(), job.output_partitions))
+        .collect();
+    // One partition, so that the progress topic's order is the frontiers' order.
+    create.push((&t.progress, 1));
+    kafka::create_missing_topics(&job.brokers, &create, job.connect_timeout)?;
     let job = Arc::new(job);
-    let guards = timely::execute(config, move |worker| run_worker(worker, &job, &shutdown))
-        .map_err(RunError::Timely)?;
+    let guards = timely::execute(config, move |worker| {
+        run_worker(worker, &job, &shutdown, &metrics)
+    })
+    .map_err(RunError::Timely)?;
     let mut summary = Summary::default();
     for result in guards.join() {
         summary.merge(result.map_err(RunError::Worker)??);
@@ -151,6 +172,8 @@ struct Reading {
     ingest: PartitionIngest,
     /// When its last message arrived (or reading started).
     heard: Instant,
+    /// Messages read.
+    read: u64,
     /// The end offset at start: with `--stop-at-end`, read up to here.
     end: i64,
     /// The next offset to read.
@@ -167,30 +190,45 @@ fn run_worker(
     worker: &mut Worker,
     job: &RunJob,
     shutdown: &AtomicBool,
+    metrics: &Metrics,
 ) -> Result<Summary, RunError> {
     let (index, peers) = (worker.index(), worker.peers());
     let topics = &job.topics;
-    let producer = Rc::new(kafka::producer(&job.brokers)?);
+    let producer = Rc::new(kafka::producer(&job.brokers, metrics.clone())?);
     let sinks = Rc::clone(&producer);
     let sink_topics = topics.clone();
+    let walkins_metrics = metrics.clone();
     let mut pipeline =
         Pipeline::with_sinks(worker, &job.params, move |outputs, rejected, probe| {
             let t = sink_topics;
-            upsert::upsert(outputs.walkins, t.walkins, Rc::clone(&sinks)).probe_with(probe);
+            upsert::upsert(
+                outputs.walkins,
+                t.walkins,
+                Rc::clone(&sinks),
+                Some(walkins_metrics),
+            )
+            .probe_with(probe);
             upsert::upsert(
                 outputs.device_contacts,
                 t.device_contacts,
                 Rc::clone(&sinks),
+                None,
             )
             .probe_with(probe);
             upsert::upsert(
                 outputs.enriched_walkins,
                 t.enriched_walkins,
                 Rc::clone(&sinks),
+                None,
             )
             .probe_with(probe);
-            upsert::upsert(outputs.walkin_counts, t.walkin_counts, Rc::clone(&sinks))
-                .probe_with(probe);
+            upsert::upsert(
+                outputs.walkin_counts,
+                t.walkin_counts,
+                Rc::clone(&sinks),
+                None,
+            )
+            .probe_with(probe);
             upsert::rejected(rejected, t.rejected, sinks).probe_with(probe);
         });
 
@@ -219,6 +257,7 @@ fn run_worker(
                 Reading {
                     ingest,
                     heard: Instant::now(),
+                    read: 0,
                     end,
                     next: 0,
                 },
@@ -264,6 +303,7 @@ fn run_worker(
             })
     };
     let sink_probe = pipeline.probe().clone();
+    let mut last_published = Instant::now();
     // Whether the current epoch holds records (or a new promise) to close.
     let mut given = false;
     let mut promised = None;
@@ -310,6 +350,7 @@ fn run_worker(
                             .raise_floor(pipeline.promised().unwrap_or(0));
                     }
                     partition.heard = Instant::now();
+                    partition.read += 1;
                     if job.stop_at_end && offset >= partition.end {
                         continue; // arrived after the run started
                     }
@@ -328,6 +369,10 @@ fn run_worker(
         // Exhausted partitions change the promise without any record.
         given |= read > 0 || promise(&reading, job, Instant::now()) != promised;
         promised = promise(&reading, job, Instant::now());
+        if last_published.elapsed() >= METRICS_EVERY {
+            last_published = Instant::now();
+            publish_metrics(metrics, index, &consumer, &reading, &pipeline, &summary);
+        }
         worker.step_or_park(Some(if read > 0 {
             Duration::ZERO
         } else {
@@ -339,6 +384,7 @@ fn run_worker(
         }
     }
 
+    publish_metrics(metrics, index, &consumer, &reading, &pipeline, &summary);
     pipeline.promise(EventTime::MAX);
     drop(pipeline);
     while !sink_probe.done() {
@@ -359,6 +405,43 @@ fn run_worker(
         source: Box::new(source),
     })?;
     Ok(summary)
+}
+
+/// Publishes a worker's figures (its partitions, promise and window state).
+fn publish_metrics(
+    metrics: &Metrics,
+    index: usize,
+    consumer: &BaseConsumer,
+    reading: &HashMap<(String, i32), Reading>,
+    pipeline: &Pipeline,
+    summary: &Summary,
+) {
+    let figures: Vec<_> = reading
+        .iter()
+        .map(|((topic, partition), r)| {
+            let lag = kafka::cached_end_offset(consumer, topic, *partition)
+                .map(|end| (end - r.next).max(0));
+            let figures = PartitionFigures {
+                read: r.read,
+                lag,
+                high_water: r.ingest.high_water(),
+            };
+            ((topic.clone(), *partition), figures)
+        })
+        .collect();
+    let open_visits = pipeline.window_stats().get().keys as u64;
+    let delay = pipeline
+        .promised()
+        .filter(|&p| p < EventTime::MAX)
+        .map(|p| now_ms().saturating_sub(p));
+    metrics.update(|f| {
+        f.partitions.extend(figures);
+        f.open_visits.insert(index, open_visits);
+        if let Some(delay) = delay {
+            f.frontier_delay_ms.insert(index, delay);
+        }
+        f.rejected_by_worker.insert(index, summary.rejected.clone());
+    });
 }
 
 fn count(ingested: &Ingested, summary: &mut Summary) {
@@ -420,6 +503,7 @@ mod tests {
         Reading {
             ingest,
             heard,
+            read: 0,
             end,
             next,
         }

@@ -11,6 +11,7 @@ use presence::backfill::{self, Job, Progress};
 use presence::io::generator::{Workload, WorkloadConfig};
 use presence::io::ingest::Kind;
 use presence::io::output::read_collection;
+use presence::metrics::Metrics;
 use presence::run::{run, RunJob, Topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -163,6 +164,18 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 
     for workers in [1, 2] {
         let topics = prefixed(&format!("w{workers}-"));
+        // The mock broker has no CreateTopics (run waits a bounded time for
+        // it, which the two-process run below exercises): create them here.
+        for topic in [
+            &topics.walkins,
+            &topics.device_contacts,
+            &topics.enriched_walkins,
+            &topics.walkin_counts,
+            &topics.rejected,
+        ] {
+            mock.create_topic(topic, 3, 1).unwrap();
+        }
+        mock.create_topic(&topics.progress, 1, 1).unwrap();
         let job = RunJob {
             brokers: brokers.clone(),
             topics: topics.clone(),
@@ -172,13 +185,16 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
             output_partitions: 3,
             idle_timeout: Duration::from_secs(60),
         };
+        let metrics = Metrics::default();
         let summary = run(
             timely::Config::process(workers),
             job,
             Arc::new(AtomicBool::new(false)),
+            metrics.clone(),
         )
         .unwrap();
         assert!(summary.accepted[0] > 5_000, "{summary:?}");
+        check_metrics(&metrics.render(), &summary, &topics);
         check_outputs(
             &brokers,
             &topics,
@@ -238,6 +254,41 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
     topics.rejected = "n2-presence-rejected".into();
     topics.progress = "n2-presence-progress".into();
     check_outputs(&brokers, &topics, &dir.path().join("out"), "-n 2");
+}
+
+/// The figures `/metrics` would serve agree with what the run did.
+fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Topics) {
+    let sum = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|line| line.starts_with(prefix))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("presence_records_read_total{"), summary.lines, "{text}");
+    let rejected: u64 = summary.rejected.values().sum();
+    assert_eq!(sum("presence_records_rejected_total{"), rejected, "{text}");
+    for topic in [&topics.walkins, &topics.walkin_counts, &topics.rejected] {
+        let produced = sum(&format!(
+            "presence_output_records_produced_total{{topic=\"{topic}\"}}"
+        ));
+        let acknowledged = sum(&format!(
+            "presence_output_records_acknowledged_total{{topic=\"{topic}\"}}"
+        ));
+        assert!(
+            produced > 0 && produced == acknowledged,
+            "{topic}: {produced} produced, {acknowledged} acknowledged\n{text}"
+        );
+    }
+    assert!(sum("presence_walkins_emitted_total") > 0, "{text}");
+    assert!(sum("presence_end_to_end_latency_ms_count") > 0, "{text}");
+    assert!(
+        text.contains("presence_open_visits{worker=\"0\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("presence_consumer_lag{topic=\"probes\""),
+        "{text}"
+    );
 }
 
 fn prefixed(prefix: &str) -> Topics {

@@ -178,6 +178,9 @@ struct RunArgs {
     /// window state; its later probes below what was freed are late.
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N")]
     output_partitions: i32,
@@ -354,7 +357,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .context("cannot install signal handlers")?;
             }
             let started = Instant::now();
-            let summary = presence::run::run(config, job.clone(), shutdown)?;
+            let metrics = presence::metrics::Metrics::default();
+            if let Some(addr) = args.metrics_addr {
+                let bound = metrics
+                    .serve(addr)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                eprintln!("metrics at http://{bound}/metrics");
+            }
+            let summary = presence::run::run(config, job.clone(), shutdown, metrics)?;
             let elapsed = started.elapsed();
             eprintln!(
                 "read {} messages in {:.2} s; accepted {} probes, {} logins, {} base counts; rejected {}",

@@ -209,9 +209,10 @@ impl Deliveries {
     }
 }
 
-/// The producer's context: acknowledgements decrement [`Deliveries`].
+/// The producer's context: acknowledgements decrement [`Deliveries`] and
+/// feed the metrics.
 #[derive(Clone, Debug, Default)]
-pub struct DeliveryTracker(pub Arc<Mutex<Deliveries>>);
+pub struct DeliveryTracker(pub Arc<Mutex<Deliveries>>, pub crate::metrics::Metrics);
 
 impl ClientContext for DeliveryTracker {}
 
@@ -219,17 +220,29 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, time: usize) {
-        let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
-        if let Err((error, message)) = result {
-            use rdkafka::message::Message;
-            deliveries
-                .failure
-                .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
-        }
+        use rdkafka::message::Message;
         let time = time as u64;
+        match result {
+            Err((error, message)) => {
+                let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
+                deliveries
+                    .failure
+                    .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
+            }
+            // A record's logical time is the millisecond its input was read.
+            Ok(message) if time != UNTRACKED => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.1
+                    .acknowledged(message.topic(), now.saturating_sub(time));
+            }
+            Ok(_) => {}
+        }
         if time == UNTRACKED {
             return;
         }
+        let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
         let count = deliveries
             .pending
             .get_mut(&time)
@@ -242,7 +255,10 @@ impl ProducerContext for DeliveryTracker {
 }
 
 /// A producer for the output topics.
-pub fn producer(brokers: &str) -> Result<BaseProducer<DeliveryTracker>, KafkaFailure> {
+pub fn producer(
+    brokers: &str,
+    metrics: crate::metrics::Metrics,
+) -> Result<BaseProducer<DeliveryTracker>, KafkaFailure> {
     let mut config = client_config(brokers);
     // No duplicates or reordering on retries: the last value per key must be
     // the current row.
@@ -251,7 +267,7 @@ pub fn producer(brokers: &str) -> Result<BaseProducer<DeliveryTracker>, KafkaFai
     // under load.
     config.set("linger.ms", "5");
     config
-        .create_with_context(DeliveryTracker::default())
+        .create_with_context(DeliveryTracker(Arc::default(), metrics))
         .map_err(|source| KafkaFailure::Client {
             brokers: brokers.to_owned(),
             action: "creating a producer".to_owned(),
@@ -280,6 +296,10 @@ pub fn send(
             .lock()
             .expect("no thread panics holding the lock")
             .sent(time);
+        producer
+            .context()
+            .1
+            .update(|f| *f.produced.entry(topic.to_owned()).or_default() += 1);
     }
     loop {
         let mut record = BaseRecord::with_opaque_to(topic, time as usize);
@@ -324,6 +344,9 @@ pub fn flush(
     producer.flush(timeout)
 }
 
+/// How long to wait for a broker to create topics.
+const CREATE_TOPICS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Creates those of `topics` (name, partitions) that do not exist yet. A
 /// broker without the CreateTopics call (librdkafka's mock) auto-creates
 /// topics on first use instead, so "unsupported" is not an error.
@@ -360,12 +383,23 @@ pub fn create_missing_topics(
     let admin: AdminClient<DefaultClientContext> = client_config(brokers)
         .create()
         .map_err(failure("creating an admin client"))?;
+    // A broker without CreateTopics (librdkafka's mock) never answers it, so
+    // the attempt is bounded and a time-out is not fatal: such brokers create
+    // topics on first use, and a broker that does not will fail the first
+    // write with a clear message.
+    let attempt = timeout.min(CREATE_TOPICS_TIMEOUT);
     let options = AdminOptions::new()
-        .request_timeout(Some(timeout))
-        .operation_timeout(Some(timeout));
-    let results = block_on(admin.create_topics(&missing, &options));
-    let results = match results {
-        Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion)) => return Ok(()),
+        .request_timeout(Some(attempt))
+        .operation_timeout(Some(attempt));
+    let results = match block_on(admin.create_topics(&missing, &options)) {
+        Err(KafkaError::AdminOp(
+            code @ (RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut),
+        )) => {
+            tracing::warn!(%code, "the broker did not create the output topics; assuming it creates them on first use");
+            return Ok(());
+        }
         other => other.map_err(failure("creating the output topics"))?,
     };
     for result in results {
@@ -404,4 +438,24 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
             Poll::Pending => std::thread::park(),
         }
     }
+}
+
+/// The end offset of a partition as the consumer last learned it from its
+/// fetches: a cached, non-blocking look-up (`None` before the first fetch).
+pub fn cached_end_offset(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the consumer's handle is valid while it lives; the topic is a
+    // NUL-terminated string; the out-pointers point to live locals.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

@@ -20,6 +20,7 @@ use timely::dataflow::StreamVec;
 
 use crate::dataflow::Time;
 use crate::io::kafka::{send, DeliveryTracker};
+use crate::metrics::Metrics;
 use crate::records::Rejected;
 
 /// How often a sink with unacknowledged records polls the producer.
@@ -71,11 +72,13 @@ impl Unacknowledged {
 }
 
 /// Writes `collection` to the upsert topic `topic`; the returned stream's
-/// frontier passes a time once that time's records are acknowledged.
+/// frontier passes a time once that time's records are acknowledged. With
+/// `inserted`, rows written (not tombstones) count as walk-ins emitted.
 pub fn upsert<'scope, D>(
     collection: VecCollection<'scope, Time, D>,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
+    inserted: Option<Metrics>,
 ) -> StreamVec<'scope, Time, ()>
 where
     D: differential_dataflow::ExchangeData + Row + Serialize,
@@ -119,6 +122,10 @@ where
                             if diff > 0 {
                                 *current = Some(row);
                             }
+                        }
+                        if let Some(metrics) = &inserted {
+                            let rows = rows.values().filter(|row| row.is_some()).count() as u64;
+                            metrics.update(|f| f.walkins_emitted += rows);
                         }
                         for (key, row) in rows {
                             let value = row.map(|row| value(&row, time));

@@ -1,0 +1,315 @@
+//! The service's metrics, served in Prometheus' text format at
+//! `--metrics-addr` (off by default). Workers publish into one [`Metrics`]
+//! per process a few times a second; scraping never touches the dataflow.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+/// Upper bounds (ms) of the latency histogram's buckets.
+const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
+
+/// One input partition's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionFigures {
+    /// Messages read.
+    pub read: u64,
+    /// End offset minus the next offset to read, when last known.
+    pub lag: Option<i64>,
+    /// Largest accepted probe `ts` (probe partitions).
+    pub high_water: Option<u64>,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Figures {
+    /// Per (topic, partition).
+    pub partitions: BTreeMap<(String, i32), PartitionFigures>,
+    /// Rejected records by reason, per worker (each worker counts its own).
+    pub rejected_by_worker: BTreeMap<usize, BTreeMap<&'static str, u64>>,
+    /// Per worker: wall clock minus the event-time frontier it promised (ms).
+    pub frontier_delay_ms: BTreeMap<usize, u64>,
+    /// Per worker: keys with open visits in the window operator.
+    pub open_visits: BTreeMap<usize, u64>,
+    /// Walk-ins inserted into the walk-ins topic.
+    pub walkins_emitted: u64,
+    /// Output records handed to the producer, per topic.
+    pub produced: BTreeMap<String, u64>,
+    /// Output records the broker acknowledged, per topic.
+    pub acknowledged: BTreeMap<String, u64>,
+    /// Latency from ingestion (a record's logical time) to acknowledgement:
+    /// counts per bucket of [`LATENCY_BUCKETS_MS`] plus one for +Inf, and the sum.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Sum of the latencies (ms).
+    pub latency_sum_ms: u64,
+}
+
+/// The process's metrics, shared by its workers and the HTTP server.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics(Arc<Mutex<Figures>>);
+
+impl Metrics {
+    /// Changes the figures.
+    pub fn update(&self, change: impl FnOnce(&mut Figures)) {
+        change(
+            &mut self
+                .0
+                .lock()
+                .expect("no thread panics holding the metrics lock"),
+        );
+    }
+
+    /// Records one acknowledged output record of `topic` written `latency_ms` after its input.
+    pub fn acknowledged(&self, topic: &str, latency_ms: u64) {
+        self.update(|f| {
+            *f.acknowledged.entry(topic.to_owned()).or_default() += 1;
+            let bucket = LATENCY_BUCKETS_MS
+                .iter()
+                .position(|&b| latency_ms <= b)
+                .unwrap_or(LATENCY_BUCKETS_MS.len());
+            f.latency_buckets[bucket] += 1;
+            f.latency_sum_ms += latency_ms;
+        });
+    }
+
+    /// The figures in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let f = self
+            .0
+            .lock()
+            .expect("no thread panics holding the metrics lock");
+        let mut out = String::new();
+        fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+            let _ = writeln!(
+                out,
+                "# HELP presence_{name} {help}\n# TYPE presence_{name} {kind}"
+            );
+        }
+        family(
+            &mut out,
+            "records_read_total",
+            "counter",
+            "Input messages read, per topic and partition.",
+        );
+        for ((topic, partition), p) in &f.partitions {
+            let _ = writeln!(
+                out,
+                "presence_records_read_total{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+                p.read
+            );
+        }
+        family(
+            &mut out,
+            "consumer_lag",
+            "gauge",
+            "End offset minus next offset to read, per partition.",
+        );
+        for ((topic, partition), p) in &f.partitions {
+            if let Some(lag) = p.lag {
+                let _ = writeln!(
+                    out,
+                    "presence_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                );
+            }
+        }
+        family(
+            &mut out,
+            "event_time_high_water_ms",
+            "gauge",
+            "Largest accepted probe ts per probe partition.",
+        );
+        for ((topic, partition), p) in &f.partitions {
+            if let Some(hwm) = p.high_water {
+                let _ = writeln!(out, "presence_event_time_high_water_ms{{topic=\"{topic}\",partition=\"{partition}\"}} {hwm}");
+            }
+        }
+        family(
+            &mut out,
+            "records_rejected_total",
+            "counter",
+            "Rejected input records by reason.",
+        );
+        for reason in crate::records::Reason::ALL.map(crate::records::Reason::as_str) {
+            let n: u64 = f
+                .rejected_by_worker
+                .values()
+                .filter_map(|r| r.get(reason))
+                .sum();
+            let _ = writeln!(
+                out,
+                "presence_records_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "frontier_delay_ms",
+            "gauge",
+            "Wall clock minus the event-time frontier a worker promised.",
+        );
+        for (worker, delay) in &f.frontier_delay_ms {
+            let _ = writeln!(
+                out,
+                "presence_frontier_delay_ms{{worker=\"{worker}\"}} {delay}"
+            );
+        }
+        family(
+            &mut out,
+            "open_visits",
+            "gauge",
+            "Keys with open visits held by the detection operator, per worker.",
+        );
+        for (worker, n) in &f.open_visits {
+            let _ = writeln!(out, "presence_open_visits{{worker=\"{worker}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "walkins_emitted_total",
+            "counter",
+            "Walk-in rows written to the walk-ins topic.",
+        );
+        let _ = writeln!(out, "presence_walkins_emitted_total {}", f.walkins_emitted);
+        family(
+            &mut out,
+            "output_records_produced_total",
+            "counter",
+            "Output records handed to the producer.",
+        );
+        for (topic, n) in &f.produced {
+            let _ = writeln!(
+                out,
+                "presence_output_records_produced_total{{topic=\"{topic}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "output_records_acknowledged_total",
+            "counter",
+            "Output records acknowledged by the broker.",
+        );
+        for (topic, n) in &f.acknowledged {
+            let _ = writeln!(
+                out,
+                "presence_output_records_acknowledged_total{{topic=\"{topic}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "end_to_end_latency_ms",
+            "histogram",
+            "From reading an input to the broker acknowledging an output it caused.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += f.latency_buckets[i];
+            let _ = writeln!(
+                out,
+                "presence_end_to_end_latency_ms_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += f.latency_buckets[LATENCY_BUCKETS_MS.len()];
+        let _ = writeln!(
+            out,
+            "presence_end_to_end_latency_ms_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "presence_end_to_end_latency_ms_sum {}",
+            f.latency_sum_ms
+        );
+        let _ = writeln!(out, "presence_end_to_end_latency_ms_count {cumulative}");
+        out
+    }
+
+    /// Serves `/metrics` on `addr` from a background thread; returns the
+    /// address bound (so `127.0.0.1:0` picks a free port).
+    pub fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr)?;
+        let bound = listener.local_addr()?;
+        let metrics = self.clone();
+        std::thread::Builder::new().name("metrics".into()).spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut request = String::new();
+                let mut reader = BufReader::new(&stream);
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                // Drain the headers; the request line decides.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", metrics.render())
+                } else {
+                    ("404 Not Found", "presence serves /metrics\n".to_owned())
+                };
+                let mut stream = &stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+        Ok(bound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_and_cumulative_buckets() {
+        let metrics = Metrics::default();
+        metrics.update(|f| {
+            f.partitions.insert(
+                ("probes".into(), 0),
+                PartitionFigures {
+                    read: 7,
+                    lag: Some(3),
+                    high_water: Some(99),
+                },
+            );
+            f.rejected_by_worker.insert(0, [("late", 2)].into());
+            f.open_visits.insert(0, 5);
+        });
+        metrics.acknowledged("walkins", 3);
+        metrics.acknowledged("walkins", 40_000);
+        let text = metrics.render();
+        for line in [
+            "presence_records_read_total{topic=\"probes\",partition=\"0\"} 7",
+            "presence_consumer_lag{topic=\"probes\",partition=\"0\"} 3",
+            "presence_event_time_high_water_ms{topic=\"probes\",partition=\"0\"} 99",
+            "presence_records_rejected_total{reason=\"late\"} 2",
+            "presence_records_rejected_total{reason=\"corrupt\"} 0",
+            "presence_open_visits{worker=\"0\"} 5",
+            "presence_end_to_end_latency_ms_bucket{le=\"2\"} 0",
+            "presence_end_to_end_latency_ms_bucket{le=\"5\"} 1",
+            "presence_end_to_end_latency_ms_bucket{le=\"+Inf\"} 2",
+            "presence_end_to_end_latency_ms_count 2",
+            "presence_output_records_acknowledged_total{topic=\"walkins\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn serves_over_http() {
+        let metrics = Metrics::default();
+        let addr = metrics.serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(
+            response.contains("presence_walkins_emitted_total 0"),
+            "{response}"
+        );
+    }
+}

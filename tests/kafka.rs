@@ -464,3 +464,116 @@ fn load_generator_produces_every_record_it_counts() {
     assert!(produced > 1_000, "{text}");
     assert_eq!(delivered, produced, "{text}");
 }
+
+#[test]
+fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    // Probe partition 1 never receives anything.
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = prefixed("idle-");
+    for topic in [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+        &topics.rejected,
+    ] {
+        mock.create_topic(topic, 2, 1).unwrap();
+    }
+    mock.create_topic(&topics.progress, 1, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 200,
+        businesses: 4,
+        probe_partitions: 1,
+        ..WorkloadConfig::default()
+    };
+    for record in Workload::new(config).filter(|r| r.kind == Kind::Probe) {
+        while producer
+            .send(
+                BaseRecord::<(), str>::to("probes")
+                    .partition(0)
+                    .payload(&record.line),
+            )
+            .is_err()
+        {
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    producer.flush(TIMEOUT).unwrap();
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let service = {
+        let job = RunJob {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            params: Default::default(),
+            stop_at_end: false,
+            connect_timeout: TIMEOUT,
+            output_partitions: 2,
+            idle_timeout: Duration::from_millis(200),
+        };
+        let shutdown = Arc::clone(&shutdown);
+        std::thread::spawn(move || {
+            run(
+                timely::Config::process(2),
+                job,
+                shutdown,
+                Metrics::default(),
+            )
+        })
+    };
+    // The service runs until told to stop; progress must cover the walk-ins
+    // while it runs, although partition 1 is silent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let covered = loop {
+        let walkins = read_topic(&brokers, &topics.walkins);
+        let latest = walkins
+            .iter()
+            .filter_map(|(_, _, _, v)| v.as_ref())
+            .map(|v| {
+                serde_json::from_str::<Value>(v).unwrap()["time"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .max();
+        let frontier = read_topic(&brokers, &topics.progress)
+            .last()
+            .map(|(_, _, _, v)| {
+                serde_json::from_str::<Value>(v.as_ref().unwrap()).unwrap()["frontier"]
+                    .as_u64()
+                    .unwrap()
+            });
+        if let (Some(latest), Some(frontier)) = (latest, frontier) {
+            if frontier > latest {
+                break frontier;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "progress never passed the walk-ins: {frontier:?} vs {latest:?}"
+        );
+        std::thread::yield_now();
+    };
+    assert!(covered < u64::MAX, "the service is still running");
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    let summary = service.join().unwrap().unwrap();
+    assert!(summary.accepted[0] > 1_000, "{summary:?}");
+    let last = read_topic(&brokers, &topics.progress)
+        .last()
+        .cloned()
+        .unwrap()
+        .3
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&last).unwrap()["frontier"].as_u64(),
+        Some(u64::MAX)
+    );
+}

@@ -77,16 +77,23 @@ pub struct Topics {
 impl Default for Topics {
     /// The SPEC's names.
     fn default() -> Self {
+        Topics::with_output_prefix("")
+    }
+}
+
+impl Topics {
+    /// The SPEC's input topics, and its output topics with `prefix` before each name.
+    pub fn with_output_prefix(prefix: &str) -> Self {
         Topics {
             probes: "probes".into(),
             logins: "logins".into(),
             base_counts: "base-counts".into(),
-            walkins: "walkins".into(),
-            device_contacts: "device-contacts".into(),
-            enriched_walkins: "enriched-walkins".into(),
-            walkin_counts: "walkin-counts".into(),
-            rejected: "presence-rejected".into(),
-            progress: "presence-progress".into(),
+            walkins: format!("{prefix}walkins"),
+            device_contacts: format!("{prefix}device-contacts"),
+            enriched_walkins: format!("{prefix}enriched-walkins"),
+            walkin_counts: format!("{prefix}walkin-counts"),
+            rejected: format!("{prefix}presence-rejected"),
+            progress: format!("{prefix}presence-progress"),
         }
     }
 }

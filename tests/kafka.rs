@@ -163,7 +163,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
     backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
 
     for workers in [1, 2] {
-        let topics = prefixed(&format!("w{workers}-"));
+        let topics = Topics::with_output_prefix(&format!("w{workers}-"));
         // The mock broker has no CreateTopics (run waits a bounded time for
         // it, which the two-process run below exercises): create them here.
         for topic in [
@@ -250,9 +250,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let mut topics = prefixed("n2-");
-    topics.rejected = "n2-presence-rejected".into();
-    topics.progress = "n2-presence-progress".into();
+    let topics = Topics::with_output_prefix("n2-");
     check_outputs(&brokers, &topics, &dir.path().join("out"), "-n 2");
 }
 
@@ -289,18 +287,6 @@ fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Top
         text.contains("presence_consumer_lag{topic=\"probes\""),
         "{text}"
     );
-}
-
-fn prefixed(prefix: &str) -> Topics {
-    Topics {
-        walkins: format!("{prefix}walkins"),
-        device_contacts: format!("{prefix}device-contacts"),
-        enriched_walkins: format!("{prefix}enriched-walkins"),
-        walkin_counts: format!("{prefix}walkin-counts"),
-        rejected: format!("{prefix}rejected"),
-        progress: format!("{prefix}progress"),
-        ..Topics::default()
-    }
 }
 
 /// The output topics hold, as last values per key, exactly backfill's
@@ -473,7 +459,7 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
     for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
         mock.create_topic(name, partitions, 1).unwrap();
     }
-    let topics = prefixed("idle-");
+    let topics = Topics::with_output_prefix("idle-");
     for topic in [
         &topics.walkins,
         &topics.device_contacts,

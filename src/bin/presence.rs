@@ -137,6 +137,15 @@ struct ProduceArgs {
     /// Stop after this long (default: when the generated workload ends).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     duration: Option<u64>,
+    #[command(flatten)]
+    inputs: InputTopicArgs,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+/// The input topics' names.
+#[derive(Args, Debug)]
+struct InputTopicArgs {
     /// Topic of probes.
     #[arg(long, default_value = "probes", value_name = "TOPIC")]
     probes_topic: String,
@@ -146,8 +155,6 @@ struct ProduceArgs {
     /// Topic of base counts.
     #[arg(long, default_value = "base-counts", value_name = "TOPIC")]
     base_counts_topic: String,
-    #[command(flatten)]
-    workload: WorkloadArgs,
 }
 
 #[derive(Args, Debug)]
@@ -158,15 +165,8 @@ struct RunArgs {
     /// Stop once every input partition is read up to the end offsets seen at start.
     #[arg(long)]
     stop_at_end: bool,
-    /// Topic of probes.
-    #[arg(long, default_value = "probes", value_name = "TOPIC")]
-    probes_topic: String,
-    /// Topic of logins.
-    #[arg(long, default_value = "logins", value_name = "TOPIC")]
-    logins_topic: String,
-    /// Topic of base counts.
-    #[arg(long, default_value = "base-counts", value_name = "TOPIC")]
-    base_counts_topic: String,
+    #[command(flatten)]
+    inputs: InputTopicArgs,
     /// Prefix of every output topic (walkins, device-contacts, enriched-walkins,
     /// walkin-counts, presence-rejected, presence-progress).
     #[arg(long, default_value = "", value_name = "PREFIX")]
@@ -304,7 +304,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => {
             let load = presence::io::load::Load {
                 brokers: args.brokers,
-                topics: [args.probes_topic, args.logins_topic, args.base_counts_topic],
+                topics: [
+                    args.inputs.probes_topic,
+                    args.inputs.logins_topic,
+                    args.inputs.base_counts_topic,
+                ],
                 rate: (args.rate > 0).then_some(args.rate),
                 duration: args.duration.map(Duration::from_millis),
                 workload: args.workload.config(),
@@ -331,15 +335,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = args.cluster.timely_config()?;
             let prefix = &args.output_prefix;
             let topics = presence::run::Topics {
-                probes: args.probes_topic,
-                logins: args.logins_topic,
-                base_counts: args.base_counts_topic,
-                walkins: format!("{prefix}walkins"),
-                device_contacts: format!("{prefix}device-contacts"),
-                enriched_walkins: format!("{prefix}enriched-walkins"),
-                walkin_counts: format!("{prefix}walkin-counts"),
-                rejected: format!("{prefix}presence-rejected"),
-                progress: format!("{prefix}presence-progress"),
+                probes: args.inputs.probes_topic,
+                logins: args.inputs.logins_topic,
+                base_counts: args.inputs.base_counts_topic,
+                ..presence::run::Topics::with_output_prefix(prefix)
             };
             let job = presence::run::RunJob {
                 brokers: args.brokers,

@@ -336,6 +336,25 @@ pub fn send(
     }
 }
 
+/// Sends an output record; a record that cannot even be queued is a failure
+/// the service reports (see [`Deliveries::failure`]), never a silent loss.
+pub fn send_or_fail(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&str>,
+    time: u64,
+) {
+    if let Err(error) = send(producer, topic, None, key, value, time) {
+        producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock")
+            .fail(topic, error);
+    }
+}
+
 /// Flushes the producer (at shutdown).
 pub fn flush(
     producer: &BaseProducer<DeliveryTracker>,

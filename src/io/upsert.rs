@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::dataflow::Time;
-use crate::io::kafka::{send, DeliveryTracker};
+use crate::io::kafka::{send_or_fail, DeliveryTracker};
 use crate::metrics::Metrics;
 use crate::records::Rejected;
 
@@ -129,16 +129,7 @@ where
                         }
                         for (key, row) in rows {
                             let value = row.map(|row| value(&row, time));
-                            if let Err(error) =
-                                send(&producer, &topic, None, Some(&key), value.as_deref(), time)
-                            {
-                                producer
-                                    .context()
-                                    .0
-                                    .lock()
-                                    .expect("no thread panics holding the lock")
-                                    .fail(&topic, error);
-                            }
+                            send_or_fail(&producer, &topic, Some(&key), value.as_deref(), time);
                         }
                         unacknowledged.hold(&capability);
                     }
@@ -172,16 +163,7 @@ pub fn rejected<'scope>(
                     for batch in data {
                         for record in batch.drain(..) {
                             let value = serde_json::to_string(&record).expect("records serialize");
-                            if let Err(error) =
-                                send(&producer, &topic, None, None, Some(&value), time)
-                            {
-                                producer
-                                    .context()
-                                    .0
-                                    .lock()
-                                    .expect("no thread panics holding the lock")
-                                    .fail(&topic, error);
-                            }
+                            send_or_fail(&producer, &topic, None, Some(&value), time);
                         }
                     }
                     unacknowledged.hold(&capability);

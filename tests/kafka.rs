@@ -2,102 +2,24 @@
 //! the last value per key of each upsert topic equals what file backfill
 //! computes from the same records, and the progress topic only grows.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use presence::backfill::{self, Job, Progress};
+mod common;
+use common::*;
+
 use presence::io::generator::{Workload, WorkloadConfig};
 use presence::io::ingest::Kind;
-use presence::io::output::read_collection;
 use presence::metrics::Metrics;
 use presence::run::{run, RunJob, Topics};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 const PROBE_PARTITIONS: i32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Every message of `topic` (all partitions), as (partition, offset, key, value).
-fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "presence-test")
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut ends = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap();
-        ends.insert(p, high);
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
-    let mut messages = Vec::new();
-    while next.iter().any(|(p, n)| *n < ends[p]) {
-        let Some(message) = consumer.poll(TIMEOUT) else {
-            panic!("{topic} stopped before its end offsets {ends:?}")
-        };
-        let message = message.unwrap();
-        next.insert(message.partition(), message.offset() + 1);
-        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
-        messages.push((
-            message.partition(),
-            message.offset(),
-            text(message.key()),
-            text(message.payload()),
-        ));
-    }
-    messages
-}
-
-/// The rows of an upsert topic: the last value per key, without `"time"`.
-fn upsert_rows(brokers: &str, topic: &str) -> BTreeSet<String> {
-    let mut last: BTreeMap<String, (u64, Option<Value>)> = BTreeMap::new();
-    for (_, _, key, value) in read_topic(brokers, topic) {
-        let key = key.expect("upsert records have keys");
-        let value = value.map(|v| serde_json::from_str::<Value>(&v).unwrap());
-        let time = value
-            .as_ref()
-            .map_or(0, |v| v["time"].as_u64().expect("a time"));
-        if let Some((previous, _)) = last.get(&key) {
-            assert!(
-                time >= *previous || value.is_none(),
-                "{topic} {key}: time went back"
-            );
-        }
-        last.insert(key, (time, value));
-    }
-    last.into_values()
-        .filter_map(|(_, value)| value)
-        .map(|mut value| {
-            value.as_object_mut().unwrap().remove("time");
-            value.to_string()
-        })
-        .collect()
-}
-
-fn file_rows(dir: &std::path::Path) -> BTreeSet<String> {
-    read_collection::<Value>(dir)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.to_string())
-        .collect()
-}
 
 #[test]
 fn stop_at_end_equals_backfill_on_one_and_two_workers() {
@@ -111,7 +33,6 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
         ..WorkloadConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
-
     for (name, partitions) in [
         ("probes", PROBE_PARTITIONS),
         ("logins", 1),
@@ -119,48 +40,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
     ] {
         mock.create_topic(name, partitions, 1).unwrap();
     }
-    // The same records, in the same order per partition, to Kafka and to files.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let mut files: BTreeMap<(Kind, u64), String> = BTreeMap::new();
-    for record in Workload::new(config.clone()) {
-        let topic = match record.kind {
-            Kind::Probe => "probes",
-            Kind::Login => "logins",
-            Kind::BaseCount => "base-counts",
-        };
-        loop {
-            let sent = producer.send(
-                BaseRecord::<(), str>::to(topic)
-                    .partition(record.partition as i32)
-                    .payload(&record.line),
-            );
-            match sent {
-                Ok(()) => break,
-                Err(_) => producer.poll(Duration::from_millis(10)),
-            }
-        }
-        let file = files.entry((record.kind, record.partition)).or_default();
-        file.push_str(&record.line);
-        file.push('\n');
-    }
-    producer.flush(TIMEOUT).unwrap();
-    let path = |kind: Kind, p: u64| dir.path().join(format!("{kind:?}-{p}.jsonl"));
-    for ((kind, p), text) in &files {
-        std::fs::write(path(*kind, *p), text).unwrap();
-    }
-    let job = Job {
-        probes: (0..PROBE_PARTITIONS as u64)
-            .map(|p| path(Kind::Probe, p))
-            .collect(),
-        logins: vec![path(Kind::Login, 0)],
-        base_counts: vec![path(Kind::BaseCount, 0)],
-        out: dir.path().join("out"),
-        ..Job::default()
-    };
-    backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
+    produce_and_backfill(&brokers, &Topics::default(), &config, dir.path(), false);
 
     for workers in [1, 2] {
         let topics = Topics::with_output_prefix(&format!("w{workers}-"));
@@ -286,83 +166,6 @@ fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Top
     assert!(
         text.contains("presence_consumer_lag{topic=\"probes\""),
         "{text}"
-    );
-}
-
-/// The output topics hold, as last values per key, exactly backfill's
-/// collections in `out`; rejections and progress are as specified.
-fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run: &str) {
-    for (topic, folder) in [
-        (&topics.walkins, "walkins"),
-        (&topics.device_contacts, "device-contacts"),
-        (&topics.enriched_walkins, "enriched-walkins"),
-        (&topics.walkin_counts, "walkin-counts"),
-    ] {
-        let expected = file_rows(&out.join(folder));
-        assert!(!expected.is_empty(), "{folder} should not be empty");
-        assert_eq!(
-            upsert_rows(brokers, topic),
-            expected,
-            "{run}: {topic} differs from backfill's {folder}"
-        );
-    }
-
-    // Rejections carry the topic, the partition and the Kafka offset (a
-    // file's line number is its offset + 1).
-    let rejected: BTreeSet<(String, u64, u64, String)> = read_topic(brokers, &topics.rejected)
-        .into_iter()
-        .map(|(_, _, _, value)| {
-            let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
-            let field = |name: &str| v[name].as_u64().unwrap();
-            (
-                v["source"].as_str().unwrap().to_owned(),
-                field("partition"),
-                field("offset") + 1,
-                v["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let expected: BTreeSet<(String, u64, u64, String)> =
-        read_collection::<Value>(&out.join("rejected"))
-            .unwrap()
-            .into_iter()
-            .map(|v| {
-                let source = v["source"].as_str().unwrap();
-                let topic = if source.contains("Probe-") {
-                    "probes"
-                } else if source.contains("Login-") {
-                    "logins"
-                } else {
-                    "base-counts"
-                };
-                (
-                    topic.to_owned(),
-                    v["partition"].as_u64().unwrap(),
-                    v["offset"].as_u64().unwrap(),
-                    v["reason"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-    assert!(!expected.is_empty());
-    assert_eq!(rejected, expected, "{run}: rejected records differ");
-
-    // Progress only grows, and ends with everything acknowledged.
-    let frontiers: Vec<u64> = read_topic(brokers, &topics.progress)
-        .into_iter()
-        .map(|(_, _, _, value)| {
-            serde_json::from_str::<Value>(&value.unwrap()).unwrap()["frontier"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        frontiers.windows(2).all(|w| w[0] < w[1]),
-        "{run}: progress {frontiers:?}"
-    );
-    assert_eq!(
-        frontiers.last(),
-        Some(&u64::MAX),
-        "{run}: progress {frontiers:?}"
     );
 }
 

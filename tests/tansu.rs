@@ -1,0 +1,69 @@
+//! `presence run --stop-at-end` against tansu, a real Kafka-compatible
+//! broker (no auto-created topics, no transactions): the upsert topics equal
+//! file backfill of the same records. Needs a broker: `scripts/tansu.sh`
+//! starts one and `.ci/run` runs this with
+//! `PRESENCE_TANSU=127.0.0.1:PORT cargo test --release --test tansu -- --ignored`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use presence::io::generator::WorkloadConfig;
+use presence::io::kafka::create_missing_topics;
+use presence::metrics::Metrics;
+use presence::run::{run, RunJob, Topics};
+
+mod common;
+use common::*;
+
+#[test]
+#[ignore = "needs a Kafka-compatible broker: PRESENCE_TANSU=$(scripts/tansu.sh)"]
+fn stop_at_end_against_tansu_equals_backfill() {
+    let brokers = std::env::var("PRESENCE_TANSU")
+        .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
+    // Fresh topic names per run: the broker may outlive the test.
+    let unique = format!(
+        "t{}-{}-",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
+    );
+    let mut topics = Topics::with_output_prefix(&unique);
+    topics.probes = format!("{unique}probes");
+    topics.logins = format!("{unique}logins");
+    topics.base_counts = format!("{unique}base-counts");
+    // tansu creates no topic on first use: inputs are created here, outputs by run.
+    let inputs = [
+        (topics.probes.as_str(), PROBE_PARTITIONS),
+        (topics.logins.as_str(), 1),
+        (topics.base_counts.as_str(), 1),
+    ];
+    create_missing_topics(&brokers, &inputs, TIMEOUT).unwrap();
+
+    let config = WorkloadConfig {
+        days: 2,
+        devices: 600,
+        businesses: 8,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    produce_and_backfill(&brokers, &topics, &config, dir.path(), true);
+
+    let job = RunJob {
+        brokers: brokers.clone(),
+        topics: topics.clone(),
+        params: Default::default(),
+        stop_at_end: true,
+        connect_timeout: TIMEOUT,
+        output_partitions: 3,
+        idle_timeout: std::time::Duration::from_secs(60),
+    };
+    let summary = run(
+        timely::Config::process(2),
+        job,
+        Arc::new(AtomicBool::new(false)),
+        Metrics::default(),
+    )
+    .unwrap();
+    assert!(summary.accepted[0] > 5_000, "{summary:?}");
+    check_outputs(&brokers, &topics, &dir.path().join("out"), "tansu -w 2");
+}

@@ -3,11 +3,13 @@
 //! produce the same collections from the same files.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use presence::io::output::FOLDERS;
+
+mod common;
+use common::loopback_hostfile;
 
 fn presence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -118,24 +120,7 @@ fn workers_and_processes_agree_with_one_worker() {
     );
 
     // Two real processes on loopback, writing their parts into one folder.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let hostfile = loopback_hostfile(dir.path());
     let two_processes = dir.path().join("n2");
     let children: Vec<_> = (0..2)
         .map(|p| {

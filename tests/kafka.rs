@@ -44,18 +44,8 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 
     for workers in [1, 2] {
         let topics = Topics::with_output_prefix(&format!("w{workers}-"));
-        // The mock broker has no CreateTopics (run waits a bounded time for
-        // it, which the two-process run below exercises): create them here.
-        for topic in [
-            &topics.walkins,
-            &topics.device_contacts,
-            &topics.enriched_walkins,
-            &topics.walkin_counts,
-            &topics.rejected,
-        ] {
-            mock.create_topic(topic, 3, 1).unwrap();
-        }
-        mock.create_topic(&topics.progress, 1, 1).unwrap();
+        // The two-process run below exercises run's bounded wait for CreateTopics.
+        create_output_topics(&mock, &topics, 3);
         let job = RunJob {
             brokers: brokers.clone(),
             topics: topics.clone(),
@@ -85,24 +75,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 
     // Two real processes, connected over loopback, both reading from the
     // broker this test hosts.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let hostfile = loopback_hostfile(dir.path());
     let children: Vec<_> = (0..2)
         .map(|p| {
             std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -263,16 +236,7 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
         mock.create_topic(name, partitions, 1).unwrap();
     }
     let topics = Topics::with_output_prefix("idle-");
-    for topic in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
-    ] {
-        mock.create_topic(topic, 2, 1).unwrap();
-    }
-    mock.create_topic(&topics.progress, 1, 1).unwrap();
+    create_output_topics(&mock, &topics, 2);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()

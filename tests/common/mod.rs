@@ -260,3 +260,45 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
         "{run}: progress {frontiers:?}"
     );
 }
+
+/// A hostfile for two processes on two free loopback ports.
+pub fn loopback_hostfile(dir: &Path) -> std::path::PathBuf {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hostfile = dir.join("hosts");
+    std::fs::write(
+        &hostfile,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    hostfile
+}
+
+/// Creates the output topics of `topics` on librdkafka's mock broker, which
+/// has no CreateTopics call (`run` would wait a bounded time for it).
+pub fn create_output_topics(
+    mock: &rdkafka::mocking::MockCluster<'_, impl rdkafka::ClientContext>,
+    topics: &Topics,
+    partitions: i32,
+) {
+    for topic in [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+        &topics.rejected,
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    mock.create_topic(&topics.progress, 1, 1).unwrap();
+}

@@ -330,3 +330,62 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
         Some(u64::MAX)
     );
 }
+
+#[test]
+fn sigterm_stops_reading_flushes_and_exits_zero() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = Topics::with_output_prefix("term-");
+    create_output_topics(&mock, &topics, 2);
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 200,
+        businesses: 4,
+        probe_partitions: 2,
+        ..WorkloadConfig::default()
+    };
+    produce_and_backfill(
+        &brokers,
+        &Topics::default(),
+        &config,
+        tempfile::tempdir().unwrap().path(),
+        false,
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["run", "--output-prefix", "term-", "--brokers", &brokers])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Running, not stopping at the end: wait until it has published progress.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read_topic(&brokers, &topics.progress).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress from the service"
+        );
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let frontiers = read_topic(&brokers, &topics.progress);
+    let last = frontiers.last().unwrap().3.clone().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&last).unwrap()["frontier"].as_u64(),
+        Some(u64::MAX),
+        "{stderr}"
+    );
+    assert!(
+        !read_topic(&brokers, &topics.walkins).is_empty(),
+        "it wrote walk-ins before stopping"
+    );
+}

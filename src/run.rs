@@ -256,7 +256,7 @@ fn run_worker(
     let mut reading: HashMap<(String, i32), Reading> = mine
         .iter()
         .zip(ends)
-        .map(|(p, end)| {
+        .map(|(p, (first, end))| {
             let ingest =
                 PartitionIngest::new(p.kind, p.topic.clone(), p.partition as u64, &job.params);
             (
@@ -266,7 +266,8 @@ fn run_worker(
                     heard: Instant::now(),
                     read: 0,
                     end,
-                    next: 0,
+                    // Retention may have removed offsets below `first`.
+                    next: first,
                 },
             )
         })

@@ -137,13 +137,13 @@ pub fn input_partitions(
 }
 
 /// Assigns `partitions` to `consumer` from their earliest offsets, and
-/// returns each one's end offset as seen now (for `--stop-at-end`).
+/// returns each one's first and end offsets as seen now (for `--stop-at-end`).
 pub fn assign_from_start(
     consumer: &BaseConsumer,
     brokers: &str,
     partitions: &[InputPartition],
     timeout: Duration,
-) -> Result<Vec<i64>, KafkaFailure> {
+) -> Result<Vec<(i64, i64)>, KafkaFailure> {
     let failure = |action: String| {
         let brokers = brokers.to_owned();
         move |source| KafkaFailure::Client {
@@ -156,13 +156,13 @@ pub fn assign_from_start(
     // message by about half a second.
     let mut ends = Vec::new();
     for p in partitions {
-        let (_low, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(&p.topic, p.partition, timeout)
             .map_err(failure(format!(
                 "reading the offsets of {} partition {}",
                 p.topic, p.partition
             )))?;
-        ends.push(high);
+        ends.push((low, high));
     }
     let mut list = TopicPartitionList::new();
     for p in partitions {

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 /// Upper bounds (ms) of the latency histogram's buckets.
-const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
 
 /// One input partition's figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Figures {
     /// Output records the broker acknowledged, per topic.
     pub acknowledged: BTreeMap<String, u64>,
     /// Latency from ingestion (a record's logical time) to acknowledgement:
-    /// counts per bucket of [`LATENCY_BUCKETS_MS`] plus one for +Inf, and the sum.
+    /// counts per bucket of [`LATENCY_BUCKETS_MS`] plus one for +Inf.
     pub latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
     /// Sum of the latencies (ms).
     pub latency_sum_ms: u64,

@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 /// Upper bounds (ms) of the latency histogram's buckets.
-pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
+pub const LATENCY_BUCKETS_MS: [u64; 12] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
 
 /// One input partition's figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use presence::io::output::FOLDERS;
 
 mod common;
-use common::loopback_hostfile;
+use common::run_two_processes;
 
 fn presence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -120,26 +120,12 @@ fn workers_and_processes_agree_with_one_worker() {
     );
 
     // Two real processes on loopback, writing their parts into one folder.
-    let hostfile = loopback_hostfile(dir.path());
     let two_processes = dir.path().join("n2");
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            backfill_command(&inputs, &two_processes)
-                .args(["-n", "2", "-w", "1", "-p", &p.to_string(), "-h"])
-                .arg(&hostfile)
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "-n 2 process failed: {}",
-            stderr(&output)
-        );
-    }
+    run_two_processes(dir.path(), || {
+        let mut command = backfill_command(&inputs, &two_processes);
+        command.args(["-w", "1"]);
+        command
+    });
     assert_eq!(
         collections(&two_processes),
         expected,

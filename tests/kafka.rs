@@ -75,34 +75,18 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 
     // Two real processes, connected over loopback, both reading from the
     // broker this test hosts.
-    let hostfile = loopback_hostfile(dir.path());
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-                .args([
-                    "run",
-                    "--stop-at-end",
-                    "--output-prefix",
-                    "n2-",
-                    "--brokers",
-                    &brokers,
-                ])
-                .args(["-n", "2", "-p", &p.to_string(), "-h"])
-                .arg(&hostfile)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "a -n 2 process failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    run_two_processes(dir.path(), || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+        command.args([
+            "run",
+            "--stop-at-end",
+            "--output-prefix",
+            "n2-",
+            "--brokers",
+            &brokers,
+        ]);
+        command
+    });
     let topics = Topics::with_output_prefix("n2-");
     check_outputs(&brokers, &topics, &dir.path().join("out"), "-n 2");
 }

@@ -68,42 +68,27 @@ fn stop_at_end_against_tansu_equals_backfill() {
     check_outputs(&brokers, &topics, &dir.path().join("out"), "tansu -w 2");
 
     // Two real processes against the same broker and input topics.
-    let hostfile = loopback_hostfile(dir.path());
     let n2 = format!("{unique}n2-");
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-                .args([
-                    "run",
-                    "--stop-at-end",
-                    "--brokers",
-                    &brokers,
-                    "--output-prefix",
-                    &n2,
-                ])
-                .args([
-                    "--probes-topic",
-                    &topics.probes,
-                    "--logins-topic",
-                    &topics.logins,
-                ])
-                .args(["--base-counts-topic", &topics.base_counts])
-                .args(["-n", "2", "-p", &p.to_string(), "-h"])
-                .arg(&hostfile)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "a -n 2 process failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    run_two_processes(dir.path(), || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+        command
+            .args([
+                "run",
+                "--stop-at-end",
+                "--brokers",
+                &brokers,
+                "--output-prefix",
+                &n2,
+            ])
+            .args([
+                "--probes-topic",
+                &topics.probes,
+                "--logins-topic",
+                &topics.logins,
+            ])
+            .args(["--base-counts-topic", &topics.base_counts]);
+        command
+    });
     let two_processes = Topics {
         probes: topics.probes.clone(),
         logins: topics.logins.clone(),

@@ -261,8 +261,10 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
     );
 }
 
-/// A hostfile for two processes on two free loopback ports.
-pub fn loopback_hostfile(dir: &Path) -> std::path::PathBuf {
+/// Runs `command` (a `presence` invocation without cluster flags) as two
+/// real processes of one cluster on two free loopback ports, and asserts
+/// that both succeed. Each process gets `-n 2 -p I -h HOSTFILE`.
+pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command) {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -281,7 +283,25 @@ pub fn loopback_hostfile(dir: &Path) -> std::path::PathBuf {
             .collect::<String>(),
     )
     .unwrap();
-    hostfile
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            command()
+                .args(["-n", "2", "-p", &p.to_string(), "-h"])
+                .arg(&hostfile)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "a -n 2 process failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// Creates the output topics of `topics` on librdkafka's mock broker, which

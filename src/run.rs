@@ -332,7 +332,8 @@ fn run_worker(
         // new millisecond closes the previous epoch (after its promise).
         let now = now_ms();
         if now > pipeline.epoch() && given {
-            if let Some(frontier) = promise(&reading, job, Instant::now()) {
+            // Computed after the epoch's last read, so it covers every record given.
+            if let Some(frontier) = promised {
                 pipeline.promise(frontier);
             }
             pipeline.advance_to(now);
@@ -375,8 +376,9 @@ fn run_worker(
             }
         }
         // Exhausted partitions change the promise without any record.
-        given |= read > 0 || promise(&reading, job, Instant::now()) != promised;
-        promised = promise(&reading, job, Instant::now());
+        let current = promise(&reading, job, Instant::now());
+        given |= read > 0 || current != promised;
+        promised = current;
         if last_published.elapsed() >= METRICS_EVERY {
             last_published = Instant::now();
             publish_metrics(metrics, index, &consumer, &reading, &pipeline, &summary);

@@ -71,19 +71,16 @@ pub fn run(
     let mock = MockCluster::new(1)?;
     let brokers = mock.bootstrap_servers();
     let topics = Topics::default();
+    // The mock broker has no CreateTopics call: create every topic here.
     for topic in [
         &topics.probes,
-        &topics.walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
-    ] {
-        mock.create_topic(topic, PARTITIONS, 1)?;
-    }
-    for topic in [
         &topics.logins,
         &topics.base_counts,
+        &topics.walkins,
         &topics.device_contacts,
         &topics.enriched_walkins,
+        &topics.walkin_counts,
+        &topics.rejected,
     ] {
         mock.create_topic(topic, PARTITIONS, 1)?;
     }

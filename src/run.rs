@@ -10,9 +10,16 @@
 //! when its input arrived. Worker 0 publishes `{"frontier": T}` whenever the
 //! acknowledged frontier of every worker's sinks advances.
 //!
-//! Not yet here (see the issue): resuming from committed offsets, a
-//! per-message `corrupt` rejection (a record the client cannot read is
-//! logged and skipped), and metrics.
+//! Unreadable records: librdkafka reports a record batch that fails its CRC
+//! check (`check.crcs` is on) or cannot be decoded once per fetch, at the
+//! batch's first offset ([`crate::io::fetch`]), and would fetch it again from
+//! the same position forever. The worker rejects the record at its position
+//! as `corrupt` and seeks one offset on; the broker returns the same batch
+//! until the position leaves it, so each record in it is rejected once,
+//! with its own offset, and reading goes on. That costs one fetch of the
+//! batch per record in it — nothing, for the rare corrupt batch.
+//!
+//! Not yet here: resuming from committed offsets (a later issue).
 //!
 //! Idle partitions: a probe partition that delivered nothing for
 //! `--idle-timeout` stops holding back the event-time frontier, which only
@@ -28,15 +35,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
+use rdkafka::Offset;
 use timely::dataflow::operators::Probe as _;
 use timely::worker::Worker;
 
 use crate::backfill::Summary;
+use crate::io::fetch::{Fetched, Fetcher};
 use crate::io::files::responsible_for;
-use crate::io::ingest::{Ingested, Kind, PartitionIngest};
+use crate::io::ingest::{self, Ingested, Kind, PartitionIngest};
 use crate::io::kafka::{self, KafkaFailure, UNTRACKED};
 use crate::io::upsert;
 use crate::metrics::{Metrics, PartitionFigures};
@@ -273,6 +281,9 @@ fn run_worker(
         })
         .collect();
 
+    let fetcher = Fetcher::new(&consumer);
+    // The look-up key of a message's partition, reused: no allocation per message.
+    let mut key = (String::new(), 0);
     let mut summary = Summary::default();
     let mut published: u64 = 0;
     let publish = |frontier: u64, published: &mut u64| -> Result<(), RunError> {
@@ -341,16 +352,23 @@ fn run_worker(
         }
         let mut read = 0;
         while read < EPOCH_MESSAGES {
-            match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(message)) => {
+            let Some(mut event) = fetcher.poll(Duration::ZERO) else {
+                break;
+            };
+            match event.read() {
+                Fetched::Message {
+                    topic,
+                    partition,
+                    offset,
+                    payload,
+                } => {
                     read += 1;
-                    let Some(partition) =
-                        reading.get_mut(&(message.topic().to_owned(), message.partition()))
-                    else {
+                    key.0.clear();
+                    key.0.push_str(topic);
+                    key.1 = partition;
+                    let Some(partition) = reading.get_mut(&key) else {
                         continue;
                     };
-                    let offset = message.offset();
                     partition.next = offset + 1;
                     if partition.heard.elapsed() > job.idle_timeout {
                         // It was left out of the promises while idle.
@@ -363,16 +381,68 @@ fn run_worker(
                     if job.stop_at_end && offset >= partition.end {
                         continue; // arrived after the run started
                     }
-                    let text = message.payload().unwrap_or_default();
-                    let ingested = partition.ingest.ingest(text, offset as u64, now);
+                    let ingested = partition.ingest.ingest(payload, offset as u64, now);
                     count(&ingested, &mut summary);
                     summary.lines += 1;
-                    summary.bytes += text.len() as u64;
+                    summary.bytes += payload.len() as u64;
                     pipeline.give(ingested);
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "skipped a message the Kafka client could not read");
+                Fetched::Unreadable {
+                    topic,
+                    partition,
+                    offset,
+                    detail,
+                } => {
+                    let place = (topic, partition);
+                    let Some(reading) = reading.get_mut(&place) else {
+                        continue;
+                    };
+                    let topic = place.0;
+                    // The batch holds the record at `next` (or starts after
+                    // it, past a gap): reject that one record and seek past it.
+                    // librdkafka would fetch the batch again from the same
+                    // position forever; from the next offset the broker
+                    // returns the same batch until the position leaves it,
+                    // so every record in it is rejected once, by offset.
+                    let at = offset.max(reading.next);
+                    if job.stop_at_end && at >= reading.end {
+                        continue;
+                    }
+                    tracing::warn!(topic, partition, offset = at, %detail,
+                        "rejected a record the Kafka client could not read");
+                    reading.next = at + 1;
+                    reading.heard = Instant::now();
+                    if let Err(error) =
+                        consumer.seek(&topic, partition, Offset::Offset(at + 1), Duration::ZERO)
+                    {
+                        return Err(KafkaFailure::Client {
+                            brokers: job.brokers.clone(),
+                            action: format!("skipping offset {at} of {topic}/{partition}"),
+                            source: Box::new(error),
+                        }
+                        .into());
+                    }
+                    let rejected = Ingested::Rejected(ingest::corrupt(
+                        &topic,
+                        partition as u64,
+                        at as u64,
+                        format!("record at offset {at}: {detail}"),
+                    ));
+                    count(&rejected, &mut summary);
+                    pipeline.give(rejected);
+                    read += 1;
                 }
+                Fetched::Error { detail, fatal } => {
+                    if fatal {
+                        return Err(KafkaFailure::Fatal {
+                            brokers: job.brokers.clone(),
+                            detail,
+                        }
+                        .into());
+                    }
+                    tracing::warn!(%detail, "the Kafka consumer reported an error; it retries");
+                }
+                Fetched::Nothing => {}
             }
         }
         // Exhausted partitions change the promise without any record.

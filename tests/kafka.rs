@@ -373,3 +373,133 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
         "it wrote walk-ins before stopping"
     );
 }
+
+/// Each record of a batch the client cannot read (here: a wrong CRC) is
+/// rejected as `corrupt` with its topic, partition and offset, exactly once,
+/// and reading goes on past the batch — in the middle of a partition, at its end, and
+/// as a partition's only batch. The readable records give what backfill of
+/// the same records gives.
+#[test]
+fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = Topics::default();
+    create_output_topics(&mock, &topics, 2);
+    let probe = |device: &str, minute: u64| {
+        format!(
+            r#"{{"device":"{device}","business":"shop","ts":{},"rssi":-50}}"#,
+            1_700_000_000_000 + minute * 60_000
+        )
+    };
+    let visit = |device: &str, from: u64| {
+        (from..from + 8)
+            .map(|m| probe(device, m))
+            .collect::<Vec<_>>()
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let produce = |lines: &[String]| {
+        for line in lines {
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("probes")
+                        .partition(0)
+                        .payload(line),
+                )
+                .unwrap();
+        }
+        producer.flush(TIMEOUT).unwrap();
+    };
+    let (first, second) = (visit("d1", 0), visit("d2", 10));
+    let d3 = visit("d3", 10);
+    let d3: Vec<&str> = d3.iter().map(String::as_str).collect();
+    produce(&first);
+    let middle = produce_corrupt_batch(&brokers, "probes", 0, &d3);
+    produce(&second);
+    let tail = produce_corrupt_batch(&brokers, "probes", 0, &d3[..2]);
+    let alone = produce_corrupt_batch(&brokers, "probes", 1, &d3[..1]);
+    assert_eq!((middle, tail, alone), (8, 8 + 8 + 8, 0));
+
+    let job = RunJob {
+        brokers: brokers.clone(),
+        topics: topics.clone(),
+        params: Default::default(),
+        stop_at_end: true,
+        connect_timeout: TIMEOUT,
+        output_partitions: 2,
+        idle_timeout: Duration::from_secs(60),
+    };
+    // A consumer stuck on a corrupt batch would never finish: fail instead.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let summary = run(
+            timely::Config::process(2),
+            job,
+            Arc::new(AtomicBool::new(false)),
+            Metrics::default(),
+        );
+        done.send(summary.map_err(|e| e.to_string())).unwrap();
+    });
+    let summary = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("run --stop-at-end finishes past corrupt batches")
+        .unwrap();
+    assert_eq!(summary.rejected.get("corrupt"), Some(&11), "{summary:?}");
+    assert_eq!(summary.accepted[0], 16, "{summary:?}");
+
+    let rejected: Vec<(String, u64, u64, String, String)> = read_topic(&brokers, &topics.rejected)
+        .into_iter()
+        .map(|(_, _, _, value)| {
+            let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
+            (
+                v["source"].as_str().unwrap().to_owned(),
+                v["partition"].as_u64().unwrap(),
+                v["offset"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_owned(),
+                v["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut places: Vec<_> = rejected
+        .iter()
+        .map(|(topic, partition, offset, reason, _)| {
+            (topic.as_str(), *partition, *offset, reason.as_str())
+        })
+        .collect();
+    places.sort();
+    // Every record of every unreadable batch, once, by its own offset.
+    let expected: Vec<_> = (8..16)
+        .chain(24..26)
+        .map(|offset| ("probes", 0, offset, "corrupt"))
+        .chain([("probes", 1, 0, "corrupt")])
+        .collect();
+    assert_eq!(places, expected);
+    assert!(
+        rejected.iter().all(|r| r.4.contains("CRC")),
+        "the detail says why: {rejected:?}"
+    );
+
+    // The readable records, backfilled from a file, give the same walk-ins.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probes.jsonl");
+    std::fs::write(&file, [first, second].concat().join("\n")).unwrap();
+    let out = dir.path().join("out");
+    presence::backfill::run(
+        timely::Config::thread(),
+        presence::backfill::Job {
+            probes: vec![file],
+            out: out.clone(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .unwrap();
+    let expected = file_rows(&out.join("walkins"));
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    assert_eq!(upsert_rows(&brokers, &topics.walkins), expected);
+}

@@ -40,6 +40,14 @@ pub enum KafkaFailure {
         /// The flag that names it.
         flag: &'static str,
     },
+    /// The client reported an error it cannot recover from.
+    #[error("Kafka at {brokers}: the client cannot go on: {detail}")]
+    Fatal {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The client's explanation.
+        detail: String,
+    },
     /// The broker refused an output record for good.
     #[error("Kafka at {brokers}: could not write to {topic}: {source}")]
     Delivery {

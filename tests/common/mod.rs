@@ -322,3 +322,86 @@ pub fn create_output_topics(
     }
     mock.create_topic(&topics.progress, 1, 1).unwrap();
 }
+
+/// Appends to `topic`/`partition` at the single broker `broker` one record
+/// batch holding `values` whose CRC is wrong, with a hand-written Produce
+/// request (v3, record batch v2): no client library sends a corrupt batch,
+/// and librdkafka's mock broker stores what it is given. Returns the batch's
+/// first offset.
+pub fn produce_corrupt_batch(broker: &str, topic: &str, partition: i32, values: &[&str]) -> i64 {
+    use std::io::{Read, Write};
+    fn varint(out: &mut Vec<u8>, value: i64) {
+        let mut v = ((value << 1) ^ (value >> 63)) as u64; // zigzag
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as i16).to_be_bytes());
+        out.extend(s.as_bytes());
+    }
+    // The batch after its length field.
+    let mut batch = Vec::new();
+    batch.extend(0i32.to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend(0xdead_beef_u32.to_be_bytes()); // the wrong CRC
+    batch.extend(0i16.to_be_bytes()); // attributes: no compression
+    batch.extend((values.len() as i32 - 1).to_be_bytes()); // last offset delta
+    batch.extend(1_000i64.to_be_bytes()); // first timestamp
+    batch.extend(1_000i64.to_be_bytes()); // max timestamp
+    batch.extend((-1i64).to_be_bytes()); // producer id
+    batch.extend((-1i16).to_be_bytes()); // producer epoch
+    batch.extend((-1i32).to_be_bytes()); // base sequence
+    batch.extend((values.len() as i32).to_be_bytes());
+    for (delta, value) in values.iter().enumerate() {
+        let mut record = vec![0]; // attributes
+        varint(&mut record, 0); // timestamp delta
+        varint(&mut record, delta as i64); // offset delta
+        varint(&mut record, -1); // null key
+        varint(&mut record, value.len() as i64);
+        record.extend(value.as_bytes());
+        varint(&mut record, 0); // no headers
+        varint(&mut batch, record.len() as i64);
+        batch.extend(record);
+    }
+    let mut records = Vec::new();
+    records.extend(0i64.to_be_bytes()); // base offset, assigned by the broker
+    records.extend((batch.len() as i32).to_be_bytes());
+    records.extend(batch);
+
+    let mut request = Vec::new();
+    request.extend(0i16.to_be_bytes()); // Produce
+    request.extend(3i16.to_be_bytes()); // version
+    request.extend(7i32.to_be_bytes()); // correlation id
+    string(&mut request, "presence-test");
+    request.extend((-1i16).to_be_bytes()); // no transactional id
+    request.extend(1i16.to_be_bytes()); // acks
+    request.extend(10_000i32.to_be_bytes()); // timeout
+    request.extend(1i32.to_be_bytes()); // one topic
+    string(&mut request, topic);
+    request.extend(1i32.to_be_bytes()); // one partition
+    request.extend(partition.to_be_bytes());
+    request.extend((records.len() as i32).to_be_bytes());
+    request.extend(records);
+
+    let mut stream = std::net::TcpStream::connect(broker).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream
+        .write_all(&(request.len() as i32).to_be_bytes())
+        .unwrap();
+    stream.write_all(&request).unwrap();
+    let mut size = [0; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut response = vec![0; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).unwrap();
+    // correlation id, topic count, topic name, partition count, partition,
+    // error code, base offset, ...
+    let name_end = 4 + 4 + 2 + topic.len();
+    let at = |from: usize, n: usize| &response[from..from + n];
+    assert_eq!(at(0, 4), 7i32.to_be_bytes(), "correlation id");
+    let error = i16::from_be_bytes(at(name_end + 8, 2).try_into().unwrap());
+    assert_eq!(error, 0, "the broker refused the batch");
+    i64::from_be_bytes(at(name_end + 10, 8).try_into().unwrap())
+}

@@ -120,6 +120,7 @@ pub fn run(
             connect_timeout: Duration::from_secs(10),
             output_partitions: PARTITIONS,
             idle_timeout: Duration::from_secs(60),
+            instrument: Default::default(),
         };
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {

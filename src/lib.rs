@@ -5,9 +5,12 @@
 //! - [`io`]: parsing and lateness per partition, files, the generator.
 //! - [`operators`]: the custom operators; [`dataflow`]: the one dataflow.
 //! - [`pipeline`]: one worker's inputs and outputs; [`backfill`]: file backfill.
+//! - [`run`]: the Kafka service; [`demo`]: it on an in-process broker;
+//!   [`bench`]: the latency and throughput benchmark.
 #![deny(missing_docs)]
 
 pub mod backfill;
+pub mod bench;
 pub mod cluster;
 pub mod dataflow;
 pub mod demo;

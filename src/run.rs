@@ -29,19 +29,22 @@
 //! of not holding state forever for a silent partition. With `--stop-at-end`
 //! an exhausted partition stops holding the frontier at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use differential_dataflow::{AsCollection, VecCollection};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use timely::dataflow::operators::Probe as _;
+use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use crate::backfill::Summary;
+use crate::dataflow::Time;
 use crate::io::fetch::{Fetched, Fetcher};
 use crate::io::files::responsible_for;
 use crate::io::ingest::{self, Ingested, Kind, PartitionIngest};
@@ -125,6 +128,24 @@ pub struct RunJob {
     /// the event-time frontier (and so the freeing of window state); a probe
     /// it delivers later below the frontier promised meanwhile is late.
     pub idle_timeout: Duration,
+    /// Measurement hooks and injected faults, for `presence bench`.
+    pub instrument: Instrument,
+}
+
+/// Measurement hooks and synthetic faults for `presence bench`; all off by
+/// default.
+#[derive(Clone, Debug, Default)]
+pub struct Instrument {
+    /// Where to record in-dataflow latency: from a probe entering the
+    /// dataflow (given to its input) to the frontier of the dataflow's
+    /// outputs, before the sinks, passing its logical time.
+    pub dataflow_latency: Option<Arc<crate::bench::Recorder>>,
+    /// Hold every upsert output this long past its logical time before
+    /// writing it: a synthetic delay, to show that the harness sees it.
+    pub delay_outputs: Duration,
+    /// Once this long after the start, stop every worker for this long: a
+    /// synthetic stall, to show that the harness sees it as growing latency.
+    pub stall: Option<(Duration, Duration)>,
 }
 
 /// A run that failed.
@@ -213,35 +234,49 @@ fn run_worker(
     let sinks = Rc::clone(&producer);
     let sink_topics = topics.clone();
     let walkins_metrics = metrics.clone();
+    let delay = job.instrument.delay_outputs;
+    // The frontier of the outputs before the sinks: in-dataflow latency.
+    let computed = ProbeHandle::new();
+    let computed_in = computed.clone();
     let mut pipeline =
         Pipeline::with_sinks(worker, &job.params, move |outputs, rejected, probe| {
             let t = sink_topics;
+            fn probed<'s, D: differential_dataflow::ExchangeData>(
+                collection: VecCollection<'s, Time, D>,
+                handle: &ProbeHandle<Time>,
+            ) -> VecCollection<'s, Time, D> {
+                collection.inner.probe_with(handle).as_collection()
+            }
             upsert::upsert(
-                outputs.walkins,
+                probed(outputs.walkins, &computed_in),
                 t.walkins,
                 Rc::clone(&sinks),
                 Some(walkins_metrics),
+                delay,
             )
             .probe_with(probe);
             upsert::upsert(
-                outputs.device_contacts,
+                probed(outputs.device_contacts, &computed_in),
                 t.device_contacts,
                 Rc::clone(&sinks),
                 None,
+                delay,
             )
             .probe_with(probe);
             upsert::upsert(
-                outputs.enriched_walkins,
+                probed(outputs.enriched_walkins, &computed_in),
                 t.enriched_walkins,
                 Rc::clone(&sinks),
                 None,
+                delay,
             )
             .probe_with(probe);
             upsert::upsert(
-                outputs.walkin_counts,
+                probed(outputs.walkin_counts, &computed_in),
                 t.walkin_counts,
                 Rc::clone(&sinks),
                 None,
+                delay,
             )
             .probe_with(probe);
             upsert::rejected(rejected, t.rejected, sinks).probe_with(probe);
@@ -326,8 +361,20 @@ fn run_worker(
     // Whether the current epoch holds records (or a new promise) to close.
     let mut given = false;
     let mut promised = None;
+    let instrument = &job.instrument;
+    let started = Instant::now();
+    let mut stalled = false;
+    // For in-dataflow latency, per epoch given probes: the epoch, when its
+    // first probe entered, and how many did.
+    let mut entered: VecDeque<(u64, Instant, u64)> = VecDeque::new();
 
     loop {
+        if let Some((after, length)) = instrument.stall {
+            if !stalled && started.elapsed() >= after {
+                stalled = true;
+                std::thread::sleep(length);
+            }
+        }
         if shutdown.load(Ordering::Relaxed)
             || (job.stop_at_end && reading.values().all(Reading::exhausted))
         {
@@ -385,6 +432,14 @@ fn run_worker(
                     count(&ingested, &mut summary);
                     summary.lines += 1;
                     summary.bytes += payload.len() as u64;
+                    if instrument.dataflow_latency.is_some()
+                        && matches!(ingested, Ingested::Probe(_))
+                    {
+                        match entered.back_mut() {
+                            Some((epoch, _, n)) if *epoch == pipeline.epoch() => *n += 1,
+                            _ => entered.push_back((pipeline.epoch(), Instant::now(), 1)),
+                        }
+                    }
                     pipeline.give(ingested);
                 }
                 Fetched::Unreadable {
@@ -462,6 +517,16 @@ fn run_worker(
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
         }
+        if let Some(recorder) = &instrument.dataflow_latency {
+            let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            while let Some(&(epoch, at, n)) = entered.front() {
+                if epoch >= frontier {
+                    break;
+                }
+                recorder.record(at, at.elapsed(), n);
+                entered.pop_front();
+            }
+        }
     }
 
     publish_metrics(metrics, index, &consumer, &reading, &pipeline, &summary);
@@ -475,6 +540,16 @@ fn run_worker(
         producer.poll(Duration::ZERO);
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
+        }
+        if let Some(recorder) = &instrument.dataflow_latency {
+            let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            while let Some(&(epoch, at, n)) = entered.front() {
+                if epoch >= frontier {
+                    break;
+                }
+                recorder.record(at, at.elapsed(), n);
+                entered.pop_front();
+            }
         }
     }
     // Every update of every worker is acknowledged.
@@ -568,6 +643,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             output_partitions: 1,
             idle_timeout: Duration::from_secs(60),
+            instrument: Instrument::default(),
         }
     }
 

@@ -54,6 +54,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
             connect_timeout: TIMEOUT,
             output_partitions: 3,
             idle_timeout: Duration::from_secs(60),
+            instrument: Default::default(),
         };
         let metrics = Metrics::default();
         let summary = run(
@@ -256,6 +257,7 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
             connect_timeout: TIMEOUT,
             output_partitions: 2,
             idle_timeout: Duration::from_millis(200),
+            instrument: Default::default(),
         };
         let shutdown = Arc::clone(&shutdown);
         std::thread::spawn(move || {
@@ -433,6 +435,7 @@ fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
         connect_timeout: TIMEOUT,
         output_partitions: 2,
         idle_timeout: Duration::from_secs(60),
+        instrument: Default::default(),
     };
     // A consumer stuck on a corrupt batch would never finish: fail instead.
     let (done, finished) = std::sync::mpsc::channel();

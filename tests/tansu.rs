@@ -56,6 +56,7 @@ fn stop_at_end_against_tansu_equals_backfill() {
         connect_timeout: TIMEOUT,
         output_partitions: 3,
         idle_timeout: std::time::Duration::from_secs(60),
+        instrument: Default::default(),
     };
     let summary = run(
         timely::Config::process(2),

@@ -50,6 +50,10 @@ enum Command {
     /// The streaming service: read the input topics, write the output topics.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
+    /// Benchmark one point: open-loop load at a fixed rate through the
+    /// pipeline; end-to-end, in-dataflow and bare-Kafka latencies.
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
     /// Generate a week of data into a temporary folder and backfill it.
     #[command(disable_help_flag = true)]
     Example(ExampleArgs),
@@ -122,6 +126,73 @@ struct DemoArgs {
     /// Input records produced per second (open loop).
     #[arg(long, default_value_t = 5_000, value_name = "N")]
     rate: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Offered input records per second (open loop: record i is due at start + i/rate).
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    rate: u64,
+    /// How long the generator runs, warm-up included.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    duration: u64,
+    /// Samples due before this are not counted.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    warmup: u64,
+    /// After the generator stops, how long the pipeline gets to deliver.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    drain: u64,
+    /// An external broker (default: librdkafka's in-process mock broker).
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Prefix of every topic the bench uses (default: unique per run; every
+    /// process of a -n 2+ run needs the same one).
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// Distinct devices: the window operator holds one open visit per device.
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    devices: u64,
+    /// Businesses.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    businesses: u64,
+    /// How long a device stays at one business before moving to another.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    visit: u64,
+    /// Partitions of each topic the bench creates.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    partitions: i32,
+    /// The generator's linger.ms.
+    #[arg(long, default_value_t = 1, value_name = "MS")]
+    linger_ms: u64,
+    /// Skip the bare-Kafka floor measurement.
+    #[arg(long)]
+    no_floor: bool,
+    /// Session gap (bench default: visits of seconds, not hours).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    session_gap: u64,
+    /// Minimum dwell.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    min_dwell: u64,
+    /// Minimum probes per visit.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    min_probes: u64,
+    /// Allowed lateness.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    allowed_lateness: u64,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the report as CSV (a header and one row) here.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Harness check: hold every output this long before writing it.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    inject_delay: Option<u64>,
+    /// Harness check: AFTER:LENGTH stops every worker for LENGTH once AFTER into the run.
+    #[arg(long, value_name = "AFTER:LENGTH", hide = true)]
+    inject_stall: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -301,6 +372,59 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => {
+            let config = args.cluster.timely_config()?;
+            let ms = Duration::from_millis;
+            let stall = match &args.inject_stall {
+                None => None,
+                Some(text) => {
+                    let (after, length) = text
+                        .split_once(':')
+                        .context("--inject-stall takes AFTER:LENGTH, e.g. 5s:1s")?;
+                    Some((ms(parse_duration(after)?), ms(parse_duration(length)?)))
+                }
+            };
+            let bench = presence::bench::BenchConfig {
+                rate: args.rate,
+                duration: ms(args.duration),
+                warmup: ms(args.warmup),
+                drain: ms(args.drain),
+                brokers: args.brokers,
+                prefix: args.prefix,
+                devices: args.devices,
+                businesses: args.businesses,
+                visit: ms(args.visit),
+                partitions: args.partitions.max(1),
+                linger_ms: args.linger_ms,
+                params: Params {
+                    session_gap: args.session_gap,
+                    min_dwell: args.min_dwell,
+                    min_probes: args.min_probes,
+                    allowed_lateness: args.allowed_lateness,
+                    ..Params::default()
+                },
+                floor: !args.no_floor,
+                delay_outputs: ms(args.inject_delay.unwrap_or(0)),
+                stall,
+                workers: args.cluster.workers,
+                processes: args.cluster.processes,
+                process: args.cluster.process,
+            };
+            let Some(report) = presence::bench::bench(config, bench)? else {
+                return Ok(()); // not process 0: no report
+            };
+            eprint!("{}", bench_summary(&report));
+            if let Some(path) = &args.json {
+                let text = serde_json::to_string_pretty(&report).expect("a report serializes");
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = &args.csv {
+                std::fs::write(path, report.csv())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(())
+        }
         Command::Produce(args) => {
             let load = presence::io::load::Load {
                 brokers: args.brokers,
@@ -348,6 +472,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 connect_timeout: Duration::from_millis(args.connect_timeout),
                 output_partitions: args.output_partitions.max(1),
                 idle_timeout: Duration::from_millis(args.idle_timeout),
+                instrument: Default::default(),
             };
             // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
             let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -555,6 +680,25 @@ fn demo_status(status: &presence::demo::Status) -> String {
     text += "top walk-in counts:\n";
     for (business, contact, count) in &status.top_counts {
         text += &format!("  {count:>4}  {business}  {contact}\n");
+    }
+    text
+}
+
+/// The report of `presence bench`, as a table for a terminal.
+fn bench_summary(report: &presence::bench::Report) -> String {
+    let mut text = format!(
+        "offered {}/s, achieved {:.0}/s, lag at end {}, {}\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        report.rate_offered,
+        report.rate_achieved,
+        report.lag_end,
+        if report.sustainable { "sustainable" } else { "NOT sustainable" },
+        "latency ms", "p50", "p90", "p99", "p99.9", "max", "samples"
+    );
+    for (name, l) in &report.latency_ms {
+        text.push_str(&format!(
+            "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}\n",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.count
+        ));
     }
     text
 }

@@ -60,6 +60,11 @@ pub enum KafkaFailure {
     },
 }
 
+/// The consumer's `fetch.wait.max.ms`: see [`consumer`].
+pub const FETCH_WAIT_MAX_MS: u64 = 10;
+/// The output producer's `linger.ms`: see [`producer`].
+pub const PRODUCER_LINGER_MS: u64 = 5;
+
 /// The settings every client shares.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -84,7 +89,7 @@ pub fn consumer(brokers: &str) -> Result<BaseConsumer, KafkaFailure> {
     config.set("fetch.queue.backoff.ms", "1");
     // Live reads: the broker answers a fetch as soon as data arrives or after
     // this long, instead of librdkafka's 500 ms, which would be the latency.
-    config.set("fetch.wait.max.ms", "10");
+    config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string());
     // Deliver CRC-failed messages as errors per message instead of stalling.
     config.set("check.crcs", "true");
     config.create().map_err(|source| KafkaFailure::Client {
@@ -273,7 +278,7 @@ pub fn producer(
     config.set("enable.idempotence", "true");
     // Latency over batching: a few milliseconds of linger still batches well
     // under load.
-    config.set("linger.ms", "5");
+    config.set("linger.ms", PRODUCER_LINGER_MS.to_string());
     config
         .create_with_context(DeliveryTracker(Arc::default(), metrics))
         .map_err(|source| KafkaFailure::Client {

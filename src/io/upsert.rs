@@ -79,6 +79,7 @@ pub fn upsert<'scope, D>(
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
     inserted: Option<Metrics>,
+    delay: Duration,
 ) -> StreamVec<'scope, Time, ()>
 where
     D: differential_dataflow::ExchangeData + Row + Serialize,
@@ -112,6 +113,16 @@ where
                             break;
                         }
                         let time = *entry.key();
+                        // A synthetic delay (`presence bench` only): hold the
+                        // time's rows until `delay` past it on the wall clock.
+                        if !delay.is_zero() {
+                            let due = time + delay.as_millis() as u64;
+                            let now = wall_ms();
+                            if now < due {
+                                activator.activate_after(Duration::from_millis(due - now));
+                                break;
+                            }
+                        }
                         let (capability, mut updates) = entry.remove();
                         differential_dataflow::consolidation::consolidate(&mut updates);
                         // Per key: the inserted row if any (there is at most one
@@ -202,4 +213,11 @@ impl Row for crate::records::WalkinCount {
     fn key(&self) -> String {
         key_of((&self.business, &self.contact))
     }
+}
+
+/// The wall clock in milliseconds, the unit of the service's logical time.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

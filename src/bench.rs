@@ -1,0 +1,891 @@
+//! `presence bench`: one point of the latency and throughput benchmark.
+//!
+//! **Open loop.** Record `i` is due at `start + floor(i * 1000 / rate)` ms —
+//! the schedule is fixed before the run, and a record sent late is still
+//! measured from its due time, so a stalled system cannot hide its backlog
+//! (no coordinated omission). Due times are whole milliseconds (the tick is
+//! 1 ms): every probe's `ts` *is* its due time.
+//!
+//! **Three latencies**, each an HDR histogram in microseconds:
+//! - *end-to-end*: from a probe's due time to the moment the walk-in it
+//!   caused (the probe at which the visit qualified: the walk-in's
+//!   `detected_at` is that probe's `ts`, so its due time) is readable in the
+//!   walk-ins topic — acknowledged by the broker and fetched by the harness's
+//!   own consumer, which is the consumer a downstream user would be.
+//! - *in-dataflow*: from a probe entering the dataflow to the frontier of the
+//!   dataflow's outputs (before the Kafka sinks) passing its logical time
+//!   (recorded by the workers of process 0, see [`crate::run::Instrument`]).
+//! - *Kafka floor*: the same records produced and consumed through the same
+//!   broker, with the same client settings and no dataflow, before the
+//!   pipeline runs: what one Kafka hop costs here.
+//!
+//! Samples count when the record was due in `[warmup, duration)`; the
+//! pipeline then gets `drain` to deliver what was due before the end.
+//!
+//! **Sustainable** means: the generator achieved at least 95% of the offered
+//! rate, the consumer lag at the end of the measurement is at most half a
+//! second of input, and the end-to-end p99 of the second half of the
+//! measurement is at most twice that of the first half plus 20 ms (latency
+//! does not keep growing).
+//!
+//! With `-n 2` and more, every process runs the pipeline; process 0 also
+//! runs the generator and the harness, and ends the other processes by a
+//! message on the control topic. Several processes need an external broker
+//! and a shared `--prefix`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::io::generator::Rng;
+use crate::io::kafka::{self, KafkaFailure};
+use crate::metrics::Metrics;
+use crate::params::Params;
+use crate::run::{Instrument, RunError, RunJob, Topics};
+
+/// Histograms hold microseconds, from 1 µs to an hour, at 3 significant digits.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds")
+}
+
+/// One benchmark point.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Offered input records per second.
+    pub rate: u64,
+    /// How long the generator runs (warm-up included).
+    pub duration: Duration,
+    /// Samples due before this are not counted.
+    pub warmup: Duration,
+    /// After the generator stops, how long the pipeline gets to deliver.
+    pub drain: Duration,
+    /// An external broker; `None` starts librdkafka's in-process mock broker.
+    pub brokers: Option<String>,
+    /// Topic name prefix (default: unique per run; required with `-n 2+`).
+    pub prefix: Option<String>,
+    /// Distinct devices (the window operator's state is one visit per device).
+    pub devices: u64,
+    /// Businesses.
+    pub businesses: u64,
+    /// How long a device stays at one business before moving on.
+    pub visit: Duration,
+    /// Partitions of every topic the bench creates.
+    pub partitions: i32,
+    /// The producers' `linger.ms`.
+    pub linger_ms: u64,
+    /// Detection parameters.
+    pub params: Params,
+    /// Measure the bare-Kafka floor first.
+    pub floor: bool,
+    /// Synthetic delay of every output (tests the harness).
+    pub delay_outputs: Duration,
+    /// Synthetic stall of every worker: after, for how long (tests the harness).
+    pub stall: Option<(Duration, Duration)>,
+    /// Workers per process, processes, this process's index.
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+}
+
+/// Percentiles of one latency, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// The largest sample.
+    pub max: f64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// One second of the run (by due time).
+#[derive(Clone, Debug, Serialize)]
+pub struct Second {
+    /// Seconds since the start.
+    pub t_s: u64,
+    /// Records the generator sent in this second.
+    pub sent: u64,
+    /// End-to-end samples due in this second.
+    pub e2e_count: u64,
+    /// Their median (ms).
+    pub e2e_p50: Option<f64>,
+    /// Their 99th percentile (ms).
+    pub e2e_p99: Option<f64>,
+    /// Their largest (ms).
+    pub e2e_max: Option<f64>,
+    /// This process's resident memory at the end of the second (MiB).
+    pub rss_mib: Option<f64>,
+    /// Consumer lag of process 0's input partitions (records).
+    pub lag: Option<i64>,
+}
+
+/// What one point measured: the JSON the `--json` file holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Format version.
+    pub version: u32,
+    /// The git commit of the working directory, if any.
+    pub commit: String,
+    /// When (UTC, seconds since the epoch).
+    pub unix_time: u64,
+    /// The machine.
+    pub machine: serde_json::Value,
+    /// Every parameter of the point.
+    pub config: serde_json::Value,
+    /// Offered records per second.
+    pub rate_offered: u64,
+    /// Records per second the generator sent within the duration.
+    pub rate_achieved: f64,
+    /// The latencies.
+    pub latency_ms: BTreeMap<&'static str, Latency>,
+    /// Consumer lag of process 0's input partitions when the generator stopped.
+    pub lag_end: i64,
+    /// See the module docs.
+    pub sustainable: bool,
+    /// Peak resident memory of process 0 (MiB).
+    pub peak_rss_mib: Option<f64>,
+    /// Per second, by due time.
+    pub timeline: Vec<Second>,
+    /// Per latency: `[ms, fraction of samples above]`, log-spaced.
+    pub ccdf: BTreeMap<&'static str, Vec<(f64, f64)>>,
+}
+
+/// A failed bench.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaFailure),
+    /// The pipeline failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The mock broker could not start.
+    #[error("cannot start the in-process broker: {0}")]
+    Mock(#[from] rdkafka::error::KafkaError),
+    /// Bad flags.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// In-dataflow latency, recorded by the workers (see [`crate::run::Instrument`]).
+#[derive(Debug)]
+pub struct Recorder {
+    /// Samples that entered in `[from, until)` count.
+    window: Mutex<(Instant, Instant)>,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        let now = Instant::now();
+        Recorder {
+            window: Mutex::new((now, now + Duration::from_secs(u32::MAX as u64))),
+            histogram: Mutex::new(histogram()),
+        }
+    }
+}
+
+impl Recorder {
+    /// Counts only samples that enter in `[from, until)`.
+    pub fn set_window(&self, from: Instant, until: Instant) {
+        *self.window.lock().expect("no panics holding the lock") = (from, until);
+    }
+
+    /// Records `n` samples of `latency` for records that entered at `entered`.
+    pub fn record(&self, entered: Instant, latency: Duration, n: u64) {
+        let (from, until) = *self.window.lock().expect("no panics holding the lock");
+        if entered >= from && entered < until {
+            let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
+            let _ = self
+                .histogram
+                .lock()
+                .expect("no panics holding the lock")
+                .record_n(us, n);
+        }
+    }
+
+    /// The samples so far.
+    pub fn histogram(&self) -> Histogram<u64> {
+        self.histogram
+            .lock()
+            .expect("no panics holding the lock")
+            .clone()
+    }
+}
+
+/// The wall clock in microseconds.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The bench's input: devices that move between businesses, each visit
+/// `visit` long (staggered per device), probing at random; every 20th
+/// record is a login. Every record's `ts` is its due time.
+struct Stream {
+    rng: Rng,
+    devices: u64,
+    businesses: u64,
+    visit_ms: u64,
+}
+
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Stream {
+    fn new(config: &BenchConfig) -> Self {
+        Stream {
+            rng: Rng::new(7),
+            devices: config.devices.max(1),
+            businesses: config.businesses.max(1),
+            visit_ms: (config.visit.as_millis() as u64).max(1),
+        }
+    }
+
+    /// Record `i`, due at `ts`: (0 probe / 1 login, device, text).
+    fn record(&mut self, i: u64, ts: u64) -> (usize, u64, String) {
+        let device = self.rng.below(self.devices);
+        let k = (ts + mix(device) % self.visit_ms) / self.visit_ms;
+        let business = mix(device ^ k.wrapping_mul(0x2545_f491_4f6c_dd1d)) % self.businesses;
+        if i % 20 == 19 {
+            let contact = device % (self.devices / 4 + 1);
+            let line = format!(
+                r#"{{"device":"d{device}","business":"b{business}","contact":"c{contact}","ts":{ts}}}"#
+            );
+            (1, device, line)
+        } else {
+            let rssi = -40 - self.rng.below(30) as i64;
+            let line = format!(
+                r#"{{"device":"d{device}","business":"b{business}","ts":{ts},"rssi":{rssi}}}"#
+            );
+            (0, device, line)
+        }
+    }
+}
+
+/// Produces the open-loop schedule to `topics` (probes, logins) until
+/// `duration` after `start_ms`; counts sends per second into `sent`.
+fn generate(
+    producer: &BaseProducer,
+    topics: [&str; 2],
+    config: &BenchConfig,
+    start: Instant,
+    start_ms: u64,
+    sent: &[AtomicU64],
+) -> Result<u64, KafkaFailure> {
+    let mut stream = Stream::new(config);
+    let duration_ms = config.duration.as_millis() as u64;
+    let rate = config.rate.max(1);
+    let mut i: u64 = 0;
+    loop {
+        let offset_ms = i * 1000 / rate;
+        if offset_ms >= duration_ms {
+            break;
+        }
+        let due = start + Duration::from_millis(offset_ms);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(wait);
+        }
+        let (kind, device, line) = stream.record(i, start_ms + offset_ms);
+        let partition = (device % config.partitions.max(1) as u64) as i32;
+        loop {
+            let record = BaseRecord::<(), str>::to(topics[kind])
+                .partition(partition)
+                .payload(&line);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((error, _))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    return Err(KafkaFailure::Client {
+                        brokers: String::new(),
+                        action: format!("producing to {}", topics[kind]),
+                        source: Box::new(error),
+                    })
+                }
+            }
+        }
+        let second = (start.elapsed().as_millis() as u64 / 1000) as usize;
+        if let Some(count) = sent.get(second) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        i += 1;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|source| KafkaFailure::Client {
+            brokers: String::new(),
+            action: "flushing the generator".into(),
+            source: Box::new(source),
+        })?;
+    Ok(i)
+}
+
+/// Latency samples by due second, and in total over the measured window.
+struct Samples {
+    start_ms: u64,
+    from_ms: u64,
+    until_ms: u64,
+    total: Histogram<u64>,
+    seconds: Vec<Histogram<u64>>,
+}
+
+impl Samples {
+    fn new(start_ms: u64, config: &BenchConfig) -> Self {
+        let seconds = config.duration.as_secs() as usize + 1;
+        Samples {
+            start_ms,
+            from_ms: start_ms + config.warmup.as_millis() as u64,
+            until_ms: start_ms + config.duration.as_millis() as u64,
+            total: histogram(),
+            seconds: (0..seconds).map(|_| histogram()).collect(),
+        }
+    }
+
+    /// A record due at `due_ms` became visible now.
+    fn record(&mut self, due_ms: u64) {
+        let us = wall_us().saturating_sub(due_ms * 1000).clamp(1, MAX_MICROS);
+        let second = (due_ms.saturating_sub(self.start_ms) / 1000) as usize;
+        if let Some(h) = self.seconds.get_mut(second) {
+            let _ = h.record(us);
+        }
+        if due_ms >= self.from_ms && due_ms < self.until_ms {
+            let _ = self.total.record(us);
+        }
+    }
+}
+
+/// Reads `topic` from its start until `stop`, handing each value to `seen`.
+fn watch(
+    brokers: &str,
+    topic: &str,
+    stop: &AtomicBool,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), KafkaFailure> {
+    let consumer: BaseConsumer = kafka::consumer(brokers)?;
+    let failure = |action: String| {
+        move |source| KafkaFailure::Client {
+            brokers: brokers.to_owned(),
+            action,
+            source: Box::new(source),
+        }
+    };
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(failure(format!("reading the metadata of {topic}")))?;
+    let mut list = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        list.add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .map_err(failure(format!("assigning {topic}")))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(failure(format!("assigning {topic}")))?;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(10)) {
+            if let Some(value) = message.payload() {
+                seen(value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `"ts"` of a probe, or the `"detected_at"` of a walk-in.
+fn field(value: &[u8], name: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    v.get(name)?.as_u64()
+}
+
+fn rss_mib() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn producer(brokers: &str, linger_ms: u64) -> Result<BaseProducer, KafkaFailure> {
+    let mut config = kafka::client_config(brokers);
+    config.set("linger.ms", linger_ms.to_string());
+    config.create().map_err(|source| KafkaFailure::Client {
+        brokers: brokers.to_owned(),
+        action: "creating the generator's producer".into(),
+        source: Box::new(source),
+    })
+}
+
+/// The bare-Kafka floor: the same schedule produced to `topic` and consumed
+/// back, with the pipeline's consumer settings.
+fn floor(brokers: &str, topic: &str, config: &BenchConfig) -> Result<Histogram<u64>, BenchError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now() + Duration::from_millis(200);
+    let start_ms = wall_us() / 1000 + 200;
+    let samples = Arc::new(Mutex::new(Samples::new(start_ms, config)));
+    let consumer = {
+        let (brokers, topic, stop, samples) = (
+            brokers.to_owned(),
+            topic.to_owned(),
+            Arc::clone(&stop),
+            Arc::clone(&samples),
+        );
+        std::thread::spawn(move || {
+            watch(&brokers, &topic, &stop, |value| {
+                if let Some(ts) = field(value, "ts") {
+                    samples.lock().expect("no panics").record(ts);
+                }
+            })
+        })
+    };
+    let producer = producer(brokers, config.linger_ms)?;
+    let sent: Vec<AtomicU64> = (0..config.duration.as_secs() + 2)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    // Probes and logins alike go to the one floor topic.
+    generate(&producer, [topic, topic], config, start, start_ms, &sent)?;
+    std::thread::sleep(config.drain.min(Duration::from_secs(2)));
+    stop.store(true, Ordering::Relaxed);
+    consumer
+        .join()
+        .expect("the floor consumer does not panic")?;
+    let total = samples.lock().expect("no panics").total.clone();
+    Ok(total)
+}
+
+fn ccdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut points = Vec::new();
+    if h.is_empty() {
+        return points;
+    }
+    let total = h.len() as f64;
+    // 20 points per decade from 10 µs to the maximum.
+    let mut us = 10.0f64;
+    while us <= h.max() as f64 * 1.1 {
+        let at = us as u64;
+        let above = h.len() - h.count_between(0, at);
+        points.push((at as f64 / 1000.0, above as f64 / total));
+        us *= 10f64.powf(1.0 / 20.0);
+    }
+    points
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The topics of a bench run: every name under `prefix`.
+fn topics(prefix: &str) -> Topics {
+    Topics {
+        probes: format!("{prefix}probes"),
+        logins: format!("{prefix}logins"),
+        base_counts: format!("{prefix}base-counts"),
+        ..Topics::with_output_prefix(prefix)
+    }
+}
+
+/// Runs one point on the cluster `cluster`; process 0 returns its report,
+/// the others `None`.
+pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Report>, BenchError> {
+    if config.processes > 1 && (config.brokers.is_none() || config.prefix.is_none()) {
+        return Err(BenchError::Usage(
+            "several processes need an external broker (--brokers; scripts/tansu.sh starts one) \
+             and the same --prefix in every process"
+                .into(),
+        ));
+    }
+    if config.rate == 0 || config.duration <= config.warmup {
+        return Err(BenchError::Usage(
+            "--rate must be positive and --duration longer than --warmup".into(),
+        ));
+    }
+    let prefix = config
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}-{}-", std::process::id(), wall_us() / 1000));
+    let topics = topics(&prefix);
+    let control = format!("{prefix}bench-control");
+    let floor_topic = format!("{prefix}floor");
+    let mock = match &config.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1)?),
+    };
+    let brokers = match (&config.brokers, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(mock)) => mock.bootstrap_servers(),
+        (None, None) => unreachable!("a mock broker when no broker is given"),
+    };
+    let mut create: Vec<(&str, i32)> = [
+        &topics.probes,
+        &topics.logins,
+        &topics.base_counts,
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+        &topics.rejected,
+        &floor_topic,
+    ]
+    .into_iter()
+    .map(|t| (t.as_str(), config.partitions))
+    .collect();
+    create.push((&topics.progress, 1));
+    create.push((&control, 1));
+    match &mock {
+        // The mock broker has no CreateTopics call.
+        Some(mock) => {
+            for (topic, partitions) in &create {
+                mock.create_topic(topic, *partitions, 1)?;
+            }
+        }
+        None => kafka::create_missing_topics(&brokers, &create, Duration::from_secs(10))?,
+    }
+
+    let recorder = Arc::new(Recorder::default());
+    let job = RunJob {
+        brokers: brokers.clone(),
+        topics: topics.clone(),
+        params: config.params,
+        stop_at_end: false,
+        connect_timeout: Duration::from_secs(10),
+        output_partitions: config.partitions,
+        idle_timeout: Duration::from_secs(60),
+        instrument: Instrument {
+            dataflow_latency: Some(Arc::clone(&recorder)),
+            delay_outputs: config.delay_outputs,
+            stall: config.stall,
+        },
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::default();
+
+    if config.process != 0 {
+        // Run until process 0 says stop on the control topic.
+        let watcher = {
+            let (brokers, control, shutdown) =
+                (brokers.clone(), control.clone(), Arc::clone(&shutdown));
+            std::thread::spawn(move || {
+                watch(&brokers, &control, &shutdown, |_| {
+                    shutdown.store(true, Ordering::Relaxed)
+                })
+            })
+        };
+        crate::run::run(cluster, job, shutdown, metrics)?;
+        watcher.join().expect("the watcher does not panic")?;
+        return Ok(None);
+    }
+
+    // 1. The bare-Kafka floor, before anything else runs on the broker.
+    let floor = if config.floor {
+        tracing::info!("measuring the bare-Kafka floor");
+        Some(floor(&brokers, &floor_topic, &config)?)
+    } else {
+        None
+    };
+
+    // 2. The pipeline, and the harness's consumer of the walk-ins topic.
+    let pipeline = {
+        let (job, shutdown, metrics) = (job.clone(), Arc::clone(&shutdown), metrics.clone());
+        std::thread::spawn(move || crate::run::run(cluster, job, shutdown, metrics))
+    };
+    // Give the workers a moment to assign their partitions before the schedule starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let lead = Duration::from_millis(200);
+    let start = Instant::now() + lead;
+    let start_ms = wall_us() / 1000 + lead.as_millis() as u64;
+    recorder.set_window(start + config.warmup, start + config.duration);
+    let samples = Arc::new(Mutex::new(Samples::new(start_ms, &config)));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let harness = {
+        let (brokers, topic, stop, samples) = (
+            brokers.clone(),
+            topics.walkins.clone(),
+            Arc::clone(&stop_watch),
+            Arc::clone(&samples),
+        );
+        std::thread::spawn(move || {
+            watch(&brokers, &topic, &stop, |value| {
+                if let Some(due) = field(value, "detected_at") {
+                    samples.lock().expect("no panics").record(due);
+                }
+            })
+        })
+    };
+    let seconds = config.duration.as_secs() as usize + 2;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
+    let generator = {
+        let (brokers, topics, config, sent) = (
+            brokers.clone(),
+            [topics.probes.clone(), topics.logins.clone()],
+            config.clone(),
+            Arc::clone(&sent),
+        );
+        std::thread::spawn(move || -> Result<u64, KafkaFailure> {
+            let producer = producer(&brokers, config.linger_ms)?;
+            generate(
+                &producer,
+                [&topics[0], &topics[1]],
+                &config,
+                start,
+                start_ms,
+                &sent,
+            )
+        })
+    };
+    // Once a second: memory and lag.
+    let lag = |metrics: &Metrics| -> i64 {
+        let mut total = 0;
+        metrics.update(|f| {
+            total = f.partitions.values().filter_map(|p| p.lag).sum::<i64>();
+        });
+        total
+    };
+    let mut per_second: Vec<(Option<f64>, i64)> = Vec::new();
+    let end = start + config.duration;
+    while Instant::now() < end {
+        let next = start + Duration::from_secs(per_second.len() as u64 + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        per_second.push((rss_mib(), lag(&metrics)));
+    }
+    let lag_end = lag(&metrics);
+    let produced = generator.join().expect("the generator does not panic")?;
+    let achieved = sent
+        .iter()
+        .take(config.duration.as_secs() as usize)
+        .map(|s| s.load(Ordering::Relaxed))
+        .sum::<u64>() as f64
+        / config.duration.as_secs_f64().floor().max(1.0);
+    tracing::info!(produced, "generator done; draining");
+    std::thread::sleep(config.drain);
+    stop_watch.store(true, Ordering::Relaxed);
+    harness.join().expect("the harness does not panic")?;
+    // End the other processes, then this one.
+    if config.processes > 1 {
+        let producer = producer(&brokers, 0)?;
+        producer
+            .send(BaseRecord::<(), str>::to(&control).payload("stop"))
+            .map_err(|(error, _)| error)
+            .and_then(|()| producer.flush(Duration::from_secs(10)))
+            .map_err(|source| KafkaFailure::Client {
+                brokers: brokers.clone(),
+                action: "stopping the other processes".into(),
+                source: Box::new(source),
+            })?;
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    pipeline.join().expect("the pipeline does not panic")?;
+
+    let samples = Arc::try_unwrap(samples)
+        .map_err(|_| ())
+        .expect("the harness is done")
+        .into_inner()
+        .expect("no panics");
+    let e2e = samples.total.clone();
+    let dataflow = recorder.histogram();
+    let mut latency_ms = BTreeMap::from([
+        ("e2e", Latency::of(&e2e)),
+        ("dataflow", Latency::of(&dataflow)),
+    ]);
+    let mut ccdfs = BTreeMap::from([("e2e", ccdf(&e2e)), ("dataflow", ccdf(&dataflow))]);
+    if let Some(floor) = &floor {
+        latency_ms.insert("kafka_floor", Latency::of(floor));
+        ccdfs.insert("kafka_floor", ccdf(floor));
+    }
+    let timeline: Vec<Second> = (0..config.duration.as_secs() as usize)
+        .map(|s| {
+            let h = &samples.seconds[s];
+            let q = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
+            Second {
+                t_s: s as u64,
+                sent: sent[s].load(Ordering::Relaxed),
+                e2e_count: h.len(),
+                e2e_p50: q(0.5),
+                e2e_p99: q(0.99),
+                e2e_max: (!h.is_empty()).then(|| h.max() as f64 / 1000.0),
+                rss_mib: per_second.get(s).and_then(|p| p.0),
+                lag: per_second.get(s).map(|p| p.1),
+            }
+        })
+        .collect();
+    // Latency must not keep growing: compare the halves of the measurement.
+    let warm = config.warmup.as_secs() as usize;
+    let measured = samples.seconds.len().saturating_sub(1);
+    let middle = warm + (measured.saturating_sub(warm)) / 2;
+    let p99_of = |range: std::ops::Range<usize>| {
+        let mut h = histogram();
+        for s in range {
+            if let Some(second) = samples.seconds.get(s) {
+                h.add(second).expect("same bounds");
+            }
+        }
+        (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+    };
+    let growing = match (p99_of(warm..middle), p99_of(middle..measured)) {
+        (Some(first), Some(second)) => second > 2.0 * first + 20.0,
+        _ => true, // no samples: nothing shown sustainable
+    };
+    let sustainable = achieved >= 0.95 * config.rate as f64
+        && (lag_end as f64) <= config.rate as f64 / 2.0
+        && !growing;
+
+    let p = &config.params;
+    Ok(Some(Report {
+        version: 1,
+        commit: commit(),
+        unix_time: wall_us() / 1_000_000,
+        machine: serde_json::json!({
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "os": std::env::consts::OS,
+        }),
+        config: serde_json::json!({
+            "rate_offered": config.rate,
+            "duration_s": config.duration.as_secs_f64(),
+            "warmup_s": config.warmup.as_secs_f64(),
+            "drain_s": config.drain.as_secs_f64(),
+            "workers": config.workers,
+            "processes": config.processes,
+            "broker": config.brokers.clone().unwrap_or_else(|| "in-process".into()),
+            "devices": config.devices,
+            "businesses": config.businesses,
+            "visit_s": config.visit.as_secs_f64(),
+            "probe_partitions": config.partitions,
+            "linger_ms": config.linger_ms,
+            "pipeline_linger_ms": kafka::PRODUCER_LINGER_MS,
+            "fetch_wait_max_ms": kafka::FETCH_WAIT_MAX_MS,
+            "tick_ms": 1,
+            "floor": config.floor,
+            "delay_outputs_ms": config.delay_outputs.as_millis() as u64,
+            "stall": config.stall.map(|(a, l)| [a.as_secs_f64(), l.as_secs_f64()]),
+            "params": {
+                "rssi_min": p.rssi_min,
+                "session_gap_ms": p.session_gap,
+                "min_dwell_ms": p.min_dwell,
+                "min_probes": p.min_probes,
+                "allowed_lateness_ms": p.allowed_lateness,
+                "max_future_ms": p.max_future,
+            },
+        }),
+        rate_offered: config.rate,
+        rate_achieved: achieved,
+        latency_ms,
+        lag_end,
+        sustainable,
+        peak_rss_mib: peak_rss_mib(),
+        timeline,
+        ccdf: ccdfs,
+    }))
+}
+
+impl Report {
+    /// One CSV header line and one row: every parameter and percentile.
+    pub fn csv(&self) -> String {
+        let c = &self.config;
+        let mut header = vec![
+            "commit",
+            "rate_offered",
+            "rate_achieved",
+            "workers",
+            "processes",
+            "broker",
+            "devices",
+            "duration_s",
+            "warmup_s",
+            "linger_ms",
+            "tick_ms",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        let mut row = vec![
+            self.commit.clone(),
+            self.rate_offered.to_string(),
+            format!("{:.1}", self.rate_achieved),
+            c["workers"].to_string(),
+            c["processes"].to_string(),
+            c["broker"].as_str().unwrap_or("").to_owned(),
+            c["devices"].to_string(),
+            c["duration_s"].to_string(),
+            c["warmup_s"].to_string(),
+            c["linger_ms"].to_string(),
+            c["tick_ms"].to_string(),
+        ];
+        for name in ["e2e", "dataflow", "kafka_floor"] {
+            let l = self.latency_ms.get(name).cloned().unwrap_or_default();
+            for (field, value) in [
+                ("p50", l.p50),
+                ("p90", l.p90),
+                ("p99", l.p99),
+                ("p999", l.p999),
+                ("max", l.max),
+                ("count", l.count as f64),
+            ] {
+                header.push(format!("{name}_{field}"));
+                row.push(format!("{value}"));
+            }
+        }
+        header.extend(["lag_end", "sustainable", "peak_rss_mib"].map(String::from));
+        row.push(self.lag_end.to_string());
+        row.push(self.sustainable.to_string());
+        row.push(
+            self.peak_rss_mib
+                .map_or(String::new(), |m| format!("{m:.1}")),
+        );
+        format!("{}\n{}\n", header.join(","), row.join(","))
+    }
+}

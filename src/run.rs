@@ -364,6 +364,8 @@ fn run_worker(
     let instrument = &job.instrument;
     let started = Instant::now();
     let mut stalled = false;
+    // Logical time is the wall clock from the first record on.
+    pipeline.advance_to(now_ms());
     // For in-dataflow latency, per epoch given probes: the epoch, when its
     // first probe entered, and how many did.
     let mut entered: VecDeque<(u64, Instant, u64)> = VecDeque::new();

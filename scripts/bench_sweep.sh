@@ -78,13 +78,14 @@ for sweep in $sweeps; do
         # State: one open visit per device. A device probes every
         # devices/rate seconds; the session gap, dwell and visit length are
         # scaled to it so that visits still form and qualify.
-        # Longer points: with 100k devices a visit needs 25 s to qualify.
+        # Longer points: with 100k devices a visit needs 25 s to qualify. No
+        # floor: it does not depend on the devices (the rate sweep has it).
         rate=8000 saved="$duration $warmup"
         duration=60s warmup=30s
         for devices in 1000 10000 100000; do
             interval=$((devices * 1000 / rate))
             gap=$((interval * 4 > 2000 ? interval * 4 : 2000))
-            point "w2-inproc-d$devices" -w 2 --rate "$rate" --devices "$devices" \
+            point "w2-inproc-d$devices" -w 2 --rate "$rate" --devices "$devices" --no-floor \
                 --session-gap "$gap" --min-dwell $((gap / 2)) --visit $((gap * 5))
         done
         read -r duration warmup <<<"$saved"

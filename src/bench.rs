@@ -146,8 +146,8 @@ impl Latency {
 pub struct Second {
     /// Seconds since the start.
     pub t_s: u64,
-    /// Records the generator sent in this second.
-    pub sent: u64,
+    /// Input records the broker acknowledged in this second.
+    pub acked: u64,
     /// End-to-end samples due in this second.
     pub e2e_count: u64,
     /// Their median (ms).
@@ -181,7 +181,7 @@ pub struct Report {
     pub config: serde_json::Value,
     /// Offered records per second.
     pub rate_offered: u64,
-    /// Records per second the generator sent within the duration.
+    /// Input records per second the broker acknowledged within the duration.
     pub rate_achieved: f64,
     /// The latencies.
     pub latency_ms: BTreeMap<&'static str, Latency>,
@@ -316,14 +316,13 @@ impl Stream {
 }
 
 /// Produces the open-loop schedule to `topics` (probes, logins) until
-/// `duration` after `start_ms`; counts sends per second into `sent`.
+/// `duration` after `start_ms`.
 fn generate(
-    producer: &BaseProducer,
+    producer: &BaseProducer<Acks>,
     topics: [&str; 2],
     config: &BenchConfig,
     start: Instant,
     start_ms: u64,
-    sent: &[AtomicU64],
 ) -> Result<u64, KafkaFailure> {
     let mut stream = Stream::new(config);
     let duration_ms = config.duration.as_millis() as u64;
@@ -360,10 +359,6 @@ fn generate(
                     })
                 }
             }
-        }
-        let second = (start.elapsed().as_millis() as u64 / 1000) as usize;
-        if let Some(count) = sent.get(second) {
-            count.fetch_add(1, Ordering::Relaxed);
         }
         i += 1;
     }
@@ -492,14 +487,40 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn producer(brokers: &str, linger_ms: u64) -> Result<BaseProducer, KafkaFailure> {
+/// Counts the broker's acknowledgements per second since `start`.
+pub struct Acks {
+    start: Instant,
+    per_second: Arc<Vec<AtomicU64>>,
+}
+
+impl rdkafka::ClientContext for Acks {}
+
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        let second = self.start.elapsed().as_secs() as usize;
+        if let (Ok(_), Some(count)) = (result, self.per_second.get(second)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn producer(
+    brokers: &str,
+    linger_ms: u64,
+    start: Instant,
+    per_second: Arc<Vec<AtomicU64>>,
+) -> Result<BaseProducer<Acks>, KafkaFailure> {
     let mut config = kafka::client_config(brokers);
     config.set("linger.ms", linger_ms.to_string());
-    config.create().map_err(|source| KafkaFailure::Client {
-        brokers: brokers.to_owned(),
-        action: "creating the generator's producer".into(),
-        source: Box::new(source),
-    })
+    config
+        .create_with_context(Acks { start, per_second })
+        .map_err(|source| KafkaFailure::Client {
+            brokers: brokers.to_owned(),
+            action: "creating the generator's producer".into(),
+            source: Box::new(source),
+        })
 }
 
 /// The bare-Kafka floor: the same schedule produced to `topic` and consumed
@@ -524,12 +545,14 @@ fn floor(brokers: &str, topic: &str, config: &BenchConfig) -> Result<Histogram<u
             })
         })
     };
-    let producer = producer(brokers, config.linger_ms)?;
-    let sent: Vec<AtomicU64> = (0..config.duration.as_secs() + 2)
-        .map(|_| AtomicU64::new(0))
-        .collect();
+    let acked = Arc::new(
+        (0..config.duration.as_secs() + 2)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let producer = producer(brokers, config.linger_ms, start, acked)?;
     // Probes and logins alike go to the one floor topic.
-    generate(&producer, [topic, topic], config, start, start_ms, &sent)?;
+    generate(&producer, [topic, topic], config, start, start_ms)?;
     std::thread::sleep(config.drain.min(Duration::from_secs(2)));
     stop.store(true, Ordering::Relaxed);
     consumer
@@ -709,23 +732,22 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         })
     };
     let seconds = config.duration.as_secs() as usize + 2;
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
     let generator = {
-        let (brokers, topics, config, sent) = (
+        let (brokers, topics, config, acked) = (
             brokers.clone(),
             [topics.probes.clone(), topics.logins.clone()],
             config.clone(),
-            Arc::clone(&sent),
+            Arc::clone(&acked),
         );
         std::thread::spawn(move || -> Result<u64, KafkaFailure> {
-            let producer = producer(&brokers, config.linger_ms)?;
+            let producer = producer(&brokers, config.linger_ms, start, acked)?;
             generate(
                 &producer,
                 [&topics[0], &topics[1]],
                 &config,
                 start,
                 start_ms,
-                &sent,
             )
         })
     };
@@ -746,7 +768,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     }
     let lag_end = lag(&metrics);
     let produced = generator.join().expect("the generator does not panic")?;
-    let achieved = sent
+    let achieved = acked
         .iter()
         .take(config.duration.as_secs() as usize)
         .map(|s| s.load(Ordering::Relaxed))
@@ -758,7 +780,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     harness.join().expect("the harness does not panic")?;
     // End the other processes, then this one.
     if config.processes > 1 {
-        let producer = producer(&brokers, 0)?;
+        let producer = producer(&brokers, 0, Instant::now(), Arc::default())?;
         producer
             .send(BaseRecord::<(), str>::to(&control).payload("stop"))
             .map_err(|(error, _)| error)
@@ -798,7 +820,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             let q = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
             Second {
                 t_s: s as u64,
-                sent: sent[s].load(Ordering::Relaxed),
+                acked: acked[s].load(Ordering::Relaxed),
                 e2e_count: h.len(),
                 e2e_p50: q(0.5),
                 e2e_p99: q(0.99),

@@ -22,7 +22,7 @@ fn config(duration: Duration) -> BenchConfig {
         businesses: 20,
         visit: Duration::from_secs(5),
         partitions: 4,
-        linger_ms: 1,
+        linger_ms: 5,
         params: Params {
             session_gap: 2_000,
             min_dwell: 1_000,

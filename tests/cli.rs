@@ -269,3 +269,23 @@ fn empty_files_produce_empty_collections() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(collections(&out).values().all(Vec::is_empty));
 }
+
+#[test]
+fn bench_flags_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
+    let hosts = hosts.to_str().unwrap();
+    for (args, expected) in [
+        (&["--rate", "0"][..], "--rate"),
+        (&["--duration", "2s", "--warmup", "5s"][..], "--warmup"),
+        (&["-n", "2", "-p", "0", "-h", hosts][..], "--brokers"),
+        (&["--inject-stall", "5s"][..], "AFTER:LENGTH"),
+    ] {
+        let output = run(presence().arg("bench").args(args));
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    }
+}

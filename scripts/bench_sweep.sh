@@ -9,7 +9,7 @@
 # Environment:
 #   SWEEPS     which sweeps, default "rate devices tansu"
 #                rate:    in-process broker, -w 1 and -w 2, rate doubling
-#                devices: in-process broker, -w 2, 1k/10k/100k devices
+#                devices: in-process broker, -w 2, 8000/s, 1k/10k/100k devices
 #                tansu:   tansu on loopback, -n 1 -w 2 and -n 2 -w 1, rate doubling
 #   DURATION   per point, default 20s; WARMUP default 5s
 #   START_RATE default 1000; MAX_RATE default 256000 (doubling stops at the
@@ -77,16 +77,19 @@ for sweep in $sweeps; do
     devices)
         # State: one open visit per device. A device probes every
         # devices/rate seconds; the session gap, dwell and visit length are
-        # scaled to it so that visits still form and qualify.
-        # Longer points: with 100k devices a visit needs 25 s to qualify. No
-        # floor: it does not depend on the devices (the rate sweep has it).
+        # scaled to it (2 probes a visit) so that visits form and qualify
+        # within 40 s: librdkafka's in-process broker slows down after about
+        # 45 s at this rate, which would be measured instead. No floor: it
+        # does not depend on the devices (the rate sweep has it).
         rate=8000 saved="$duration $warmup"
-        duration=60s warmup=30s
+        duration=40s warmup=20s
         for devices in 1000 10000 100000; do
             interval=$((devices * 1000 / rate))
-            gap=$((interval * 4 > 2000 ? interval * 4 : 2000))
+            gap=$((interval * 3 > 2000 ? interval * 3 : 2000))
+            dwell=$((interval > 1000 ? interval : 1000))
+            visit=$((interval * 10 > 5000 ? interval * 10 : 5000))
             point "w2-inproc-d$devices" -w 2 --rate "$rate" --devices "$devices" --no-floor \
-                --session-gap "$gap" --min-dwell $((gap / 2)) --visit $((gap * 5))
+                --session-gap "$gap" --min-dwell "$dwell" --min-probes 2 --visit "$visit"
         done
         read -r duration warmup <<<"$saved"
         ;;

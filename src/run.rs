@@ -389,11 +389,15 @@ fn run_worker(
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         // The logical time of a record is the millisecond it was read in: a
-        // new millisecond closes the previous epoch (after its promise).
+        // new millisecond closes the previous epoch (after its promise). The
+        // epoch advances even when nothing was read: every worker's input
+        // frontier holds back every output, so a worker with idle (or no)
+        // partitions must not hold an old epoch open.
         let now = now_ms();
-        if now > pipeline.epoch() && given {
-            // Computed after the epoch's last read, so it covers every record given.
-            if let Some(frontier) = promised {
+        if now > pipeline.epoch() {
+            // Computed after the epoch's last read, so it covers every record
+            // given; only raises are sent.
+            if let Some(frontier) = promised.filter(|_| given) {
                 pipeline.promise(frontier);
             }
             pipeline.advance_to(now);

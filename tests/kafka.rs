@@ -506,3 +506,89 @@ fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
     assert_eq!(expected.len(), 2, "{expected:?}");
     assert_eq!(upsert_rows(&brokers, &topics.walkins), expected);
 }
+
+/// Every worker's input frontier holds back every output, so a worker with
+/// no partition at all (more workers than partitions) must still let time
+/// pass: a walk-in becomes visible while the service runs.
+#[test]
+fn a_worker_without_partitions_does_not_hold_back_outputs() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for name in ["probes", "logins", "base-counts"] {
+        mock.create_topic(name, 1, 1).unwrap();
+    }
+    let topics = Topics::with_output_prefix("spare-");
+    create_output_topics(&mock, &topics, 1);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let service = {
+        let job = RunJob {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            params: Default::default(),
+            stop_at_end: false,
+            connect_timeout: TIMEOUT,
+            output_partitions: 1,
+            idle_timeout: Duration::from_secs(60),
+            instrument: Default::default(),
+        };
+        let shutdown = Arc::clone(&shutdown);
+        // Four workers, three partitions: worker 3 reads nothing.
+        std::thread::spawn(move || {
+            run(
+                timely::Config::process(4),
+                job,
+                shutdown,
+                Metrics::default(),
+            )
+        })
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "presence-test")
+        .create()
+        .unwrap();
+    let first_message = |topic: &str| {
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        rdkafka::consumer::Consumer::assign(&consumer, &list).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.unwrap();
+                break rdkafka::Message::payload(&message).unwrap().to_vec();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing was written to {topic} while the service ran"
+            );
+        }
+    };
+    // First a bad record: rejections are written at once, so once it is
+    // visible the service runs and the spare worker has taken its first steps.
+    producer
+        .send(BaseRecord::<(), str>::to("probes").payload("not json"))
+        .unwrap();
+    producer.flush(TIMEOUT).unwrap();
+    first_message(&topics.rejected);
+    for minute in 0..8u64 {
+        let line = format!(
+            r#"{{"device":"d","business":"b","ts":{},"rssi":-50}}"#,
+            1_700_000_000_000 + minute * 60_000
+        );
+        producer
+            .send(BaseRecord::<(), str>::to("probes").payload(&line))
+            .unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+
+    let walkin = first_message(&topics.walkins);
+    let walkin: Value = serde_json::from_slice(&walkin).unwrap();
+    assert_eq!(walkin["device"], "d");
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+}

@@ -335,7 +335,7 @@ fn generate(
         }
         let due = start + Duration::from_millis(offset_ms);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            producer.poll(Duration::ZERO);
+            kafka::serve(producer);
             std::thread::sleep(wait);
         }
         let (kind, device, line) = stream.record(i, start_ms + offset_ms);
@@ -881,6 +881,9 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             "probe_partitions": config.partitions,
             "linger_ms": config.linger_ms,
             "pipeline_linger_ms": kafka::PRODUCER_LINGER_MS,
+            // Not set by presence: librdkafka's defaults for every producer.
+            "batch_num_messages": 10_000,
+            "batch_size_bytes": 1_000_000,
             "fetch_wait_max_ms": kafka::FETCH_WAIT_MAX_MS,
             "tick_ms": 1,
             "floor": config.floor,

@@ -519,7 +519,7 @@ fn run_worker(
         } else {
             Duration::from_millis(1)
         }));
-        producer.poll(Duration::ZERO);
+        kafka::serve(&producer);
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
         }
@@ -543,7 +543,7 @@ fn run_worker(
             return Err(failure.into());
         }
         worker.step_or_park(Some(Duration::from_millis(1)));
-        producer.poll(Duration::ZERO);
+        kafka::serve(&producer);
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
         }

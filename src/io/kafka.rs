@@ -267,6 +267,32 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
+/// Serves every delivery report waiting on `producer`'s queue.
+/// `BaseProducer::poll` with a zero timeout serves one event — the reports
+/// of one batch — per call, so a loop that polls once per turn falls behind
+/// a producer that completes batches faster than that, and acknowledgements
+/// are seen late (capabilities held, progress and rates understated).
+pub fn serve<C: ProducerContext>(producer: &BaseProducer<C>) {
+    // SAFETY: the handle is valid while the producer lives; the queue
+    // reference taken here is released below.
+    let queue =
+        unsafe { rdkafka::bindings::rd_kafka_queue_get_main(producer.client().native_ptr()) };
+    if queue.is_null() {
+        producer.poll(Duration::ZERO);
+        return;
+    }
+    // Bounded: reports that keep arriving are served by the next call.
+    for _ in 0..4096 {
+        // SAFETY: `queue` is a live reference.
+        if unsafe { rdkafka::bindings::rd_kafka_queue_length(queue) } == 0 {
+            break;
+        }
+        producer.poll(Duration::ZERO);
+    }
+    // SAFETY: releases the reference taken above, once.
+    unsafe { rdkafka::bindings::rd_kafka_queue_destroy(queue) };
+}
+
 /// A producer for the output topics.
 pub fn producer(
     brokers: &str,

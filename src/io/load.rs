@@ -84,7 +84,7 @@ pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(
             }
             producer.poll(Duration::from_millis(1));
         }
-        producer.poll(Duration::ZERO);
+        crate::io::kafka::serve(&producer);
         produced.fetch_add(1, Ordering::Relaxed);
     }
     producer

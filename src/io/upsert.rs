@@ -60,7 +60,7 @@ impl Unacknowledged {
     /// Serves delivery reports and releases the times fully acknowledged.
     /// Returns whether anything is still waiting.
     fn release(&mut self, producer: &BaseProducer<DeliveryTracker>) -> bool {
-        producer.poll(Duration::ZERO);
+        crate::io::kafka::serve(producer);
         let deliveries = producer
             .context()
             .0

@@ -12,7 +12,7 @@
 #                devices: in-process broker, -w 2, 8000/s, 1k/10k/100k devices
 #                tansu:   tansu on loopback, -n 1 -w 2 and -n 2 -w 1, rate doubling
 #   DURATION   per point, default 20s; WARMUP default 5s
-#   START_RATE default 1000; MAX_RATE default 256000 (doubling stops at the
+#   START_RATE default 1000; MAX_RATE default 1024000 (doubling stops at the
 #              first unsustainable point, which is kept)
 #   TANSU      address of a running broker for the tansu sweep (default:
 #              scripts/tansu.sh starts one on 127.0.0.1:19292)
@@ -24,7 +24,7 @@ sweeps="${SWEEPS:-rate devices tansu}"
 duration="${DURATION:-20s}"
 warmup="${WARMUP:-5s}"
 start_rate="${START_RATE:-1000}"
-max_rate="${MAX_RATE:-256000}"
+max_rate="${MAX_RATE:-1024000}"
 
 cargo build --release --quiet
 bin=target/release/presence

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
@@ -52,12 +52,6 @@ pub enum DemoError {
     /// The pipeline failed.
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs the demo for `duration` at `rate` input records per second on
@@ -209,7 +203,9 @@ impl Watch {
                 match value {
                     Some(value) => {
                         if let Some(time) = value["time"].as_u64() {
-                            let _ = status.latency.record(now_ms().saturating_sub(time).max(1));
+                            let _ = status
+                                .latency
+                                .record(crate::run::now_ms().saturating_sub(time).max(1));
                         }
                         self.walkins.insert(key, ());
                     }

@@ -162,7 +162,8 @@ pub enum RunError {
     Worker(String),
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in milliseconds: the unit of the service's logical time.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -620,7 +620,7 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(peak) = peak_rss_mib() {
+    if let Some(peak) = presence::bench::peak_rss_mib() {
         eprintln!("peak RSS {peak:.1} MiB");
     }
     if !job.parse_only {
@@ -637,14 +637,6 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
             summary.peak_window_timestamps
         );
     }
-}
-
-/// This process's peak resident set size, from Linux's `/proc` (None elsewhere).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// The demo's figures, a few lines of text.

@@ -117,7 +117,7 @@ where
                         // time's rows until `delay` past it on the wall clock.
                         if !delay.is_zero() {
                             let due = time + delay.as_millis() as u64;
-                            let now = wall_ms();
+                            let now = crate::run::now_ms();
                             if now < due {
                                 activator.activate_after(Duration::from_millis(due - now));
                                 break;
@@ -213,11 +213,4 @@ impl Row for crate::records::WalkinCount {
     fn key(&self) -> String {
         key_of((&self.business, &self.contact))
     }
-}
-
-/// The wall clock in milliseconds, the unit of the service's logical time.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -24,6 +24,9 @@
 //!   PRESENCE_BENCH_QUICK=1    (or `-- --quick`) 3 days, 10000 phones, 1 run
 //!   PRESENCE_BENCH_KEEP=1     keep the temporary folder and print its path
 
+mod common;
+use common::{cpu_model, env_flag, env_u64, median, source_version};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
@@ -44,20 +47,6 @@ fn bin() -> &'static Path {
     BIN.get().map_or(Path::new(BUILT), PathBuf::as_path)
 }
 const PROBE_FILES: u64 = 4;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
-fn env_flag(name: &str) -> bool {
-    matches!(std::env::var(name).as_deref(), Ok(v) if !v.is_empty() && v != "0")
-}
 
 /// A command line, printable exactly as run.
 #[derive(Clone)]
@@ -417,16 +406,6 @@ fn differences(
         ));
     }
     problems
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
 }
 
 fn main() {
@@ -821,51 +800,5 @@ fn main() {
     if !mismatches.is_empty() {
         eprintln!("outputs differ between configurations (see above)");
         std::process::exit(1);
-    }
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The git commit of the crate, and whether `src/` has uncommitted changes
-/// (best effort: "unknown" without git).
-fn source_version() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--",
-                "src",
-                "Cargo.toml",
-                "Cargo.lock",
-            ])
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-            if dirty > 0 {
-                format!("commit {commit} plus uncommitted changes to {dirty} file(s)")
-            } else {
-                format!("commit {commit}")
-            }
-        }
-        None => "unknown".to_string(),
     }
 }

@@ -45,6 +45,9 @@
 //!   PRESENCE_BENCH_FILTER   time only the functions whose name contains this
 //!                           (and the baselines), e.g. to profile one
 
+mod common;
+use common::{cpu_model, env_flag, env_u64, median, source_version};
+
 use std::borrow::Cow;
 use std::fs;
 use std::hint::black_box;
@@ -69,20 +72,6 @@ const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// they come from a workload of 50 times as many phones (only its base
 /// counts are generated).
 const BASE_COUNT_LINES: u64 = 20_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
-fn env_flag(name: &str) -> bool {
-    matches!(std::env::var(name).as_deref(), Ok(v) if !v.is_empty() && v != "0")
-}
 
 /// Lines stored back to back in one buffer, as a reader holds them.
 struct Lines {
@@ -205,16 +194,6 @@ fn cpu_ticks() -> (u64, u64) {
 
 /// Linux's USER_HZ, which `/proc/stat` counts in.
 const TICKS_PER_SECOND: f64 = 100.0;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
 
 fn time(case: &Case, lines: &Lines, passes: u64) -> (Duration, usize, u64) {
     let before = cpu_ticks();
@@ -576,50 +555,4 @@ fn main() {
         min_rep.as_millis()
     );
     println!();
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The git commit of the crate, and whether `src/` has uncommitted changes
-/// (best effort: "unknown" without git).
-fn source_version() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--",
-                "src",
-                "Cargo.toml",
-                "Cargo.lock",
-            ])
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-            if dirty > 0 {
-                format!("commit {commit} plus uncommitted changes to {dirty} file(s)")
-            } else {
-                format!("commit {commit}")
-            }
-        }
-        None => "unknown".to_string(),
-    }
 }

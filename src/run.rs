@@ -242,44 +242,60 @@ fn run_worker(
     let mut pipeline =
         Pipeline::with_sinks(worker, &job.params, move |outputs, rejected, probe| {
             let t = sink_topics;
-            fn probed<'s, D: differential_dataflow::ExchangeData>(
+            // An output, probed before its sink (`computed`) and after (`probe`).
+            #[allow(clippy::too_many_arguments)]
+            fn sink<'s, D>(
                 collection: VecCollection<'s, Time, D>,
-                handle: &ProbeHandle<Time>,
-            ) -> VecCollection<'s, Time, D> {
-                collection.inner.probe_with(handle).as_collection()
+                topic: String,
+                producer: &Rc<rdkafka::producer::BaseProducer<kafka::DeliveryTracker>>,
+                metrics: Option<Metrics>,
+                delay: Duration,
+                computed: &ProbeHandle<Time>,
+                probe: &ProbeHandle<Time>,
+            ) where
+                D: differential_dataflow::ExchangeData + upsert::Row + serde::Serialize,
+            {
+                let collection = collection.inner.probe_with(computed).as_collection();
+                upsert::upsert(collection, topic, Rc::clone(producer), metrics, delay)
+                    .probe_with(probe);
             }
-            upsert::upsert(
-                probed(outputs.walkins, &computed_in),
+            let c = &computed_in;
+            sink(
+                outputs.walkins,
                 t.walkins,
-                Rc::clone(&sinks),
+                &sinks,
                 Some(walkins_metrics),
                 delay,
-            )
-            .probe_with(probe);
-            upsert::upsert(
-                probed(outputs.device_contacts, &computed_in),
+                c,
+                probe,
+            );
+            sink(
+                outputs.device_contacts,
                 t.device_contacts,
-                Rc::clone(&sinks),
+                &sinks,
                 None,
                 delay,
-            )
-            .probe_with(probe);
-            upsert::upsert(
-                probed(outputs.enriched_walkins, &computed_in),
+                c,
+                probe,
+            );
+            sink(
+                outputs.enriched_walkins,
                 t.enriched_walkins,
-                Rc::clone(&sinks),
+                &sinks,
                 None,
                 delay,
-            )
-            .probe_with(probe);
-            upsert::upsert(
-                probed(outputs.walkin_counts, &computed_in),
+                c,
+                probe,
+            );
+            sink(
+                outputs.walkin_counts,
                 t.walkin_counts,
-                Rc::clone(&sinks),
+                &sinks,
                 None,
                 delay,
-            )
-            .probe_with(probe);
+                c,
+                probe,
+            );
             upsert::rejected(rejected, t.rejected, sinks).probe_with(probe);
         });
 

@@ -25,7 +25,9 @@
 //!   PRESENCE_BENCH_KEEP=1     keep the temporary folder and print its path
 
 mod common;
-use common::{cpu_model, env_flag, env_u64, median, source_version};
+use common::{
+    cpu_model, cpu_ticks, env_flag, env_u64, median, source_version, Counted, TICKS_PER_SECOND,
+};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -147,47 +149,15 @@ struct Run {
     other_cores: f64,
 }
 
-/// Busy CPU ticks of the whole machine and CPU ticks of this process's
-/// waited-for children, from `/proc` (zeros elsewhere).
-fn cpu_ticks() -> (u64, u64) {
-    let machine = fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().next()?.to_string();
-            let fields: Vec<u64> = line
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal ...
-            (fields.len() >= 8)
-                .then(|| fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
-        })
-        .unwrap_or(0);
-    let children = fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|text| {
-            let rest = text.rsplit_once(')')?.1.to_string();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // Fields 16 and 17 (cutime, cstime), counting from 1 with the
-            // state (field 3) at index 0 here.
-            let cutime: u64 = fields.get(13)?.parse().ok()?;
-            let cstime: u64 = fields.get(14)?.parse().ok()?;
-            Some(cutime + cstime)
-        })
-        .unwrap_or(0);
-    (machine, children)
-}
-
 /// Waits (up to `timeout`) until other processes use at most `max_other`
 /// cores over a half-second sample, so runs start on an idle machine.
 fn wait_for_quiet(max_other: f64, timeout: Duration) {
     let started = Instant::now();
     let mut told = false;
     loop {
-        let before = cpu_ticks().0;
+        let before = cpu_ticks(Counted::Children).0;
         std::thread::sleep(Duration::from_millis(500));
-        let busy = (cpu_ticks().0.saturating_sub(before)).saturating_sub(1) as f64
+        let busy = (cpu_ticks(Counted::Children).0.saturating_sub(before)).saturating_sub(1) as f64
             / TICKS_PER_SECOND
             / 0.5;
         if busy <= max_other || started.elapsed() >= timeout {
@@ -205,9 +175,6 @@ fn wait_for_quiet(max_other: f64, timeout: Duration) {
         }
     }
 }
-
-/// Linux's USER_HZ, which `/proc/stat` counts in.
-const TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Mode {
@@ -262,7 +229,7 @@ fn run_once(config: &mut Config, hostfile: &Path) -> Run {
         if config.processes > 1 {
             loopback_hostfile(hostfile);
         }
-        let ticks_before = cpu_ticks();
+        let ticks_before = cpu_ticks(Counted::Children);
         let started = Instant::now();
         let children: Vec<Child> = config.cmds.iter().map(Cmd::spawn).collect();
         let outputs: Vec<Output> = children
@@ -275,7 +242,7 @@ fn run_once(config: &mut Config, hostfile: &Path) -> Run {
             })
             .collect();
         let wall = started.elapsed();
-        let ticks_after = cpu_ticks();
+        let ticks_after = cpu_ticks(Counted::Children);
         let other_ticks = (ticks_after.0.saturating_sub(ticks_before.0))
             .saturating_sub(ticks_after.1.saturating_sub(ticks_before.1));
         // Two ticks of slack for the sampling granularity.

@@ -46,10 +46,11 @@
 //!                           (and the baselines), e.g. to profile one
 
 mod common;
-use common::{cpu_model, env_flag, env_u64, median, source_version};
+use common::{
+    cpu_model, cpu_ticks, env_flag, env_u64, median, source_version, Counted, TICKS_PER_SECOND,
+};
 
 use std::borrow::Cow;
-use std::fs;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -160,50 +161,15 @@ struct PlainProbe<'a> {
     rssi: i64,
 }
 
-/// Busy CPU ticks of the whole machine and CPU ticks of this process, from
-/// `/proc` (zeros elsewhere).
-fn cpu_ticks() -> (u64, u64) {
-    let machine = fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|text| {
-            let fields: Vec<u64> = text
-                .lines()
-                .next()?
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal ...
-            (fields.len() >= 8)
-                .then(|| fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
-        })
-        .unwrap_or(0);
-    let own = fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|text| {
-            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-            // Fields 14 and 15 (utime, stime), counting from 1 with the state
-            // (field 3) at index 0 here.
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
-    (machine, own)
-}
-
-/// Linux's USER_HZ, which `/proc/stat` counts in.
-const TICKS_PER_SECOND: f64 = 100.0;
-
 fn time(case: &Case, lines: &Lines, passes: u64) -> (Duration, usize, u64) {
-    let before = cpu_ticks();
+    let before = cpu_ticks(Counted::Own);
     let started = Instant::now();
     let mut accepted = 0;
     for _ in 0..passes {
         accepted = black_box((case.run)(black_box(lines)));
     }
     let elapsed = started.elapsed();
-    let after = cpu_ticks();
+    let after = cpu_ticks(Counted::Own);
     let other = (after.0.saturating_sub(before.0)).saturating_sub(after.1.saturating_sub(before.1));
     (elapsed, accepted, other)
 }

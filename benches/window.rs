@@ -55,10 +55,11 @@
 //!   PRESENCE_BENCH_QUICK=1  (or `-- --quick`) 1000 and 10000 phones, 1 day, 3 runs
 
 mod common;
-use common::{cpu_model, env_flag, env_u64, median, source_version};
+use common::{
+    cpu_model, cpu_ticks, env_flag, env_u64, median, source_version, Counted, TICKS_PER_SECOND,
+};
 
 use std::collections::HashMap;
-use std::fs;
 use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::ops::Range;
@@ -286,41 +287,6 @@ fn windows(
     outcome
 }
 
-/// Busy CPU ticks of the whole machine and CPU ticks of this process, from
-/// `/proc` (zeros elsewhere).
-fn cpu_ticks() -> (u64, u64) {
-    let machine = fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|text| {
-            let fields: Vec<u64> = text
-                .lines()
-                .next()?
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal ...
-            (fields.len() >= 8)
-                .then(|| fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
-        })
-        .unwrap_or(0);
-    let own = fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|text| {
-            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-            // Fields 14 and 15 (utime, stime), counting from 1 with the state
-            // (field 3) at index 0 here.
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
-    (machine, own)
-}
-
-/// Linux's USER_HZ, which `/proc/stat` counts in.
-const TICKS_PER_SECOND: f64 = 100.0;
-
 /// Runs `case` once on a fresh copy of the input; `timed` adds the result
 /// to its times.
 fn run(case: &mut Case, stream: &Stream, config: WindowConfig, timed: bool) {
@@ -355,13 +321,13 @@ fn measure(cases: &mut [Case], stream: &Stream, config: WindowConfig, runs: u64)
     // Aim for about half a second per case in all, at most 50 rounds.
     let round = started.elapsed().as_secs_f64() / cases.len() as f64;
     let rounds = ((0.5 / round.max(1e-6)).ceil() as u64).clamp(runs, runs.max(50));
-    let (before, started) = (cpu_ticks(), Instant::now());
+    let (before, started) = (cpu_ticks(Counted::Own), Instant::now());
     for _ in 0..rounds {
         for case in cases.iter_mut() {
             run(case, stream, config, true);
         }
     }
-    let (after, wall) = (cpu_ticks(), started.elapsed().as_secs_f64());
+    let (after, wall) = (cpu_ticks(Counted::Own), started.elapsed().as_secs_f64());
     let other_ticks =
         (after.0.saturating_sub(before.0)).saturating_sub(after.1.saturating_sub(before.1));
     let walkins = cases

@@ -71,3 +71,51 @@ pub fn source_version() -> String {
         None => "unknown".to_string(),
     }
 }
+
+/// Which CPU time of this process [`cpu_ticks`] counts.
+#[derive(Clone, Copy)]
+pub enum Counted {
+    /// This process's own (utime + stime).
+    Own,
+    /// Its waited-for children's (cutime + cstime).
+    Children,
+}
+
+/// Linux's USER_HZ, which `/proc/stat` counts in.
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Busy CPU ticks of the whole machine, and the `counted` CPU ticks of this
+/// process, from `/proc` (zeros elsewhere).
+pub fn cpu_ticks(counted: Counted) -> (u64, u64) {
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|text| {
+            let fields: Vec<u64> = text
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            (fields.len() >= 8)
+                .then(|| fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
+        })
+        .unwrap_or(0);
+    // Fields 14/15 (utime, stime) or 16/17 (cutime, cstime), counting from 1
+    // with the state (field 3) at index 0 after the command's ')'.
+    let first = match counted {
+        Counted::Own => 11,
+        Counted::Children => 13,
+    };
+    let process = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|text| {
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            let a: u64 = fields.get(first)?.parse().ok()?;
+            let b: u64 = fields.get(first + 1)?.parse().ok()?;
+            Some(a + b)
+        })
+        .unwrap_or(0);
+    (machine, process)
+}

@@ -540,16 +540,7 @@ fn run_worker(
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
         }
-        if let Some(recorder) = &instrument.dataflow_latency {
-            let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
-            while let Some(&(epoch, at, n)) = entered.front() {
-                if epoch >= frontier {
-                    break;
-                }
-                recorder.record(at, at.elapsed(), n);
-                entered.pop_front();
-            }
-        }
+        record_computed(instrument, &computed, &mut entered);
     }
 
     publish_metrics(metrics, index, &consumer, &reading, &pipeline, &summary);
@@ -564,16 +555,7 @@ fn run_worker(
         if let Some(frontier) = sink_probe.with_frontier(|f| f.first().copied()) {
             publish(frontier, &mut published)?;
         }
-        if let Some(recorder) = &instrument.dataflow_latency {
-            let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
-            while let Some(&(epoch, at, n)) = entered.front() {
-                if epoch >= frontier {
-                    break;
-                }
-                recorder.record(at, at.elapsed(), n);
-                entered.pop_front();
-            }
-        }
+        record_computed(instrument, &computed, &mut entered);
     }
     // Every update of every worker is acknowledged.
     publish(u64::MAX, &mut published)?;
@@ -583,6 +565,26 @@ fn run_worker(
         source: Box::new(source),
     })?;
     Ok(summary)
+}
+
+/// Records the in-dataflow latency of the epochs in `entered` that the
+/// outputs' frontier (before the sinks) has passed.
+fn record_computed(
+    instrument: &Instrument,
+    computed: &ProbeHandle<Time>,
+    entered: &mut VecDeque<(u64, Instant, u64)>,
+) {
+    let Some(recorder) = &instrument.dataflow_latency else {
+        return;
+    };
+    let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+    while let Some(&(epoch, at, n)) = entered.front() {
+        if epoch >= frontier {
+            break;
+        }
+        recorder.record(at, at.elapsed(), n);
+        entered.pop_front();
+    }
 }
 
 /// Publishes a worker's figures (its partitions, promise and window state).

@@ -8,17 +8,19 @@
 //! each collection. A failure anywhere in this process leaves no part of its
 //! output published.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use timely::worker::Worker;
 
-use crate::io::files::{check_readable, plan, responsible_for, FileError, FileSource, InputFile};
-use crate::io::ingest::{Ingested, Kind};
+use crate::io::files::{
+    check_readable, plan, responsible_for, FileError, FileSource, InputFile, Read,
+};
+use crate::clock::now_ms;
+use crate::io::ingest::Kind;
 use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
 use crate::params::Params;
 use crate::pipeline::{records, Collections, Pipeline};
@@ -80,45 +82,7 @@ pub struct Progress {
     pub bytes: AtomicU64,
 }
 
-/// What a backfill read and wrote (this process's share).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Lines read.
-    pub lines: u64,
-    /// Bytes read.
-    pub bytes: u64,
-    /// Accepted records per kind: probes, logins, base counts.
-    pub accepted: [u64; 3],
-    /// Rejected records per reason.
-    pub rejected: BTreeMap<&'static str, u64>,
-    /// Records written per output folder.
-    pub written: BTreeMap<&'static str, u64>,
-    /// The largest number of keys the window operator held on any worker.
-    pub peak_window_keys: usize,
-    /// The largest number of individual timestamps it held on any worker.
-    pub peak_window_timestamps: usize,
-}
-
-impl Summary {
-    /// Adds another worker's summary to this one.
-    pub fn merge(&mut self, other: Summary) {
-        self.lines += other.lines;
-        self.bytes += other.bytes;
-        for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {
-            *mine += theirs;
-        }
-        for (reason, n) in other.rejected {
-            *self.rejected.entry(reason).or_default() += n;
-        }
-        for (folder, n) in other.written {
-            *self.written.entry(folder).or_default() += n;
-        }
-        self.peak_window_keys = self.peak_window_keys.max(other.peak_window_keys);
-        self.peak_window_timestamps = self
-            .peak_window_timestamps
-            .max(other.peak_window_timestamps);
-    }
-}
+pub use crate::pipeline::Summary;
 
 /// The input files and total bytes this job reads, checked readable.
 pub fn inputs(job: &Job) -> Result<(Vec<InputFile>, u64), BackfillError> {
@@ -195,12 +159,6 @@ pub fn run_with_epochs(
     Ok(summary)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The event-time promise of a worker's probe files: the least of theirs,
 /// `None` while one has not started, `u64::MAX` if there are none.
 fn promise(sources: &[FileSource]) -> Option<EventTime> {
@@ -229,21 +187,14 @@ fn run_worker(
             .collect::<Result<Vec<_>, _>>()
     };
     let mut summary = Summary::default();
-    let count = |ingested: &Ingested, summary: &mut Summary| match ingested {
-        Ingested::Probe(_) => summary.accepted[0] += 1,
-        Ingested::Login(_) => summary.accepted[1] += 1,
-        Ingested::BaseCount(_) => summary.accepted[2] += 1,
-        Ingested::Rejected(r) => *summary.rejected.entry(r.reason.as_str()).or_default() += 1,
-        Ingested::Blank => {}
-    };
 
     if job.parse_only {
         let mut sources = open()?;
         while let Some(next) = next_source(&sources) {
             let read = sources[next].read(epoch_lines, now_ms(), |ingested| {
-                count(&ingested, &mut summary)
+                summary.count(&ingested)
             })?;
-            note(&mut summary, progress, read.lines, read.bytes);
+            note(&mut summary, progress, read);
         }
         return Ok((summary, Vec::new()));
     }
@@ -273,11 +224,11 @@ fn run_worker(
         let mut budget = epoch_lines;
         while let (true, Some(next)) = (budget > 0, next_source(&sources)) {
             let read = sources[next].read(budget.min(CHUNK_LINES), now, |ingested| {
-                count(&ingested, &mut summary);
+                summary.count(&ingested);
                 pipeline.give(ingested);
             })?;
             budget = budget.saturating_sub(read.lines.max(1));
-            note(&mut summary, progress, read.lines, read.bytes);
+            note(&mut summary, progress, read);
         }
         if let Some(frontier) = promise(&sources) {
             pipeline.promise(frontier);
@@ -364,11 +315,12 @@ fn next_source(sources: &[FileSource]) -> Option<usize> {
         .min_by_key(|&i| sources[i].read_order())
 }
 
-fn note(summary: &mut Summary, progress: &Progress, lines: u64, bytes: u64) {
-    summary.lines += lines;
-    summary.bytes += bytes;
-    progress.lines.fetch_add(lines, Ordering::Relaxed);
-    progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+/// Counts bytes read (records are counted one by one, by [`Summary::count`])
+/// and shows both in `progress`.
+fn note(summary: &mut Summary, progress: &Progress, read: Read) {
+    summary.bytes += read.bytes;
+    progress.lines.fetch_add(read.lines, Ordering::Relaxed);
+    progress.bytes.fetch_add(read.bytes, Ordering::Relaxed);
 }
 
 /// Every reason's name, so summaries list zeros too.

@@ -53,18 +53,38 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::io::generator::Rng;
+use crate::io::generator::{LiveConfig, LiveWorkload};
+use crate::io::ingest::Kind;
 use crate::io::kafka::{self, KafkaFailure};
-use crate::metrics::Metrics;
+use crate::metrics::{LatencyRecorder, Metrics};
 use crate::params::Params;
 use crate::run::{Instrument, RunError, RunJob, Topics};
 
-/// Histograms hold microseconds, from 1 µs to an hour, at 3 significant digits.
-const MAX_MICROS: u64 = 3_600_000_000;
+use crate::metrics::{latency_histogram as histogram, MAX_LATENCY_MICROS as MAX_MICROS};
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds")
-}
+/// The latencies a report holds, and what each measures.
+pub const LATENCIES: [(&str, &str); 5] = [
+    (
+        "e2e",
+        "a probe's due time -> the walk-in it triggered is readable in the walk-ins topic (fetched by the harness's consumer)",
+    ),
+    (
+        "e2e_input",
+        "the due time -> the pipeline read the probe (generator, producer, broker, the pipeline's consumer)",
+    ),
+    (
+        "e2e_output",
+        "the pipeline read the probe -> the walk-in is readable (dataflow, upsert sink, broker, harness's consumer)",
+    ),
+    (
+        "dataflow",
+        "a probe given to the dataflow -> the dataflow's outputs pass its time (before the Kafka sinks)",
+    ),
+    (
+        "kafka_floor",
+        "the same schedule through one topic of the same broker and client settings, no dataflow",
+    ),
+];
 
 /// One benchmark point.
 #[derive(Clone, Debug)]
@@ -214,105 +234,11 @@ pub enum BenchError {
     Usage(String),
 }
 
-/// In-dataflow latency, recorded by the workers (see [`crate::run::Instrument`]).
-#[derive(Debug)]
-pub struct Recorder {
-    /// Samples that entered in `[from, until)` count.
-    window: Mutex<(Instant, Instant)>,
-    histogram: Mutex<Histogram<u64>>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        let now = Instant::now();
-        Recorder {
-            window: Mutex::new((now, now + Duration::from_secs(u32::MAX as u64))),
-            histogram: Mutex::new(histogram()),
-        }
-    }
-}
-
-impl Recorder {
-    /// Counts only samples that enter in `[from, until)`.
-    pub fn set_window(&self, from: Instant, until: Instant) {
-        *self.window.lock().expect("no panics holding the lock") = (from, until);
-    }
-
-    /// Records `n` samples of `latency` for records that entered at `entered`.
-    pub fn record(&self, entered: Instant, latency: Duration, n: u64) {
-        let (from, until) = *self.window.lock().expect("no panics holding the lock");
-        if entered >= from && entered < until {
-            let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
-            let _ = self
-                .histogram
-                .lock()
-                .expect("no panics holding the lock")
-                .record_n(us, n);
-        }
-    }
-
-    /// The samples so far.
-    pub fn histogram(&self) -> Histogram<u64> {
-        self.histogram
-            .lock()
-            .expect("no panics holding the lock")
-            .clone()
-    }
-}
-
 /// The wall clock in microseconds.
 fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// The bench's input: devices that move between businesses, each visit
-/// `visit` long (staggered per device), probing at random; every 20th
-/// record is a login. Every record's `ts` is its due time.
-struct Stream {
-    rng: Rng,
-    devices: u64,
-    businesses: u64,
-    visit_ms: u64,
-}
-
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-impl Stream {
-    fn new(config: &BenchConfig) -> Self {
-        Stream {
-            rng: Rng::new(7),
-            devices: config.devices.max(1),
-            businesses: config.businesses.max(1),
-            visit_ms: (config.visit.as_millis() as u64).max(1),
-        }
-    }
-
-    /// Record `i`, due at `ts`: (0 probe / 1 login, device, text).
-    fn record(&mut self, i: u64, ts: u64) -> (usize, u64, String) {
-        let device = self.rng.below(self.devices);
-        let k = (ts + mix(device) % self.visit_ms) / self.visit_ms;
-        let business = mix(device ^ k.wrapping_mul(0x2545_f491_4f6c_dd1d)) % self.businesses;
-        if i % 20 == 19 {
-            let contact = device % (self.devices / 4 + 1);
-            let line = format!(
-                r#"{{"device":"d{device}","business":"b{business}","contact":"c{contact}","ts":{ts}}}"#
-            );
-            (1, device, line)
-        } else {
-            let rssi = -40 - self.rng.below(30) as i64;
-            let line = format!(
-                r#"{{"device":"d{device}","business":"b{business}","ts":{ts},"rssi":{rssi}}}"#
-            );
-            (0, device, line)
-        }
-    }
 }
 
 /// Produces the open-loop schedule to `topics` (probes, logins) until
@@ -324,7 +250,15 @@ fn generate(
     start: Instant,
     start_ms: u64,
 ) -> Result<u64, KafkaFailure> {
-    let mut stream = Stream::new(config);
+    let mut stream = LiveWorkload::new(LiveConfig {
+        devices: config.devices,
+        businesses: config.businesses,
+        visit_ms: config.visit.as_millis() as u64,
+        passing_chance: 0.0,
+        broken_chance: 0.0,
+        probe_partitions: config.partitions.max(1) as u64,
+        ..LiveConfig::default()
+    });
     let duration_ms = config.duration.as_millis() as u64;
     let rate = config.rate.max(1);
     let mut i: u64 = 0;
@@ -338,13 +272,16 @@ fn generate(
             kafka::serve(producer);
             std::thread::sleep(wait);
         }
-        let (kind, device, line) = stream.record(i, start_ms + offset_ms);
-        let partition = (device % config.partitions.max(1) as u64) as i32;
+        let record = stream.record(i, start_ms + offset_ms);
+        let (topic, partition) = match record.kind {
+            Kind::Login => (topics[1], 0),
+            _ => (topics[0], record.partition as i32),
+        };
         loop {
-            let record = BaseRecord::<(), str>::to(topics[kind])
+            let message = BaseRecord::<(), str>::to(topic)
                 .partition(partition)
-                .payload(&line);
-            match producer.send(record) {
+                .payload(&record.line);
+            match producer.send(message) {
                 Ok(()) => break,
                 Err((error, _))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
@@ -354,7 +291,7 @@ fn generate(
                 Err((error, _)) => {
                     return Err(KafkaFailure::Client {
                         brokers: String::new(),
-                        action: format!("producing to {}", topics[kind]),
+                        action: format!("producing to {topic}"),
                         source: Box::new(error),
                     })
                 }
@@ -580,14 +517,14 @@ fn ccdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
-fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
+/// The commit the binary was built from (`build.rs` asks git at build
+/// time, so the report names the code that ran wherever it runs), with
+/// `-dirty` for uncommitted changes; `unknown` outside a git checkout.
+pub fn commit() -> String {
+    option_env!("PRESENCE_COMMIT")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 /// The topics of a bench run: every name under `prefix`.
@@ -657,20 +594,16 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         None => kafka::create_missing_topics(&brokers, &create, Duration::from_secs(10))?,
     }
 
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(LatencyRecorder::default());
     let job = RunJob {
-        brokers: brokers.clone(),
-        topics: topics.clone(),
         params: config.params,
-        stop_at_end: false,
-        connect_timeout: Duration::from_secs(10),
         output_partitions: config.partitions,
-        idle_timeout: Duration::from_secs(60),
         instrument: Instrument {
             dataflow_latency: Some(Arc::clone(&recorder)),
             delay_outputs: config.delay_outputs,
             stall: config.stall,
         },
+        ..RunJob::new(brokers.clone(), topics.clone())
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::default();
@@ -698,7 +631,10 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     };
     // The bare-Kafka floor, while the pipeline idles (its cluster connected).
     let floor = if config.floor {
-        tracing::info!("measuring the bare-Kafka floor");
+        tracing::info!(
+            seconds = config.duration.as_secs_f64(),
+            "bench: measuring the bare-Kafka floor (the same schedule, no dataflow)"
+        );
         Some(floor(&brokers, &floor_topic, &config)?)
     } else {
         None
@@ -760,12 +696,33 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         });
         total
     };
+    tracing::info!(
+        rate = config.rate,
+        seconds = config.duration.as_secs_f64(),
+        warmup_seconds = config.warmup.as_secs_f64(),
+        "bench: running the open-loop schedule through the pipeline"
+    );
     let mut per_second: Vec<(Option<f64>, i64)> = Vec::new();
     let end = start + config.duration;
     while Instant::now() < end {
         let next = start + Duration::from_secs(per_second.len() as u64 + 1);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         per_second.push((rss_mib(), lag(&metrics)));
+        let second = per_second.len();
+        if second % 5 == 0 {
+            let acked = acked
+                .get(second - 1)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
+            let samples = samples.lock().expect("no panics").total.len();
+            tracing::info!(
+                elapsed_seconds = second,
+                of = config.duration.as_secs(),
+                acknowledged_per_second = acked,
+                consumer_lag = lag(&metrics),
+                e2e_samples = samples,
+                "bench: running"
+            );
+        }
     }
     let lag_end = lag(&metrics);
     let produced = generator.join().expect("the generator does not panic")?;
@@ -775,7 +732,11 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         .map(|s| s.load(Ordering::Relaxed))
         .sum::<u64>() as f64
         / config.duration.as_secs_f64().floor().max(1.0);
-    tracing::info!(produced, "generator done; draining");
+    tracing::info!(
+        produced,
+        drain_seconds = config.drain.as_secs_f64(),
+        "bench: generator done; draining"
+    );
     std::thread::sleep(config.drain);
     stop_watch.store(true, Ordering::Relaxed);
     harness.join().expect("the harness does not panic")?;

@@ -1,9 +1,13 @@
 //! `presence demo`: the whole service in one process, with nothing
-//! installed — librdkafka's in-process mock broker, an open-loop generated
-//! workload (a few broken lines included), and the pipeline of
-//! [`crate::run`] — watched through its output topics.
+//! installed — librdkafka's in-process mock broker, shoppers arriving now
+//! (a [`LiveWorkload`] produced open-loop, a few broken lines included), and
+//! the pipeline of [`crate::run`] — watched through its output topics.
+//!
+//! Shoppers here stay [`VISIT`] at a store, so that walk-ins form within
+//! seconds: the demo's detection parameters ([`params`]) are the SPEC's
+//! scaled from minutes to seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +19,34 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::io::generator::WorkloadConfig;
-use crate::io::load::{self, Load};
+use crate::clock::now_ms;
+use crate::io::generator::LiveConfig;
+use crate::io::load::{self, Load, Records};
+use crate::metrics::Metrics;
 use crate::params::Params;
+use crate::pipeline::Summary;
 use crate::run::{RunJob, Topics};
 
 /// Partitions of every demo topic (the mock broker's default).
 const PARTITIONS: i32 = 4;
+/// How long a demo shopper stays at one store.
+pub const VISIT: Duration = Duration::from_secs(15);
+/// How long the pipeline gets, once the generator has stopped, to read
+/// what it produced.
+const DRAIN: Duration = Duration::from_secs(5);
+/// The window of "walk-ins in the last minute".
+const RECENT_MS: u64 = 60_000;
+
+/// The demo's detection parameters: the SPEC's defaults with minutes read
+/// as seconds (a 5 s session gap, 3 s minimum dwell, 2 s lateness).
+pub fn params() -> Params {
+    Params {
+        session_gap: 5_000,
+        min_dwell: 3_000,
+        allowed_lateness: 2_000,
+        ..Params::default()
+    }
+}
 
 /// What the demo shows, refreshed while it runs.
 #[derive(Clone, Debug)]
@@ -32,12 +57,32 @@ pub struct Status {
     pub produced: u64,
     /// Walk-ins currently in the output (last value per key).
     pub walkins: u64,
-    /// The largest walk-in counts: (business, contact, count).
-    pub top_counts: Vec<(String, String, u64)>,
+    /// Walk-ins detected in the last minute, per store, most first.
+    pub recent: Vec<(String, u64)>,
+    /// Phones with an open visit in the detection operator: in a store now.
+    pub in_stores: u64,
     /// Rejected records by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Latency from ingestion to the walk-in being readable in its topic (ms).
     pub latency: Histogram<u64>,
+}
+
+impl Status {
+    /// Walk-ins detected in the last minute, over every store.
+    pub fn recent_total(&self) -> u64 {
+        self.recent.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// How a demo ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The last figures.
+    pub status: Status,
+    /// What the pipeline read, accepted and rejected.
+    pub pipeline: Summary,
+    /// Whether it was stopped before its duration.
+    pub interrupted: bool,
 }
 
 /// A demo that could not run.
@@ -54,14 +99,15 @@ pub enum DemoError {
     Run(#[from] crate::run::RunError),
 }
 
-/// Runs the demo for `duration` at `rate` input records per second on
-/// `cluster`, calling `show` about once a second and once at the end.
+/// Runs the demo for `duration` (or until `stop` is set) at `rate` input
+/// records per second on `cluster`, calling `show` about once a second.
 pub fn run(
     duration: Duration,
     rate: u64,
     cluster: timely::Config,
+    stop: &AtomicBool,
     mut show: impl FnMut(&Status),
-) -> Result<Status, DemoError> {
+) -> Result<Outcome, DemoError> {
     let mock = MockCluster::new(1)?;
     let brokers = mock.bootstrap_servers();
     let topics = Topics::default();
@@ -81,10 +127,12 @@ pub fn run(
     mock.create_topic(&topics.progress, 1, 1)?;
 
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
+    // The generator stops first; the pipeline once it has read what was produced.
+    let (finish, finish_pipeline) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let produced = Arc::new(AtomicU64::new(0));
     let generator = {
-        let (brokers, stop, produced) = (brokers.clone(), Arc::clone(&stop), Arc::clone(&produced));
+        let (brokers, finish, produced) =
+            (brokers.clone(), Arc::clone(&finish), Arc::clone(&produced));
         let load = Load {
             brokers,
             topics: [
@@ -92,34 +140,28 @@ pub fn run(
                 topics.logins.clone(),
                 topics.base_counts.clone(),
             ],
-            rate: Some(rate),
+            rate: Some(rate.max(1)),
             duration: None,
-            workload: WorkloadConfig {
-                days: 365,
+            records: Records::Live(LiveConfig {
                 devices: 5_000,
                 businesses: 12,
-                probe_partitions: PARTITIONS as u64,
+                visit_ms: VISIT.as_millis() as u64,
                 broken_chance: 0.002,
-                ..WorkloadConfig::default()
-            },
+                probe_partitions: PARTITIONS as u64,
+                ..LiveConfig::default()
+            }),
         };
-        std::thread::spawn(move || load::produce(&load, &stop, &produced))
+        std::thread::spawn(move || load::produce(&load, &finish, &produced))
     };
+    let metrics = Metrics::default();
     let pipeline = {
         let job = RunJob {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            params: Params::default(),
-            stop_at_end: false,
-            connect_timeout: Duration::from_secs(10),
+            params: params(),
             output_partitions: PARTITIONS,
-            idle_timeout: Duration::from_secs(60),
-            instrument: Default::default(),
+            ..RunJob::new(brokers.clone(), topics.clone())
         };
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            crate::run::run(cluster, job, stop, crate::metrics::Metrics::default())
-        })
+        let (finish, metrics) = (Arc::clone(&finish_pipeline), metrics.clone());
+        std::thread::spawn(move || crate::run::run(cluster, job, finish, metrics))
     };
 
     let mut watch = Watch::new(&brokers, &topics)?;
@@ -127,23 +169,36 @@ pub fn run(
         elapsed: Duration::ZERO,
         produced: 0,
         walkins: 0,
-        top_counts: Vec::new(),
+        recent: Vec::new(),
+        in_stores: 0,
         rejected: BTreeMap::new(),
         latency: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds"),
     };
+    let refresh = |status: &mut Status, watch: &Watch| {
+        status.elapsed = started.elapsed();
+        status.produced = produced.load(Ordering::Relaxed);
+        status.in_stores = metrics.read(|f| f.workers.values().map(|w| w.window.keys as u64).sum());
+        status.recent = watch.recent();
+    };
     let mut next_show = Instant::now() + Duration::from_secs(1);
-    while started.elapsed() < duration {
+    while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
         watch.poll(&mut status, Duration::from_millis(50));
         if Instant::now() >= next_show {
-            status.elapsed = started.elapsed();
-            status.produced = produced.load(Ordering::Relaxed);
+            refresh(&mut status, &watch);
             show(&status);
             next_show += Duration::from_secs(1);
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    let interrupted = started.elapsed() < duration;
+    finish.store(true, Ordering::Relaxed);
     generator.join().expect("the generator does not panic")?;
-    pipeline
+    let total = produced.load(Ordering::Relaxed);
+    let deadline = Instant::now() + DRAIN;
+    while metrics.read(|f| f.summary().lines) < total && Instant::now() < deadline {
+        watch.poll(&mut status, Duration::from_millis(20));
+    }
+    finish_pipeline.store(true, Ordering::Relaxed);
+    let summary = pipeline
         .join()
         .expect("the pipeline thread does not panic")?;
     // What the pipeline flushed at shutdown.
@@ -151,19 +206,21 @@ pub fn run(
     while drained.elapsed() < Duration::from_millis(500) {
         watch.poll(&mut status, Duration::from_millis(50));
     }
-    status.elapsed = started.elapsed();
-    status.produced = produced.load(Ordering::Relaxed);
-    show(&status);
+    refresh(&mut status, &watch);
     drop(mock);
-    Ok(status)
+    Ok(Outcome {
+        status,
+        pipeline: summary,
+        interrupted,
+    })
 }
 
 /// A consumer of the output topics that keeps the demo's status.
 struct Watch {
     consumer: BaseConsumer,
     topics: Topics,
-    walkins: BTreeMap<Vec<u8>, ()>,
-    counts: BTreeMap<Vec<u8>, (String, String, u64)>,
+    /// Every walk-in in the topic: its store and when it was detected.
+    walkins: HashMap<Vec<u8>, (String, u64)>,
 }
 
 impl Watch {
@@ -176,7 +233,7 @@ impl Watch {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         let mut list = TopicPartitionList::new();
-        for topic in [&topics.walkins, &topics.walkin_counts, &topics.rejected] {
+        for topic in [&topics.walkins, &topics.rejected] {
             for partition in 0..PARTITIONS {
                 list.add_partition_offset(topic, partition, Offset::Beginning)?;
             }
@@ -185,9 +242,25 @@ impl Watch {
         Ok(Watch {
             consumer,
             topics: topics.clone(),
-            walkins: BTreeMap::new(),
-            counts: BTreeMap::new(),
+            walkins: HashMap::new(),
         })
+    }
+
+    /// Walk-ins detected in the last minute of the wall clock, per store.
+    fn recent(&self) -> Vec<(String, u64)> {
+        let since = now_ms().saturating_sub(RECENT_MS);
+        let mut per_store: BTreeMap<&str, u64> = BTreeMap::new();
+        for (business, detected_at) in self.walkins.values() {
+            if *detected_at >= since {
+                *per_store.entry(business).or_default() += 1;
+            }
+        }
+        let mut recent: Vec<(String, u64)> = per_store
+            .into_iter()
+            .map(|(store, n)| (store.to_owned(), n))
+            .collect();
+        recent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        recent
     }
 
     fn poll(&mut self, status: &mut Status, timeout: Duration) {
@@ -198,43 +271,23 @@ impl Watch {
             let value: Option<serde_json::Value> = message
                 .payload()
                 .and_then(|p| serde_json::from_slice(p).ok());
-            let topic = message.topic();
-            if topic == self.topics.walkins {
+            if message.topic() == self.topics.walkins {
                 match value {
                     Some(value) => {
                         if let Some(time) = value["time"].as_u64() {
                             let _ = status
                                 .latency
-                                .record(crate::run::now_ms().saturating_sub(time).max(1));
+                                .record(now_ms().saturating_sub(time).max(1));
                         }
-                        self.walkins.insert(key, ());
+                        let business = value["business"].as_str().unwrap_or_default();
+                        let detected_at = value["detected_at"].as_u64().unwrap_or(0);
+                        self.walkins.insert(key, (business.to_owned(), detected_at));
                     }
                     None => {
                         self.walkins.remove(&key);
                     }
                 }
                 status.walkins = self.walkins.len() as u64;
-            } else if topic == self.topics.walkin_counts {
-                match value {
-                    Some(v) => {
-                        let text = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
-                        self.counts.insert(
-                            key,
-                            (
-                                text("business"),
-                                text("contact"),
-                                v["count"].as_u64().unwrap_or(0),
-                            ),
-                        );
-                    }
-                    None => {
-                        self.counts.remove(&key);
-                    }
-                }
-                let mut top: Vec<_> = self.counts.values().cloned().collect();
-                top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.cmp(b)));
-                top.truncate(5);
-                status.top_counts = top;
             } else if let Some(value) = value {
                 let reason = value["reason"].as_str().unwrap_or("unknown").to_owned();
                 *status.rejected.entry(reason).or_default() += 1;

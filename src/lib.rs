@@ -5,12 +5,15 @@
 //! - [`io`]: parsing and lateness per partition, files, the generator.
 //! - [`operators`]: the custom operators; [`dataflow`]: the one dataflow.
 //! - [`pipeline`]: one worker's inputs and outputs; [`backfill`]: file backfill.
-//! - [`run`]: the Kafka service; [`demo`]: it on an in-process broker;
-//!   [`bench`]: the latency and throughput benchmark.
+//! - [`run`]: the Kafka service, [`status`]: its live figures; [`demo`]: it
+//!   on an in-process broker; [`bench`]: the latency and throughput benchmark.
+//! - [`metrics`]: Prometheus figures; [`clock`]: the wall clock; [`cluster`]:
+//!   timely's cluster flags.
 #![deny(missing_docs)]
 
 pub mod backfill;
 pub mod bench;
+pub mod clock;
 pub mod cluster;
 pub mod dataflow;
 pub mod demo;
@@ -21,3 +24,4 @@ pub mod params;
 pub mod pipeline;
 pub mod records;
 pub mod run;
+pub mod status;

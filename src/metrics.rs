@@ -7,6 +7,13 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::io::progress::Published;
+use crate::operators::windows::StateSize;
+use crate::pipeline::Summary;
 
 /// Upper bounds (ms) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS_MS: [u64; 12] =
@@ -23,17 +30,27 @@ pub struct PartitionFigures {
     pub high_water: Option<u64>,
 }
 
+/// One worker's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerFigures {
+    /// What it read, accepted and rejected.
+    pub summary: Summary,
+    /// Wall clock minus the event-time frontier it promised (ms).
+    pub frontier_delay_ms: Option<u64>,
+    /// Its window operator's state.
+    pub window: StateSize,
+    /// The logical time below which every output update (of every worker)
+    /// is acknowledged, as this worker last saw it.
+    pub output_frontier: Option<u64>,
+}
+
 /// Everything `/metrics` reports.
 #[derive(Debug, Default)]
 pub struct Figures {
     /// Per (topic, partition).
     pub partitions: BTreeMap<(String, i32), PartitionFigures>,
-    /// Rejected records by reason, per worker (each worker counts its own).
-    pub rejected_by_worker: BTreeMap<usize, BTreeMap<&'static str, u64>>,
-    /// Per worker: wall clock minus the event-time frontier it promised (ms).
-    pub frontier_delay_ms: BTreeMap<usize, u64>,
-    /// Per worker: keys with open visits in the window operator.
-    pub open_visits: BTreeMap<usize, u64>,
+    /// Per worker of this process.
+    pub workers: BTreeMap<usize, WorkerFigures>,
     /// Walk-ins inserted into the walk-ins topic.
     pub walkins_emitted: u64,
     /// Output records handed to the producer, per topic.
@@ -45,6 +62,32 @@ pub struct Figures {
     pub latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
     /// Sum of the latencies (ms).
     pub latency_sum_ms: u64,
+    /// The progress topic's last frontier (process 0 publishes it).
+    pub progress: Published,
+}
+
+impl Figures {
+    /// What every worker of this process read, accepted and rejected.
+    pub fn summary(&self) -> Summary {
+        let mut total = Summary::default();
+        for worker in self.workers.values() {
+            total.merge(worker.summary.clone());
+        }
+        total
+    }
+
+    /// The least output frontier this process's workers saw.
+    pub fn output_frontier(&self) -> Option<u64> {
+        self.workers
+            .values()
+            .filter_map(|w| w.output_frontier)
+            .min()
+    }
+
+    /// Consumer lag summed over the partitions whose lag is known.
+    pub fn lag(&self) -> i64 {
+        self.partitions.values().filter_map(|p| p.lag).sum()
+    }
 }
 
 /// The process's metrics, shared by its workers and the HTTP server.
@@ -60,6 +103,16 @@ impl Metrics {
                 .lock()
                 .expect("no thread panics holding the metrics lock"),
         );
+    }
+
+    /// Reads the figures.
+    pub fn read<T>(&self, read: impl FnOnce(&Figures) -> T) -> T {
+        read(
+            &self
+                .0
+                .lock()
+                .expect("no thread panics holding the metrics lock"),
+        )
     }
 
     /// Records one acknowledged output record of `topic` written `latency_ms` after its input.
@@ -88,11 +141,13 @@ impl Metrics {
                 "# HELP presence_{name} {help}\n# TYPE presence_{name} {kind}"
             );
         }
+        let seconds = |ms: u64| ms as f64 / 1000.0;
+        let summary = f.summary();
         family(
             &mut out,
             "records_read_total",
             "counter",
-            "Input messages read, per topic and partition.",
+            "Input records read, per topic and partition.",
         );
         for ((topic, partition), p) in &f.partitions {
             let _ = writeln!(
@@ -101,6 +156,35 @@ impl Metrics {
                 p.read
             );
         }
+        family(
+            &mut out,
+            "records_accepted_total",
+            "counter",
+            "Input records accepted, by kind.",
+        );
+        for (kind, n) in ["probe", "login", "base_count"].iter().zip(summary.accepted) {
+            let _ = writeln!(out, "presence_records_accepted_total{{kind=\"{kind}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "records_rejected_total",
+            "counter",
+            "Input records rejected, by reason.",
+        );
+        for reason in crate::records::Reason::ALL.map(crate::records::Reason::as_str) {
+            let n = summary.rejected.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "presence_records_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "records_blank_total",
+            "counter",
+            "Input records that were empty or only whitespace (not records at all).",
+        );
+        let _ = writeln!(out, "presence_records_blank_total {}", summary.blank);
         family(
             &mut out,
             "consumer_lag",
@@ -117,43 +201,29 @@ impl Metrics {
         }
         family(
             &mut out,
-            "event_time_high_water_ms",
+            "event_time_high_water_timestamp_seconds",
             "gauge",
             "Largest accepted probe ts per probe partition.",
         );
         for ((topic, partition), p) in &f.partitions {
             if let Some(hwm) = p.high_water {
-                let _ = writeln!(out, "presence_event_time_high_water_ms{{topic=\"{topic}\",partition=\"{partition}\"}} {hwm}");
+                let _ = writeln!(out, "presence_event_time_high_water_timestamp_seconds{{topic=\"{topic}\",partition=\"{partition}\"}} {}", seconds(hwm));
             }
         }
         family(
             &mut out,
-            "records_rejected_total",
-            "counter",
-            "Rejected input records by reason.",
-        );
-        for reason in crate::records::Reason::ALL.map(crate::records::Reason::as_str) {
-            let n: u64 = f
-                .rejected_by_worker
-                .values()
-                .filter_map(|r| r.get(reason))
-                .sum();
-            let _ = writeln!(
-                out,
-                "presence_records_rejected_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        family(
-            &mut out,
-            "frontier_delay_ms",
+            "event_time_frontier_delay_seconds",
             "gauge",
-            "Wall clock minus the event-time frontier a worker promised.",
+            "Wall clock minus the event-time frontier a worker promised (how far the freeing of window state lags).",
         );
-        for (worker, delay) in &f.frontier_delay_ms {
-            let _ = writeln!(
-                out,
-                "presence_frontier_delay_ms{{worker=\"{worker}\"}} {delay}"
-            );
+        for (worker, w) in &f.workers {
+            if let Some(delay) = w.frontier_delay_ms {
+                let _ = writeln!(
+                    out,
+                    "presence_event_time_frontier_delay_seconds{{worker=\"{worker}\"}} {}",
+                    seconds(delay)
+                );
+            }
         }
         family(
             &mut out,
@@ -161,8 +231,21 @@ impl Metrics {
             "gauge",
             "Keys with open visits held by the detection operator, per worker.",
         );
-        for (worker, n) in &f.open_visits {
-            let _ = writeln!(out, "presence_open_visits{{worker=\"{worker}\"}} {n}");
+        for (worker, w) in &f.workers {
+            let _ = writeln!(out, "presence_open_visits{{worker=\"{worker}\"}} {}", w.window.keys);
+        }
+        family(
+            &mut out,
+            "window_timestamps",
+            "gauge",
+            "Probe timestamps held individually by the detection operator, per worker.",
+        );
+        for (worker, w) in &f.workers {
+            let _ = writeln!(
+                out,
+                "presence_window_timestamps{{worker=\"{worker}\"}} {}",
+                w.window.timestamps
+            );
         }
         family(
             &mut out,
@@ -197,7 +280,7 @@ impl Metrics {
         }
         family(
             &mut out,
-            "end_to_end_latency_ms",
+            "end_to_end_latency_seconds",
             "histogram",
             "From reading an input to the broker acknowledging an output it caused.",
         );
@@ -206,20 +289,41 @@ impl Metrics {
             cumulative += f.latency_buckets[i];
             let _ = writeln!(
                 out,
-                "presence_end_to_end_latency_ms_bucket{{le=\"{bound}\"}} {cumulative}"
+                "presence_end_to_end_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                seconds(*bound)
             );
         }
         cumulative += f.latency_buckets[LATENCY_BUCKETS_MS.len()];
         let _ = writeln!(
             out,
-            "presence_end_to_end_latency_ms_bucket{{le=\"+Inf\"}} {cumulative}"
+            "presence_end_to_end_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
         );
         let _ = writeln!(
             out,
-            "presence_end_to_end_latency_ms_sum {}",
-            f.latency_sum_ms
+            "presence_end_to_end_latency_seconds_sum {}",
+            seconds(f.latency_sum_ms)
         );
-        let _ = writeln!(out, "presence_end_to_end_latency_ms_count {cumulative}");
+        let _ = writeln!(out, "presence_end_to_end_latency_seconds_count {cumulative}");
+        family(
+            &mut out,
+            "output_frontier_timestamp_seconds",
+            "gauge",
+            "Every output update below this logical time (ms of wall clock at ingestion) is acknowledged by the broker.",
+        );
+        if let Some(frontier) = f.output_frontier() {
+            let _ = writeln!(
+                out,
+                "presence_output_frontier_timestamp_seconds {}",
+                seconds(frontier)
+            );
+        }
+        family(
+            &mut out,
+            "progress_messages_total",
+            "counter",
+            "Messages written to the progress topic (by process 0).",
+        );
+        let _ = writeln!(out, "presence_progress_messages_total {}", f.progress.messages);
         out
     }
 
@@ -258,6 +362,61 @@ impl Metrics {
     }
 }
 
+/// Latency histograms hold microseconds, from 1 µs to an hour, at 3 significant digits.
+pub const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
+
+/// An empty latency histogram (microseconds).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).expect("valid bounds")
+}
+
+/// In-dataflow latency samples, recorded by the workers of a run that
+/// `presence bench` instruments (see `run::Instrument`).
+#[derive(Debug)]
+pub struct LatencyRecorder {
+    /// Samples that entered in `[from, until)` count.
+    window: Mutex<(Instant, Instant)>,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        let now = Instant::now();
+        LatencyRecorder {
+            window: Mutex::new((now, now + Duration::from_secs(u32::MAX as u64))),
+            histogram: Mutex::new(latency_histogram()),
+        }
+    }
+}
+
+impl LatencyRecorder {
+    /// Counts only samples that enter in `[from, until)`.
+    pub fn set_window(&self, from: Instant, until: Instant) {
+        *self.window.lock().expect("no panics holding the lock") = (from, until);
+    }
+
+    /// Records `n` samples of `latency` for records that entered at `entered`.
+    pub fn record(&self, entered: Instant, latency: Duration, n: u64) {
+        let (from, until) = *self.window.lock().expect("no panics holding the lock");
+        if entered >= from && entered < until {
+            let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_MICROS);
+            let _ = self
+                .histogram
+                .lock()
+                .expect("no panics holding the lock")
+                .record_n(us, n);
+        }
+    }
+
+    /// The samples so far.
+    pub fn histogram(&self) -> Histogram<u64> {
+        self.histogram
+            .lock()
+            .expect("no panics holding the lock")
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,8 +433,20 @@ mod tests {
                     high_water: Some(99),
                 },
             );
-            f.rejected_by_worker.insert(0, [("late", 2)].into());
-            f.open_visits.insert(0, 5);
+            let mut summary = Summary::default();
+            summary.rejected.insert("late", 2);
+            summary.blank = 4;
+            f.workers.insert(
+                0,
+                WorkerFigures {
+                    summary,
+                    window: StateSize {
+                        keys: 5,
+                        ..StateSize::default()
+                    },
+                    ..WorkerFigures::default()
+                },
+            );
         });
         metrics.acknowledged("walkins", 3);
         metrics.acknowledged("walkins", 40_000);
@@ -283,14 +454,15 @@ mod tests {
         for line in [
             "presence_records_read_total{topic=\"probes\",partition=\"0\"} 7",
             "presence_consumer_lag{topic=\"probes\",partition=\"0\"} 3",
-            "presence_event_time_high_water_ms{topic=\"probes\",partition=\"0\"} 99",
             "presence_records_rejected_total{reason=\"late\"} 2",
             "presence_records_rejected_total{reason=\"corrupt\"} 0",
             "presence_open_visits{worker=\"0\"} 5",
-            "presence_end_to_end_latency_ms_bucket{le=\"2\"} 0",
-            "presence_end_to_end_latency_ms_bucket{le=\"5\"} 1",
-            "presence_end_to_end_latency_ms_bucket{le=\"+Inf\"} 2",
-            "presence_end_to_end_latency_ms_count 2",
+            "presence_records_blank_total 4",
+            "presence_event_time_high_water_timestamp_seconds{topic=\"probes\",partition=\"0\"} 0.099",
+            "presence_end_to_end_latency_seconds_bucket{le=\"0.002\"} 0",
+            "presence_end_to_end_latency_seconds_bucket{le=\"0.005\"} 1",
+            "presence_end_to_end_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "presence_end_to_end_latency_seconds_count 2",
             "presence_output_records_acknowledged_total{topic=\"walkins\"} 2",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

@@ -43,6 +43,9 @@ pub struct DurationError(String);
 
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.trim_start().starts_with('-') {
+            return write!(f, "invalid duration {:?}: durations cannot be negative", self.0);
+        }
         write!(
             f,
             "invalid duration {:?}: expected a whole number with an optional unit ms, s, m, h or d \
@@ -81,6 +84,24 @@ pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
     number.checked_mul(scale).ok_or_else(error)
 }
 
+/// As [`parse_duration`], for settings where zero means nothing (a timeout,
+/// an interval, how long to run).
+pub fn parse_positive_duration(text: &str) -> Result<u64, String> {
+    match parse_duration(text).map_err(|e| e.to_string())? {
+        0 => Err(format!("invalid duration {text:?}: it must be more than 0")),
+        ms => Ok(ms),
+    }
+}
+
+/// A count that must be at least 1.
+pub fn parse_at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("it must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +130,11 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
+        let negative = parse_duration("-5m").unwrap_err().to_string();
+        assert!(negative.contains("cannot be negative"), "{negative}");
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1s"), Ok(1_000));
+        assert!(parse_at_least_one("0").is_err());
+        assert_eq!(parse_at_least_one("3"), Ok(3));
     }
 }

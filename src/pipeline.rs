@@ -7,7 +7,7 @@
 //! [`Pipeline::advance`], and step the worker. The pipeline decides nothing
 //! about which records are accepted; that is [`crate::io::ingest`]'s job.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +18,96 @@ use timely::worker::Worker;
 
 use crate::dataflow::{self, Inputs, Outputs, Time};
 use crate::io::ingest::Ingested;
+use crate::io::progress::Note;
 use crate::operators::{Watermark, WindowStats};
 use crate::params::Params;
 use crate::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Rejected, WalkIn,
     WalkinCount,
 };
+
+/// What a driver read and wrote (one worker's share, or merged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records read: lines of files, or Kafka messages (including
+    /// unreadable ones). Always `accepted + rejected + blank`.
+    pub lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Accepted records per kind: probes, logins, base counts.
+    pub accepted: [u64; 3],
+    /// Rejected records per reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Empty or all-whitespace records (not records at all).
+    pub blank: u64,
+    /// Records written per output folder (backfill).
+    pub written: BTreeMap<&'static str, u64>,
+    /// The largest number of keys the window operator held on any worker.
+    pub peak_window_keys: usize,
+    /// The largest number of individual timestamps it held on any worker.
+    pub peak_window_timestamps: usize,
+}
+
+impl Summary {
+    /// Counts one record read and what it became.
+    pub fn count(&mut self, ingested: &Ingested) {
+        self.lines += 1;
+        match ingested {
+            Ingested::Probe(_) => self.accepted[0] += 1,
+            Ingested::Login(_) => self.accepted[1] += 1,
+            Ingested::BaseCount(_) => self.accepted[2] += 1,
+            Ingested::Rejected(r) => *self.rejected.entry(r.reason.as_str()).or_default() += 1,
+            Ingested::Blank => self.blank += 1,
+        }
+    }
+
+    /// Rejected records of every reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Adds another worker's summary to this one.
+    pub fn merge(&mut self, other: Summary) {
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {
+            *mine += theirs;
+        }
+        for (reason, n) in other.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        self.blank += other.blank;
+        for (folder, n) in other.written {
+            *self.written.entry(folder).or_default() += n;
+        }
+        self.peak_window_keys = self.peak_window_keys.max(other.peak_window_keys);
+        self.peak_window_timestamps = self
+            .peak_window_timestamps
+            .max(other.peak_window_timestamps);
+    }
+
+    /// `read N records: accepted ..., rejected ..., blank B` — the parts add up to N.
+    pub fn describe(&self) -> String {
+        let rejected: Vec<String> = crate::records::Reason::ALL
+            .into_iter()
+            .map(|reason| {
+                let n = self.rejected.get(reason.as_str()).copied().unwrap_or(0);
+                format!("{n} {}", reason.as_str())
+            })
+            .collect();
+        format!(
+            "read {} records: accepted {} ({} probes, {} logins, {} base counts), rejected {} ({}), blank {}",
+            self.lines,
+            self.accepted.iter().sum::<u64>(),
+            self.accepted[0],
+            self.accepted[1],
+            self.accepted[2],
+            self.rejected_total(),
+            rejected.join(", "),
+            self.blank
+        )
+    }
+}
 
 /// The output collections as accumulated so far, plus rejected records not
 /// yet taken by the driver.
@@ -94,6 +178,7 @@ pub struct Pipeline {
     base_counts: InputHandleVec<Time, BaseCount>,
     watermarks: InputHandleVec<Time, Watermark>,
     rejected: InputHandleVec<Time, Rejected>,
+    notes: InputHandleVec<Time, Note>,
     probe: ProbeHandle<Time>,
     window_stats: WindowStats,
 }
@@ -102,7 +187,7 @@ impl Pipeline {
     /// Builds the dataflow on `worker`, accumulating its outputs into
     /// `collections` (which several workers may share).
     pub fn new(worker: &mut Worker, params: &Params, collections: Arc<Mutex<Collections>>) -> Self {
-        Self::with_sinks(worker, params, move |outputs, rejected, probe| {
+        Self::with_sinks(worker, params, move |outputs, rejected, _notes, probe| {
             accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
             accumulate(
                 outputs.device_contacts,
@@ -136,18 +221,24 @@ impl Pipeline {
     }
 
     /// Builds the dataflow on `worker` with the sinks `attach` connects to
-    /// its outputs and rejected records; `attach` must make the probe it is
-    /// given cover every sink, so that the probe passes a time only once its
-    /// output is written.
+    /// its outputs, rejected records and notes ([`Pipeline::note`]);
+    /// `attach` must make the probe it is given cover every sink, so that
+    /// the probe passes a time only once its output is written.
     pub fn with_sinks<F>(worker: &mut Worker, params: &Params, attach: F) -> Self
     where
-        F: FnOnce(Outputs<'_>, StreamVec<'_, Time, Rejected>, &ProbeHandle<Time>),
+        F: FnOnce(
+            Outputs<'_>,
+            StreamVec<'_, Time, Rejected>,
+            StreamVec<'_, Time, Note>,
+            &ProbeHandle<Time>,
+        ),
     {
         let mut probes = InputHandleVec::new();
         let mut logins = InputHandleVec::new();
         let mut base_counts = InputHandleVec::new();
         let mut watermarks = InputHandleVec::new();
         let mut rejected = InputHandleVec::new();
+        let mut notes = InputHandleVec::new();
         let probe = ProbeHandle::new();
         let window_stats = WindowStats::default();
         let index = worker.index();
@@ -162,7 +253,12 @@ impl Pipeline {
                 params,
                 window_stats.clone(),
             );
-            attach(outputs, rejected.to_stream(scope), &probe);
+            attach(
+                outputs,
+                rejected.to_stream(scope),
+                notes.to_stream(scope),
+                &probe,
+            );
         });
         Pipeline {
             index,
@@ -173,9 +269,15 @@ impl Pipeline {
             base_counts,
             watermarks,
             rejected,
+            notes,
             probe,
             window_stats,
         }
+    }
+
+    /// Sends a note (a fact about the input) at the current epoch.
+    pub fn note(&mut self, note: Note) {
+        self.notes.send(note);
     }
 
     /// Sends one ingested record into the dataflow at the current epoch.
@@ -221,6 +323,7 @@ impl Pipeline {
         self.base_counts.advance_to(self.epoch);
         self.watermarks.advance_to(self.epoch);
         self.rejected.advance_to(self.epoch);
+        self.notes.advance_to(self.epoch);
     }
 
     /// The current epoch: records given now carry it.

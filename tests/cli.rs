@@ -277,7 +277,6 @@ fn bench_flags_are_checked_before_any_work() {
     std::fs::write(&hosts, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
     let hosts = hosts.to_str().unwrap();
     for (args, expected) in [
-        (&["--rate", "0"][..], "--rate"),
         (&["--duration", "2s", "--warmup", "5s"][..], "--warmup"),
         (&["-n", "2", "-p", "0", "-h", hosts][..], "--brokers"),
         (&["--inject-stall", "5s"][..], "AFTER:LENGTH"),

@@ -47,14 +47,9 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
         // The two-process run below exercises run's bounded wait for CreateTopics.
         create_output_topics(&mock, &topics, 3);
         let job = RunJob {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            params: Default::default(),
             stop_at_end: true,
-            connect_timeout: TIMEOUT,
             output_partitions: 3,
-            idle_timeout: Duration::from_secs(60),
-            instrument: Default::default(),
+            ..RunJob::new(brokers.clone(), topics.clone())
         };
         let metrics = Metrics::default();
         let summary = run(
@@ -116,7 +111,16 @@ fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Top
         );
     }
     assert!(sum("presence_walkins_emitted_total") > 0, "{text}");
-    assert!(sum("presence_end_to_end_latency_ms_count") > 0, "{text}");
+    assert!(sum("presence_end_to_end_latency_seconds_count") > 0, "{text}");
+    // Every record read is accepted, rejected or blank.
+    assert_eq!(
+        sum("presence_records_accepted_total{")
+            + sum("presence_records_rejected_total{")
+            + sum("presence_records_blank_total"),
+        summary.lines,
+        "{text}"
+    );
+    assert!(sum("presence_progress_messages_total") > 0, "{text}");
     assert!(
         text.contains("presence_open_visits{worker=\"0\"}"),
         "{text}"
@@ -143,25 +147,56 @@ fn unreachable_broker_is_one_clear_error() {
 }
 
 #[test]
-fn demo_shows_walkins_and_latency() {
+fn demo_shows_walkins_and_latency_and_ends_with_a_summary() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["demo", "--duration", "5s"])
+        .args(["demo", "--duration", "8s"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
-    let last = |prefix: &str| {
-        text.lines()
-            .rev()
-            .find(|line| line.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line: {text}"))
+    let frames: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("walk-ins "))
+        .collect();
+    let number = |line: &str, word: &str| -> u64 {
+        let at = line.find(word).unwrap() + word.len();
+        line[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
-    let walkins: u64 = last("walk-ins ")
-        .trim_start_matches("walk-ins ")
-        .parse()
-        .unwrap();
-    assert!(walkins > 0, "{text}");
-    let latency = last("latency ");
+    let recent: Vec<u64> = frames
+        .iter()
+        .map(|line| number(line, "in the last minute"))
+        .collect();
+    assert!(recent.len() >= 5, "a frame a second: {text}");
+    // The panel moves while you watch: walk-ins of the last minute grow.
+    assert!(
+        recent.windows(2).filter(|w| w[1] != w[0]).count() >= 2 && recent.last() > recent.first(),
+        "{recent:?}: {text}"
+    );
+    let summary = text
+        .split("demo summary:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no closing summary: {text}"));
+    assert!(summary.starts_with(" finished"), "{summary}");
+    let walkins = number(
+        summary.lines().find(|l| l.contains("walk-ins")).unwrap(),
+        "walk-ins",
+    );
+    assert!(walkins > 0, "{summary}");
+    let pipeline = summary.lines().find(|l| l.contains("the pipeline")).unwrap();
+    let numbers = summary_numbers(pipeline);
+    assert_eq!(
+        numbers["read"],
+        numbers["accepted"] + numbers["rejected"] + numbers["blank"],
+        "{pipeline}"
+    );
+    assert!(numbers["rejected"] > 0, "the demo mixes in broken records: {pipeline}");
+    let latency = summary.lines().find(|l| l.contains("latency")).unwrap();
     let samples: u64 = latency
         .rsplit("(n=")
         .next()
@@ -170,9 +205,51 @@ fn demo_shows_walkins_and_latency() {
         .parse()
         .unwrap();
     assert!(samples > 0, "{latency}");
+}
+
+#[test]
+fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["demo", "--duration", "5m"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Once a frame shows walk-ins, interrupt it.
+    let mut text = String::new();
+    loop {
+        let line = seen
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the demo shows frames");
+        text += &line;
+        text.push('\n');
+        if line.starts_with("walk-ins ") && !line.starts_with("walk-ins 0,") {
+            break;
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while let Ok(line) = seen.recv_timeout(Duration::from_secs(30)) {
+        text += &line;
+        text.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
     assert!(
-        last("rejected ").contains("malformed"),
-        "the demo mixes in broken records: {text}"
+        text.contains("demo summary: stopped by Ctrl-C after"),
+        "{text}"
     );
 }
 
@@ -250,14 +327,9 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
     let shutdown = Arc::new(AtomicBool::new(false));
     let service = {
         let job = RunJob {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            params: Default::default(),
-            stop_at_end: false,
-            connect_timeout: TIMEOUT,
             output_partitions: 2,
             idle_timeout: Duration::from_millis(200),
-            instrument: Default::default(),
+            ..RunJob::new(brokers.clone(), topics.clone())
         };
         let shutdown = Arc::clone(&shutdown);
         std::thread::spawn(move || {
@@ -305,16 +377,9 @@ fn an_idle_partition_does_not_stall_progress_and_shutdown_flushes() {
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     let summary = service.join().unwrap().unwrap();
     assert!(summary.accepted[0] > 1_000, "{summary:?}");
-    let last = read_topic(&brokers, &topics.progress)
-        .last()
-        .cloned()
-        .unwrap()
-        .3
-        .unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&last).unwrap()["frontier"].as_u64(),
-        Some(u64::MAX)
-    );
+    let last = progress_messages(&brokers, &topics).pop().unwrap();
+    let last = last["frontier"].as_u64().unwrap();
+    assert!(last > covered && last < u64::MAX, "{last} after {covered}");
 }
 
 #[test]
@@ -343,6 +408,7 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["run", "--output-prefix", "term-", "--brokers", &brokers])
+        .args(["--status-interval", "100ms"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -363,11 +429,22 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
-    let frontiers = read_topic(&brokers, &topics.progress);
-    let last = frontiers.last().unwrap().3.clone().unwrap();
+    let last = progress_messages(&brokers, &topics).pop().unwrap();
+    let frontier = last["frontier"].as_u64().unwrap();
+    assert!(frontier < u64::MAX, "a real final frontier: {stderr}");
+    // The summary adds up, and a status line was logged while it ran.
+    let summary = stderr
+        .lines()
+        .find(|line| line.starts_with("stopped after"))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    let numbers = summary_numbers(summary);
     assert_eq!(
-        serde_json::from_str::<Value>(&last).unwrap()["frontier"].as_u64(),
-        Some(u64::MAX),
+        numbers["read"],
+        numbers["accepted"] + numbers["rejected"] + numbers["blank"],
+        "{summary}"
+    );
+    assert!(
+        stderr.contains("presence::status") && stderr.contains("records_per_second="),
         "{stderr}"
     );
     assert!(
@@ -428,14 +505,9 @@ fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
     assert_eq!((middle, tail, alone), (8, 8 + 8 + 8, 0));
 
     let job = RunJob {
-        brokers: brokers.clone(),
-        topics: topics.clone(),
-        params: Default::default(),
         stop_at_end: true,
-        connect_timeout: TIMEOUT,
         output_partitions: 2,
-        idle_timeout: Duration::from_secs(60),
-        instrument: Default::default(),
+        ..RunJob::new(brokers.clone(), topics.clone())
     };
     // A consumer stuck on a corrupt batch would never finish: fail instead.
     let (done, finished) = std::sync::mpsc::channel();
@@ -522,14 +594,8 @@ fn a_worker_without_partitions_does_not_hold_back_outputs() {
     let shutdown = Arc::new(AtomicBool::new(false));
     let service = {
         let job = RunJob {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            params: Default::default(),
-            stop_at_end: false,
-            connect_timeout: TIMEOUT,
             output_partitions: 1,
-            idle_timeout: Duration::from_secs(60),
-            instrument: Default::default(),
+            ..RunJob::new(brokers.clone(), topics.clone())
         };
         let shutdown = Arc::clone(&shutdown);
         // Four workers, three partitions: worker 3 reads nothing.

@@ -49,14 +49,9 @@ fn stop_at_end_against_tansu_equals_backfill() {
     produce_and_backfill(&brokers, &topics, &config, dir.path(), true);
 
     let job = RunJob {
-        brokers: brokers.clone(),
-        topics: topics.clone(),
-        params: Default::default(),
         stop_at_end: true,
-        connect_timeout: TIMEOUT,
         output_partitions: 3,
-        idle_timeout: std::time::Duration::from_secs(60),
-        instrument: Default::default(),
+        ..RunJob::new(brokers.clone(), topics.clone())
     };
     let summary = run(
         timely::Config::process(2),

@@ -18,10 +18,11 @@ use std::time::Duration;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// The consumer's queue of fetched messages and errors.
-pub struct Fetcher<'c> {
+/// A consumer and its queue of fetched messages and errors. It owns the
+/// consumer so that the queue reference is released before the client is.
+pub struct Fetcher {
     queue: NonNull<rdsys::rd_kafka_queue_t>,
-    _consumer: PhantomData<&'c BaseConsumer>,
+    consumer: BaseConsumer,
 }
 
 /// One event from the queue; what it holds is read with [`Event::read`].
@@ -68,21 +69,26 @@ pub enum Fetched<'e> {
     Nothing,
 }
 
-impl<'c> Fetcher<'c> {
-    /// The queue of `consumer`, which must be a group consumer (it is: see
-    /// [`crate::io::kafka::consumer`]).
-    pub fn new(consumer: &'c BaseConsumer) -> Self {
-        // SAFETY: the handle is valid while `consumer` lives, which the
-        // lifetime ensures; the returned queue reference is released in Drop.
+impl Fetcher {
+    /// Reads the queue of `consumer`, which must be a group consumer (it
+    /// is: see [`crate::io::kafka::consumer`]).
+    pub fn new(consumer: BaseConsumer) -> Self {
+        // SAFETY: the handle is valid while `consumer` lives, and it lives in
+        // self; the returned queue reference is released in Drop, before it.
         let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
         Fetcher {
             queue: NonNull::new(queue).expect("a consumer with a group.id has a consumer queue"),
-            _consumer: PhantomData,
+            consumer,
         }
     }
 
+    /// The consumer (to seek, or to look up offsets).
+    pub fn consumer(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+
     /// The next event, waiting at most `timeout` for one.
-    pub fn poll(&self, timeout: Duration) -> Option<Event<'c>> {
+    pub fn poll(&self, timeout: Duration) -> Option<Event<'_>> {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the queue is valid until Drop; an event returned is owned
         // by the caller and destroyed in Event's Drop.
@@ -94,9 +100,10 @@ impl<'c> Fetcher<'c> {
     }
 }
 
-impl Drop for Fetcher<'_> {
+impl Drop for Fetcher {
     fn drop(&mut self) {
-        // SAFETY: the reference was taken in `new` and is released once.
+        // SAFETY: the reference was taken in `new` and is released once,
+        // before the consumer (a field) is dropped.
         unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) }
     }
 }

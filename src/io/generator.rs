@@ -301,6 +301,117 @@ impl Iterator for Workload {
     }
 }
 
+/// The shape of a live workload: shoppers arriving now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveConfig {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Number of phones; each is always at some store, moving on every `visit_ms`.
+    pub devices: u64,
+    /// Number of stores.
+    pub businesses: u64,
+    /// How long a phone stays at one store (staggered per phone).
+    pub visit_ms: u64,
+    /// Every this many records, one is a portal login instead of a probe.
+    pub login_every: u64,
+    /// Fraction of visits that only pass by: a signal weaker than the
+    /// default `rssi-min`, so never a walk-in.
+    pub passing_chance: f64,
+    /// Fraction of lines that are broken.
+    pub broken_chance: f64,
+    /// Probe partitions; phones are spread over them.
+    pub probe_partitions: u64,
+}
+
+impl Default for LiveConfig {
+    /// 20,000 phones at 40 stores, ten-minute visits, a fifth of them
+    /// passing by, one login in 20 records, one broken line in 10,000.
+    fn default() -> Self {
+        LiveConfig {
+            seed: 7,
+            devices: 20_000,
+            businesses: 40,
+            visit_ms: 10 * MINUTE,
+            login_every: 20,
+            passing_chance: 0.2,
+            broken_chance: 0.0001,
+            probe_partitions: 4,
+        }
+    }
+}
+
+/// A live workload: record `i` is stamped with the time it is due (the
+/// wall clock, for a producer that sends it then), from a random phone
+/// probing the store it is at now. Visits are staggered: phone `d` is at
+/// store `f(d, k)` during the `k`-th visit-long span shifted by a phase of
+/// its own, so walk-ins form continuously, the first ones `min-dwell` after
+/// the start.
+#[derive(Clone, Debug)]
+pub struct LiveWorkload {
+    config: LiveConfig,
+    rng: Rng,
+}
+
+/// A stateless 64-bit mix (SplitMix64's finaliser).
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl LiveWorkload {
+    /// The workload `config` describes.
+    pub fn new(config: LiveConfig) -> Self {
+        LiveWorkload {
+            rng: Rng::new(config.seed),
+            config,
+        }
+    }
+
+    /// Record `i`, stamped `ts`.
+    pub fn record(&mut self, i: u64, ts: u64) -> Generated {
+        let c = &self.config;
+        let device = self.rng.below(c.devices.max(1));
+        let visit_ms = c.visit_ms.max(1);
+        let visit = (ts + mix(device) % visit_ms) / visit_ms;
+        let seed = mix(device ^ visit.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let business = seed % c.businesses.max(1);
+        let partition = device % c.probe_partitions.max(1);
+        let (kind, mut line) = if c.login_every > 0 && i % c.login_every == c.login_every - 1 {
+            let contact = contact_name(device % (c.devices / 4 + 1), 0);
+            let line = format!(
+                r#"{{"device":"{}","business":"{}","contact":"{contact}","ts":{ts}}}"#,
+                device_name(device),
+                business_name(business)
+            );
+            (Kind::Login, line)
+        } else {
+            let passing = ((mix(seed) >> 11) as f64 / (1u64 << 53) as f64) < c.passing_chance;
+            let rssi = if passing {
+                -80 - self.rng.below(15) as i64
+            } else {
+                -40 - self.rng.below(30) as i64
+            };
+            let line = format!(
+                r#"{{"device":"{}","business":"{}","ts":{ts},"rssi":{rssi}}}"#,
+                device_name(device),
+                business_name(business)
+            );
+            (Kind::Probe, line)
+        };
+        if c.broken_chance > 0.0 && self.rng.chance(c.broken_chance) {
+            line = broken(&mut self.rng, &line);
+        }
+        Generated {
+            kind,
+            partition: if kind == Kind::Probe { partition } else { 0 },
+            ts,
+            line,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +429,35 @@ mod tests {
         assert!(a.iter().filter(|r| r.kind == Kind::Probe).count() > 1000);
         assert!(a.iter().any(|r| r.kind == Kind::Login));
         assert!(a.iter().any(|r| r.kind == Kind::BaseCount));
+    }
+
+    #[test]
+    fn live_records_carry_their_stamp_and_phones_stay_a_visit() {
+        let config = LiveConfig {
+            devices: 50,
+            broken_chance: 0.0,
+            visit_ms: 60_000,
+            ..LiveConfig::default()
+        };
+        let mut live = LiveWorkload::new(config);
+        let mut stores: std::collections::HashMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for i in 0..2_000u64 {
+            let ts = 1_800_000_000_000 + i * 10; // 20 s in all
+            let record = live.record(i, ts);
+            let v: serde_json::Value = serde_json::from_str(&record.line).unwrap();
+            assert_eq!(v["ts"].as_u64(), Some(ts));
+            assert_eq!(record.kind == Kind::Login, i % 20 == 19);
+            let device = v["device"].as_str().unwrap().to_owned();
+            stores
+                .entry(device)
+                .or_default()
+                .insert(v["business"].as_str().unwrap().to_owned());
+        }
+        // 20 s of one-minute visits: a phone is at one store, or two when a
+        // visit ends in the middle.
+        assert!(stores.values().all(|s| s.len() <= 2), "{stores:?}");
+        assert!(stores.values().filter(|s| s.len() == 1).count() > stores.len() / 2);
     }
 
     #[test]

@@ -104,6 +104,12 @@ impl PartitionIngest {
             .map(|hwm| hwm.saturating_sub(self.allowed_lateness))
     }
 
+    /// Probes below this are late whatever the high-water mark (see
+    /// [`raise_floor`](Self::raise_floor)); 0 until it is raised.
+    pub fn floor(&self) -> EventTime {
+        self.floor
+    }
+
     /// Makes probes below `floor` late from now on: a source that stopped
     /// waiting for this partition (it was idle) has promised the rest of the
     /// dataflow that no probe below `floor` will come.

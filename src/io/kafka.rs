@@ -244,11 +244,8 @@ impl ProducerContext for DeliveryTracker {
             }
             // A record's logical time is the millisecond its input was read.
             Ok(message) if time != UNTRACKED => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                self.1
-                    .acknowledged(message.topic(), now.saturating_sub(time));
+                let latency = crate::clock::now_ms().saturating_sub(time);
+                self.1.acknowledged(message.topic(), latency);
             }
             Ok(_) => {}
         }
@@ -380,11 +377,12 @@ pub fn send(
 pub fn send_or_fail(
     producer: &BaseProducer<DeliveryTracker>,
     topic: &str,
+    partition: Option<i32>,
     key: Option<&str>,
     value: Option<&str>,
     time: u64,
 ) {
-    if let Err(error) = send(producer, topic, None, key, value, time) {
+    if let Err(error) = send(producer, topic, partition, key, value, time) {
         producer
             .context()
             .0

@@ -1,6 +1,11 @@
-//! The load generator: the generated workload produced to the input topics,
-//! open-loop at a fixed rate (record `i` is due at `start + i / rate`,
-//! whether or not the broker keeps up) or as fast as the producer goes.
+//! The load generator: a workload produced to the input topics, open-loop at
+//! a fixed rate (record `i` is due at `start + i / rate`, whether or not the
+//! broker keeps up) or as fast as the producer goes.
+//!
+//! Two workloads: the generator's historical week ([`Workload`], event times
+//! from 2026-01-01 on, compressed into however long producing takes), or
+//! shoppers arriving now ([`LiveWorkload`]: every record stamped with the
+//! wall-clock time it is due), for a live `presence run` to keep up with.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,9 +14,19 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::io::generator::{Workload, WorkloadConfig};
+use crate::clock::now_ms;
+use crate::io::generator::{Generated, LiveConfig, LiveWorkload, Workload, WorkloadConfig};
 use crate::io::ingest::Kind;
 use crate::io::kafka::{client_config, consumer, KafkaFailure};
+
+/// Which records to produce.
+#[derive(Clone, Debug)]
+pub enum Records {
+    /// The generated historical workload, in order.
+    Historical(WorkloadConfig),
+    /// Shoppers arriving now; needs a rate.
+    Live(LiveConfig),
+}
 
 /// Where and how fast to produce.
 #[derive(Clone, Debug)]
@@ -20,12 +35,12 @@ pub struct Load {
     pub brokers: String,
     /// Input topics: probes, logins, base counts.
     pub topics: [String; 3],
-    /// Records per second; `None` for as fast as possible.
+    /// Records per second; `None` for as fast as possible (historical only).
     pub rate: Option<u64>,
-    /// Stop after this long (`None`: when the workload ends).
+    /// Stop after this long (`None`: when the workload ends, or never for a live one).
     pub duration: Option<Duration>,
-    /// The workload.
-    pub workload: WorkloadConfig,
+    /// The records.
+    pub records: Records,
 }
 
 /// Produces `load`, counting records into `produced`, until the workload
@@ -56,12 +71,21 @@ pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(
     config.set("linger.ms", "5");
     let producer: BaseProducer = config.create().map_err(failure("creating a producer"))?;
     let start = Instant::now();
-    for (i, record) in Workload::new(load.workload.clone()).enumerate() {
+    let start_ms = now_ms();
+    let records: Box<dyn Iterator<Item = Generated>> = match &load.records {
+        Records::Historical(config) => Box::new(Workload::new(config.clone())),
+        Records::Live(config) => {
+            let rate = load.rate.expect("a live load has a rate").max(1);
+            let mut live = LiveWorkload::new(config.clone());
+            Box::new((0u64..).map(move |i| live.record(i, start_ms + i * 1000 / rate)))
+        }
+    };
+    for (i, record) in records.enumerate() {
         if stop.load(Ordering::Relaxed) || load.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
         if let Some(rate) = load.rate {
-            let due = start + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+            let due = start + Duration::from_millis(i as u64 * 1000 / rate.max(1));
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }

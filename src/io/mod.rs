@@ -1,8 +1,9 @@
 //! Sources and sinks: parsing and lateness per partition ([`ingest`]), input
 //! files and their assignment to workers ([`files`]), output files
 //! ([`output`]), the synthetic workload ([`generator`]) and its open-loop
-//! producer ([`load`]), and Kafka: clients ([`kafka`]), input reading
-//! ([`fetch`]) and the upsert sinks ([`upsert`]).
+//! producer ([`load`]), and Kafka: clients ([`kafka`]), the consumer's
+//! queue ([`fetch`]), one worker's input partitions ([`source`]), the
+//! upsert sinks ([`upsert`]) and the progress topic ([`progress`]).
 
 pub mod fetch;
 pub mod files;
@@ -11,4 +12,6 @@ pub mod ingest;
 pub mod kafka;
 pub mod load;
 pub mod output;
+pub mod progress;
+pub mod source;
 pub mod upsert;

@@ -4,7 +4,9 @@
 //! Each sink holds a capability for a logical time until the broker has
 //! acknowledged every record it sent for that time, so a probe after the
 //! sinks passes `T` only when every update before `T`, of every worker, is
-//! acknowledged: that is what the progress topic publishes.
+//! acknowledged: that is what the progress topic publishes. A sink's output
+//! is one [`Note::Written`] per time at which it wrote something (see
+//! [`crate::io::progress`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -20,6 +22,7 @@ use timely::dataflow::StreamVec;
 
 use crate::dataflow::Time;
 use crate::io::kafka::{send_or_fail, DeliveryTracker};
+use crate::io::progress::Note;
 use crate::metrics::Metrics;
 use crate::records::Rejected;
 
@@ -80,7 +83,7 @@ pub fn upsert<'scope, D>(
     producer: Rc<BaseProducer<DeliveryTracker>>,
     inserted: Option<Metrics>,
     delay: Duration,
-) -> StreamVec<'scope, Time, ()>
+) -> StreamVec<'scope, Time, Note>
 where
     D: differential_dataflow::ExchangeData + Row + Serialize,
 {
@@ -88,7 +91,7 @@ where
     let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<Note>>, _, _, _>(
             by_key,
             &format!("Upsert {topic}"),
             move |_capability, info| {
@@ -97,7 +100,7 @@ where
                 let mut unacknowledged = Unacknowledged {
                     held: BTreeMap::new(),
                 };
-                move |(input, frontier), _output| {
+                move |(input, frontier), output| {
                     input.for_each_stamp(|capability, data| {
                         for batch in data {
                             for (row, time, diff) in batch.drain(..) {
@@ -117,7 +120,7 @@ where
                         // time's rows until `delay` past it on the wall clock.
                         if !delay.is_zero() {
                             let due = time + delay.as_millis() as u64;
-                            let now = crate::run::now_ms();
+                            let now = crate::clock::now_ms();
                             if now < due {
                                 activator.activate_after(Duration::from_millis(due - now));
                                 break;
@@ -138,10 +141,14 @@ where
                             let rows = rows.values().filter(|row| row.is_some()).count() as u64;
                             metrics.update(|f| f.walkins_emitted += rows);
                         }
+                        if rows.is_empty() {
+                            continue; // the updates cancelled out
+                        }
                         for (key, row) in rows {
                             let value = row.map(|row| value(&row, time));
-                            send_or_fail(&producer, &topic, Some(&key), value.as_deref(), time);
+                            send_or_fail(&producer, &topic, None, Some(&key), value.as_deref(), time);
                         }
+                        output.session(&capability).give(Note::Written);
                         unacknowledged.hold(&capability);
                     }
                     if unacknowledged.release(&producer) {
@@ -152,14 +159,16 @@ where
         )
 }
 
-/// Writes rejected records to `topic` (no key).
+/// Writes rejected records to `topic`, keyed by where they were read
+/// (`["source",partition,offset]`): a record rejected again after a restart
+/// replaces itself under compaction.
 pub fn rejected<'scope>(
     rejected: StreamVec<'scope, Time, Rejected>,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
-) -> StreamVec<'scope, Time, ()> {
+) -> StreamVec<'scope, Time, Note> {
     let scope = rejected.scope();
-    rejected.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    rejected.unary_frontier::<CapacityContainerBuilder<Vec<Note>>, _, _, _>(
         Pipeline,
         &format!("Rejected {topic}"),
         move |_capability, info| {
@@ -167,16 +176,18 @@ pub fn rejected<'scope>(
             let mut unacknowledged = Unacknowledged {
                 held: BTreeMap::new(),
             };
-            move |(input, _frontier), _output| {
+            move |(input, _frontier), output| {
                 input.for_each_stamp(|capability, data| {
                     let time = *capability.least().expect("a total order has a least time");
                     let capability = capability.delayed(&time, 0);
                     for batch in data {
                         for record in batch.drain(..) {
                             let value = serde_json::to_string(&record).expect("records serialize");
-                            send_or_fail(&producer, &topic, None, Some(&value), time);
+                            let key = record.key();
+                            send_or_fail(&producer, &topic, None, Some(&key), Some(&value), time);
                         }
                     }
+                    output.session(&capability).give(Note::Written);
                     unacknowledged.hold(&capability);
                 });
                 if unacknowledged.release(&producer) {
@@ -206,6 +217,12 @@ impl Row for crate::records::EnrichedWalkIn {
 impl Row for crate::records::DeviceContact {
     fn key(&self) -> String {
         key_of(&self.device)
+    }
+}
+
+impl Row for Rejected {
+    fn key(&self) -> String {
+        key_of((&self.source, self.partition, self.offset))
     }
 }
 

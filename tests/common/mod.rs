@@ -241,24 +241,52 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
     assert!(!expected.is_empty());
     assert_eq!(rejected, expected, "{run}: rejected records differ");
 
-    // Progress only grows, and ends with everything acknowledged.
-    let frontiers: Vec<u64> = read_topic(brokers, &topics.progress)
-        .into_iter()
-        .map(|(_, _, _, value)| {
-            serde_json::from_str::<Value>(&value.unwrap()).unwrap()["frontier"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    // Progress only grows, and ends with a real logical time above every
+    // output's, whose offsets are the input topics' ends.
+    let progress = progress_messages(brokers, topics);
+    let frontiers: Vec<u64> = progress.iter().map(|p| p["frontier"].as_u64().unwrap()).collect();
     assert!(
         frontiers.windows(2).all(|w| w[0] < w[1]),
         "{run}: progress {frontiers:?}"
     );
-    assert_eq!(
-        frontiers.last(),
-        Some(&u64::MAX),
-        "{run}: progress {frontiers:?}"
-    );
+    let last = progress.last().expect("a final progress message");
+    let final_frontier = last["frontier"].as_u64().unwrap();
+    assert!(final_frontier < u64::MAX, "{run}: a real final frontier");
+    let latest = [&topics.walkins, &topics.device_contacts, &topics.enriched_walkins, &topics.walkin_counts]
+        .iter()
+        .flat_map(|topic| read_topic(brokers, topic))
+        .filter_map(|(_, _, _, value)| value)
+        .map(|v| serde_json::from_str::<Value>(&v).unwrap()["time"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(final_frontier > latest, "{run}: final frontier {final_frontier} <= output time {latest}");
+    for (topic, partitions) in [(&topics.probes, PROBE_PARTITIONS), (&topics.logins, 1), (&topics.base_counts, 1)] {
+        for partition in 0..partitions {
+            let next = last["offsets"][topic.as_str()][partition.to_string()].as_i64();
+            assert_eq!(
+                next,
+                Some(end_offset(brokers, topic, partition)),
+                "{run}: final offsets {last}"
+            );
+        }
+    }
+}
+
+/// The values of the progress topic, in order.
+pub fn progress_messages(brokers: &str, topics: &Topics) -> Vec<Value> {
+    read_topic(brokers, &topics.progress)
+        .into_iter()
+        .map(|(_, _, _, value)| serde_json::from_str(&value.unwrap()).unwrap())
+        .collect()
+}
+
+/// The high watermark of `topic`/`partition`.
+pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    consumer.fetch_watermarks(topic, partition, TIMEOUT).unwrap().1
 }
 
 /// Runs `command` (a `presence` invocation without cluster flags) as two
@@ -404,4 +432,24 @@ pub fn produce_corrupt_batch(broker: &str, topic: &str, partition: i32, values: 
     let error = i16::from_be_bytes(at(name_end + 8, 2).try_into().unwrap());
     assert_eq!(error, 0, "the broker refused the batch");
     i64::from_be_bytes(at(name_end + 10, 8).try_into().unwrap())
+}
+
+/// The numbers of a summary line (`read N records: accepted A (...),
+/// rejected R (...), blank B`), by their word.
+pub fn summary_numbers(line: &str) -> BTreeMap<&'static str, u64> {
+    let after = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word:?} in {line:?}"));
+        line[at + word.len()..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {word:?} in {line:?}"))
+    };
+    ["read", "accepted", "rejected", "blank"]
+        .into_iter()
+        .map(|word| (word, after(&format!("{word} "))))
+        .collect()
 }

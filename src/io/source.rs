@@ -1,0 +1,412 @@
+//! The Kafka source: one per worker, owning the input partitions the worker
+//! reads — their next offsets, lateness state and idle clocks — and the
+//! event-time promise it makes for them.
+//!
+//! # Idle partitions
+//!
+//! A probe partition's own promise is its lateness watermark (its largest
+//! accepted `ts` minus `allowed-lateness`): it will accept no probe below it.
+//! A partition that is silent would hold that promise — and so the freeing
+//! of window state everywhere — still forever. So a probe partition is
+//! *idle* once it is caught up (the next offset to read is at its end offset,
+//! as last fetched) and has delivered nothing for `--idle-timeout`; an idle
+//! partition promises the wall clock minus `allowed-lateness` (rounded down
+//! to [`IDLE_PROMISE_STEP_MS`]), or its own watermark if that is higher.
+//! The worker's promise is the least over its probe partitions (a worker
+//! without any promises the wall clock rule); the window operator's
+//! event-time frontier is the least over all workers.
+//!
+//! What becomes late: a promise cannot be taken back, so once a partition
+//! delivers again, its probes below what the worker promised meanwhile are
+//! rejected as `late`. That promise is never above the wall clock minus
+//! `allowed-lateness` at the time it was made, so a probe whose `ts` is
+//! within `allowed-lateness` of the wall clock when it is read is never late
+//! because its partition (or any other) was idle. Only a probe older than
+//! that, delivered after a quiet spell, is: the one case where acceptance
+//! depends on timing. A partition with a backlog is never idle, however
+//! slowly it is read. With `--stop-at-end` an exhausted partition promises
+//! everything at once.
+//!
+//! # Unreadable records
+//!
+//! librdkafka reports a record batch that fails its CRC check (`check.crcs`
+//! is on) or cannot be decoded once per fetch, at the batch's first offset
+//! ([`crate::io::fetch`]), and would fetch it again from the same position
+//! forever. The source rejects the record at its position as `corrupt` and
+//! seeks one offset on; the broker returns the same batch until the position
+//! leaves it, so each record in it is rejected once, with its own offset,
+//! and reading goes on. That costs one fetch of the batch per record in it —
+//! nothing, for the rare corrupt batch.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::Offset;
+
+use crate::io::fetch::{Fetched, Fetcher};
+use crate::io::files::responsible_for;
+use crate::io::ingest::{self, Ingested, Kind, PartitionIngest};
+use crate::io::kafka::{self, InputPartition, KafkaFailure};
+use crate::io::progress::Note;
+use crate::metrics::PartitionFigures;
+use crate::params::Params;
+use crate::records::EventTime;
+
+/// An idle partition's promise moves in steps this large, so that a quiet
+/// worker sends one new promise a second rather than one per epoch; state
+/// is freed a second later at most.
+pub const IDLE_PROMISE_STEP_MS: u64 = 1_000;
+
+/// How a source reads.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Detection parameters (lateness and the future rule).
+    pub params: Params,
+    /// Read each partition only up to its end offset at start.
+    pub stop_at_end: bool,
+    /// A caught-up probe partition silent this long is idle.
+    pub idle_timeout: Duration,
+    /// How long to wait for the broker's answers.
+    pub connect_timeout: Duration,
+}
+
+/// One input partition being read.
+struct Partition {
+    kind: Kind,
+    topic: String,
+    number: i32,
+    ingest: PartitionIngest,
+    /// When its last message arrived (or reading started).
+    heard: Instant,
+    /// Messages read.
+    read: u64,
+    /// The end offset at start: with `--stop-at-end`, read up to here.
+    end: i64,
+    /// The next offset to read: every record before it is reflected.
+    next: i64,
+    /// `next` as last reported in a [`Note`].
+    reported: Option<i64>,
+}
+
+/// What one [`KafkaSource::read`] call consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    /// Records handed on (messages and unreadable records).
+    pub records: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// One worker's input partitions and the consumer that reads them.
+pub struct KafkaSource {
+    fetcher: Fetcher,
+    options: SourceOptions,
+    partitions: Vec<Partition>,
+    by_name: HashMap<(String, i32), usize>,
+    /// The look-up key of a message's partition, reused: no allocation per message.
+    key: (String, i32),
+    /// The largest event-time promise made (see the module docs).
+    promised: Option<EventTime>,
+}
+
+impl KafkaSource {
+    /// Opens the partitions of `all` (every input partition, in assignment
+    /// order) that [`responsible_for`] gives worker `index` of `peers`, from
+    /// their earliest offsets.
+    pub fn open(
+        options: SourceOptions,
+        all: &[InputPartition],
+        index: usize,
+        peers: usize,
+    ) -> Result<Self, KafkaFailure> {
+        let mine: Vec<InputPartition> = all
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| responsible_for(*position, peers) == index)
+            .map(|(_, partition)| partition.clone())
+            .collect();
+        let consumer = kafka::consumer(&options.brokers)?;
+        let ends =
+            kafka::assign_from_start(&consumer, &options.brokers, &mine, options.connect_timeout)?;
+        let now = Instant::now();
+        let partitions: Vec<Partition> = mine
+            .into_iter()
+            .zip(ends)
+            .map(|(p, (first, end))| Partition {
+                ingest: PartitionIngest::new(
+                    p.kind,
+                    p.topic.clone(),
+                    p.partition as u64,
+                    &options.params,
+                ),
+                kind: p.kind,
+                topic: p.topic,
+                number: p.partition,
+                heard: now,
+                read: 0,
+                end,
+                // Retention may have removed offsets below `first`.
+                next: first,
+                reported: None,
+            })
+            .collect();
+        let by_name = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.topic.clone(), p.number), i))
+            .collect();
+        Ok(KafkaSource {
+            fetcher: Fetcher::new(consumer),
+            options,
+            partitions,
+            by_name,
+            key: (String::new(), 0),
+            promised: None,
+        })
+    }
+
+    /// Reads up to `budget` records, ingesting each with the wall clock
+    /// `now_ms` and handing the result to `give`.
+    pub fn read(
+        &mut self,
+        budget: usize,
+        now_ms: u64,
+        mut give: impl FnMut(Ingested),
+    ) -> Result<Read, KafkaFailure> {
+        let mut read = Read::default();
+        let stop_at_end = self.options.stop_at_end;
+        let floor = self.promised.unwrap_or(0);
+        while read.records < budget {
+            let Some(mut event) = self.fetcher.poll(Duration::ZERO) else {
+                break;
+            };
+            match event.read() {
+                Fetched::Message {
+                    topic,
+                    partition,
+                    offset,
+                    payload,
+                } => {
+                    self.key.0.clear();
+                    self.key.0.push_str(topic);
+                    self.key.1 = partition;
+                    let Some(&at) = self.by_name.get(&self.key) else {
+                        continue;
+                    };
+                    let partition = &mut self.partitions[at];
+                    partition.heard = Instant::now();
+                    if stop_at_end && offset >= partition.end {
+                        // Arrived after the run started: not read.
+                        partition.next = partition.next.max(partition.end);
+                        continue;
+                    }
+                    partition.next = offset + 1;
+                    partition.read += 1;
+                    // Whatever this worker promised, while this partition
+                    // was idle, binds it now (see the module docs).
+                    partition.ingest.raise_floor(floor);
+                    read.records += 1;
+                    read.bytes += payload.len() as u64;
+                    give(partition.ingest.ingest(payload, offset as u64, now_ms));
+                }
+                Fetched::Unreadable {
+                    topic,
+                    partition,
+                    offset,
+                    detail,
+                } => {
+                    let place = (topic, partition);
+                    let Some(&at) = self.by_name.get(&place) else {
+                        continue;
+                    };
+                    let (topic, number) = place;
+                    let partition = &mut self.partitions[at];
+                    // The batch holds the record at `next` (or starts after
+                    // it, past a gap): reject that one record and seek past it.
+                    let offset = offset.max(partition.next);
+                    if stop_at_end && offset >= partition.end {
+                        partition.next = partition.next.max(partition.end);
+                        continue;
+                    }
+                    tracing::warn!(topic, partition = number, offset, %detail,
+                        "rejected a record the Kafka client could not read");
+                    partition.next = offset + 1;
+                    partition.heard = Instant::now();
+                    partition.read += 1;
+                    self.fetcher
+                        .consumer()
+                        .seek(&topic, number, Offset::Offset(offset + 1), Duration::ZERO)
+                        .map_err(|error| KafkaFailure::Client {
+                            brokers: self.options.brokers.clone(),
+                            action: format!("skipping offset {offset} of {topic}/{number}"),
+                            source: Box::new(error),
+                        })?;
+                    read.records += 1;
+                    give(Ingested::Rejected(ingest::corrupt(
+                        &topic,
+                        number as u64,
+                        offset as u64,
+                        format!("record at offset {offset}: {detail}"),
+                    )));
+                }
+                Fetched::Error { detail, fatal } => {
+                    if fatal {
+                        return Err(KafkaFailure::Fatal {
+                            brokers: self.options.brokers.clone(),
+                            detail,
+                        });
+                    }
+                    tracing::warn!(%detail, "the Kafka consumer reported an error; it retries");
+                }
+                Fetched::Nothing => {}
+            }
+        }
+        Ok(read)
+    }
+
+    /// The event-time promise for every probe this source hands on from now
+    /// on (see the module docs), remembered as made: `None` while a busy
+    /// probe partition has not accepted a probe yet. Only grows.
+    pub fn promise(&mut self, now: Instant, now_ms: u64) -> Option<EventTime> {
+        let lateness = self.options.params.allowed_lateness;
+        let wall = now_ms.saturating_sub(lateness) / IDLE_PROMISE_STEP_MS * IDLE_PROMISE_STEP_MS;
+        let mut least = None;
+        for p in self.partitions.iter().filter(|p| p.kind == Kind::Probe) {
+            let own = p.ingest.watermark().map(|w| w.max(p.ingest.floor()));
+            let promise = if self.options.stop_at_end && p.next >= p.end {
+                EventTime::MAX
+            } else if self.idle(p, now) {
+                own.map_or(wall, |own| own.max(wall))
+            } else {
+                own?
+            };
+            least = Some(least.map_or(promise, |least: EventTime| least.min(promise)));
+        }
+        let promise = least.unwrap_or(wall);
+        self.promised = Some(self.promised.map_or(promise, |p| p.max(promise)));
+        self.promised
+    }
+
+    /// Whether `partition` is caught up and has been silent for the idle timeout.
+    fn idle(&self, partition: &Partition, now: Instant) -> bool {
+        now.saturating_duration_since(partition.heard) > self.options.idle_timeout
+            && self.lag(partition).is_none_or(|lag| lag <= 0)
+    }
+
+    /// The partition's end offset as last fetched (or as at start) minus the
+    /// next offset to read.
+    fn lag(&self, partition: &Partition) -> Option<i64> {
+        let end = kafka::cached_end_offset(
+            self.fetcher.consumer(),
+            &partition.topic,
+            partition.number,
+        )
+        .unwrap_or(partition.end)
+        .max(partition.end);
+        Some(end - partition.next)
+    }
+
+    /// With `--stop-at-end`: whether every partition is read up to its end
+    /// offset at start.
+    pub fn exhausted(&self) -> bool {
+        self.partitions.iter().all(|p| p.next >= p.end)
+    }
+
+    /// Notes of the partitions whose next offset changed since the last
+    /// call (all of them on the first): what the state at the current epoch
+    /// reflects.
+    pub fn offsets(&mut self) -> impl Iterator<Item = Note> + '_ {
+        self.partitions
+            .iter_mut()
+            .filter(|p| p.reported != Some(p.next))
+            .map(|p| {
+                p.reported = Some(p.next);
+                Note::Read {
+                    topic: p.topic.clone(),
+                    partition: p.number,
+                    next: p.next,
+                }
+            })
+    }
+
+    /// Each partition's figures, for the metrics.
+    pub fn figures(&self) -> impl Iterator<Item = ((String, i32), PartitionFigures)> + '_ {
+        self.partitions.iter().map(|p| {
+            let figures = PartitionFigures {
+                read: p.read,
+                lag: kafka::cached_end_offset(self.fetcher.consumer(), &p.topic, p.number)
+                    .map(|end| (end.max(p.end) - p.next).max(0)),
+                high_water: p.ingest.high_water(),
+            };
+            ((p.topic.clone(), p.number), figures)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn source(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> KafkaSource {
+        let options = SourceOptions {
+            brokers: mock.bootstrap_servers(),
+            params: Params::default(),
+            stop_at_end: false,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let all: Vec<InputPartition> = (0..2)
+            .map(|partition| InputPartition {
+                kind: Kind::Probe,
+                topic: "probes".into(),
+                partition,
+            })
+            .collect();
+        KafkaSource::open(options, &all, 0, 1).unwrap()
+    }
+
+    fn accept(source: &mut KafkaSource, partition: usize, ts: u64) {
+        let line = format!(r#"{{"device":"d","business":"b","ts":{ts},"rssi":-60}}"#);
+        let ingested = source.partitions[partition]
+            .ingest
+            .ingest(line.as_bytes(), 0, NOW);
+        assert!(matches!(ingested, Ingested::Probe(_)), "{ingested:?}");
+    }
+
+    #[test]
+    fn an_idle_partition_promises_the_wall_clock_less_the_lateness_never_everything() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        let mut source = source(&mock);
+        let lateness = Params::default().allowed_lateness;
+        let start = Instant::now();
+        // A busy partition that has not accepted a probe holds everything back.
+        accept(&mut source, 0, NOW - 3_600_000);
+        assert_eq!(source.promise(start, NOW), None);
+        // Once both are caught up and silent past the timeout, partition 1
+        // promises the wall clock rule, partition 0 the higher of its own
+        // watermark and that rule.
+        let later = start + Duration::from_secs(61);
+        let wall = (NOW - lateness) / IDLE_PROMISE_STEP_MS * IDLE_PROMISE_STEP_MS;
+        assert_eq!(source.promise(later, NOW), Some(wall));
+        // Hours of silence move it with the clock, never to infinity.
+        let hour = 3_600_000;
+        assert_eq!(
+            source.promise(later + Duration::from_secs(3600), NOW + hour),
+            Some(wall + hour)
+        );
+        // A partition whose own watermark is above the rule keeps it.
+        accept(&mut source, 0, NOW + 2 * hour);
+        accept(&mut source, 1, NOW + 2 * hour);
+        assert_eq!(
+            source.promise(later + Duration::from_secs(3600), NOW + hour),
+            Some(NOW + 2 * hour - lateness)
+        );
+    }
+}

@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde::Serialize;
 use timely::worker::Worker;
 
+use crate::clock::now_ms;
 use crate::io::files::{
     check_readable, plan, responsible_for, FileError, FileSource, InputFile, Read,
 };
-use crate::clock::now_ms;
 use crate::io::ingest::Kind;
 use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
 use crate::params::Params;
@@ -191,9 +191,8 @@ fn run_worker(
     if job.parse_only {
         let mut sources = open()?;
         while let Some(next) = next_source(&sources) {
-            let read = sources[next].read(epoch_lines, now_ms(), |ingested| {
-                summary.count(&ingested)
-            })?;
+            let read =
+                sources[next].read(epoch_lines, now_ms(), |ingested| summary.count(&ingested))?;
             note(&mut summary, progress, read);
         }
         return Ok((summary, Vec::new()));

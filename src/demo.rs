@@ -128,7 +128,10 @@ pub fn run(
 
     let started = Instant::now();
     // The generator stops first; the pipeline once it has read what was produced.
-    let (finish, finish_pipeline) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (finish, finish_pipeline) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let produced = Arc::new(AtomicU64::new(0));
     let generator = {
         let (brokers, finish, produced) =
@@ -275,9 +278,7 @@ impl Watch {
                 match value {
                     Some(value) => {
                         if let Some(time) = value["time"].as_u64() {
-                            let _ = status
-                                .latency
-                                .record(now_ms().saturating_sub(time).max(1));
+                            let _ = status.latency.record(now_ms().saturating_sub(time).max(1));
                         }
                         let business = value["business"].as_str().unwrap_or_default();
                         let detected_at = value["detected_at"].as_u64().unwrap_or(0);

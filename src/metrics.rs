@@ -162,8 +162,14 @@ impl Metrics {
             "counter",
             "Input records accepted, by kind.",
         );
-        for (kind, n) in ["probe", "login", "base_count"].iter().zip(summary.accepted) {
-            let _ = writeln!(out, "presence_records_accepted_total{{kind=\"{kind}\"}} {n}");
+        for (kind, n) in ["probe", "login", "base_count"]
+            .iter()
+            .zip(summary.accepted)
+        {
+            let _ = writeln!(
+                out,
+                "presence_records_accepted_total{{kind=\"{kind}\"}} {n}"
+            );
         }
         family(
             &mut out,
@@ -232,7 +238,11 @@ impl Metrics {
             "Keys with open visits held by the detection operator, per worker.",
         );
         for (worker, w) in &f.workers {
-            let _ = writeln!(out, "presence_open_visits{{worker=\"{worker}\"}} {}", w.window.keys);
+            let _ = writeln!(
+                out,
+                "presence_open_visits{{worker=\"{worker}\"}} {}",
+                w.window.keys
+            );
         }
         family(
             &mut out,
@@ -303,7 +313,10 @@ impl Metrics {
             "presence_end_to_end_latency_seconds_sum {}",
             seconds(f.latency_sum_ms)
         );
-        let _ = writeln!(out, "presence_end_to_end_latency_seconds_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "presence_end_to_end_latency_seconds_count {cumulative}"
+        );
         family(
             &mut out,
             "output_frontier_timestamp_seconds",
@@ -323,7 +336,11 @@ impl Metrics {
             "counter",
             "Messages written to the progress topic (by process 0).",
         );
-        let _ = writeln!(out, "presence_progress_messages_total {}", f.progress.messages);
+        let _ = writeln!(
+            out,
+            "presence_progress_messages_total {}",
+            f.progress.messages
+        );
         out
     }
 

@@ -44,7 +44,11 @@ pub struct DurationError(String);
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.trim_start().starts_with('-') {
-            return write!(f, "invalid duration {:?}: durations cannot be negative", self.0);
+            return write!(
+                f,
+                "invalid duration {:?}: durations cannot be negative",
+                self.0
+            );
         }
         write!(
             f,

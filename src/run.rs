@@ -316,7 +316,8 @@ impl<'j> Service<'j> {
         let computed = ProbeHandle::new();
         let published = ProbeHandle::new();
         let mut pipeline = build(worker, job, &producer, metrics, &computed, &published);
-        let source = KafkaSource::open(job.source_options(), inputs, worker.index(), worker.peers())?;
+        let source =
+            KafkaSource::open(job.source_options(), inputs, worker.index(), worker.peers())?;
         // Logical time is the wall clock from the first record on.
         pipeline.advance_to(now_ms());
         Ok(Service {
@@ -369,7 +370,8 @@ impl<'j> Service<'j> {
 
     /// Reads a batch from the source into the pipeline.
     fn read(&mut self) -> Result<usize, RunError> {
-        let (pipeline, summary, entered) = (&mut self.pipeline, &mut self.summary, &mut self.entered);
+        let (pipeline, summary, entered) =
+            (&mut self.pipeline, &mut self.summary, &mut self.entered);
         let timed = self.job.instrument.dataflow_latency.is_some();
         let read = self.source.read(EPOCH_MESSAGES, now_ms(), |ingested| {
             summary.count(&ingested);
@@ -500,28 +502,62 @@ fn build(
     let (computed, published) = (computed.clone(), published.clone());
     let delay = job.instrument.delay_outputs;
     let interval = job.progress_interval;
-    Pipeline::with_sinks(worker, &job.params, move |outputs, rejected, notes, probe| {
-        let walkins = upsert_sink(
-            outputs.walkins,
-            t.walkins,
-            &producer,
-            Some(metrics.clone()),
-            delay,
-            &computed,
-            probe,
-        );
-        let written = vec![
-            walkins,
-            upsert_sink(outputs.device_contacts, t.device_contacts, &producer, None, delay, &computed, probe),
-            upsert_sink(outputs.enriched_walkins, t.enriched_walkins, &producer, None, delay, &computed, probe),
-            upsert_sink(outputs.walkin_counts, t.walkin_counts, &producer, None, delay, &computed, probe),
-            upsert::rejected(rejected, t.rejected, Rc::clone(&producer)).probe_with(probe),
-            notes,
-        ];
-        let scope = written[0].scope();
-        progress::publish(scope.concatenate(written), t.progress, producer, interval, metrics)
+    Pipeline::with_sinks(
+        worker,
+        &job.params,
+        move |outputs, rejected, notes, probe| {
+            let walkins = upsert_sink(
+                outputs.walkins,
+                t.walkins,
+                &producer,
+                Some(metrics.clone()),
+                delay,
+                &computed,
+                probe,
+            );
+            let written = vec![
+                walkins,
+                upsert_sink(
+                    outputs.device_contacts,
+                    t.device_contacts,
+                    &producer,
+                    None,
+                    delay,
+                    &computed,
+                    probe,
+                ),
+                upsert_sink(
+                    outputs.enriched_walkins,
+                    t.enriched_walkins,
+                    &producer,
+                    None,
+                    delay,
+                    &computed,
+                    probe,
+                ),
+                upsert_sink(
+                    outputs.walkin_counts,
+                    t.walkin_counts,
+                    &producer,
+                    None,
+                    delay,
+                    &computed,
+                    probe,
+                ),
+                upsert::rejected(rejected, t.rejected, Rc::clone(&producer)).probe_with(probe),
+                notes,
+            ];
+            let scope = written[0].scope();
+            progress::publish(
+                scope.concatenate(written),
+                t.progress,
+                producer,
+                interval,
+                metrics,
+            )
             .probe_with(&published);
-    })
+        },
+    )
 }
 
 /// Writes `collection` to its upsert topic, probed before the sink by

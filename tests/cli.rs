@@ -158,6 +158,11 @@ fn missing_input_file_is_one_clear_error() {
     );
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(!message.contains("panicked"), "{message}");
+    assert_eq!(
+        message.matches("No such file").count(),
+        1,
+        "the cause, once: {message}"
+    );
 }
 
 #[test]
@@ -212,6 +217,11 @@ fn unwritable_out_fails_before_any_work() {
     assert!(
         message.contains("cannot write") && message.contains("out"),
         "{message}"
+    );
+    assert_eq!(
+        message.matches("Not a directory").count(),
+        1,
+        "the cause, once: {message}"
     );
 }
 
@@ -287,4 +297,159 @@ fn bench_flags_are_checked_before_any_work() {
         assert!(message.contains(expected), "{args:?}: {message}");
         assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     }
+}
+
+/// Parameters that mean nothing are refused with a line that says why,
+/// before any work (clap's usage errors: exit status 2).
+#[test]
+fn parameters_that_mean_nothing_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("probes.jsonl");
+    std::fs::write(&probes, "").unwrap();
+    let probes = probes.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    for (args, expected) in [
+        (
+            &[
+                "backfill",
+                "--probes",
+                probes,
+                "--out",
+                out,
+                "--min-probes",
+                "0",
+            ][..],
+            "at least 1",
+        ),
+        (
+            &[
+                "backfill",
+                "--probes",
+                probes,
+                "--out",
+                out,
+                "--session-gap",
+                "-5m",
+            ][..],
+            "cannot be negative",
+        ),
+        (
+            &[
+                "backfill",
+                "--probes",
+                probes,
+                "--out",
+                out,
+                "--allowed-lateness=-1s",
+            ][..],
+            "cannot be negative",
+        ),
+        (
+            &[
+                "backfill",
+                "--probes",
+                probes,
+                "--out",
+                out,
+                "--rssi-min",
+                "5",
+            ][..],
+            "--rssi-min",
+        ),
+        (
+            &["run", "--brokers", "127.0.0.1:1", "--connect-timeout", "0s"][..],
+            "more than 0",
+        ),
+        (
+            &[
+                "run",
+                "--brokers",
+                "127.0.0.1:1",
+                "--output-partitions",
+                "0",
+            ][..],
+            "--output-partitions",
+        ),
+        (&["bench", "--rate", "0"][..], "at least 1"),
+        (
+            &["generate", "--out", out, "--businesses", "0"][..],
+            "at least 1",
+        ),
+        (
+            &[
+                "produce",
+                "--brokers",
+                "127.0.0.1:1",
+                "--live",
+                "--rate",
+                "0",
+            ][..],
+            "--live needs a rate",
+        ),
+    ] {
+        let output = run(presence().args(args));
+        let message = stderr(&output);
+        assert!(
+            matches!(output.status.code(), Some(1 | 2)),
+            "{args:?}: {message}"
+        );
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+    assert!(!Path::new(out).exists(), "nothing was written");
+}
+
+#[test]
+fn help_without_a_command_and_usage_lines_name_required_flags() {
+    let output = run(presence().arg("-h"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in [
+        "backfill", "run", "demo", "produce", "bench", "example", "generate",
+    ] {
+        assert!(help.contains(command), "{help}");
+    }
+    let output = run(presence().arg("--help"));
+    assert!(output.status.success());
+    let output = run(presence().args(["backfill", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(
+        usage.contains("--out DIR") && usage.contains("--probes"),
+        "{usage}"
+    );
+    let output = run(presence().args(["run", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(usage.contains("--brokers"), "{usage}");
+}
+
+/// `example` keeps what it generated and wrote, where it says.
+#[test]
+fn example_keeps_its_input_and_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ex");
+    let output = run(presence()
+        .args(["example", "--days", "1", "--devices", "300", "--out"])
+        .arg(&folder));
+    let message = stderr(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains(&folder.join("input").display().to_string()),
+        "{message}"
+    );
+    assert!(folder.join("input/probes-0.jsonl").is_file());
+    let walkins = std::fs::read_dir(folder.join("output/walkins"))
+        .unwrap()
+        .count();
+    assert!(walkins > 0, "{message}");
+    // The backfill summary adds up.
+    let line = message.lines().find(|l| l.starts_with("read ")).unwrap();
+    let n = common::summary_numbers(line);
+    assert_eq!(
+        n["read"],
+        n["accepted"] + n["rejected"] + n["blank"],
+        "{line}"
+    );
 }

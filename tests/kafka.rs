@@ -111,7 +111,10 @@ fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Top
         );
     }
     assert!(sum("presence_walkins_emitted_total") > 0, "{text}");
-    assert!(sum("presence_end_to_end_latency_seconds_count") > 0, "{text}");
+    assert!(
+        sum("presence_end_to_end_latency_seconds_count") > 0,
+        "{text}"
+    );
     // Every record read is accepted, rejected or blank.
     assert_eq!(
         sum("presence_records_accepted_total{")
@@ -144,6 +147,12 @@ fn unreachable_broker_is_one_clear_error() {
         "{message}"
     );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
+    // The client's explanation, once.
+    assert_eq!(
+        message.matches("Broker transport failure").count(),
+        1,
+        "{message}"
+    );
 }
 
 #[test]
@@ -188,14 +197,20 @@ fn demo_shows_walkins_and_latency_and_ends_with_a_summary() {
         "walk-ins",
     );
     assert!(walkins > 0, "{summary}");
-    let pipeline = summary.lines().find(|l| l.contains("the pipeline")).unwrap();
+    let pipeline = summary
+        .lines()
+        .find(|l| l.contains("the pipeline"))
+        .unwrap();
     let numbers = summary_numbers(pipeline);
     assert_eq!(
         numbers["read"],
         numbers["accepted"] + numbers["rejected"] + numbers["blank"],
         "{pipeline}"
     );
-    assert!(numbers["rejected"] > 0, "the demo mixes in broken records: {pipeline}");
+    assert!(
+        numbers["rejected"] > 0,
+        "the demo mixes in broken records: {pipeline}"
+    );
     let latency = summary.lines().find(|l| l.contains("latency")).unwrap();
     let samples: u64 = latency
         .rsplit("(n=")
@@ -657,4 +672,270 @@ fn a_worker_without_partitions_does_not_hold_back_outputs() {
     assert_eq!(walkin["device"], "d");
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     service.join().unwrap().unwrap();
+}
+
+/// Probes stamped with the wall clock, `ts` spread over a second: a visit
+/// that qualifies at once under `quick_params`.
+fn fresh_visit(device: &str) -> Vec<String> {
+    let now = presence::clock::now_ms();
+    (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"device":"{device}","business":"shop","ts":{},"rssi":-50}}"#,
+                now + i * 250
+            )
+        })
+        .collect()
+}
+
+/// Detection parameters in seconds: visits qualify and end within a test.
+fn quick_params() -> presence::params::Params {
+    presence::params::Params {
+        session_gap: 1_000,
+        min_dwell: 1_000,
+        min_probes: 3,
+        allowed_lateness: 500,
+        ..Default::default()
+    }
+}
+
+fn send_all(producer: &BaseProducer, topic: &str, partition: i32, lines: &[String]) {
+    for line in lines {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(partition)
+                    .payload(line),
+            )
+            .unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
+/// The walk-ins of `device` in the walk-ins topic.
+fn walkins_of(brokers: &str, topics: &Topics, device: &str) -> usize {
+    upsert_rows(brokers, &topics.walkins)
+        .iter()
+        .filter(|row| row.contains(&format!("\"device\":\"{device}\"")))
+        .count()
+}
+
+/// Waits (bounded) until `done` holds, re-checking as fast as it can.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A quiet spell longer than the idle timeout on every probe partition
+/// frees the window state (the event-time frontier follows the wall clock,
+/// never jumping to infinity), and probes that arrive afterwards, stamped
+/// with the wall clock, are accepted — not late — and make walk-ins.
+#[test]
+fn after_every_partition_was_idle_fresh_probes_are_not_late() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = Topics::with_output_prefix("quiet-");
+    create_output_topics(&mock, &topics, 2);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::default();
+    let service = {
+        let job = RunJob {
+            params: quick_params(),
+            output_partitions: 2,
+            idle_timeout: Duration::from_millis(300),
+            ..RunJob::new(brokers.clone(), topics.clone())
+        };
+        let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
+        std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
+    };
+    send_all(&producer, "probes", 0, &fresh_visit("before-0"));
+    send_all(&producer, "probes", 1, &fresh_visit("before-1"));
+    wait_until("the first walk-ins", || {
+        walkins_of(&brokers, &topics, "before-0") == 1
+            && walkins_of(&brokers, &topics, "before-1") == 1
+    });
+    // Silence on every partition: the visits end and their state is freed,
+    // while every worker's promise stays a real event time.
+    wait_until("the window state to be freed", || {
+        metrics.read(|f| {
+            f.workers.len() == 2
+                && f.workers
+                    .values()
+                    .all(|w| w.window.keys == 0 && w.window.timestamps == 0)
+        })
+    });
+    let delays: Vec<Option<u64>> =
+        metrics.read(|f| f.workers.values().map(|w| w.frontier_delay_ms).collect());
+    assert!(
+        delays.iter().all(|d| d.is_some_and(|d| d < 60_000)),
+        "the event-time frontier follows the wall clock: delays {delays:?}"
+    );
+    // Shoppers arrive again, on both partitions.
+    send_all(&producer, "probes", 0, &fresh_visit("after-0"));
+    send_all(&producer, "probes", 1, &fresh_visit("after-1"));
+    wait_until("walk-ins after the quiet spell", || {
+        walkins_of(&brokers, &topics, "after-0") == 1
+            && walkins_of(&brokers, &topics, "after-1") == 1
+    });
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    let summary = service.join().unwrap().unwrap();
+    assert_eq!(summary.accepted[0], 20, "{summary:?}");
+    assert_eq!(summary.rejected_total(), 0, "none late: {summary:?}");
+    assert!(read_topic(&brokers, &topics.rejected).is_empty());
+}
+
+/// While outputs change, progress is published at most once per
+/// --progress-interval; while nothing changes, at most once a second — and
+/// still, so readers see the frontier move. The final frontier is a real
+/// time above every output's.
+#[test]
+fn progress_is_published_by_interval_when_busy_and_once_a_second_when_quiet() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = Topics::with_output_prefix("volume-");
+    create_output_topics(&mock, &topics, 2);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let interval = 100;
+    let service = {
+        let job = RunJob {
+            params: quick_params(),
+            output_partitions: 2,
+            progress_interval: Duration::from_millis(interval),
+            ..RunJob::new(brokers.clone(), topics.clone())
+        };
+        let shutdown = Arc::clone(&shutdown);
+        std::thread::spawn(move || {
+            run(
+                timely::Config::process(2),
+                job,
+                shutdown,
+                Metrics::default(),
+            )
+        })
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let frontier = || {
+        progress_messages(&brokers, &topics)
+            .last()
+            .map_or(0, |p| p["frontier"].as_u64().unwrap())
+    };
+    wait_until("the service to publish progress", || frontier() > 0);
+    // Busy: a broken record (an output: a rejection) every 5 ms for 2 s.
+    let busy_from = presence::clock::now_ms();
+    let mut sent = 0;
+    while presence::clock::now_ms() < busy_from + 2_000 {
+        let due = busy_from + sent * 5;
+        while presence::clock::now_ms() < due {
+            std::thread::yield_now();
+        }
+        producer
+            .send(
+                BaseRecord::<(), str>::to("probes")
+                    .partition((sent % 2) as i32)
+                    .payload("{broken"),
+            )
+            .unwrap();
+        producer.poll(Duration::ZERO);
+        sent += 1;
+    }
+    producer.flush(TIMEOUT).unwrap();
+    let busy_until = presence::clock::now_ms();
+    // Quiet: nothing for 3.5 s of logical time after the last rejection is out.
+    wait_until("the rejections to be written", || {
+        read_topic(&brokers, &topics.rejected).len() as u64 == sent
+    });
+    let quiet_from = frontier().max(busy_until) + 500;
+    let quiet_until = quiet_from + 3_500;
+    wait_until("the frontier to pass the quiet stretch", || {
+        frontier() > quiet_until
+    });
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+
+    let frontiers: Vec<u64> = progress_messages(&brokers, &topics)
+        .iter()
+        .map(|p| p["frontier"].as_u64().unwrap())
+        .collect();
+    let within = |from: u64, until: u64| {
+        frontiers
+            .iter()
+            .filter(|&&f| f > from && f <= until)
+            .count() as u64
+    };
+    let busy = within(busy_from + 200, busy_until);
+    let busy_span = busy_until - busy_from - 200;
+    assert!(
+        busy <= busy_span / interval + 1,
+        "{busy} messages in {busy_span} ms busy: {frontiers:?}"
+    );
+    assert!(
+        busy > busy_span / 1_000 + 1,
+        "more than the quiet rate while busy: {busy} in {busy_span} ms"
+    );
+    let quiet = within(quiet_from, quiet_until);
+    assert!(
+        (2..=4).contains(&quiet),
+        "{quiet} messages in 3.5 s quiet: {frontiers:?}"
+    );
+    let last = *frontiers.last().unwrap();
+    let latest_output = read_topic(&brokers, &topics.rejected).len();
+    assert_eq!(latest_output as u64, sent);
+    assert!(
+        last < u64::MAX && last > quiet_until,
+        "final frontier {last}"
+    );
+}
+
+/// A misnamed input topic ends the run with one line naming it — before
+/// any output topic is created, so a typo leaves nothing behind.
+#[test]
+fn a_missing_input_topic_fails_before_any_output_topic_is_created() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for name in ["probes", "logins", "base-counts"] {
+        mock.create_topic(name, 1, 1).unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["run", "--brokers", &brokers, "--logins-topic", "logns"])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("\"logns\" does not exist") && message.contains("--logins-topic"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let metadata = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, TIMEOUT).unwrap();
+    let mut names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["base-counts", "logins", "probes"],
+        "only the inputs exist"
+    );
 }

@@ -395,7 +395,8 @@ fn live_line(template: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template(template)
             .expect("the template is valid")
@@ -565,10 +566,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(%bound, "serving metrics at http://{bound}/metrics");
     }
-    let status = watch_status(
-        metrics.clone(),
-        Duration::from_millis(args.status_interval),
-    );
+    let status = watch_status(metrics.clone(), Duration::from_millis(args.status_interval));
     let result = presence::run::run(config, job, shutdown, metrics.clone());
     drop(status);
     let summary = result?;
@@ -750,10 +748,7 @@ fn demo_panel(status: &presence::demo::Status) -> String {
         status.produced,
         status.produced as f64 / seconds
     );
-    text += &format!(
-        "phones in stores now (open visits): {}\n",
-        status.in_stores
-    );
+    text += &format!("phones in stores now (open visits): {}\n", status.in_stores);
     text += &format!(
         "walk-ins {}, in the last minute {}; busiest stores in the last minute:\n",
         status.walkins,
@@ -872,7 +867,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.csv {
         std::fs::write(path, report.csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote the report (CSV: a header and one row) to {}", path.display());
+        eprintln!(
+            "wrote the report (CSV: a header and one row) to {}",
+            path.display()
+        );
     }
     if args.json.is_none() && args.csv.is_none() {
         eprintln!("(--json FILE and --csv FILE keep the report, with its timeline and CCDF)");

@@ -299,13 +299,10 @@ impl KafkaSource {
     /// The partition's end offset as last fetched (or as at start) minus the
     /// next offset to read.
     fn lag(&self, partition: &Partition) -> Option<i64> {
-        let end = kafka::cached_end_offset(
-            self.fetcher.consumer(),
-            &partition.topic,
-            partition.number,
-        )
-        .unwrap_or(partition.end)
-        .max(partition.end);
+        let end =
+            kafka::cached_end_offset(self.fetcher.consumer(), &partition.topic, partition.number)
+                .unwrap_or(partition.end)
+                .max(partition.end);
         Some(end - partition.next)
     }
 

@@ -146,7 +146,14 @@ where
                         }
                         for (key, row) in rows {
                             let value = row.map(|row| value(&row, time));
-                            send_or_fail(&producer, &topic, None, Some(&key), value.as_deref(), time);
+                            send_or_fail(
+                                &producer,
+                                &topic,
+                                None,
+                                Some(&key),
+                                value.as_deref(),
+                                time,
+                            );
                         }
                         output.session(&capability).give(Note::Written);
                         unacknowledged.hold(&capability);

@@ -244,7 +244,10 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
     // Progress only grows, and ends with a real logical time above every
     // output's, whose offsets are the input topics' ends.
     let progress = progress_messages(brokers, topics);
-    let frontiers: Vec<u64> = progress.iter().map(|p| p["frontier"].as_u64().unwrap()).collect();
+    let frontiers: Vec<u64> = progress
+        .iter()
+        .map(|p| p["frontier"].as_u64().unwrap())
+        .collect();
     assert!(
         frontiers.windows(2).all(|w| w[0] < w[1]),
         "{run}: progress {frontiers:?}"
@@ -252,15 +255,31 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
     let last = progress.last().expect("a final progress message");
     let final_frontier = last["frontier"].as_u64().unwrap();
     assert!(final_frontier < u64::MAX, "{run}: a real final frontier");
-    let latest = [&topics.walkins, &topics.device_contacts, &topics.enriched_walkins, &topics.walkin_counts]
-        .iter()
-        .flat_map(|topic| read_topic(brokers, topic))
-        .filter_map(|(_, _, _, value)| value)
-        .map(|v| serde_json::from_str::<Value>(&v).unwrap()["time"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    assert!(final_frontier > latest, "{run}: final frontier {final_frontier} <= output time {latest}");
-    for (topic, partitions) in [(&topics.probes, PROBE_PARTITIONS), (&topics.logins, 1), (&topics.base_counts, 1)] {
+    let latest = [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+    ]
+    .iter()
+    .flat_map(|topic| read_topic(brokers, topic))
+    .filter_map(|(_, _, _, value)| value)
+    .map(|v| {
+        serde_json::from_str::<Value>(&v).unwrap()["time"]
+            .as_u64()
+            .unwrap()
+    })
+    .max()
+    .unwrap();
+    assert!(
+        final_frontier > latest,
+        "{run}: final frontier {final_frontier} <= output time {latest}"
+    );
+    for (topic, partitions) in [
+        (&topics.probes, PROBE_PARTITIONS),
+        (&topics.logins, 1),
+        (&topics.base_counts, 1),
+    ] {
         for partition in 0..partitions {
             let next = last["offsets"][topic.as_str()][partition.to_string()].as_i64();
             assert_eq!(
@@ -286,7 +305,10 @@ pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    consumer.fetch_watermarks(topic, partition, TIMEOUT).unwrap().1
+    consumer
+        .fetch_watermarks(topic, partition, TIMEOUT)
+        .unwrap()
+        .1
 }
 
 /// Runs `command` (a `presence` invocation without cluster flags) as two

@@ -220,7 +220,7 @@ fn hash_only(batches: Batches) -> Outcome {
     Outcome::default()
 }
 
-/// The walk-ins of one key's sorted, distinct timestamps (SPEC section 2).
+/// The walk-ins of one key's sorted, distinct timestamps (docs/contract.md, section 2).
 fn walkins_of(ts: &[EventTime], config: &WindowConfig) -> i64 {
     let mut walkins = 0;
     let mut start = 0;

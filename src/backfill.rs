@@ -1,5 +1,5 @@
 //! `presence backfill`: read input files to completion through the dataflow
-//! and write the final collections (SPEC section 3).
+//! and write the final collections (docs/operations.md).
 //!
 //! Every worker of every process reads the files [`responsible_for`] assigns
 //! it, in epochs of [`EPOCH_LINES`] lines, never more than

@@ -19,7 +19,7 @@
 //! # Guarantees
 //!
 //! At every logical time `t` the frontier has passed, each output collection
-//! accumulated over times `<= t` is exactly the SPEC section 2 function of the
+//! accumulated over times `<= t` is exactly the docs/contract.md, section 2 function of the
 //! accepted input sent at times `<= t` — whatever the number of workers and
 //! processes, which worker read which partition, and how input was batched.
 //! Each output record has multiplicity 0 or 1.
@@ -52,7 +52,7 @@ pub struct Inputs<'scope> {
     pub watermarks: StreamVec<'scope, Time, Watermark>,
 }
 
-/// The four collections of SPEC section 2.
+/// The four collections of docs/contract.md, section 2.
 pub struct Outputs<'scope> {
     /// Walk-ins.
     pub walkins: VecCollection<'scope, Time, WalkIn>,

@@ -4,7 +4,7 @@
 //! the pipeline of [`crate::run`] — watched through its output topics.
 //!
 //! Shoppers here stay [`VISIT`] at a store, so that walk-ins form within
-//! seconds: the demo's detection parameters ([`params`]) are the SPEC's
+//! seconds: the demo's detection parameters ([`params`]) are the documented
 //! scaled from minutes to seconds.
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +37,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// The window of "walk-ins in the last minute".
 const RECENT_MS: u64 = 60_000;
 
-/// The demo's detection parameters: the SPEC's defaults with minutes read
+/// The demo's detection parameters: the documented defaults with minutes read
 /// as seconds (a 5 s session gap, 3 s minimum dwell, 2 s lateness).
 pub fn params() -> Params {
     Params {

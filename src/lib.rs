@@ -1,7 +1,7 @@
 //! presence: walk-ins, device contacts, enriched walk-ins and walk-in counts
 //! from Wi-Fi probes and CRM logins, as one timely/differential dataflow.
 //!
-//! - [`records`] and [`params`]: the contract's types (SPEC sections 1, 2, 5).
+//! - [`records`] and [`params`]: the contract's types (docs/contract.md).
 //! - [`io`]: parsing and lateness per partition, files, the generator.
 //! - [`operators`]: the custom operators; [`dataflow`]: the one dataflow.
 //! - [`pipeline`]: one worker's inputs and outputs; [`backfill`]: file backfill.

@@ -1,4 +1,4 @@
-//! The detection parameters of SPEC section 2, their defaults, and the
+//! The detection parameters of docs/contract.md, section 2, their defaults, and the
 //! duration syntax the command line accepts.
 
 use std::fmt;
@@ -24,7 +24,7 @@ pub struct Params {
 }
 
 impl Default for Params {
-    /// The SPEC's defaults: `-75`, `15m`, `5m`, `3`, `5m`, `1d`.
+    /// The documented defaults: `-75`, `15m`, `5m`, `3`, `5m`, `1d`.
     fn default() -> Self {
         Params {
             rssi_min: -75,

@@ -1,9 +1,9 @@
-//! The records presence reads and writes: SPEC sections 1, 2 and 5.
+//! The records presence reads and writes: docs/contract.md, sections 1 to 4.
 //!
 //! Input records ([`Probe`], [`Login`], [`BaseCount`]) are produced by
 //! [`crate::io::ingest`] only after validation, so every value here satisfies
-//! the SPEC's ranges. Output records serialize to exactly the JSON fields of
-//! SPEC section 2, in that order.
+//! the ranges of docs/contract.md. Output records serialize to exactly the JSON fields of
+//! docs/contract.md, section 2, in that order.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,7 @@ pub struct BaseCount {
     pub count: u64,
 }
 
-/// A walk-in: a visit of a device to a business that qualified (SPEC section 2).
+/// A walk-in: a visit of a device to a business that qualified (docs/contract.md, section 2).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WalkIn {
     /// The business visited.
@@ -100,7 +100,7 @@ pub struct WalkinCount {
     pub count: u64,
 }
 
-/// Why a record was rejected (SPEC section 5).
+/// Why a record was rejected (docs/contract.md, sections 3 and 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -138,7 +138,7 @@ impl Reason {
     }
 }
 
-/// A rejected input record, with where it came from (SPEC section 5).
+/// A rejected input record, with where it came from (docs/contract.md, sections 3 and 4).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rejected {
     /// The file path (as given) or Kafka topic.

@@ -1,5 +1,5 @@
 //! `presence run`: the streaming service, from Kafka input topics to upsert
-//! output topics and a progress topic (SPEC sections 3 and 4).
+//! output topics and a progress topic (docs/contract.md, section 3).
 //!
 //! Each worker of each process reads the input partitions its
 //! [`KafkaSource`] is assigned (from the topics' metadata, the same in every
@@ -82,14 +82,14 @@ pub struct Topics {
 }
 
 impl Default for Topics {
-    /// The SPEC's names.
+    /// The documented names.
     fn default() -> Self {
         Topics::with_output_prefix("")
     }
 }
 
 impl Topics {
-    /// The SPEC's input topics, and its output topics with `prefix` before each name.
+    /// The documented input topics, and its output topics with `prefix` before each name.
     pub fn with_output_prefix(prefix: &str) -> Self {
         Topics {
             probes: "probes".into(),

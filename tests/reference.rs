@@ -4,7 +4,7 @@
 //! The reference ([`reference`]) is written from the SPEC text alone, as
 //! plainly as possible: it reads every line, decides acceptance per
 //! partition, and computes the four collections from scratch. It shares no
-//! code with `src/` — not even the JSON parser, because the SPEC's notion of
+//! code with `src/` — not even the JSON parser, because the documented notion of
 //! an integer ("no fraction or exponent") is about the number's text.
 //!
 //! Workloads ([`Generator`]) are small and dense on purpose: few businesses
@@ -39,18 +39,18 @@ use presence::records::{
 };
 
 // ---------------------------------------------------------------------------
-// The reference: SPEC sections 1, 2 and 5, as a batch computation.
+// The reference: docs/contract.md, sections 1 to 4, as a batch computation.
 // ---------------------------------------------------------------------------
 
-/// SPEC section 1: "the record is at most 64 KiB".
+/// docs/contract.md, section 1: "the record is at most 64 KiB".
 const MAX_RECORD_BYTES: usize = 64 * 1024;
-/// SPEC section 1: ids are "non-empty strings of at most 256 bytes".
+/// docs/contract.md, section 1: ids are "non-empty strings of at most 256 bytes".
 const MAX_ID_BYTES: usize = 256;
-/// SPEC section 1: `ts` and `count` are below 2^53.
+/// docs/contract.md, section 1: `ts` and `count` are below 2^53.
 const BELOW_2_53: RangeInclusive<i128> = 0..=(1 << 53) - 1;
 
 /// A minimal JSON parser (RFC 8259) that keeps each number's text, so that
-/// `-0` (an integer) and `0.0` (not one) stay apart — the SPEC's integer rule
+/// `-0` (an integer) and `0.0` (not one) stay apart — the documented integer rule
 /// is about how a number is written, which general-purpose parsers forget.
 mod json {
     /// A JSON value. Records are objects of strings and numbers, so arrays
@@ -259,7 +259,7 @@ mod json {
     }
 }
 
-/// A record that passed SPEC section 1.
+/// A record that passed docs/contract.md, section 1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Valid {
     Probe(Probe),
@@ -267,7 +267,7 @@ enum Valid {
     BaseCount(BaseCount),
 }
 
-/// SPEC section 1 for one line of a partition of `kind`: `None` for a blank
+/// docs/contract.md, section 1 for one line of a partition of `kind`: `None` for a blank
 /// line (not a record), else the valid record or why it is rejected.
 fn validate(kind: Kind, line: &[u8]) -> Option<Result<Valid, Reason>> {
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -567,7 +567,7 @@ fn assert_same_records<T: Ord + Debug>(what: &str, actual: &[T], expected: &[T],
             (None, None) => break,
         }
     }
-    let mut message = format!("{context}: {what} differ from the SPEC's\n");
+    let mut message = format!("{context}: {what} differ from the documented\n");
     for (heading, records) in [("missing", missing), ("unexpected", unexpected)] {
         let _ = writeln!(message, "  {heading} ({}):", records.len());
         for record in records {
@@ -1554,7 +1554,7 @@ fn two_workers_write_what_one_writes() {
     }
 }
 
-/// Lines on the edges of SPEC section 1, with the verdict the SPEC gives
+/// Lines on the edges of docs/contract.md, section 1, with the verdict the SPEC gives
 /// them; both the reference and the pipeline's ingestion must agree.
 #[test]
 fn corner_lines_get_the_spec_verdict() {

@@ -70,7 +70,7 @@ enum Command {
     Example(ExampleArgs),
 }
 
-/// The detection flags of SPEC section 2.
+/// The detection flags of docs/contract.md, section 2.
 #[derive(Args, Debug, Clone)]
 struct ParamArgs {
     /// Probes weaker than this (dBm, -128 to 0) are ignored.

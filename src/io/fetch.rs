@@ -3,7 +3,7 @@
 //!
 //! rdkafka's `BaseConsumer::poll` reports a record batch the client cannot
 //! read (a failed CRC check, an undecodable batch) as a bare error code,
-//! without the topic, partition and offset that SPEC section 5 requires of a
+//! without the topic, partition and offset that docs/contract.md, sections 3 and 4 requires of a
 //! `corrupt` rejection. librdkafka has them: the error event carries the
 //! partition and the batch's first offset. So the service polls the same
 //! queue `BaseConsumer::poll` would, and reads messages and errors itself.

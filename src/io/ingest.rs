@@ -1,5 +1,5 @@
 //! Parsing, validation and the lateness rule: raw input text to accepted
-//! records or [`Rejected`] ones (SPEC sections 1, 2 and 5).
+//! records or [`Rejected`] ones (docs/contract.md, sections 1 to 4).
 //!
 //! One [`PartitionIngest`] per input partition (a Kafka partition or one
 //! file), fed that partition's records in order. Whether a record is accepted
@@ -222,7 +222,7 @@ pub fn corrupt(source: &str, partition: u64, offset: u64, detail: String) -> Rej
 
 // The raw shapes borrow their strings from the input where no escapes force a
 // copy. serde ignores unknown fields and rejects duplicates and missing ones.
-// Integers are taken as their raw JSON text, because the SPEC's rule is about
+// Integers are taken as their raw JSON text, because the documented rule is about
 // how a number is written: `-0` is an integer, `5.0` and `5e0` are not — a
 // distinction serde_json's numbers do not keep.
 
@@ -313,7 +313,7 @@ fn below_2_53(field: &str, raw: &RawValue) -> Result<u64, String> {
         .ok_or_else(|| format!("`{field}` is {value}; it must be in [0, 2^53)"))
 }
 
-/// Parses and validates a probe (SPEC section 1).
+/// Parses and validates a probe (docs/contract.md, section 1).
 pub fn parse_probe(text: &[u8]) -> Result<Probe, String> {
     let raw: RawProbe = from_json(text)?;
     let rssi = integer("rssi", raw.rssi)?;
@@ -328,7 +328,7 @@ pub fn parse_probe(text: &[u8]) -> Result<Probe, String> {
     })
 }
 
-/// Parses and validates a login (SPEC section 1).
+/// Parses and validates a login (docs/contract.md, section 1).
 pub fn parse_login(text: &[u8]) -> Result<Login, String> {
     let raw: RawLogin = from_json(text)?;
     Ok(Login {
@@ -339,7 +339,7 @@ pub fn parse_login(text: &[u8]) -> Result<Login, String> {
     })
 }
 
-/// Parses and validates a base count (SPEC section 1).
+/// Parses and validates a base count (docs/contract.md, section 1).
 pub fn parse_base_count(text: &[u8]) -> Result<BaseCount, String> {
     let raw: RawBaseCount = from_json(text)?;
     Ok(BaseCount {

@@ -1,5 +1,5 @@
 //! Kafka: the input partitions each worker reads, and the upsert, rejected
-//! and progress topics the outputs are written to (SPEC section 4).
+//! and progress topics the outputs are written to (docs/contract.md, section 3).
 //!
 //! Every librdkafka setting presence changes is set in [`client_config`],
 //! [`consumer`] or [`producer`], each with its reason.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// The output collections' folder names, in SPEC order.
+/// The output collections' folder names, in the order of docs/contract.md.
 pub const FOLDERS: [&str; 5] = [
     "walkins",
     "device-contacts",

@@ -1,5 +1,5 @@
 //! The progress topic: `{"frontier": T, "offsets": {TOPIC: {PARTITION: N}}}`
-//! (SPEC section 4), published by worker 0 from facts that flow to it
+//! (docs/contract.md, section 3), published by worker 0 from facts that flow to it
 //! through the dataflow as [`Note`]s.
 //!
 //! Every sink notes the logical times at which it wrote something, and holds

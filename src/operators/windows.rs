@@ -1,5 +1,5 @@
 //! Session windows: timestamps per key (accepted probes per (business, device))
-//! to the walk-ins of SPEC section 2, as a differential collection.
+//! to the walk-ins of docs/contract.md, section 2, as a differential collection.
 //!
 //! For each key, the distinct timestamps are split into *visits* wherever two
 //! neighbours differ by more than `session_gap`; a visit with at least
@@ -75,7 +75,7 @@ use timely::dataflow::StreamVec;
 use super::Stash;
 use crate::records::EventTime;
 
-/// The parameters of a visit (SPEC section 2).
+/// The parameters of a visit (docs/contract.md, section 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowConfig {
     /// Neighbours more than this apart split a visit.

@@ -1,0 +1,283 @@
+//! The documentation's field lists are what the program writes and reads:
+//! the tables of `docs/contract.md` (records, keys, progress) and of
+//! `docs/operations.md` (metrics) against a backfill, a Kafka run and the
+//! metrics it served.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+mod common;
+use common::*;
+
+use presence::io::generator::WorkloadConfig;
+use presence::io::ingest::{Ingested, Kind, PartitionIngest};
+use presence::metrics::Metrics;
+use presence::params::Params;
+use presence::run::{run, RunJob, Topics};
+use rdkafka::mocking::MockCluster;
+use serde_json::Value;
+
+fn doc(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The rows of the table after `marker` (an HTML comment), as cells.
+fn table(text: &str, marker: &str) -> Vec<Vec<String>> {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the docs"));
+    text[at + marker.len()..]
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2) // header and rule
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The first column of the table after `<!-- fields: NAME -->`, unquoted.
+fn fields(text: &str, name: &str) -> BTreeSet<String> {
+    table(text, &format!("<!-- fields: {name} -->"))
+        .into_iter()
+        .map(|row| row[0].trim_matches('`').to_owned())
+        .collect()
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("{value} is an object"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// A valid value for an input field, by its name.
+fn valid(field: &str) -> Value {
+    match field {
+        "ts" => 1_700_000_000_000u64.into(),
+        "rssi" => (-50).into(),
+        "count" => 3.into(),
+        _ => format!("some-{field}").into(),
+    }
+}
+
+#[test]
+fn input_fields_are_exactly_what_is_required() {
+    let contract = doc("contract.md");
+    for (kind, name) in [
+        (Kind::Probe, "probe"),
+        (Kind::Login, "login"),
+        (Kind::BaseCount, "base-count"),
+    ] {
+        let fields = fields(&contract, name);
+        assert!(!fields.is_empty(), "{name}");
+        let record = |fields: &BTreeSet<String>| -> Vec<u8> {
+            let object: serde_json::Map<String, Value> =
+                fields.iter().map(|f| (f.clone(), valid(f))).collect();
+            Value::Object(object).to_string().into_bytes()
+        };
+        let ingest = |text: &[u8]| {
+            PartitionIngest::new(kind, "docs", 0, &Params::default()).ingest(
+                text,
+                1,
+                presence::clock::now_ms(),
+            )
+        };
+        // The documented fields make a valid record...
+        let accepted = ingest(&record(&fields));
+        assert!(
+            !matches!(accepted, Ingested::Rejected(_)),
+            "{name}: the documented fields are not accepted: {accepted:?}"
+        );
+        // ...and each of them is required.
+        for missing in &fields {
+            let mut fewer = fields.clone();
+            fewer.remove(missing);
+            assert!(
+                matches!(ingest(&record(&fewer)), Ingested::Rejected(_)),
+                "{name}: {missing} is documented as required"
+            );
+        }
+    }
+}
+
+/// The key template of a topic (`["business","device",start]`) as field names.
+fn key_fields(template: &str) -> Vec<String> {
+    template
+        .trim_matches('`')
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|part| part.trim().trim_matches('"').to_owned())
+        .collect()
+}
+
+#[test]
+fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
+    let contract = doc("contract.md");
+    let operations = doc("operations.md");
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [
+        ("probes", PROBE_PARTITIONS),
+        ("logins", 1),
+        ("base-counts", 1),
+    ] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 400,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        broken_chance: 0.01,
+        ..WorkloadConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    produce_and_backfill(&brokers, &Topics::default(), &config, dir.path(), false);
+    let topics = Topics::default();
+    create_output_topics(&mock, &topics, 2);
+    let metrics = Metrics::default();
+    let job = RunJob {
+        stop_at_end: true,
+        output_partitions: 2,
+        ..RunJob::new(brokers.clone(), topics.clone())
+    };
+    run(
+        timely::Config::process(2),
+        job,
+        Arc::new(AtomicBool::new(false)),
+        metrics.clone(),
+    )
+    .unwrap();
+
+    // Files: every record of every folder has exactly the documented fields.
+    let out = dir.path().join("out");
+    for folder in presence::io::output::FOLDERS {
+        let documented = fields(&contract, folder);
+        let records = presence::io::output::read_collection::<Value>(&out.join(folder)).unwrap();
+        assert!(!records.is_empty(), "{folder}");
+        for record in &records {
+            assert_eq!(keys(record), documented, "{folder}: {record}");
+        }
+    }
+
+    // Topics: values are the fields plus `time` (rejected: the fields),
+    // keys are the documented template of the value's fields.
+    let keys_table = table(&contract, "<!-- keys -->");
+    let documented_topics: BTreeSet<String> = keys_table
+        .iter()
+        .map(|row| row[0].trim_matches('`').to_owned())
+        .collect();
+    let folder_of: BTreeMap<&str, (&str, &String)> = [
+        ("walkins", ("walkins", &topics.walkins)),
+        (
+            "enriched-walkins",
+            ("enriched-walkins", &topics.enriched_walkins),
+        ),
+        (
+            "device-contacts",
+            ("device-contacts", &topics.device_contacts),
+        ),
+        ("walkin-counts", ("walkin-counts", &topics.walkin_counts)),
+        ("presence-rejected", ("rejected", &topics.rejected)),
+    ]
+    .into();
+    for (topic, (folder, name)) in &folder_of {
+        assert!(documented_topics.contains(*topic), "{topic} is documented");
+        let row = keys_table
+            .iter()
+            .find(|row| row[0].trim_matches('`') == *topic)
+            .unwrap();
+        let template = key_fields(&row[1]);
+        let mut expected = fields(&contract, folder);
+        if *folder != "rejected" {
+            expected.insert("time".to_owned());
+        }
+        let messages = read_topic(&brokers, name);
+        assert!(!messages.is_empty(), "{topic}");
+        for (_, _, key, value) in messages {
+            let key: Value = serde_json::from_str(&key.expect("a key")).unwrap();
+            let Some(value) = value else { continue }; // a tombstone
+            let value: Value = serde_json::from_str(&value).unwrap();
+            assert_eq!(keys(&value), expected, "{topic}: {value}");
+            let from_value: Vec<Value> = template.iter().map(|f| value[f].clone()).collect();
+            match &key {
+                Value::Array(parts) => assert_eq!(parts, &from_value, "{topic}: key {key}"),
+                single => assert_eq!(vec![single.clone()], from_value, "{topic}: key {key}"),
+            }
+        }
+    }
+    assert!(documented_topics.contains("presence-progress"));
+    let progress = progress_messages(&brokers, &topics);
+    assert!(!progress.is_empty());
+    let documented = fields(&contract, "progress");
+    for message in &progress {
+        assert_eq!(keys(message), documented, "{message}");
+    }
+
+    // Metrics: the documented families are the ones served, with their labels.
+    let text = metrics.render();
+    let served: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|rest| {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect();
+    let documented: BTreeMap<String, (BTreeSet<String>, String)> =
+        table(&operations, "<!-- metrics -->")
+            .into_iter()
+            .map(|row| {
+                let cell = row[0].trim_matches('`');
+                let (name, labels) = match cell.split_once('{') {
+                    Some((name, labels)) => (
+                        name,
+                        labels
+                            .trim_end_matches('}')
+                            .split(',')
+                            .map(str::to_owned)
+                            .collect(),
+                    ),
+                    None => (cell, BTreeSet::new()),
+                };
+                (name.to_owned(), (labels, row[1].clone()))
+            })
+            .collect();
+    assert_eq!(
+        documented.keys().collect::<Vec<_>>(),
+        served.keys().collect::<Vec<_>>(),
+        "documented metrics against served ones"
+    );
+    for (name, (labels, kind)) in &documented {
+        assert_eq!(&served[name], kind, "{name}'s type");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (sample, _) = line.rsplit_once(' ').unwrap();
+            let (sample_name, sample_labels) = match sample.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (sample, ""),
+            };
+            if sample_name != name {
+                continue;
+            }
+            let found: BTreeSet<String> = sample_labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split_once('=').unwrap().0.to_owned())
+                .collect();
+            assert_eq!(&found, labels, "{line}");
+        }
+    }
+}

@@ -129,4 +129,21 @@ fn the_report_has_every_field_and_a_matching_csv() {
         column("kafka_floor_count"),
         report.latency_ms["kafka_floor"].count.to_string()
     );
+    // Built in a git checkout, the report names its commit.
+    let head = std::process::Command::new("git")
+        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(head) = head {
+        let short = report.commit.trim_end_matches("-dirty");
+        assert!(
+            short.len() >= 7 && head.starts_with(short),
+            "commit {} of HEAD {head}",
+            report.commit
+        );
+    }
+    assert_eq!(column("commit"), report.commit);
 }

@@ -939,3 +939,44 @@ fn a_missing_input_topic_fails_before_any_output_topic_is_created() {
         "only the inputs exist"
     );
 }
+
+/// `produce --live` stamps every record with the wall clock when it is due:
+/// shoppers arriving now, which a live `run` accepts.
+#[test]
+fn live_load_is_stamped_with_the_wall_clock() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let from = presence::clock::now_ms();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args([
+            "produce",
+            "--brokers",
+            &brokers,
+            "--live",
+            "--rate",
+            "400",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let until = presence::clock::now_ms();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    let records: Vec<Value> = ["probes", "logins"]
+        .iter()
+        .flat_map(|topic| read_topic(&brokers, topic))
+        .filter_map(|(_, _, _, value)| serde_json::from_str(&value?).ok())
+        .collect();
+    assert!(records.len() > 300, "{} records: {text}", records.len());
+    for record in &records {
+        let ts = record["ts"].as_u64().unwrap();
+        assert!(
+            ts >= from && ts <= until,
+            "ts {ts} outside [{from}, {until}]"
+        );
+    }
+}

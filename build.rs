@@ -27,7 +27,21 @@ fn main() {
         None => "unknown".to_owned(),
     };
     println!("cargo:rustc-env=PRESENCE_COMMIT={commit}");
-    for path in [".git/HEAD", ".git/index", ".git/refs", "src"] {
+    // What can make the checkout dirty (target/ is not watched: it would
+    // rerun this on every build).
+    for path in [
+        ".git/HEAD",
+        ".git/index",
+        ".git/refs",
+        "src",
+        "tests",
+        "benches",
+        "docs",
+        "scripts",
+        "Cargo.toml",
+        "README.md",
+        "BENCHMARKS.md",
+    ] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

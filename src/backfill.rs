@@ -23,7 +23,7 @@ use crate::io::files::{
 use crate::io::ingest::Kind;
 use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
 use crate::params::Params;
-use crate::pipeline::{records, Collections, Pipeline};
+use crate::pipeline::{records, Collections, Pipeline, Summary};
 use crate::records::{EventTime, Reason};
 
 /// Lines per epoch per worker. Larger epochs amortise the per-time work of
@@ -81,8 +81,6 @@ pub struct Progress {
     /// Bytes read.
     pub bytes: AtomicU64,
 }
-
-pub use crate::pipeline::Summary;
 
 /// The input files and total bytes this job reads, checked readable.
 pub fn inputs(job: &Job) -> Result<(Vec<InputFile>, u64), BackfillError> {

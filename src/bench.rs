@@ -273,10 +273,11 @@ fn generate(
             std::thread::sleep(wait);
         }
         let record = stream.record(i, start_ms + offset_ms);
-        let (topic, partition) = match record.kind {
-            Kind::Login => (topics[1], 0),
-            _ => (topics[0], record.partition as i32),
+        let topic = match record.kind {
+            Kind::Login => topics[1],
+            _ => topics[0],
         };
+        let partition = record.partition as i32;
         loop {
             let message = BaseRecord::<(), str>::to(topic)
                 .partition(partition)
@@ -568,7 +569,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         (None, Some(mock)) => mock.bootstrap_servers(),
         (None, None) => unreachable!("a mock broker when no broker is given"),
     };
-    let mut create: Vec<(&str, i32)> = [
+    let mut create: Vec<kafka::NewTopicSpec> = [
         &topics.probes,
         &topics.logins,
         &topics.base_counts,
@@ -580,14 +581,14 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         &floor_topic,
     ]
     .into_iter()
-    .map(|t| (t.as_str(), config.partitions))
+    .map(|t| (t.as_str(), config.partitions, false))
     .collect();
-    create.push((&topics.progress, 1));
-    create.push((&control, 1));
+    create.push((&topics.progress, 1, false));
+    create.push((&control, 1, false));
     match &mock {
         // The mock broker has no CreateTopics call.
         Some(mock) => {
-            for (topic, partitions) in &create {
+            for (topic, partitions, _) in &create {
                 mock.create_topic(topic, *partitions, 1)?;
             }
         }

@@ -4,8 +4,8 @@
 //! the pipeline of [`crate::run`] — watched through its output topics.
 //!
 //! Shoppers here stay [`VISIT`] at a store, so that walk-ins form within
-//! seconds: the demo's detection parameters ([`params`]) are the documented
-//! scaled from minutes to seconds.
+//! seconds: the demo's detection parameters ([`params`]) are scaled from
+//! minutes to seconds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +37,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// The window of "walk-ins in the last minute".
 const RECENT_MS: u64 = 60_000;
 
-/// The demo's detection parameters: the documented defaults with minutes read
-/// as seconds (a 5 s session gap, 3 s minimum dwell, 2 s lateness).
+/// The demo's detection parameters: minutes scaled down to seconds (a 5 s
+/// session gap, 3 s minimum dwell, 2 s lateness; 3 probes, -75 dBm).
 pub fn params() -> Params {
     Params {
         session_gap: 5_000,
@@ -194,7 +194,11 @@ pub fn run(
     }
     let interrupted = started.elapsed() < duration;
     finish.store(true, Ordering::Relaxed);
-    generator.join().expect("the generator does not panic")?;
+    if let Err(error) = generator.join().expect("the generator does not panic") {
+        finish_pipeline.store(true, Ordering::Relaxed);
+        let _ = pipeline.join();
+        return Err(error.into());
+    }
     let total = produced.load(Ordering::Relaxed);
     let deadline = Instant::now() + DRAIN;
     while metrics.read(|f| f.summary().lines) < total && Instant::now() < deadline {

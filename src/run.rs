@@ -213,7 +213,9 @@ pub fn run(
         kafka::input_partitions(&consumer, &job.brokers, &job.inputs(), job.connect_timeout)?;
     drop(consumer);
     let t = &job.topics;
-    let mut create: Vec<(&str, i32)> = [
+    // Row and rejected topics are upserts, compacted; progress has one
+    // partition, so that its order is the frontiers' order.
+    let mut create: Vec<kafka::NewTopicSpec> = [
         &t.walkins,
         &t.device_contacts,
         &t.enriched_walkins,
@@ -221,18 +223,21 @@ pub fn run(
         &t.rejected,
     ]
     .iter()
-    .map(|topic| (topic.as_str(), job.output_partitions))
+    .map(|topic| (topic.as_str(), job.output_partitions, true))
     .collect();
-    // One partition, so that the progress topic's order is the frontiers' order.
-    create.push((&t.progress, 1));
+    create.push((&t.progress, 1, false));
     kafka::create_missing_topics(&job.brokers, &create, job.connect_timeout)?;
     let job = Arc::new((job, inputs));
+    let failed = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(config, move |worker| {
         let (job, inputs) = &*job;
-        let result = run_worker(worker, job, inputs, &shutdown, &metrics);
+        let result = run_worker(worker, job, inputs, &shutdown, &failed, &metrics);
         if result.is_err() {
-            // The other workers of this process stop too.
+            // The other workers of this process stop too, without waiting
+            // for outputs this worker will never acknowledge.
+            failed.store(true, Ordering::Relaxed);
             shutdown.store(true, Ordering::Relaxed);
+            abandon(worker);
         }
         result
     })
@@ -250,11 +255,20 @@ pub fn run(
     failure.map_or(Ok(summary), Err)
 }
 
+/// Drops the worker's dataflows: after a failure they may never complete,
+/// and timely would step them forever.
+fn abandon(worker: &mut Worker) {
+    for dataflow in worker.installed_dataflows() {
+        worker.drop_dataflow(dataflow);
+    }
+}
+
 fn run_worker(
     worker: &mut Worker,
     job: &RunJob,
     inputs: &[InputPartition],
     shutdown: &AtomicBool,
+    failed: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<Summary, RunError> {
     let mut service = Service::start(worker, job, inputs, metrics)?;
@@ -281,7 +295,7 @@ fn run_worker(
         service.serve()?;
         service.report(false);
     }
-    service.drain(worker)
+    service.drain(worker, failed)
 }
 
 /// One worker's part of the service: its pipeline and sinks, its source, and
@@ -417,8 +431,9 @@ impl<'j> Service<'j> {
 
     /// Notes the last epoch's offsets and that this worker stops, closes the
     /// inputs, and steps until every output is acknowledged and the final
-    /// frontier is published; then flushes.
-    fn drain(mut self, worker: &mut Worker) -> Result<Summary, RunError> {
+    /// frontier is published; then flushes. Gives up at once if another
+    /// worker of this process `failed` (the process reports its error).
+    fn drain(mut self, worker: &mut Worker, failed: &AtomicBool) -> Result<Summary, RunError> {
         self.report(true);
         for note in self.source.offsets() {
             self.pipeline.note(note);
@@ -434,8 +449,12 @@ impl<'j> Service<'j> {
             summary,
             ..
         } = self;
-        drop(pipeline.close());
+        drop(pipeline);
         while !published.done() {
+            if failed.load(Ordering::Relaxed) {
+                abandon(worker);
+                return Ok(summary);
+            }
             worker.step_or_park(Some(Duration::from_millis(1)));
             serve(job, &producer, &computed, &mut entered)?;
         }

@@ -88,7 +88,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 }
 
 /// The figures `/metrics` would serve agree with what the run did.
-fn check_metrics(text: &str, summary: &presence::backfill::Summary, topics: &Topics) {
+fn check_metrics(text: &str, summary: &presence::pipeline::Summary, topics: &Topics) {
     let sum = |prefix: &str| -> u64 {
         text.lines()
             .filter(|line| line.starts_with(prefix))

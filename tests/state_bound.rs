@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use presence::backfill::{run_with_epochs, Job, Progress, Summary};
+use presence::backfill::{run_with_epochs, Job, Progress};
 use presence::io::generator::{write_files, WorkloadConfig};
+use presence::pipeline::Summary;
 
 fn backfill_days(days: u64, dir: &std::path::Path) -> Summary {
     let config = WorkloadConfig {

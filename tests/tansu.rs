@@ -32,9 +32,9 @@ fn stop_at_end_against_tansu_equals_backfill() {
     topics.base_counts = format!("{unique}base-counts");
     // tansu creates no topic on first use: inputs are created here, outputs by run.
     let inputs = [
-        (topics.probes.as_str(), PROBE_PARTITIONS),
-        (topics.logins.as_str(), 1),
-        (topics.base_counts.as_str(), 1),
+        (topics.probes.as_str(), PROBE_PARTITIONS, false),
+        (topics.logins.as_str(), 1, false),
+        (topics.base_counts.as_str(), 1, false),
     ];
     create_missing_topics(&brokers, &inputs, TIMEOUT).unwrap();
 

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
-use presence::backfill::{self, Job, Progress, Summary};
+use presence::backfill::{self, Job, Progress};
 use presence::cluster::ClusterArgs;
 use presence::io::generator::{self, LiveConfig, WorkloadConfig};
 use presence::params::{parse_at_least_one, parse_duration, parse_positive_duration, Params};
+use presence::pipeline::Summary;
 
 /// Walk-ins, device contacts, enriched walk-ins and walk-in counts from Wi-Fi
 /// probes and CRM logins, as one timely/differential dataflow.
@@ -284,14 +285,14 @@ struct RunArgs {
     connect_timeout: u64,
     /// A caught-up probe partition silent this long is idle: it promises the
     /// wall clock minus --allowed-lateness, so window state is still freed;
-    /// a probe it delivers later below that promise is late.
+    /// a probe it delivers later below that promise is late (0: idle as soon
+    /// as it is caught up and silent).
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION",
           allow_hyphen_values = true)]
     idle_timeout: u64,
     /// At most one progress message per this interval while outputs change
-    /// (one a second while they do not).
-    #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DURATION",
-          allow_hyphen_values = true)]
+    /// (one a second, or per this interval if longer, while they do not).
+    #[arg(long, default_value = "100ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     progress_interval: u64,
     /// How often to log a status line (and on a terminal, a live line is
     /// redrawn every second).

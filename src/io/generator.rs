@@ -319,7 +319,8 @@ pub struct LiveConfig {
     pub passing_chance: f64,
     /// Fraction of lines that are broken.
     pub broken_chance: f64,
-    /// Probe partitions; phones are spread over them.
+    /// Partitions phones are spread over (a record's partition is its
+    /// phone's, for probes and logins alike).
     pub probe_partitions: u64,
 }
 
@@ -405,7 +406,7 @@ impl LiveWorkload {
         }
         Generated {
             kind,
-            partition: if kind == Kind::Probe { partition } else { 0 },
+            partition,
             ts,
             line,
         }

@@ -66,8 +66,9 @@ pub struct PartitionIngest {
     max_future: u64,
     /// The largest `ts` of the probes accepted so far (probe partitions only).
     high_water: Option<EventTime>,
-    /// Probes below this are late whatever the high-water mark: the event
-    /// time promised for this partition while it was idle (0 otherwise).
+    /// Probes below this are late whatever the high-water mark: what the
+    /// source reading this partition promised for it (see
+    /// [`crate::io::source`]); 0 until then.
     floor: EventTime,
 }
 
@@ -110,9 +111,17 @@ impl PartitionIngest {
         self.floor
     }
 
-    /// Makes probes below `floor` late from now on: a source that stopped
-    /// waiting for this partition (it was idle) has promised the rest of the
-    /// dataflow that no probe below `floor` will come.
+    /// What this partition promises by itself: no probe accepted from it
+    /// from now on is below this — the higher of its watermark and its
+    /// floor; `None` before either exists.
+    pub fn promise(&self) -> Option<EventTime> {
+        let floor = (self.floor > 0).then_some(self.floor);
+        self.watermark().max(floor)
+    }
+
+    /// Makes probes below `floor` late from now on: the source reading this
+    /// partition has promised the rest of the dataflow that no probe below
+    /// `floor` will come (which it may do while the partition is idle).
     pub fn raise_floor(&mut self, floor: EventTime) {
         self.floor = self.floor.max(floor);
     }
@@ -165,14 +174,6 @@ impl PartitionIngest {
                     ),
                 )
             }
-            Ingested::Probe(Probe { ts, .. }) if *ts < self.floor => reject(
-                Reason::Late,
-                format!(
-                    "ts {ts} is below event time {}, which was promised while this partition \
-                     was idle (see --idle-timeout)",
-                    self.floor
-                ),
-            ),
             Ingested::Probe(Probe { ts, .. }) => {
                 if let Some(watermark) = self.watermark() {
                     if *ts < watermark {
@@ -186,6 +187,16 @@ impl PartitionIngest {
                             ),
                         );
                     }
+                }
+                if *ts < self.floor {
+                    return reject(
+                        Reason::Late,
+                        format!(
+                            "ts {ts} is below event time {}, which was promised while this \
+                             partition was idle (see --idle-timeout)",
+                            self.floor
+                        ),
+                    );
                 }
                 self.high_water = Some(self.high_water.map_or(*ts, |hwm| hwm.max(*ts)));
                 ingested

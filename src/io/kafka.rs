@@ -237,10 +237,13 @@ impl ProducerContext for DeliveryTracker {
         let time = time as u64;
         match result {
             Err((error, message)) => {
+                // The time stays pending for good: a record that was never
+                // acknowledged must not let the progress frontier pass it.
                 let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
                 deliveries
                     .failure
                     .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
+                return;
             }
             // A record's logical time is the millisecond its input was read.
             Ok(message) if time != UNTRACKED => {
@@ -353,21 +356,9 @@ pub fn send(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 producer.poll(Duration::from_millis(10));
             }
-            Err((error, _)) if time == UNTRACKED => return Err(error),
-            Err((error, _)) => {
-                // It will never be delivered: take it back out of the count.
-                let mut deliveries = producer
-                    .context()
-                    .0
-                    .lock()
-                    .expect("no thread panics holding the lock");
-                let count = deliveries.pending.get_mut(&time).expect("counted above");
-                *count -= 1;
-                if *count == 0 {
-                    deliveries.pending.remove(&time);
-                }
-                return Err(error);
-            }
+            // It will never be delivered: its time stays pending for good
+            // (the service fails on it, see `send_or_fail`).
+            Err((error, _)) => return Err(error),
         }
     }
 }
@@ -403,12 +394,17 @@ pub fn flush(
 /// How long to wait for a broker to create topics.
 const CREATE_TOPICS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Creates those of `topics` (name, partitions) that do not exist yet. A
-/// broker without the CreateTopics call (librdkafka's mock) auto-creates
-/// topics on first use instead, so "unsupported" is not an error.
+/// A topic to create: its name, partitions, and whether it is compacted
+/// (`cleanup.policy=compact`: the last value per key is kept, which is what
+/// an upsert topic means; topics without keys cannot be compacted).
+pub type NewTopicSpec<'a> = (&'a str, i32, bool);
+
+/// Creates those of `topics` that do not exist yet. A broker without the
+/// CreateTopics call (librdkafka's mock) auto-creates topics on first use
+/// instead, so "unsupported" is not an error.
 pub fn create_missing_topics(
     brokers: &str,
-    topics: &[(&str, i32)],
+    topics: &[NewTopicSpec<'_>],
     timeout: Duration,
 ) -> Result<(), KafkaFailure> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -430,8 +426,15 @@ pub fn create_missing_topics(
     let existing: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
     let missing: Vec<NewTopic> = topics
         .iter()
-        .filter(|(name, _)| !existing.contains(name))
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .filter(|(name, _, _)| !existing.contains(name))
+        .map(|&(name, partitions, compacted)| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());

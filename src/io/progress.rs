@@ -21,9 +21,11 @@
 //!
 //! # The final frontier
 //!
-//! When every worker has stopped (the input frontier is empty), the last
-//! message carries the least time above every worker's last epoch: a real
-//! logical time, which a restart's times are above.
+//! When every worker has stopped (the input frontier is empty, and every
+//! worker noted its last epoch), the last message carries the least time
+//! above every worker's last epoch: a real logical time, which a restart's
+//! times are above. A worker that failed notes no last epoch, so a failed
+//! run publishes no final frontier.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -102,6 +104,8 @@ pub fn publish<'scope>(
             let mut published: Time = 0;
             let mut messages = 0;
             let mut last_epoch: Option<Time> = None;
+            let mut closed = 0;
+            let peers = scope.peers();
             let mut changed = false;
             let mut last_sent = Instant::now();
             let mut wake_at: Option<Instant> = None;
@@ -133,14 +137,19 @@ pub fn publish<'scope>(
                                 offsets.entry(topic).or_default().insert(partition, next);
                             }
                             Note::Closed => {
-                                last_epoch = Some(last_epoch.map_or(time, |e| e.max(time)))
+                                closed += 1;
+                                last_epoch = Some(last_epoch.map_or(time, |e| e.max(time)));
                             }
                         }
                     }
                 }
                 let target = match bound {
                     Some(bound) if bound > published => {
-                        let due = if changed { interval } else { QUIET_INTERVAL };
+                        let due = if changed {
+                            interval
+                        } else {
+                            interval.max(QUIET_INTERVAL)
+                        };
                         let since = last_sent.elapsed();
                         if since < due {
                             let wake = last_sent + due;
@@ -153,7 +162,10 @@ pub fn publish<'scope>(
                         bound
                     }
                     Some(_) => return,
-                    None => last_epoch.map_or(published, |e| e + 1).max(published),
+                    None if closed == peers => {
+                        last_epoch.map_or(published, |e| e + 1).max(published)
+                    }
+                    None => published, // a worker failed: no final frontier
                 };
                 if target > published {
                     published = target;

@@ -75,7 +75,6 @@ pub struct SourceOptions {
 
 /// One input partition being read.
 struct Partition {
-    kind: Kind,
     topic: String,
     number: i32,
     ingest: PartitionIngest,
@@ -142,7 +141,6 @@ impl KafkaSource {
                     p.partition as u64,
                     &options.params,
                 ),
-                kind: p.kind,
                 topic: p.topic,
                 number: p.partition,
                 heard: now,
@@ -178,7 +176,6 @@ impl KafkaSource {
     ) -> Result<Read, KafkaFailure> {
         let mut read = Read::default();
         let stop_at_end = self.options.stop_at_end;
-        let floor = self.promised.unwrap_or(0);
         while read.records < budget {
             let Some(mut event) = self.fetcher.poll(Duration::ZERO) else {
                 break;
@@ -203,11 +200,8 @@ impl KafkaSource {
                         partition.next = partition.next.max(partition.end);
                         continue;
                     }
-                    partition.next = offset + 1;
+                    partition.next = partition.next.max(offset + 1);
                     partition.read += 1;
-                    // Whatever this worker promised, while this partition
-                    // was idle, binds it now (see the module docs).
-                    partition.ingest.raise_floor(floor);
                     read.records += 1;
                     read.bytes += payload.len() as u64;
                     give(partition.ingest.ingest(payload, offset as u64, now_ms));
@@ -233,7 +227,7 @@ impl KafkaSource {
                     }
                     tracing::warn!(topic, partition = number, offset, %detail,
                         "rejected a record the Kafka client could not read");
-                    partition.next = offset + 1;
+                    partition.next = partition.next.max(offset + 1);
                     partition.heard = Instant::now();
                     partition.read += 1;
                     self.fetcher
@@ -268,14 +262,19 @@ impl KafkaSource {
     }
 
     /// The event-time promise for every probe this source hands on from now
-    /// on (see the module docs), remembered as made: `None` while a busy
-    /// probe partition has not accepted a probe yet. Only grows.
+    /// on (see the module docs): `None` while a busy probe partition has no
+    /// promise of its own yet. Only grows. Whatever it promises binds every
+    /// partition from now on, idle or not (their floors are raised to it).
     pub fn promise(&mut self, now: Instant, now_ms: u64) -> Option<EventTime> {
         let lateness = self.options.params.allowed_lateness;
         let wall = now_ms.saturating_sub(lateness) / IDLE_PROMISE_STEP_MS * IDLE_PROMISE_STEP_MS;
         let mut least = None;
-        for p in self.partitions.iter().filter(|p| p.kind == Kind::Probe) {
-            let own = p.ingest.watermark().map(|w| w.max(p.ingest.floor()));
+        for p in self
+            .partitions
+            .iter()
+            .filter(|p| p.ingest.kind() == Kind::Probe)
+        {
+            let own = p.ingest.promise();
             let promise = if self.options.stop_at_end && p.next >= p.end {
                 EventTime::MAX
             } else if self.idle(p, now) {
@@ -286,24 +285,26 @@ impl KafkaSource {
             least = Some(least.map_or(promise, |least: EventTime| least.min(promise)));
         }
         let promise = least.unwrap_or(wall);
-        self.promised = Some(self.promised.map_or(promise, |p| p.max(promise)));
+        let promised = self.promised.map_or(promise, |p| p.max(promise));
+        self.promised = Some(promised);
+        for p in &mut self.partitions {
+            p.ingest.raise_floor(promised);
+        }
         self.promised
     }
 
     /// Whether `partition` is caught up and has been silent for the idle timeout.
     fn idle(&self, partition: &Partition, now: Instant) -> bool {
         now.saturating_duration_since(partition.heard) > self.options.idle_timeout
-            && self.lag(partition).is_none_or(|lag| lag <= 0)
+            && self.lag(partition) <= 0
     }
 
-    /// The partition's end offset as last fetched (or as at start) minus the
-    /// next offset to read.
-    fn lag(&self, partition: &Partition) -> Option<i64> {
-        let end =
-            kafka::cached_end_offset(self.fetcher.consumer(), &partition.topic, partition.number)
-                .unwrap_or(partition.end)
-                .max(partition.end);
-        Some(end - partition.next)
+    /// The partition's end offset as last fetched (or as at start, if later)
+    /// minus the next offset to read.
+    fn lag(&self, partition: &Partition) -> i64 {
+        let cached =
+            kafka::cached_end_offset(self.fetcher.consumer(), &partition.topic, partition.number);
+        cached.unwrap_or(partition.end).max(partition.end) - partition.next
     }
 
     /// With `--stop-at-end`: whether every partition is read up to its end
@@ -334,8 +335,7 @@ impl KafkaSource {
         self.partitions.iter().map(|p| {
             let figures = PartitionFigures {
                 read: p.read,
-                lag: kafka::cached_end_offset(self.fetcher.consumer(), &p.topic, p.number)
-                    .map(|end| (end.max(p.end) - p.next).max(0)),
+                lag: Some(self.lag(p).max(0)),
                 high_water: p.ingest.high_water(),
             };
             ((p.topic.clone(), p.number), figures)
@@ -405,5 +405,34 @@ mod tests {
             source.promise(later + Duration::from_secs(3600), NOW + hour),
             Some(NOW + 2 * hour - lateness)
         );
+        // What was promised binds every partition: earlier probes are late,
+        // blamed on the partition's own lateness rule when that is why.
+        let probe = |ts: u64| format!(r#"{{"device":"d","business":"b","ts":{ts},"rssi":-60}}"#);
+        match source.partitions[0]
+            .ingest
+            .ingest(probe(NOW).as_bytes(), 1, NOW)
+        {
+            Ingested::Rejected(r) => assert!(r.detail.contains("high-water mark"), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        // A partition idle since before its first probe: only the promise binds.
+        let mut fresh = PartitionIngest::new(Kind::Probe, "probes", 2, &Params::default());
+        fresh.raise_floor(NOW);
+        match fresh.ingest(probe(NOW - 1).as_bytes(), 1, NOW) {
+            Ingested::Rejected(r) => assert!(r.detail.contains("idle"), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_stop_at_end_an_exhausted_partition_promises_everything() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        let mut source = source(&mock);
+        source.options.stop_at_end = true;
+        let start = Instant::now();
+        // Both partitions are empty: read to their end at once.
+        assert!(source.exhausted());
+        assert_eq!(source.promise(start, NOW), Some(EventTime::MAX));
     }
 }

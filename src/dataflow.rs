@@ -77,12 +77,20 @@ pub fn build<'scope>(
         min_probes: params.min_probes,
     };
 
+    let restored_windows = inputs.watermarks.clone().flat_map(|_| None);
     let walkins = inputs
         .probes
         .flat_map(move |probe| {
             (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
         })
-        .session_windows(inputs.watermarks, window_config, window_stats)
+        .session_windows(
+            inputs.watermarks,
+            restored_windows,
+            window_config,
+            None,
+            window_stats,
+        )
+        .0
         .map(|((business, device), window)| WalkIn {
             business: business.into(),
             device: device.into(),

@@ -14,4 +14,5 @@ pub mod load;
 pub mod output;
 pub mod progress;
 pub mod source;
+pub mod store;
 pub mod upsert;

@@ -60,7 +60,7 @@
 
 use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -68,8 +68,10 @@ use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection}
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::Stash;
@@ -129,12 +131,46 @@ impl WindowStats {
 }
 
 /// The summary of a visit's timestamps, in the order they were folded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Visit {
-    first: EventTime,
-    last: EventTime,
-    probes: u64,
-    detected_at: Option<EventTime>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visit {
+    /// The visit's first timestamp.
+    pub first: EventTime,
+    /// Its last timestamp so far.
+    pub last: EventTime,
+    /// How many distinct timestamps it has.
+    pub probes: u64,
+    /// The timestamp at which it qualified, if it has.
+    pub detected_at: Option<EventTime>,
+}
+
+/// One key's state as it is checkpointed and restored: the folded last
+/// visit below the event-time frontier, and the distinct timestamps above it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySnapshot {
+    /// The last visit below the frontier, if still open.
+    pub head: Option<Visit>,
+    /// Distinct timestamps, sorted, all greater than `head.last`.
+    pub tail: Vec<EventTime>,
+}
+
+/// A consistent cut of state: at a logical time (every time below it is
+/// reflected), or at the end of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Cut {
+    /// Every logical time below this one.
+    At(u64),
+    /// All of the input.
+    Final,
+}
+
+/// The changes of one worker's window state since its previous snapshot:
+/// each changed key's state, or `None` for a key that has none any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSnapshot<K> {
+    /// What the snapshot reflects.
+    pub cut: Cut,
+    /// The changed keys.
+    pub changes: Vec<(K, Option<KeySnapshot>)>,
 }
 
 impl Visit {
@@ -237,6 +273,9 @@ pub struct Windows<K: Hash + Eq> {
     size: StateSize,
     /// Batches applied so far (identifies the current batch).
     batches: u64,
+    /// Keys whose state changed since the last [`Windows::take_changes`],
+    /// when changes are tracked (for checkpoints).
+    changed: Option<HashSet<K, foldhash::fast::RandomState>>,
 }
 
 impl<K: Ord + Hash + Clone> Windows<K> {
@@ -249,7 +288,49 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             frontier: 0,
             size: StateSize::default(),
             batches: 0,
+            changed: None,
         }
+    }
+
+    /// From now on, remembers which keys change, for [`Windows::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::default);
+    }
+
+    /// The state of every key that changed since the last call (`None`:
+    /// the key has no state any more), in key order.
+    pub fn take_changes(&mut self) -> Vec<(K, Option<KeySnapshot>)> {
+        let Some(changed) = &mut self.changed else {
+            return Vec::new();
+        };
+        let mut changes: Vec<_> = changed
+            .drain()
+            .map(|key| {
+                let snapshot = self.keys.get(&key).map(|state| KeySnapshot {
+                    head: state.head,
+                    tail: state.tail.clone(),
+                });
+                (key, snapshot)
+            })
+            .collect();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes
+    }
+
+    /// Loads a key's checkpointed state (before any timestamp of it is
+    /// applied): its windows count as already emitted.
+    pub fn restore(&mut self, key: K, snapshot: KeySnapshot) {
+        debug_assert!(!self.keys.contains_key(&key), "each key is restored once");
+        self.size.timestamps += snapshot.tail.len();
+        let mut state = KeyState {
+            head: snapshot.head,
+            tail: snapshot.tail,
+            scheduled: None,
+            touched: 0,
+        };
+        Self::schedule(&mut self.wakeups, &self.config, &key, &mut state);
+        self.keys.insert(key, state);
+        self.note_size();
     }
 
     /// The current and peak state size.
@@ -281,6 +362,9 @@ impl<K: Ord + Hash + Clone> Windows<K> {
                 state.touched = self.batches;
                 let mut before = Vec::new();
                 state.windows(&config, &mut before);
+                if let Some(changed) = &mut self.changed {
+                    changed.insert(key.clone());
+                }
                 touched.push((key, before));
             }
             if let Err(at) = state.tail.binary_search(&ts) {
@@ -353,6 +437,9 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             let held = state.tail.len();
             state.fold(frontier, &config);
             self.size.timestamps -= held - state.tail.len();
+            if let Some(changed) = &mut self.changed {
+                changed.insert(key.clone());
+            }
             if state.head.is_none() && state.tail.is_empty() {
                 self.keys.remove(&key);
             } else {
@@ -378,16 +465,35 @@ impl<K: Ord + Hash + Clone> Windows<K> {
     }
 }
 
+/// When the window operator snapshots its state changes (see
+/// [`WindowSnapshot`]): the cuts a checkpoint is taken at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshots {
+    /// At every multiple of this logical time; `None`: only at the end of
+    /// the input.
+    pub every: Option<u64>,
+}
+
 /// Session windows over a stream of `(key, timestamp)`.
 pub trait SessionWindows<'scope, K: ExchangeData + Hash> {
     /// Windows of each key's visits, as a collection of `(key, window)`;
-    /// `watermarks` carries event-time progress from every worker.
+    /// `watermarks` carries event-time progress from every worker, and
+    /// `restored` checkpointed key states to load (their windows count as
+    /// already in the output). With `snapshots`, the second stream carries,
+    /// at each cut `Cut::At(c)` (at time `c - 1`) and at the end, the state of
+    /// every key that changed since the previous cut.
+    #[allow(clippy::type_complexity)]
     fn session_windows(
         self,
         watermarks: StreamVec<'scope, u64, Watermark>,
+        restored: StreamVec<'scope, u64, (K, KeySnapshot)>,
         config: WindowConfig,
+        snapshots: Option<Snapshots>,
         stats: WindowStats,
-    ) -> VecCollection<'scope, u64, (K, Window)>;
+    ) -> (
+        VecCollection<'scope, u64, (K, Window)>,
+        StreamVec<'scope, u64, WindowSnapshot<K>>,
+    );
 }
 
 impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
@@ -396,59 +502,140 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
     fn session_windows(
         self,
         watermarks: StreamVec<'scope, u64, Watermark>,
+        restored: StreamVec<'scope, u64, (K, KeySnapshot)>,
         config: WindowConfig,
+        snapshots: Option<Snapshots>,
         stats: WindowStats,
-    ) -> VecCollection<'scope, u64, (K, Window)> {
-        let peers = self.scope().peers();
+    ) -> (
+        VecCollection<'scope, u64, (K, Window)>,
+        StreamVec<'scope, u64, WindowSnapshot<K>>,
+    ) {
+        let scope = self.scope();
+        let peers = scope.peers();
+        let mut builder = OperatorBuilder::new("SessionWindows".to_owned(), scope);
         let by_key = Exchange::new(|(key, _): &(K, EventTime)| key.hashed());
-        self.binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
-            watermarks.broadcast(),
-            by_key,
-            Pipeline,
-            "SessionWindows",
-            move |_capability, _info| {
-                let mut windows = Windows::new(config);
-                let mut probes = Stash::new();
-                let mut marks: BTreeMap<u64, Vec<Watermark>> = BTreeMap::new();
-                let mut promised = vec![0; peers];
-                move |(probe_input, probe_frontier), (mark_input, mark_frontier), output| {
-                    probe_input.for_each_stamp(|capability, data| probes.hold(capability, data));
-                    mark_input.for_each_stamp(|capability, data| {
-                        let time = *capability.least().expect("a total order has a least time");
-                        data.for_each(|data| marks.entry(time).or_default().append(data));
-                    });
-                    let ready = |time: &u64| {
-                        !probe_frontier.less_equal(time) && !mark_frontier.less_equal(time)
-                    };
-                    loop {
-                        let next = match (probes.first_time(), marks.keys().next()) {
-                            (Some(p), Some(&m)) => p.min(m),
-                            (Some(p), None) => p,
-                            (None, Some(&m)) => m,
-                            (None, None) => break,
+        let mut probe_input = builder.new_input(self, by_key);
+        let mut mark_input = builder.new_input(watermarks.broadcast(), Pipeline);
+        let restore_by_key = Exchange::new(|(key, _): &(K, KeySnapshot)| key.hashed());
+        let mut restore_input = builder.new_input(restored, restore_by_key);
+        let (windows_output, windows_stream) = builder.new_output();
+        let (snapshot_output, snapshot_stream) = builder.new_output();
+        let mut windows_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<((K, Window), u64, isize)>>,
+        >::from(windows_output);
+        let mut snapshot_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<WindowSnapshot<K>>>,
+        >::from(snapshot_output);
+        builder.build(move |mut capabilities| {
+            // Held at the last cut, so that the next cut's snapshot can be
+            // sent at its time; dropped after the final one.
+            let mut snapshot_capability = capabilities.pop().filter(|_| snapshots.is_some());
+            drop(capabilities);
+            let every = snapshots.and_then(|s| s.every);
+            let mut windows = Windows::new(config);
+            if snapshots.is_some() {
+                windows.track_changes();
+            }
+            let mut probes = Stash::new();
+            let mut marks: BTreeMap<u64, Vec<Watermark>> = BTreeMap::new();
+            let mut restores: BTreeMap<u64, Vec<(K, KeySnapshot)>> = BTreeMap::new();
+            let mut promised = vec![0; peers];
+            move |frontiers| {
+                let (probe_frontier, mark_frontier, restore_frontier) =
+                    (&frontiers[0], &frontiers[1], &frontiers[2]);
+                probe_input.for_each_stamp(|capability, data| probes.hold(capability, data));
+                mark_input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    data.for_each(|data| marks.entry(time).or_default().append(data));
+                });
+                restore_input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    data.for_each(|data| restores.entry(time).or_default().append(data));
+                });
+                let mut windows_out = windows_output.activate();
+                let mut snapshot_out = snapshot_output.activate();
+                // Sends the changes since the previous cut as the snapshot of `cut`.
+                let mut snapshot =
+                    |windows: &mut Windows<K>, cut: Cut, capability: &mut Capability<u64>| {
+                        let time = match cut {
+                            Cut::At(c) => c - 1,
+                            Cut::Final => *capability.time(),
                         };
-                        if !ready(&next) {
-                            break;
+                        let changes = windows.take_changes();
+                        let at = capability.delayed(&time);
+                        snapshot_out
+                            .session(&at)
+                            .give(WindowSnapshot { cut, changes });
+                        if let Cut::At(c) = cut {
+                            capability.downgrade(&c);
                         }
-                        if let Some((capability, batch)) = probes.take(next) {
-                            let mut session = output.session(&capability);
-                            windows.apply(batch, |key, window, diff| {
-                                session.give(((key.clone(), window), next, diff))
-                            });
-                        }
-                        for mark in marks.remove(&next).into_iter().flatten() {
-                            promised[mark.source] = promised[mark.source].max(mark.frontier);
-                        }
-                        windows.advance(promised.iter().copied().min().unwrap_or(u64::MAX));
+                    };
+                let ready = |time: &u64| {
+                    !probe_frontier.less_equal(time)
+                        && !mark_frontier.less_equal(time)
+                        && !restore_frontier.less_equal(time)
+                };
+                // The cut due before `time` is processed, if any.
+                let due = |time: u64, capability: &Option<Capability<u64>>| {
+                    let (every, capability) = (every?, capability.as_ref()?);
+                    let cut = time / every * every;
+                    (cut > *capability.time()).then_some(cut)
+                };
+                loop {
+                    let next = [
+                        probes.first_time(),
+                        marks.keys().next().copied(),
+                        restores.keys().next().copied(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let Some(next) = next.filter(|next| ready(next)) else {
+                        break;
+                    };
+                    if let Some(cut) = due(next, &snapshot_capability) {
+                        let capability = snapshot_capability.as_mut().expect("a cut is due");
+                        snapshot(&mut windows, Cut::At(cut), capability);
                     }
-                    if probe_frontier.is_empty() && mark_frontier.is_empty() {
-                        windows.advance(u64::MAX); // no input will ever come: free everything
+                    for (key, state) in restores.remove(&next).into_iter().flatten() {
+                        windows.restore(key, state);
                     }
-                    stats.0.set(windows.stats());
+                    if let Some((capability, batch)) = probes.take(next) {
+                        let mut session = windows_out.session(&capability);
+                        windows.apply(batch, |key, window, diff| {
+                            session.give(((key.clone(), window), next, diff))
+                        });
+                    }
+                    for mark in marks.remove(&next).into_iter().flatten() {
+                        promised[mark.source] = promised[mark.source].max(mark.frontier);
+                    }
+                    windows.advance(promised.iter().copied().min().unwrap_or(u64::MAX));
                 }
-            },
-        )
-        .as_collection()
+                let done = probe_frontier.is_empty()
+                    && mark_frontier.is_empty()
+                    && restore_frontier.is_empty();
+                if done {
+                    if let Some(mut capability) = snapshot_capability.take() {
+                        snapshot(&mut windows, Cut::Final, &mut capability);
+                    }
+                    windows.advance(u64::MAX); // no input will ever come: free everything
+                } else {
+                    // Every time below the least frontier is processed.
+                    let least = [probe_frontier, mark_frontier, restore_frontier]
+                        .iter()
+                        .filter_map(|f| f.frontier().first().copied())
+                        .min();
+                    if let Some(cut) = least.and_then(|least| due(least, &snapshot_capability)) {
+                        let capability = snapshot_capability.as_mut().expect("a cut is due");
+                        snapshot(&mut windows, Cut::At(cut), capability);
+                    }
+                }
+                stats.0.set(windows.stats());
+            }
+        });
+        (windows_stream.as_collection(), snapshot_stream)
     }
 }
 
@@ -608,6 +795,61 @@ mod tests {
                     reference(&distinct, &config),
                     "case {case} config {config:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn restored_from_its_snapshots_the_state_goes_on_exactly_as_the_original() {
+        let mut seed = 0x5eed_0001_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..200 {
+            let mut original = Windows::new(CONFIG);
+            original.track_changes();
+            // The checkpoint: every snapshot's changes, merged in order.
+            let mut checkpoint: BTreeMap<u64, Option<KeySnapshot>> = BTreeMap::new();
+            let mut emitted: BTreeMap<(u64, Window), isize> = BTreeMap::new();
+            let mut frontier = 0;
+            let cut = next(8) + 1;
+            let mut batches = Vec::new();
+            for _ in 0..12 {
+                let batch: Vec<(u64, u64)> = (0..next(6))
+                    .map(|_| (next(3), frontier + next(40)))
+                    .collect();
+                frontier += next(12);
+                batches.push((batch, frontier));
+            }
+            let (before, after) = batches.split_at(cut as usize);
+            for (batch, frontier) in before {
+                original.apply(batch.clone(), |k, w, d| {
+                    *emitted.entry((*k, w)).or_default() += d
+                });
+                original.advance(*frontier);
+                checkpoint.extend(original.take_changes());
+            }
+            let mut restored = Windows::new(CONFIG);
+            for (key, state) in checkpoint.into_iter() {
+                if let Some(state) = state {
+                    restored.restore(key, state);
+                }
+            }
+            assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
+            // The restored state starts at frontier 0: feeding both the same
+            // later batches emits the same changes.
+            for (batch, frontier) in after {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                original.apply(batch.clone(), |k, w, d| a.push((*k, w, d)));
+                restored.apply(batch.clone(), |k, w, d| b.push((*k, w, d)));
+                assert_eq!(a, b, "case {case}");
+                original.advance(*frontier);
+                restored.advance(*frontier);
+                assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
             }
         }
     }

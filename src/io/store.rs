@@ -1,0 +1,803 @@
+//! Checkpoints on disk, in `--checkpoint-dir`: immutable piece files, and
+//! manifests that say which pieces make a checkpoint.
+//!
+//! - A **piece** holds rows of state (see [`Row`]) that one worker wrote at
+//!   one cut: the rows that changed since its previous piece. Its rows are
+//!   grouped into [`KEY_GROUPS`] key groups by a stable hash of their key, each
+//!   group a section with its own CRC-32, indexed at the end of the file,
+//!   so that a worker of any later cluster shape reads only the groups it
+//!   restores. The file as a whole has a CRC-32 too, recorded in the
+//!   manifest.
+//! - A **manifest** (`manifest-<time>.json`) names every piece of a
+//!   checkpoint, oldest first: the state is the pieces' rows merged in
+//!   order, later rows replacing earlier ones with the same key. It also
+//!   holds what the checkpoint reflects of the input (each partition's next
+//!   offset and lateness state) and the parameters it was made with. It is
+//!   written last, to a temporary name, synced and renamed, so a
+//!   checkpoint counts once, and only once, it is complete and durable.
+//!
+//! Files are only ever created, renamed and deleted, never changed, so the
+//! folder could be an object store. [`merge`] rewrites a long chain of
+//! pieces into one, off the hot path; [`prune`] deletes what no kept
+//! manifest names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::operators::windows::KeySnapshot;
+use crate::params::Params;
+use crate::records::{EventTime, Id};
+
+/// Rows are spread over this many key groups by a stable hash of their key:
+/// enough that any cluster up to this many workers restores in parallel.
+pub const KEY_GROUPS: u32 = 256;
+/// Manifests kept (with the pieces they name): the newest and the ones
+/// before it, to fall back to when a newer one is damaged.
+pub const MANIFESTS_KEPT: usize = 3;
+/// A manifest whose pieces span more cuts than this is merged into one piece.
+pub const MERGE_AFTER_CUTS: usize = 8;
+
+const PIECE_MAGIC: &[u8; 8] = b"PRSNPC01";
+const PIECE_END: &[u8; 8] = b"PRSNEND1";
+const MANIFEST_VERSION: u32 = 1;
+
+/// A row of checkpointed state. Rows with the same [`key`](Row::key)
+/// replace each other; the `None` forms remove it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Row {
+    /// A (business, device) key's window state.
+    Window {
+        /// The business.
+        business: Id,
+        /// The device.
+        device: Id,
+        /// Its state; `None`: it has none any more.
+        state: Option<KeySnapshot>,
+    },
+    /// A walk-in: a visit that qualified.
+    WalkIn {
+        /// The business.
+        business: Id,
+        /// The device.
+        device: Id,
+        /// The visit's first probe.
+        start: EventTime,
+        /// When it qualified; `None`: the walk-in no longer exists.
+        detected_at: Option<EventTime>,
+    },
+    /// A device's latest login.
+    Login {
+        /// The device.
+        device: String,
+        /// The login's `ts`.
+        ts: EventTime,
+        /// Its contact.
+        contact: String,
+    },
+    /// A (business, contact)'s base count.
+    BaseCount {
+        /// The business.
+        business: String,
+        /// The contact.
+        contact: String,
+        /// The largest count.
+        count: u64,
+    },
+}
+
+/// What identifies a row: its kind and key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowKey(u8, String, String, u64);
+
+impl Row {
+    /// The row's key: a later row with the same key replaces it.
+    pub fn key(&self) -> RowKey {
+        match self {
+            Row::Window {
+                business, device, ..
+            } => RowKey(0, business.to_string(), device.to_string(), 0),
+            Row::WalkIn {
+                business,
+                device,
+                start,
+                ..
+            } => RowKey(1, business.to_string(), device.to_string(), *start),
+            Row::Login { device, .. } => RowKey(2, device.clone(), String::new(), 0),
+            Row::BaseCount {
+                business, contact, ..
+            } => RowKey(3, business.clone(), contact.clone(), 0),
+        }
+    }
+
+    /// Whether the row removes its key.
+    pub fn removes(&self) -> bool {
+        matches!(
+            self,
+            Row::Window { state: None, .. }
+                | Row::WalkIn {
+                    detected_at: None,
+                    ..
+                }
+        )
+    }
+
+    /// The row's key group: a stable hash (FNV-1a) of its key, so that the
+    /// same key lands in the same group whatever wrote it.
+    pub fn group(&self) -> u32 {
+        let RowKey(kind, a, b, n) = self.key();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &byte in bytes {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&[kind]);
+        eat(a.as_bytes());
+        eat(&[0xff]);
+        eat(b.as_bytes());
+        eat(&[0xff]);
+        eat(&n.to_le_bytes());
+        (hash % u64::from(KEY_GROUPS)) as u32
+    }
+}
+
+/// Rows merged in order: later rows replace earlier ones with the same key,
+/// and removals leave nothing.
+pub fn merge_rows(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
+    let mut merged: HashMap<RowKey, Row> = HashMap::new();
+    for row in rows {
+        merged.insert(row.key(), row);
+    }
+    let mut rows: Vec<Row> = merged.into_values().filter(|r| !r.removes()).collect();
+    rows.sort_by_key(Row::key);
+    rows
+}
+
+/// A piece file as a manifest names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceInfo {
+    /// The file name in the checkpoint folder.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The CRC-32 of the whole file.
+    pub crc32: u32,
+    /// Rows in it.
+    pub rows: u64,
+}
+
+/// One section of a piece: a key group's rows.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Section {
+    group: u32,
+    offset: u64,
+    len: u64,
+    crc32: u32,
+}
+
+/// A checkpoint that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file could not be written, read, renamed or synced.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file's content is not what was written.
+    #[error("{path} is damaged: {what}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, what: impl Into<String>) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+/// A writer that keeps the CRC-32 of everything written.
+struct Checksummed<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `rows` as the piece `name` in `dir`: to a temporary name, synced,
+/// then renamed (the folder itself is synced with the manifest that names
+/// it).
+pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceInfo, StoreError> {
+    let path = dir.join(name);
+    let temporary = dir.join(format!(".{name}.tmp"));
+    rows.sort_by_key(Row::group);
+    let count = rows.len() as u64;
+    let file = File::create(&temporary).map_err(io_error(&temporary))?;
+    let mut out = Checksummed {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    let write =
+        |out: &mut Checksummed<_>, bytes: &[u8]| out.write_all(bytes).map_err(io_error(&temporary));
+    write(&mut out, PIECE_MAGIC)?;
+    let mut sections = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let group = rows[start].group();
+        let end = start + rows[start..].partition_point(|r| r.group() == group);
+        let bytes = bincode::serialize(&rows[start..end]).expect("rows serialize");
+        sections.push(Section {
+            group,
+            offset: out.written,
+            len: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+        });
+        write(&mut out, &bytes)?;
+        start = end;
+    }
+    let index = bincode::serialize(&sections).expect("an index serializes");
+    write(&mut out, &index)?;
+    write(&mut out, &(index.len() as u64).to_le_bytes())?;
+    write(&mut out, &crc32fast::hash(&index).to_le_bytes())?;
+    write(&mut out, PIECE_END)?;
+    out.flush().map_err(io_error(&temporary))?;
+    let crc32 = out.hasher.clone().finalize();
+    let bytes = out.written;
+    let file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_error(&temporary)(e.into_error()))?;
+    file.sync_all().map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    Ok(PieceInfo {
+        name: name.to_owned(),
+        bytes,
+        crc32,
+        rows: count,
+    })
+}
+
+/// Checks that the piece has the size and CRC-32 its manifest records.
+pub fn verify_piece(dir: &Path, piece: &PieceInfo) -> Result<(), StoreError> {
+    let path = dir.join(&piece.name);
+    let mut file = File::open(&path).map_err(io_error(&path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(io_error(&path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        bytes += n as u64;
+    }
+    if bytes != piece.bytes {
+        return Err(damaged(
+            &path,
+            format!("{bytes} bytes, the manifest says {}", piece.bytes),
+        ));
+    }
+    if hasher.finalize() != piece.crc32 {
+        return Err(damaged(&path, "its checksum does not match its manifest's"));
+    }
+    Ok(())
+}
+
+/// The rows of the key groups `wanted` selects in the piece `name`.
+pub fn read_piece(
+    dir: &Path,
+    name: &str,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<Vec<Row>, StoreError> {
+    let path = dir.join(name);
+    let mut file = File::open(&path).map_err(io_error(&path))?;
+    let size = file.metadata().map_err(io_error(&path))?.len();
+    let footer = 8 + 4 + 8;
+    if size < (PIECE_MAGIC.len() + footer) as u64 {
+        return Err(damaged(&path, "too short to be a piece"));
+    }
+    let mut tail = [0u8; 20];
+    file.seek(SeekFrom::Start(size - footer as u64))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(io_error(&path))?;
+    if &tail[12..] != PIECE_END {
+        return Err(damaged(&path, "no end marker"));
+    }
+    let index_len = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
+    let index_crc = u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
+    let index_at = (size - footer as u64)
+        .checked_sub(index_len)
+        .ok_or_else(|| damaged(&path, "index longer than the file"))?;
+    let mut index = vec![0; index_len as usize];
+    file.seek(SeekFrom::Start(index_at))
+        .and_then(|_| file.read_exact(&mut index))
+        .map_err(io_error(&path))?;
+    if crc32fast::hash(&index) != index_crc {
+        return Err(damaged(&path, "its index fails its checksum"));
+    }
+    let sections: Vec<Section> =
+        bincode::deserialize(&index).map_err(|e| damaged(&path, format!("index: {e}")))?;
+    let mut rows = Vec::new();
+    for section in sections.into_iter().filter(|s| wanted(s.group)) {
+        let mut bytes = vec![0; section.len as usize];
+        file.seek(SeekFrom::Start(section.offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(io_error(&path))?;
+        if crc32fast::hash(&bytes) != section.crc32 {
+            return Err(damaged(
+                &path,
+                format!("key group {} fails its checksum", section.group),
+            ));
+        }
+        let section_rows: Vec<Row> = bincode::deserialize(&bytes)
+            .map_err(|e| damaged(&path, format!("key group {}: {e}", section.group)))?;
+        rows.extend(section_rows);
+    }
+    Ok(rows)
+}
+
+/// Where a checkpoint's state came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `presence run`: its outputs are in the output topics.
+    Run,
+    /// `presence backfill`: its outputs were written to files, not topics.
+    Backfill,
+}
+
+/// An input partition's state as a checkpoint reflects it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The topic (or, from a backfill, the file).
+    pub topic: String,
+    /// The partition (or the file's index among its kind).
+    pub partition: i32,
+    /// The offset of the first record not reflected.
+    pub next: i64,
+    /// The largest accepted probe `ts` (probe partitions).
+    pub high_water: Option<EventTime>,
+    /// Probes below this are late (what was promised for the partition).
+    pub floor: EventTime,
+}
+
+/// The detection parameters, as recorded (a restore with others is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedParams {
+    /// `--rssi-min`.
+    pub rssi_min: i32,
+    /// `--session-gap` (ms).
+    pub session_gap: u64,
+    /// `--min-dwell` (ms).
+    pub min_dwell: u64,
+    /// `--min-probes`.
+    pub min_probes: u64,
+    /// `--allowed-lateness` (ms).
+    pub allowed_lateness: u64,
+    /// `--max-future` (ms).
+    pub max_future: u64,
+}
+
+impl From<&Params> for RecordedParams {
+    fn from(p: &Params) -> Self {
+        RecordedParams {
+            rssi_min: p.rssi_min,
+            session_gap: p.session_gap,
+            min_dwell: p.min_dwell,
+            min_probes: p.min_probes,
+            allowed_lateness: p.allowed_lateness,
+            max_future: p.max_future,
+        }
+    }
+}
+
+/// A complete checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The format's version.
+    pub version: u32,
+    /// The cut: the state reflects every logical time below this.
+    pub time: u64,
+    /// When it was written (ms since the epoch).
+    pub wall_time_ms: u64,
+    /// What wrote it.
+    pub origin: Origin,
+    /// The detection parameters it was made with.
+    pub params: RecordedParams,
+    /// The input topics it read (probes, logins, base counts); none from a backfill.
+    pub inputs: Option<[String; 3]>,
+    /// What it reflects of each input partition.
+    pub partitions: Vec<PartitionState>,
+    /// Its pieces, oldest first.
+    pub pieces: Vec<PieceInfo>,
+    /// Workers of the cluster that wrote it (for the record: any shape restores it).
+    pub workers: usize,
+}
+
+impl Manifest {
+    /// A manifest of `pieces` at `time`, without partitions.
+    pub fn new(time: u64, origin: Origin, params: &Params, workers: usize) -> Self {
+        Manifest {
+            version: MANIFEST_VERSION,
+            time,
+            wall_time_ms: crate::clock::now_ms(),
+            origin,
+            params: params.into(),
+            inputs: None,
+            partitions: Vec::new(),
+            pieces: Vec::new(),
+            workers,
+        }
+    }
+
+    /// Bytes of all its pieces.
+    pub fn bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| p.bytes).sum()
+    }
+
+    /// Rows in all its pieces (before merging).
+    pub fn rows(&self) -> u64 {
+        self.pieces.iter().map(|p| p.rows).sum()
+    }
+}
+
+/// The file name of the manifest of `time`.
+pub fn manifest_name(time: u64) -> String {
+    format!("manifest-{time:020}.json")
+}
+
+/// Creates `dir` if needed and checks that files can be created, synced and
+/// removed in it, so that an unusable folder fails before any work.
+pub fn prepare(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error(dir))?;
+    fs::remove_file(&probe).map_err(io_error(&probe))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Writes `manifest` durably: temporary name, sync, rename, sync the folder.
+/// Once this returns, the checkpoint counts.
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {
+    let name = manifest_name(manifest.time);
+    let path = dir.join(&name);
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let text = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
+    File::create(&temporary)
+        .and_then(|mut f| {
+            f.write_all(&text)?;
+            f.sync_all()
+        })
+        .map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
+}
+
+/// Every manifest in `dir`, newest first, each read or with why it could
+/// not be.
+pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Result<Manifest, StoreError>)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("manifest-") && name.ends_with(".json") {
+            let manifest = fs::read(&path).map_err(io_error(&path)).and_then(|bytes| {
+                serde_json::from_slice::<Manifest>(&bytes)
+                    .map_err(|e| damaged(&path, e.to_string()))
+            });
+            found.push((path, manifest));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found)
+}
+
+/// The newest manifest whose pieces all pass their checksums; each one
+/// skipped on the way is described in `skipped`.
+pub fn newest_complete(
+    dir: &Path,
+    skipped: &mut Vec<String>,
+) -> Result<Option<Manifest>, StoreError> {
+    for (path, manifest) in manifests(dir)? {
+        let manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                skipped.push(format!("{}: {error}", path.display()));
+                continue;
+            }
+        };
+        match manifest
+            .pieces
+            .iter()
+            .try_for_each(|piece| verify_piece(dir, piece))
+        {
+            Ok(()) => return Ok(Some(manifest)),
+            Err(error) => skipped.push(format!(
+                "checkpoint at {} ({}): {error}",
+                manifest.time,
+                path.display()
+            )),
+        }
+    }
+    Ok(None)
+}
+
+/// The state of the key groups `wanted` selects: `manifest`'s pieces read
+/// and merged in order.
+pub fn restore_rows(
+    dir: &Path,
+    manifest: &Manifest,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<Vec<Row>, StoreError> {
+    let mut rows = Vec::new();
+    for piece in &manifest.pieces {
+        rows.extend(read_piece(dir, &piece.name, &wanted)?);
+    }
+    Ok(merge_rows(rows))
+}
+
+/// Rewrites `manifest`'s pieces as one (`name`), key group by key group, so
+/// that the folder and a restore stay proportional to the state; returns
+/// the manifest to write in its place.
+pub fn merge(dir: &Path, manifest: &Manifest, name: &str) -> Result<Manifest, StoreError> {
+    let mut rows = Vec::new();
+    // One pass per key group: memory is a group's rows, not the state's.
+    for group in 0..KEY_GROUPS {
+        let merged = restore_rows(dir, manifest, |g| g == group)?;
+        rows.push(merged);
+    }
+    let piece = write_piece(dir, name, rows.into_iter().flatten().collect())?;
+    Ok(Manifest {
+        pieces: vec![piece],
+        ..manifest.clone()
+    })
+}
+
+/// Deletes manifests but the newest [`MANIFESTS_KEPT`], and every piece and
+/// temporary file no kept manifest names. Returns the bytes freed.
+pub fn prune(dir: &Path) -> Result<u64, StoreError> {
+    let found = manifests(dir)?;
+    let mut kept: BTreeMap<String, ()> = BTreeMap::new();
+    let mut freed = 0;
+    let mut remove = |path: &Path| -> Result<(), StoreError> {
+        let bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(path) {
+            Ok(()) => {
+                freed += bytes;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(path)(e)),
+        }
+    };
+    let mut complete = 0;
+    for (path, manifest) in &found {
+        match manifest {
+            Ok(manifest) if complete < MANIFESTS_KEPT => {
+                complete += 1;
+                kept.insert(manifest_name(manifest.time), ());
+                for piece in &manifest.pieces {
+                    kept.insert(piece.name.clone(), ());
+                }
+            }
+            _ => remove(path)?,
+        }
+    }
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ours = name.ends_with(".piece") || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours && !kept.contains_key(&name) {
+            remove(&path)?;
+        }
+    }
+    Ok(freed)
+}
+
+/// Pieces written but named by no manifest: a checkpoint that did not
+/// complete (or is being written), as `(cut label, files, bytes)`.
+pub fn incomplete(dir: &Path) -> Result<Vec<(String, usize, u64)>, StoreError> {
+    let mut named = std::collections::BTreeSet::new();
+    for (_, manifest) in manifests(dir)? {
+        if let Ok(manifest) = manifest {
+            named.extend(manifest.pieces.into_iter().map(|p| p.name));
+        }
+    }
+    let mut by_cut: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".piece") && !named.contains(&name) {
+            // piece-<cut>-<run>-w<worker>.piece
+            let cut = name.split('-').nth(1).unwrap_or("?").to_owned();
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let entry = by_cut.entry(cut).or_default();
+            entry.0 += 1;
+            entry.1 += bytes;
+        }
+    }
+    Ok(by_cut
+        .into_iter()
+        .map(|(cut, (files, bytes))| (cut, files, bytes))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::windows::Visit;
+
+    fn walkin(device: &str, start: u64, detected_at: Option<u64>) -> Row {
+        Row::WalkIn {
+            business: "shop".into(),
+            device: device.into(),
+            start,
+            detected_at,
+        }
+    }
+
+    #[test]
+    fn pieces_round_trip_by_key_group_and_later_rows_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let first: Vec<Row> = (0..500)
+            .map(|i| walkin(&format!("d{i}"), i, Some(i + 5)))
+            .chain([Row::Window {
+                business: "shop".into(),
+                device: "d1".into(),
+                state: Some(KeySnapshot {
+                    head: Some(Visit {
+                        first: 1,
+                        last: 9,
+                        probes: 3,
+                        detected_at: Some(9),
+                    }),
+                    tail: vec![20, 21],
+                }),
+            }])
+            .collect();
+        let a = write_piece(dir.path(), "a.piece", first.clone()).unwrap();
+        // The second piece removes one walk-in and moves another.
+        let second = vec![walkin("d0", 0, None), walkin("d1", 1, Some(7))];
+        let b = write_piece(dir.path(), "b.piece", second).unwrap();
+        verify_piece(dir.path(), &a).unwrap();
+        let mut manifest = Manifest::new(100, Origin::Run, &Params::default(), 2);
+        manifest.pieces = vec![a, b];
+        let all = restore_rows(dir.path(), &manifest, |_| true).unwrap();
+        assert_eq!(all.len(), 500, "500 walk-ins - 1 removed + 1 window");
+        assert!(all.contains(&walkin("d1", 1, Some(7))));
+        assert!(!all.iter().any(|r| r.key() == walkin("d0", 0, None).key()));
+        // Reading by halves of the key groups gives the same rows.
+        let even = restore_rows(dir.path(), &manifest, |g| g % 2 == 0).unwrap();
+        let odd = restore_rows(dir.path(), &manifest, |g| g % 2 == 1).unwrap();
+        let mut halves: Vec<Row> = even.into_iter().chain(odd).collect();
+        halves.sort_by_key(Row::key);
+        assert_eq!(halves, all);
+        // Merging keeps the state and makes one piece.
+        let merged = merge(dir.path(), &manifest, "m.piece").unwrap();
+        assert_eq!(merged.pieces.len(), 1);
+        assert_eq!(restore_rows(dir.path(), &merged, |_| true).unwrap(), all);
+    }
+
+    #[test]
+    fn a_damaged_piece_fails_its_checksum_and_the_previous_checkpoint_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = Params::default();
+        let a = write_piece(dir.path(), "a.piece", vec![walkin("d", 1, Some(2))]).unwrap();
+        let mut older = Manifest::new(10, Origin::Run, &params, 1);
+        older.pieces = vec![a.clone()];
+        write_manifest(dir.path(), &older).unwrap();
+        let b = write_piece(dir.path(), "b.piece", vec![walkin("e", 1, Some(2))]).unwrap();
+        let mut newer = Manifest::new(20, Origin::Run, &params, 1);
+        newer.pieces = vec![a, b.clone()];
+        write_manifest(dir.path(), &newer).unwrap();
+        let mut skipped = Vec::new();
+        assert_eq!(
+            newest_complete(dir.path(), &mut skipped)
+                .unwrap()
+                .unwrap()
+                .time,
+            20
+        );
+        // Flip a byte of b.
+        let path = dir.path().join(&b.name);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(
+            newest_complete(dir.path(), &mut skipped)
+                .unwrap()
+                .unwrap()
+                .time,
+            10
+        );
+        assert!(skipped[0].contains("checksum"), "{skipped:?}");
+        // A half-written manifest (a crash) does not count either.
+        fs::write(dir.path().join(manifest_name(30)), "{\"version\":").unwrap();
+        let mut skipped = Vec::new();
+        assert_eq!(
+            newest_complete(dir.path(), &mut skipped)
+                .unwrap()
+                .unwrap()
+                .time,
+            10
+        );
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_manifests_and_what_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = Params::default();
+        let mut names = Vec::new();
+        for time in 1..=5u64 {
+            let name = format!("piece-{time}-0-w0000.piece");
+            let piece =
+                write_piece(dir.path(), &name, vec![walkin("d", time, Some(time))]).unwrap();
+            let mut manifest = Manifest::new(time, Origin::Run, &params, 1);
+            manifest.pieces = vec![piece];
+            write_manifest(dir.path(), &manifest).unwrap();
+            names.push(name);
+        }
+        fs::write(dir.path().join("piece-9-0-w0000.piece"), "orphan").unwrap();
+        prune(dir.path()).unwrap();
+        let left: Vec<u64> = manifests(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.unwrap().time)
+            .collect();
+        assert_eq!(left, vec![5, 4, 3]);
+        assert!(!dir.path().join(&names[0]).exists());
+        assert!(dir.path().join(&names[4]).exists());
+        assert!(!dir.path().join("piece-9-0-w0000.piece").exists());
+    }
+}

@@ -17,11 +17,15 @@ use serde::Serialize;
 use timely::worker::Worker;
 
 use crate::clock::now_ms;
+use crate::io::checkpoint::CheckpointConfig;
 use crate::io::files::{
     check_readable, plan, responsible_for, FileError, FileSource, InputFile, Read,
 };
 use crate::io::ingest::Kind;
 use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
+use crate::io::progress::Note;
+use crate::io::store::Origin;
+use crate::metrics::Metrics;
 use crate::params::Params;
 use crate::pipeline::{records, Collections, Pipeline, Summary};
 use crate::records::{EventTime, Reason};
@@ -51,6 +55,9 @@ pub struct Job {
     /// Read, parse and validate only: no dataflow and no output (the
     /// benchmark's floor).
     pub parse_only: bool,
+    /// Write the final state as a checkpoint here, for `run` to continue
+    /// from (the hand-off).
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// A backfill that failed.
@@ -65,6 +72,12 @@ pub enum BackfillError {
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The checkpoint folder cannot be used.
+    #[error("checkpoint folder: {0}")]
+    Checkpoint(#[from] crate::io::store::StoreError),
+    /// The final checkpoint could not be written.
+    #[error("the final checkpoint could not be written to {0} (see the warnings above)")]
+    CheckpointFailed(PathBuf),
     /// Timely could not start (e.g. the cluster could not connect).
     #[error("cannot start the workers: {0}")]
     Timely(String),
@@ -113,6 +126,23 @@ pub fn run_with_epochs(
     if !job.parse_only {
         output::prepare(&job.out)?;
     }
+    if let Some(dir) = &job.checkpoint_dir {
+        crate::io::store::prepare(dir)?;
+    }
+    let checkpoint = job.checkpoint_dir.as_ref().map(|dir| {
+        Arc::new(CheckpointConfig {
+            dir: dir.clone(),
+            every: None,
+            origin: Origin::Backfill,
+            params: job.params,
+            inputs: None,
+            base: None,
+            run: now_ms(),
+            restored_at: None,
+            write_delay: std::time::Duration::ZERO,
+        })
+    });
+    let metrics = Metrics::default();
     let peers = match &config.communication {
         timely::CommunicationConfig::Thread => 1,
         timely::CommunicationConfig::Process(threads)
@@ -122,10 +152,19 @@ pub fn run_with_epochs(
         } => threads * addresses.len(),
     };
     let job_out = (!job.parse_only).then(|| job.out.clone());
-    let job = Arc::new((job, files));
+    let job = Arc::new((job, files, checkpoint.clone()));
+    let worker_metrics = metrics.clone();
     let guards = timely::execute(config, move |worker| {
-        let (job, files) = &*job;
-        run_worker(worker, job, files, &progress, epoch_lines.max(1))
+        let (job, files, checkpoint) = &*job;
+        run_worker(
+            worker,
+            job,
+            files,
+            checkpoint.clone(),
+            &worker_metrics,
+            &progress,
+            epoch_lines.max(1),
+        )
     })
     .map_err(BackfillError::Timely)?;
 
@@ -140,6 +179,12 @@ pub fn run_with_epochs(
                 .for_each(FinishedPart::discard);
         }
         return Err(results.swap_remove(position).expect_err("found an error"));
+    }
+    if let Some(config) = &checkpoint {
+        // Process 0 writes the manifest; the others only their pieces.
+        if metrics.read(|f| f.checkpoints.failures) > 0 {
+            return Err(BackfillError::CheckpointFailed(config.dir.clone()));
+        }
     }
     // Every part is complete: replace the previous run's output.
     if let Some(out) = job_out {
@@ -159,19 +204,27 @@ pub fn run_with_epochs(
 
 /// The event-time promise of a worker's probe files: the least of theirs,
 /// `None` while one has not started, `u64::MAX` if there are none.
-fn promise(sources: &[FileSource]) -> Option<EventTime> {
-    sources
-        .iter()
-        .filter(|source| source.kind() == Kind::Probe)
-        .try_fold(EventTime::MAX, |least, source| {
-            source.watermark().map(|w| least.min(w))
-        })
+///
+/// With `keep_open` (a backfill that ends in a checkpoint), a worker whose
+/// files have all ended promises their own watermarks, not everything:
+/// the checkpoint keeps the visits that data after the backfill (from
+/// `run`) may still continue, as one run over all of it would.
+fn promise(sources: &[FileSource], keep_open: bool) -> Option<EventTime> {
+    let probes = || sources.iter().filter(|source| source.kind() == Kind::Probe);
+    if keep_open && probes().all(FileSource::finished) {
+        return probes().filter_map(FileSource::own_watermark).min();
+    }
+    probes().try_fold(EventTime::MAX, |least, source| {
+        source.watermark().map(|w| least.min(w))
+    })
 }
 
 fn run_worker(
     worker: &mut Worker,
     job: &Job,
     files: &[InputFile],
+    checkpoint: Option<Arc<CheckpointConfig>>,
+    metrics: &Metrics,
     progress: &Progress,
     epoch_lines: u64,
 ) -> Result<(Summary, Vec<FinishedPart>), BackfillError> {
@@ -200,7 +253,14 @@ fn run_worker(
     // workers would wait forever on one that never built it, whereas one that
     // returns early drops its inputs and lets them finish.
     let collections = Arc::new(Mutex::new(Collections::default()));
-    let mut pipeline = Pipeline::new(worker, &job.params, Arc::clone(&collections));
+    let keep_open = checkpoint.is_some();
+    let mut pipeline = Pipeline::new(
+        worker,
+        &job.params,
+        Arc::clone(&collections),
+        checkpoint,
+        metrics.clone(),
+    );
     let mut sources = open()?;
     let mut rejected = PartWriter::create(&job.out.join("rejected"), index, peers)?;
     let drain_rejected = |rejected: &mut PartWriter| -> Result<(), OutputError> {
@@ -227,14 +287,15 @@ fn run_worker(
             budget = budget.saturating_sub(read.lines.max(1));
             note(&mut summary, progress, read);
         }
-        if let Some(frontier) = promise(&sources) {
+        if let Some(frontier) = promise(&sources, keep_open) {
             pipeline.promise(frontier);
         }
         pipeline.advance();
         worker.step();
         drain_rejected(&mut rejected)?;
     }
-    pipeline.promise(EventTime::MAX);
+    // The last epoch: the checkpoint's time is above it.
+    pipeline.note(Note::Closed);
     let stats = pipeline.window_stats().clone();
     let probe = pipeline.close();
     while !probe.done() {

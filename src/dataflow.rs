@@ -10,6 +10,12 @@
 //!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► count ─► walk-in counts out
 //! ```
 //!
+//! State is data: the checkpointed state (the window operator's changed
+//! keys at each cut, walk-ins, the latest login per device, base counts)
+//! leaves as [`State`], and a restored checkpoint enters as [`Row`]s at one
+//! restore epoch, through the same exchanges as live data, so that any
+//! number of workers and processes restores any checkpoint.
+//!
 //! Logical time is a `u64` ingestion epoch chosen by the driver, not event
 //! time: a walk-in is emitted at the epoch of the probe that made it qualify,
 //! so latency is never held back by the lateness horizon. Event time lives in
@@ -29,13 +35,21 @@
 //! (a later login must enrich them all) and one contact per device; the count
 //! one entry per (business, contact).
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
 
+use crate::io::checkpoint::StateStreams as State;
+use crate::io::store::Row;
+use crate::operators::windows::{Snapshots, Window};
 use crate::operators::{LatestByKey, SessionWindows, Watermark, WindowConfig, WindowStats};
 use crate::params::Params;
-use crate::records::{BaseCount, DeviceContact, EnrichedWalkIn, Login, Probe, WalkIn, WalkinCount};
+use crate::records::{
+    BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Probe, WalkIn, WalkinCount,
+};
 
 /// The logical time of the dataflow: an ingestion epoch.
 pub type Time = u64;
@@ -50,6 +64,8 @@ pub struct Inputs<'scope> {
     pub base_counts: StreamVec<'scope, Time, BaseCount>,
     /// Event-time promises of every worker's probe sources.
     pub watermarks: StreamVec<'scope, Time, Watermark>,
+    /// A restored checkpoint's rows (at the restore epoch).
+    pub restored: StreamVec<'scope, Time, Row>,
 }
 
 /// The four collections of docs/contract.md, section 2.
@@ -62,12 +78,39 @@ pub struct Outputs<'scope> {
     pub enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
     /// Walk-ins per (business, contact), plus base counts.
     pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
+    /// The state to checkpoint.
+    pub state: State<'scope>,
 }
 
-/// Builds the dataflow in the inputs' scope.
+/// A stream's records as a collection, each inserted at its time.
+fn inserted<'scope, D: differential_dataflow::ExchangeData>(
+    stream: StreamVec<'scope, Time, D>,
+) -> VecCollection<'scope, Time, D> {
+    stream
+        .unary::<CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
+            Pipeline,
+            "Inserted",
+            |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|capability, data| {
+                        let at = *capability.least().expect("a total order has a least time");
+                        let capability = capability.delayed(&at, 0);
+                        output.session(&capability).give_iterator(
+                            data.flat_map(|batch| batch.drain(..)).map(|d| (d, at, 1)),
+                        );
+                    })
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Builds the dataflow in the inputs' scope; with `snapshots`, the window
+/// operator snapshots its state at those cuts.
 pub fn build<'scope>(
     inputs: Inputs<'scope>,
     params: &Params,
+    snapshots: Option<Snapshots>,
     window_stats: WindowStats,
 ) -> Outputs<'scope> {
     let rssi_min = params.rssi_min;
@@ -77,8 +120,41 @@ pub fn build<'scope>(
         min_probes: params.min_probes,
     };
 
-    let restored_windows = inputs.watermarks.clone().flat_map(|_| None);
-    let walkins = inputs
+    let restored = inputs.restored;
+    let restored_windows = restored.clone().flat_map(|row| match row {
+        Row::Window {
+            business,
+            device,
+            state: Some(state),
+        } => Some(((business, device), state)),
+        _ => None,
+    });
+    let restored_walkins = inserted(restored.clone().flat_map(|row| match row {
+        Row::WalkIn {
+            business,
+            device,
+            start,
+            detected_at: Some(detected_at),
+        } => Some(((business, device), Window { start, detected_at })),
+        _ => None,
+    }));
+    let restored_logins = restored.clone().flat_map(|row| match row {
+        Row::Login {
+            device,
+            ts,
+            contact,
+        } => Some((device, (ts, contact))),
+        _ => None,
+    });
+    let restored_base_counts = restored.flat_map(|row| match row {
+        Row::BaseCount {
+            business,
+            contact,
+            count,
+        } => Some(((business, contact), count)),
+        _ => None,
+    });
+    let (windows, window_snapshots) = inputs
         .probes
         .flat_map(move |probe| {
             (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
@@ -87,10 +163,13 @@ pub fn build<'scope>(
             inputs.watermarks,
             restored_windows,
             window_config,
-            None,
+            snapshots,
             window_stats,
-        )
-        .0
+        );
+    let walkin_windows: VecCollection<'scope, Time, ((Id, Id), Window)> =
+        windows.concat(restored_walkins);
+    let walkins = walkin_windows
+        .clone()
         .map(|((business, device), window)| WalkIn {
             business: business.into(),
             device: device.into(),
@@ -98,10 +177,13 @@ pub fn build<'scope>(
             detected_at: window.detected_at,
         });
 
-    let contacts = inputs
+    let latest_logins = inputs
         .logins
         .map(|login| (login.device, (login.ts, login.contact)))
-        .latest_by_key("DeviceContacts")
+        .concat(restored_logins)
+        .latest_by_key("DeviceContacts");
+    let contacts = latest_logins
+        .clone()
         .map(|(device, (_ts, contact))| (device, contact))
         .arrange_by_key_named("ContactsByDevice");
     let device_contacts = contacts
@@ -135,14 +217,15 @@ pub fn build<'scope>(
 
     // A base count of n is the pair (business, contact) with multiplicity n,
     // so that counting adds it to the walk-ins.
-    let base_weights = inputs
+    let latest_base_counts = inputs
         .base_counts
         .map(|base| ((base.business, base.contact), base.count))
-        .latest_by_key("BaseCounts")
-        .explode(|(pair, count)| {
-            let weight = isize::try_from(count).expect("counts are below 2^53");
-            Some((pair, weight))
-        });
+        .concat(restored_base_counts)
+        .latest_by_key("BaseCounts");
+    let base_weights = latest_base_counts.clone().explode(|(pair, count)| {
+        let weight = isize::try_from(count).expect("counts are below 2^53");
+        Some((pair, weight))
+    });
     let walkin_counts = enriched_walkins
         .clone()
         .map(|enriched| (enriched.business, enriched.contact))
@@ -162,5 +245,11 @@ pub fn build<'scope>(
         device_contacts,
         enriched_walkins,
         walkin_counts,
+        state: State {
+            windows: window_snapshots,
+            walkins: walkin_windows,
+            logins: latest_logins,
+            base_counts: latest_base_counts,
+        },
     }
 }

@@ -44,6 +44,29 @@ pub struct WorkerFigures {
     pub output_frontier: Option<u64>,
 }
 
+/// Checkpoints written and restored by this process.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointFigures {
+    /// Checkpoints that completed (manifests written; process 0).
+    pub completed: u64,
+    /// Cuts whose checkpoint could not be written.
+    pub failures: u64,
+    /// The newest complete checkpoint's logical time.
+    pub last_time: Option<u64>,
+    /// When it was written (ms since the epoch).
+    pub last_wall_ms: Option<u64>,
+    /// How long its manifest took, from its pieces being durable (s).
+    pub last_duration_seconds: Option<f64>,
+    /// The size of the newest complete checkpoint's pieces.
+    pub bytes: u64,
+    /// Bytes of pieces written by this process's workers.
+    pub bytes_written: u64,
+    /// How long the restore took (s), if this run restored one.
+    pub restore_seconds: Option<f64>,
+    /// Rows restored by this process's workers.
+    pub restored_rows: u64,
+}
+
 /// Everything `/metrics` reports.
 #[derive(Debug, Default)]
 pub struct Figures {
@@ -64,6 +87,8 @@ pub struct Figures {
     pub latency_sum_ms: u64,
     /// The progress topic's last frontier (process 0 publishes it).
     pub progress: Published,
+    /// Checkpoints.
+    pub checkpoints: CheckpointFigures,
 }
 
 impl Figures {

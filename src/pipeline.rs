@@ -17,8 +17,12 @@ use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::dataflow::{self, Inputs, Outputs, Time};
+use crate::io::checkpoint::{self, CheckpointConfig};
 use crate::io::ingest::Ingested;
 use crate::io::progress::Note;
+use crate::io::store::Row;
+use crate::metrics::Metrics;
+use crate::operators::windows::Snapshots;
 use crate::operators::{Watermark, WindowStats};
 use crate::params::Params;
 use crate::records::{
@@ -179,52 +183,77 @@ pub struct Pipeline {
     watermarks: InputHandleVec<Time, Watermark>,
     rejected: InputHandleVec<Time, Rejected>,
     notes: InputHandleVec<Time, Note>,
+    restored: InputHandleVec<Time, Row>,
     probe: ProbeHandle<Time>,
     window_stats: WindowStats,
 }
 
 impl Pipeline {
     /// Builds the dataflow on `worker`, accumulating its outputs into
-    /// `collections` (which several workers may share).
-    pub fn new(worker: &mut Worker, params: &Params, collections: Arc<Mutex<Collections>>) -> Self {
-        Self::with_sinks(worker, params, move |outputs, rejected, _notes, probe| {
-            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
-            accumulate(
-                outputs.device_contacts,
-                &collections,
-                |c| &mut c.device_contacts,
-                probe,
-            );
-            accumulate(
-                outputs.enriched_walkins,
-                &collections,
-                |c| &mut c.enriched_walkins,
-                probe,
-            );
-            accumulate(
-                outputs.walkin_counts,
-                &collections,
-                |c| &mut c.walkin_counts,
-                probe,
-            );
-            let sink = Arc::clone(&collections);
-            use timely::dataflow::operators::Inspect;
-            rejected
-                .inspect(move |record: &Rejected| {
-                    sink.lock()
-                        .expect("no worker panics holding the lock")
-                        .rejected
-                        .push(record.clone())
-                })
-                .probe_with(probe);
-        })
+    /// `collections` (which several workers may share); with `checkpoint`,
+    /// writes the final state as a checkpoint there (the probe is done once
+    /// it is written).
+    pub fn new(
+        worker: &mut Worker,
+        params: &Params,
+        collections: Arc<Mutex<Collections>>,
+        checkpoint: Option<Arc<CheckpointConfig>>,
+        metrics: Metrics,
+    ) -> Self {
+        let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
+        Self::with_sinks(
+            worker,
+            params,
+            snapshots,
+            move |outputs, rejected, notes, probe| {
+                if let Some(config) = checkpoint {
+                    let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
+                    checkpoint::coordinate(pieces, notes, config, metrics).probe_with(probe);
+                }
+                accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
+                accumulate(
+                    outputs.device_contacts,
+                    &collections,
+                    |c| &mut c.device_contacts,
+                    probe,
+                );
+                accumulate(
+                    outputs.enriched_walkins,
+                    &collections,
+                    |c| &mut c.enriched_walkins,
+                    probe,
+                );
+                accumulate(
+                    outputs.walkin_counts,
+                    &collections,
+                    |c| &mut c.walkin_counts,
+                    probe,
+                );
+                let sink = Arc::clone(&collections);
+                use timely::dataflow::operators::Inspect;
+                rejected
+                    .inspect(move |record: &Rejected| {
+                        sink.lock()
+                            .expect("no worker panics holding the lock")
+                            .rejected
+                            .push(record.clone())
+                    })
+                    .probe_with(probe);
+            },
+        )
     }
 
-    /// Builds the dataflow on `worker` with the sinks `attach` connects to
-    /// its outputs, rejected records and notes ([`Pipeline::note`]);
-    /// `attach` must make the probe it is given cover every sink, so that
-    /// the probe passes a time only once its output is written.
-    pub fn with_sinks<F>(worker: &mut Worker, params: &Params, attach: F) -> Self
+    /// Builds the dataflow on `worker` (the window operator snapshotting its
+    /// state at `snapshots`) with the sinks `attach` connects to its
+    /// outputs, rejected records and notes ([`Pipeline::note`]); `attach`
+    /// must make the probe it is given cover every sink, so that the probe
+    /// passes a time only once its output is written.
+    pub fn with_sinks<F>(
+        worker: &mut Worker,
+        params: &Params,
+        snapshots: Option<Snapshots>,
+        attach: F,
+    ) -> Self
     where
         F: FnOnce(
             Outputs<'_>,
@@ -239,6 +268,7 @@ impl Pipeline {
         let mut watermarks = InputHandleVec::new();
         let mut rejected = InputHandleVec::new();
         let mut notes = InputHandleVec::new();
+        let mut restored = InputHandleVec::new();
         let probe = ProbeHandle::new();
         let window_stats = WindowStats::default();
         let index = worker.index();
@@ -249,8 +279,10 @@ impl Pipeline {
                     logins: logins.to_stream(scope),
                     base_counts: base_counts.to_stream(scope),
                     watermarks: watermarks.to_stream(scope),
+                    restored: restored.to_stream(scope),
                 },
                 params,
+                snapshots,
                 window_stats.clone(),
             );
             attach(
@@ -270,9 +302,15 @@ impl Pipeline {
             watermarks,
             rejected,
             notes,
+            restored,
             probe,
             window_stats,
         }
+    }
+
+    /// Sends a restored checkpoint's row at the current epoch.
+    pub fn restore(&mut self, row: Row) {
+        self.restored.send(row);
     }
 
     /// Sends a note (a fact about the input) at the current epoch.
@@ -324,6 +362,7 @@ impl Pipeline {
         self.watermarks.advance_to(self.epoch);
         self.rejected.advance_to(self.epoch);
         self.notes.advance_to(self.epoch);
+        self.restored.advance_to(self.epoch);
     }
 
     /// The current epoch: records given now carry it.

@@ -524,6 +524,7 @@ fn build(
     Pipeline::with_sinks(
         worker,
         &job.params,
+        None,
         move |outputs, rejected, notes, probe| {
             let walkins = upsert_sink(
                 outputs.walkins,

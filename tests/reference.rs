@@ -1393,7 +1393,13 @@ fn incremental(workload: &Workload, workers: usize) {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (workload, plan, sources, failure) = (&*workload, &*plan, &*sources, &*shared_failure);
         let (index, peers) = (worker.index(), worker.peers());
-        let mut pipeline = Pipeline::new(worker, &workload.params, Arc::clone(&collections));
+        let mut pipeline = Pipeline::new(
+            worker,
+            &workload.params,
+            Arc::clone(&collections),
+            None,
+            Default::default(),
+        );
         let mut feeds: Vec<Feed> = workload
             .partitions
             .iter()

@@ -129,6 +129,10 @@ struct BackfillArgs {
     /// Only read, parse and validate (a benchmark floor): no dataflow, no output.
     #[arg(long)]
     parse_only: bool,
+    /// Also write the final state as a checkpoint in DIR, for `presence run
+    /// --checkpoint-dir DIR` to continue from (load history once, then go live).
+    #[arg(long, value_name = "DIR", conflicts_with = "parse_only")]
+    checkpoint_dir: Option<PathBuf>,
     #[command(flatten)]
     params: ParamArgs,
     #[command(flatten)]
@@ -475,6 +479,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 out: args.out.unwrap_or_default(),
                 params: args.params.params(),
                 parse_only: args.parse_only,
+                checkpoint_dir: args.checkpoint_dir,
             };
             backfill_with_progress(&args.cluster, job)?;
             Ok(())
@@ -516,6 +521,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 out: out.clone(),
                 params: Params::default(),
                 parse_only: false,
+                checkpoint_dir: None,
             };
             backfill_with_progress(&args.cluster, job)?;
             let counts: Vec<presence::records::WalkinCount> =

@@ -172,6 +172,11 @@ impl FileSource {
         }
     }
 
+    /// The partition's own lateness watermark, finished or not.
+    pub fn own_watermark(&self) -> Option<EventTime> {
+        self.ingest.watermark()
+    }
+
     /// The order in which a worker reads its files, smallest first: files
     /// not yet started, then logins and base counts (small, and state is
     /// freed sooner when contacts come first), then the probe file furthest

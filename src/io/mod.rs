@@ -5,6 +5,7 @@
 //! queue ([`fetch`]), one worker's input partitions ([`source`]), the
 //! upsert sinks ([`upsert`]) and the progress topic ([`progress`]).
 
+pub mod checkpoint;
 pub mod fetch;
 pub mod files;
 pub mod generator;

@@ -51,7 +51,7 @@ pub enum Note {
     /// A sink wrote output records at this time.
     Written,
     /// Every record of the input partition before `next` is reflected at
-    /// this time (and after).
+    /// this time (and after), with the partition's lateness state then.
     Read {
         /// The input topic.
         topic: String,
@@ -59,6 +59,10 @@ pub enum Note {
         partition: i32,
         /// The next offset to read.
         next: i64,
+        /// The largest accepted probe `ts`.
+        high_water: Option<u64>,
+        /// Probes below this are late.
+        floor: u64,
     },
     /// A worker's last epoch: it gives no input after this time.
     Closed,
@@ -133,6 +137,7 @@ pub fn publish<'scope>(
                                 topic,
                                 partition,
                                 next,
+                                ..
                             } => {
                                 offsets.entry(topic).or_default().insert(partition, next);
                             }

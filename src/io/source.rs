@@ -86,8 +86,8 @@ struct Partition {
     end: i64,
     /// The next offset to read: every record before it is reflected.
     next: i64,
-    /// `next` as last reported in a [`Note`].
-    reported: Option<i64>,
+    /// `next` and the floor as last reported in a [`Note`].
+    reported: Option<(i64, EventTime)>,
 }
 
 /// What one [`KafkaSource::read`] call consumed.
@@ -313,19 +313,20 @@ impl KafkaSource {
         self.partitions.iter().all(|p| p.next >= p.end)
     }
 
-    /// Notes of the partitions whose next offset changed since the last
-    /// call (all of them on the first): what the state at the current epoch
-    /// reflects.
+    /// Notes of the partitions whose state changed since the last call (all
+    /// of them on the first): what the state at the current epoch reflects.
     pub fn offsets(&mut self) -> impl Iterator<Item = Note> + '_ {
         self.partitions
             .iter_mut()
-            .filter(|p| p.reported != Some(p.next))
+            .filter(|p| p.reported != Some((p.next, p.ingest.floor())))
             .map(|p| {
-                p.reported = Some(p.next);
+                p.reported = Some((p.next, p.ingest.floor()));
                 Note::Read {
                     topic: p.topic.clone(),
                     partition: p.number,
                     next: p.next,
+                    high_water: p.ingest.high_water(),
+                    floor: p.ingest.floor(),
                 }
             })
     }

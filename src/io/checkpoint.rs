@@ -1,0 +1,510 @@
+//! Checkpoints: one consistent cut of every worker's state, written while
+//! the dataflow runs (see [`crate::io::store`] for the files).
+//!
+//! State is data. The window operator snapshots its changed keys at every
+//! cut ([`crate::operators::windows::WindowSnapshot`]); the walk-ins, the
+//! latest login per device and the base counts are differential
+//! collections. Each worker's [`checkpoint`] operator sees all four, and
+//! once its inputs have passed a cut `c` it has exactly the changes of
+//! every logical time below `c`: it hands them to a writer thread (off the
+//! worker's thread), which writes them as a piece. Cuts are multiples of
+//! `--checkpoint-interval` in logical time, which every worker computes by
+//! itself: no coordination message is needed to agree on them.
+//!
+//! Each piece is noted to worker 0's [`coordinate`] operator. When every
+//! worker's piece of a cut is durable, the outputs below the cut are
+//! acknowledged by the broker and the input notes below it have arrived
+//! (the offsets and lateness state of every partition as of the cut), it
+//! writes the cut's manifest: the checkpoint counts. A cut a worker could
+//! not write counts as a failure; that worker carries the changes into its
+//! next piece, and the next manifest names every piece written since the
+//! last one that counted.
+//!
+//! At the end of the input (a clean stop), every worker writes a final
+//! piece and the coordinator a final manifest at the least time above
+//! every worker's last epoch.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::StreamVec;
+
+use crate::dataflow::Time;
+use crate::io::progress::Note;
+use crate::io::store::{self, Manifest, Origin, PartitionState, PieceInfo, Row};
+use crate::metrics::Metrics;
+use crate::operators::windows::{Cut, Window, WindowSnapshot};
+use crate::params::Params;
+use crate::records::Id;
+
+/// Where and how checkpoints are written.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// The checkpoint folder (every process of a cluster names the same).
+    pub dir: PathBuf,
+    /// A cut every multiple of this logical time; `None`: only the final one.
+    pub every: Option<u64>,
+    /// What writes it.
+    pub origin: Origin,
+    /// The detection parameters (recorded, and checked on restore).
+    pub params: Params,
+    /// The input topics (probes, logins, base counts), for `run`.
+    pub inputs: Option<[String; 3]>,
+    /// The checkpoint this run restored, whose pieces the next ones extend.
+    pub base: Option<Manifest>,
+    /// The run's first epoch: file names of different runs never collide.
+    pub run: u64,
+    /// The restore epoch: its updates are the restored state, already in
+    /// `base`, not changes to write again.
+    pub restored_at: Option<Time>,
+    /// A synthetic delay before each piece is made durable (crash tests
+    /// widen the window in which a kill lands inside a write).
+    pub write_delay: Duration,
+}
+
+/// A worker's piece of a cut, noted to the coordinator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceNote {
+    /// The cut.
+    pub cut: Cut,
+    /// The worker.
+    pub worker: usize,
+    /// The piece written (`None`: nothing changed), or why it could not be.
+    pub piece: Result<Option<PieceInfo>, String>,
+}
+
+/// The state collections a checkpoint holds, as the dataflow has them.
+pub struct StateStreams<'scope> {
+    /// The window operator's snapshots.
+    pub windows: StreamVec<'scope, Time, WindowSnapshot<(Id, Id)>>,
+    /// Walk-ins by (business, device).
+    pub walkins: VecCollection<'scope, Time, ((Id, Id), Window)>,
+    /// The latest login per device: `(device, (ts, contact))`.
+    pub logins: VecCollection<'scope, Time, (String, (u64, String))>,
+    /// The base count per (business, contact).
+    pub base_counts: VecCollection<'scope, Time, ((String, String), u64)>,
+}
+
+/// The rows of walk-in updates: per key the inserted walk-in, or a removal.
+fn walkin_rows(mut updates: Vec<(((Id, Id), Window), isize)>) -> Vec<Row> {
+    differential_dataflow::consolidation::consolidate(&mut updates);
+    let mut rows: BTreeMap<(Id, Id, u64), Option<u64>> = BTreeMap::new();
+    // Removals first, so that a walk-in replaced at the same key is the insertion.
+    updates.sort_by_key(|(_, diff)| *diff);
+    for (((business, device), window), diff) in updates {
+        let key = (business, device, window.start);
+        if diff > 0 {
+            rows.insert(key, Some(window.detected_at));
+        } else {
+            rows.entry(key).or_insert(None);
+        }
+    }
+    rows.into_iter()
+        .map(|((business, device, start), detected_at)| Row::WalkIn {
+            business,
+            device,
+            start,
+            detected_at,
+        })
+        .collect()
+}
+
+/// The inserted values of updates to a latest-value collection.
+fn latest_rows<K: Ord, V: Ord>(
+    mut updates: Vec<((K, V), isize)>,
+    row: impl Fn(K, V) -> Row,
+) -> Vec<Row> {
+    differential_dataflow::consolidation::consolidate(&mut updates);
+    updates
+        .into_iter()
+        .filter(|(_, diff)| *diff > 0)
+        .map(|((key, value), _)| row(key, value))
+        .collect()
+}
+
+/// Splits off the updates with times below `cut` (all of them for the
+/// final cut), leaving the rest.
+fn below<D>(stash: &mut Vec<(D, Time, isize)>, cut: Cut, skip: Option<Time>) -> Vec<(D, isize)> {
+    let (taken, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(stash)
+            .into_iter()
+            .partition(|(_, time, _)| match cut {
+                Cut::At(c) => *time < c,
+                Cut::Final => true,
+            });
+    *stash = kept;
+    taken
+        .into_iter()
+        .filter(|(_, time, _)| Some(*time) != skip)
+        .map(|(data, _, diff)| (data, diff))
+        .collect()
+}
+
+/// One worker's checkpoint operator: writes its piece of every cut; see the
+/// module docs. The returned notes go to the coordinator.
+pub fn checkpoint<'scope>(
+    state: StateStreams<'scope>,
+    config: Arc<CheckpointConfig>,
+) -> StreamVec<'scope, Time, PieceNote> {
+    let scope = state.windows.scope();
+    let worker = scope.index();
+    let mut builder = OperatorBuilder::new("Checkpoint".to_owned(), scope);
+    let info = builder.operator_info();
+    let mut windows_input = builder.new_input(state.windows, Pipeline);
+    let mut walkins_input = builder.new_input(state.walkins.inner, Pipeline);
+    let mut logins_input = builder.new_input(state.logins.inner, Pipeline);
+    let mut base_input = builder.new_input(state.base_counts.inner, Pipeline);
+    let (output, notes) = builder.new_output();
+    let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<PieceNote>>>::from(output);
+    let activator = scope.worker().sync_activator_for(info.address.to_vec());
+    builder.build(move |mut capabilities| {
+        // Held at the last cut written, so that the next one's note can be sent.
+        let mut capability = capabilities.pop();
+        let (jobs, results) = writer(config.clone(), worker, activator);
+        let mut snapshots: BTreeMap<Cut, Vec<Row>> = BTreeMap::new();
+        let mut walkins = Vec::new();
+        let mut logins = Vec::new();
+        let mut base = Vec::new();
+        // Rows of cuts that could not be written: they go into the next piece.
+        let mut carried: Vec<Row> = Vec::new();
+        let mut in_flight: Vec<Cut> = Vec::new();
+        let mut ended = false;
+        move |frontiers| {
+            windows_input.for_each(|_, data| {
+                for snapshot in data.drain(..) {
+                    let rows = snapshot.changes.into_iter().map(|((business, device), state)| Row::Window {
+                        business,
+                        device,
+                        state,
+                    });
+                    snapshots.entry(snapshot.cut).or_default().extend(rows);
+                }
+            });
+            walkins_input.for_each(|_, data| walkins.append(data));
+            logins_input.for_each(|_, data| logins.append(data));
+            base_input.for_each(|_, data| base.append(data));
+            let passed = |cut: Cut| {
+                frontiers.iter().all(|f| match cut {
+                    Cut::At(c) => !f.less_than(&c),
+                    Cut::Final => f.is_empty(),
+                })
+            };
+            while let Some(entry) = snapshots.first_entry() {
+                let cut = *entry.key();
+                if !passed(cut) || ended {
+                    break;
+                }
+                let mut rows = std::mem::take(&mut carried);
+                rows.extend(entry.remove());
+                rows.extend(walkin_rows(below(&mut walkins, cut, config.restored_at)));
+                rows.extend(latest_rows(below(&mut logins, cut, config.restored_at), |device, (ts, contact)| {
+                    Row::Login { device, ts, contact }
+                }));
+                rows.extend(latest_rows(below(&mut base, cut, config.restored_at), |(business, contact), count| {
+                    Row::BaseCount { business, contact, count }
+                }));
+                ended |= cut == Cut::Final;
+                in_flight.push(cut);
+                jobs.send((cut, rows)).expect("the writer outlives the operator");
+            }
+            let mut out = output.activate();
+            while let Ok((cut, result)) = results.try_recv() {
+                debug_assert_eq!(in_flight.first(), Some(&cut), "pieces complete in order");
+                in_flight.remove(0);
+                let held = capability.as_mut().expect("held until the final piece");
+                let time = match cut {
+                    Cut::At(c) => c - 1,
+                    Cut::Final => *held.time(),
+                };
+                let piece = match result {
+                    Ok(piece) => Ok(piece),
+                    Err((error, rows)) => {
+                        tracing::warn!(worker, ?cut, %error, "could not write a checkpoint piece; its changes go into the next one");
+                        carried = rows;
+                        Err(error)
+                    }
+                };
+                out.session(&held.delayed(&time)).give(PieceNote { cut, worker, piece });
+                match cut {
+                    Cut::At(c) => held.downgrade(&c),
+                    Cut::Final => capability = None,
+                }
+            }
+        }
+    });
+    notes
+}
+
+/// A piece writer: the job's rows to a piece file, on its own thread.
+type Job = (Cut, Vec<Row>);
+/// What became of a job: the piece (or none, for no rows), or the error
+/// and the rows back.
+type Outcome = (Cut, Result<Option<PieceInfo>, (String, Vec<Row>)>);
+
+fn writer(
+    config: Arc<CheckpointConfig>,
+    worker: usize,
+    activator: timely::scheduling::SyncActivator,
+) -> (mpsc::Sender<Job>, mpsc::Receiver<Outcome>) {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let (done, results) = mpsc::channel::<Outcome>();
+    std::thread::Builder::new()
+        .name(format!("checkpoint-{worker}"))
+        .spawn(move || {
+            for (cut, rows) in queue {
+                let result = if rows.is_empty() {
+                    Ok(None)
+                } else {
+                    let label = match cut {
+                        Cut::At(c) => format!("{c:020}"),
+                        Cut::Final => "final".to_owned(),
+                    };
+                    let name = format!("piece-{label}-{}-w{worker:04}.piece", config.run);
+                    std::thread::sleep(config.write_delay);
+                    match store::write_piece(&config.dir, &name, rows.clone()) {
+                        Ok(piece) => Ok(Some(piece)),
+                        Err(error) => Err((error.to_string(), rows)),
+                    }
+                };
+                if done.send((cut, result)).is_err() {
+                    break;
+                }
+                let _ = activator.activate();
+            }
+        })
+        .expect("a thread can be started");
+    (jobs, results)
+}
+
+/// A manifest job for the coordinator's thread: write it (merging its
+/// pieces first when they span many cuts), then prune the folder.
+type ManifestJob = Manifest;
+type ManifestOutcome = Result<Manifest, (String, Manifest)>;
+
+fn manifest_writer(
+    dir: PathBuf,
+    activator: timely::scheduling::SyncActivator,
+) -> (mpsc::Sender<ManifestJob>, mpsc::Receiver<ManifestOutcome>) {
+    let (jobs, queue) = mpsc::channel::<ManifestJob>();
+    let (done, results) = mpsc::channel::<ManifestOutcome>();
+    std::thread::Builder::new()
+        .name("checkpoint-manifest".into())
+        .spawn(move || {
+            for manifest in queue {
+                let result =
+                    write_and_tidy(&dir, manifest.clone()).map_err(|e| (e.to_string(), manifest));
+                if done.send(result).is_err() {
+                    break;
+                }
+                let _ = activator.activate();
+            }
+        })
+        .expect("a thread can be started");
+    (jobs, results)
+}
+
+/// Writes `manifest`; if its pieces span more than
+/// [`store::MERGE_AFTER_CUTS`] cuts, merges them into one and writes the
+/// merged manifest in its place; prunes. Returns the manifest in force.
+fn write_and_tidy(
+    dir: &std::path::Path,
+    manifest: Manifest,
+) -> Result<Manifest, store::StoreError> {
+    store::write_manifest(dir, &manifest)?;
+    let cuts: std::collections::BTreeSet<&str> = manifest
+        .pieces
+        .iter()
+        .filter_map(|p| p.name.split('-').nth(1))
+        .collect();
+    let manifest = if cuts.len() > store::MERGE_AFTER_CUTS {
+        let name = format!("piece-{:020}-merged-w0000.piece", manifest.time);
+        match store::merge(dir, &manifest, &name) {
+            Ok(merged) => {
+                store::write_manifest(dir, &merged)?;
+                merged
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not merge checkpoint pieces; keeping them as they are");
+                manifest
+            }
+        }
+    } else {
+        manifest
+    };
+    if let Err(error) = store::prune(dir) {
+        tracing::warn!(%error, "could not delete old checkpoint files");
+    }
+    Ok(manifest)
+}
+
+/// The coordinator, on worker 0: writes a cut's manifest once every
+/// worker's piece is durable and the notes below the cut (acknowledged
+/// outputs, input offsets) are in; see the module docs. The returned
+/// stream's frontier is empty once the final manifest is written (or the
+/// run failed).
+pub fn coordinate<'scope>(
+    pieces: StreamVec<'scope, Time, PieceNote>,
+    notes: StreamVec<'scope, Time, Note>,
+    config: Arc<CheckpointConfig>,
+    metrics: Metrics,
+) -> StreamVec<'scope, Time, ()> {
+    let scope = pieces.scope();
+    let peers = scope.peers();
+    let coordinator = scope.index() == 0;
+    let mut builder = OperatorBuilder::new("CheckpointCoordinator".to_owned(), scope);
+    let info = builder.operator_info();
+    let mut piece_input = builder.new_input(pieces, Exchange::new(|_: &PieceNote| 0));
+    let mut note_input = builder.new_input(notes, Exchange::new(|_: &Note| 0));
+    let (_output, done) = builder.new_output::<Vec<()>>();
+    let activator = scope.worker().sync_activator_for(info.address.to_vec());
+    builder.build(move |mut capabilities| {
+        let mut capability = capabilities.pop().filter(|_| coordinator);
+        let (jobs, results) = manifest_writer(config.dir.clone(), activator);
+        let mut pieces: BTreeMap<Cut, Vec<PieceNote>> = BTreeMap::new();
+        let mut notes: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
+        let mut partitions: BTreeMap<(String, i32), PartitionState> = config
+            .base
+            .iter()
+            .flat_map(|m| m.partitions.iter().cloned())
+            .filter(|_| config.origin == Origin::Run)
+            .map(|p| ((p.topic.clone(), p.partition), p))
+            .collect();
+        // The pieces the next manifest extends: the last one in force.
+        let mut chain: Vec<PieceInfo> = config.base.iter().flat_map(|m| m.pieces.clone()).collect();
+        // Pieces written since, of cuts whose manifest was not written.
+        let mut unnamed: Vec<PieceInfo> = Vec::new();
+        let mut last_epoch: Option<Time> = None;
+        let mut closed = 0;
+        let mut writing: Option<(Cut, Instant)> = None;
+        move |frontiers| {
+            piece_input.for_each(|_, data| {
+                for note in data.drain(..) {
+                    pieces.entry(note.cut).or_default().push(note);
+                }
+            });
+            note_input.for_each_stamp(|stamp, data| {
+                let time = *stamp.least().expect("a total order has a least time");
+                let entry = notes.entry(time).or_default();
+                for batch in data {
+                    entry.append(batch);
+                }
+            });
+            if capability.is_none() {
+                return;
+            }
+            while let Ok(result) = results.try_recv() {
+                let (cut, started) = writing.take().expect("a manifest was being written");
+                match result {
+                    Ok(manifest) => {
+                        chain = manifest.pieces.clone();
+                        unnamed.clear();
+                        let seconds = started.elapsed().as_secs_f64();
+                        tracing::info!(time = manifest.time, pieces = manifest.pieces.len(), bytes = manifest.bytes(), seconds, "checkpoint written");
+                        metrics.update(|f| {
+                            f.checkpoints.completed += 1;
+                            f.checkpoints.last_time = Some(manifest.time);
+                            f.checkpoints.last_wall_ms = Some(manifest.wall_time_ms);
+                            f.checkpoints.last_duration_seconds = Some(seconds);
+                            f.checkpoints.bytes = manifest.bytes();
+                        });
+                        if cut == Cut::Final {
+                            capability = None;
+                            return;
+                        }
+                    }
+                    Err((error, manifest)) => {
+                        tracing::warn!(time = manifest.time, %error, "could not write a checkpoint's manifest; the previous one stays in force");
+                        metrics.update(|f| f.checkpoints.failures += 1);
+                        // Its pieces are durable: the next manifest names them.
+                        let named = chain.len();
+                        unnamed = manifest.pieces[named.min(manifest.pieces.len())..].to_vec();
+                        if cut == Cut::Final {
+                            capability = None;
+                            return;
+                        }
+                    }
+                }
+            }
+            if writing.is_some() {
+                return; // one manifest at a time: the next extends it
+            }
+            let notes_frontier = &frontiers[1];
+            let Some(entry) = pieces.first_entry() else {
+                return;
+            };
+            let cut = *entry.key();
+            let complete = entry.get().len() == peers;
+            let passed = match cut {
+                Cut::At(c) => !notes_frontier.less_than(&c),
+                Cut::Final => notes_frontier.is_empty(),
+            };
+            if !complete || !passed {
+                return;
+            }
+            let notes_of_cut = entry.remove();
+            // The input as the cut reflects it: the notes below it.
+            while let Some(entry) = notes.first_entry() {
+                if matches!(cut, Cut::At(c) if *entry.key() >= c) {
+                    break;
+                }
+                let (time, batch) = entry.remove_entry();
+                for note in batch {
+                    match note {
+                        Note::Read { topic, partition, next, high_water, floor } => {
+                            partitions.insert(
+                                (topic.clone(), partition),
+                                PartitionState { topic, partition, next, high_water, floor },
+                            );
+                        }
+                        Note::Closed => {
+                            closed += 1;
+                            last_epoch = Some(last_epoch.map_or(time, |e| e.max(time)));
+                        }
+                        Note::Written => {}
+                    }
+                }
+            }
+            let mut written: Vec<PieceInfo> = Vec::new();
+            let mut failed = Vec::new();
+            for note in notes_of_cut {
+                match note.piece {
+                    Ok(piece) => written.extend(piece),
+                    Err(error) => failed.push(format!("worker {}: {error}", note.worker)),
+                }
+            }
+            written.sort_by(|a, b| a.name.cmp(&b.name));
+            if !failed.is_empty() || (cut == Cut::Final && closed != peers && config.origin == Origin::Run) {
+                tracing::warn!(?cut, failures = ?failed, "a checkpoint could not be written; the previous one stays in force");
+                metrics.update(|f| f.checkpoints.failures += 1);
+                unnamed.extend(written);
+                if cut == Cut::Final {
+                    capability = None;
+                }
+                return;
+            }
+            let time = match cut {
+                Cut::At(c) => c,
+                Cut::Final => last_epoch.map_or_else(
+                    || config.base.as_ref().map_or(0, |m| m.time),
+                    |e| e + 1,
+                ),
+            };
+            let mut manifest = Manifest::new(time, config.origin, &config.params, peers);
+            manifest.inputs = config.inputs.clone();
+            manifest.partitions = partitions.values().cloned().collect();
+            manifest.pieces = chain.iter().chain(&unnamed).chain(&written).cloned().collect();
+            writing = Some((cut, Instant::now()));
+            jobs.send(manifest).expect("the manifest writer outlives the operator");
+        }
+    });
+    done
+}

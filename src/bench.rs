@@ -603,6 +603,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             dataflow_latency: Some(Arc::clone(&recorder)),
             delay_outputs: config.delay_outputs,
             stall: config.stall,
+            checkpoint_write_delay: Duration::ZERO,
         },
         ..RunJob::new(brokers.clone(), topics.clone())
     };

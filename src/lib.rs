@@ -23,5 +23,6 @@ pub mod operators;
 pub mod params;
 pub mod pipeline;
 pub mod records;
+pub mod restore;
 pub mod run;
 pub mod status;

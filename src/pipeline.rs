@@ -21,6 +21,7 @@ use crate::io::checkpoint::{self, CheckpointConfig};
 use crate::io::ingest::Ingested;
 use crate::io::progress::Note;
 use crate::io::store::Row;
+use crate::io::upsert::Existing;
 use crate::metrics::Metrics;
 use crate::operators::windows::Snapshots;
 use crate::operators::{Watermark, WindowStats};
@@ -172,6 +173,16 @@ fn accumulate<'scope, D>(
         .probe_with(probe);
 }
 
+/// The streams a driver's sinks take besides the outputs.
+pub struct Sides<'scope> {
+    /// Rejected records.
+    pub rejected: StreamVec<'scope, Time, Rejected>,
+    /// Notes ([`Pipeline::note`]).
+    pub notes: StreamVec<'scope, Time, Note>,
+    /// Rows the output topics already hold ([`Pipeline::existing`]).
+    pub existing: StreamVec<'scope, Time, Existing>,
+}
+
 /// One worker's inputs, logical clock and output probe.
 pub struct Pipeline {
     index: usize,
@@ -184,6 +195,7 @@ pub struct Pipeline {
     rejected: InputHandleVec<Time, Rejected>,
     notes: InputHandleVec<Time, Note>,
     restored: InputHandleVec<Time, Row>,
+    existing: InputHandleVec<Time, Existing>,
     probe: ProbeHandle<Time>,
     window_stats: WindowStats,
 }
@@ -201,46 +213,42 @@ impl Pipeline {
         metrics: Metrics,
     ) -> Self {
         let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
-        Self::with_sinks(
-            worker,
-            params,
-            snapshots,
-            move |outputs, rejected, notes, probe| {
-                if let Some(config) = checkpoint {
-                    let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
-                    checkpoint::coordinate(pieces, notes, config, metrics).probe_with(probe);
-                }
-                accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
-                accumulate(
-                    outputs.device_contacts,
-                    &collections,
-                    |c| &mut c.device_contacts,
-                    probe,
-                );
-                accumulate(
-                    outputs.enriched_walkins,
-                    &collections,
-                    |c| &mut c.enriched_walkins,
-                    probe,
-                );
-                accumulate(
-                    outputs.walkin_counts,
-                    &collections,
-                    |c| &mut c.walkin_counts,
-                    probe,
-                );
-                let sink = Arc::clone(&collections);
-                use timely::dataflow::operators::Inspect;
-                rejected
-                    .inspect(move |record: &Rejected| {
-                        sink.lock()
-                            .expect("no worker panics holding the lock")
-                            .rejected
-                            .push(record.clone())
-                    })
-                    .probe_with(probe);
-            },
-        )
+        Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
+            let (rejected, notes) = (sides.rejected, sides.notes);
+            if let Some(config) = checkpoint {
+                let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
+                checkpoint::coordinate(pieces, notes, config, metrics).probe_with(probe);
+            }
+            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
+            accumulate(
+                outputs.device_contacts,
+                &collections,
+                |c| &mut c.device_contacts,
+                probe,
+            );
+            accumulate(
+                outputs.enriched_walkins,
+                &collections,
+                |c| &mut c.enriched_walkins,
+                probe,
+            );
+            accumulate(
+                outputs.walkin_counts,
+                &collections,
+                |c| &mut c.walkin_counts,
+                probe,
+            );
+            let sink = Arc::clone(&collections);
+            use timely::dataflow::operators::Inspect;
+            rejected
+                .inspect(move |record: &Rejected| {
+                    sink.lock()
+                        .expect("no worker panics holding the lock")
+                        .rejected
+                        .push(record.clone())
+                })
+                .probe_with(probe);
+        })
     }
 
     /// Builds the dataflow on `worker` (the window operator snapshotting its
@@ -255,12 +263,7 @@ impl Pipeline {
         attach: F,
     ) -> Self
     where
-        F: FnOnce(
-            Outputs<'_>,
-            StreamVec<'_, Time, Rejected>,
-            StreamVec<'_, Time, Note>,
-            &ProbeHandle<Time>,
-        ),
+        F: FnOnce(Outputs<'_>, Sides<'_>, &ProbeHandle<Time>),
     {
         let mut probes = InputHandleVec::new();
         let mut logins = InputHandleVec::new();
@@ -269,6 +272,7 @@ impl Pipeline {
         let mut rejected = InputHandleVec::new();
         let mut notes = InputHandleVec::new();
         let mut restored = InputHandleVec::new();
+        let mut existing = InputHandleVec::new();
         let probe = ProbeHandle::new();
         let window_stats = WindowStats::default();
         let index = worker.index();
@@ -285,12 +289,12 @@ impl Pipeline {
                 snapshots,
                 window_stats.clone(),
             );
-            attach(
-                outputs,
-                rejected.to_stream(scope),
-                notes.to_stream(scope),
-                &probe,
-            );
+            let sides = Sides {
+                rejected: rejected.to_stream(scope),
+                notes: notes.to_stream(scope),
+                existing: existing.to_stream(scope),
+            };
+            attach(outputs, sides, &probe);
         });
         Pipeline {
             index,
@@ -303,9 +307,16 @@ impl Pipeline {
             rejected,
             notes,
             restored,
+            existing,
             probe,
             window_stats,
         }
+    }
+
+    /// Sends a row an output topic already holds, at the current epoch (the
+    /// restore epoch).
+    pub fn existing(&mut self, row: Existing) {
+        self.existing.send(row);
     }
 
     /// Sends a restored checkpoint's row at the current epoch.
@@ -363,6 +374,7 @@ impl Pipeline {
         self.rejected.advance_to(self.epoch);
         self.notes.advance_to(self.epoch);
         self.restored.advance_to(self.epoch);
+        self.existing.advance_to(self.epoch);
     }
 
     /// The current epoch: records given now carry it.

@@ -18,10 +18,19 @@
 //! notes its last epoch, closes its inputs and steps until the final
 //! frontier is published.
 //!
+//! With `--checkpoint-dir`, the state is checkpointed every
+//! `--checkpoint-interval` of logical time and at a clean stop
+//! ([`crate::io::checkpoint`]), and a start restores the newest complete
+//! checkpoint ([`crate::restore`]): its rows enter the dataflow at the
+//! restore epoch, the sinks reconcile them with what the output topics hold,
+//! and the inputs resume at the checkpoint's offsets with its lateness
+//! state.
+//!
 //! Idle partitions, unreadable records and what becomes late: see
-//! [`crate::io::source`]. Not yet here: resuming from a checkpoint.
+//! [`crate::io::source`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,21 +38,27 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::{AsCollection, VecCollection};
 use rdkafka::producer::{BaseProducer, Producer};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe as _};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::clock::now_ms;
 use crate::dataflow::Time;
+use crate::io::checkpoint::{self, CheckpointConfig};
+use crate::io::files::responsible_for;
 use crate::io::ingest::{Ingested, Kind};
 use crate::io::kafka::{self, DeliveryTracker, InputPartition, KafkaFailure};
 use crate::io::progress::{self, Note};
 use crate::io::source::{KafkaSource, SourceOptions};
+use crate::io::store::{self, Origin};
 use crate::io::upsert;
 use crate::metrics::{LatencyRecorder, Metrics, WorkerFigures};
+use crate::operators::windows::Snapshots;
 use crate::params::Params;
 use crate::pipeline::{Pipeline, Summary};
 use crate::records::EventTime;
+use crate::restore::{self, Restore};
 
 /// How often a worker publishes its figures to the metrics.
 const METRICS_EVERY: Duration = Duration::from_millis(250);
@@ -126,9 +141,27 @@ pub struct RunJob {
     /// The progress topic gets at most one message per this interval while
     /// outputs change (and one a second while they do not).
     pub progress_interval: Duration,
+    /// Durable state: checkpoints and restarts (`None`: every start reads
+    /// every input from its earliest offset).
+    pub checkpoint: Option<CheckpointSettings>,
     /// Measurement hooks and injected faults, for `presence bench`.
     pub instrument: Instrument,
 }
+
+/// `--checkpoint-dir` and its companions.
+#[derive(Clone, Debug)]
+pub struct CheckpointSettings {
+    /// The checkpoint folder (every process names the same).
+    pub dir: PathBuf,
+    /// A checkpoint every this much logical time.
+    pub interval: Duration,
+    /// Discard the checkpoints and start from the earliest offsets.
+    pub reset: bool,
+}
+
+/// The default of `--checkpoint-interval`: a restart re-reads at most this
+/// much input, and a checkpoint writes ten seconds of changes.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl RunJob {
     /// The service on `brokers` with `topics` and every other setting at its
@@ -143,6 +176,7 @@ impl RunJob {
             output_partitions: 4,
             idle_timeout: IDLE_TIMEOUT,
             progress_interval: PROGRESS_INTERVAL,
+            checkpoint: None,
             instrument: Instrument::default(),
         }
     }
@@ -181,6 +215,9 @@ pub struct Instrument {
     /// Once this long after the start, stop every worker for this long: a
     /// synthetic stall, to show that the harness sees it as growing latency.
     pub stall: Option<(Duration, Duration)>,
+    /// Sleep this long before making each checkpoint piece durable: widens
+    /// the window in which a crash test's kill lands inside a write.
+    pub checkpoint_write_delay: Duration,
 }
 
 /// A run that failed.
@@ -195,6 +232,12 @@ pub enum RunError {
     /// A worker panicked: a bug.
     #[error("a worker failed: {0}")]
     Worker(String),
+    /// The checkpoint folder could not be used.
+    #[error("checkpoint folder: {0}")]
+    Checkpoint(store::StoreError),
+    /// The restore was refused (see [`crate::restore`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Runs the service on the cluster `config` until `shutdown` is set (or, with
@@ -212,6 +255,21 @@ pub fn run(
     let inputs =
         kafka::input_partitions(&consumer, &job.brokers, &job.inputs(), job.connect_timeout)?;
     drop(consumer);
+    let restore = match &job.checkpoint {
+        Some(settings) => restore::prepare(&job, &settings.dir, settings.reset, &inputs)?,
+        None => Restore::default(),
+    };
+    if let Some(manifest) = &restore.manifest {
+        tracing::info!(
+            dir = %restore.dir.display(),
+            time = manifest.time,
+            rows = manifest.rows(),
+            bytes = manifest.bytes(),
+            restore_epoch = restore.epoch,
+            existing_rows = restore.existing.len(),
+            "restoring a checkpoint"
+        );
+    }
     let t = &job.topics;
     // Row and rejected topics are upserts, compacted; progress has one
     // partition, so that its order is the frontiers' order.
@@ -227,11 +285,11 @@ pub fn run(
     .collect();
     create.push((&t.progress, 1, false));
     kafka::create_missing_topics(&job.brokers, &create, job.connect_timeout)?;
-    let job = Arc::new((job, inputs));
+    let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(config, move |worker| {
-        let (job, inputs) = &*job;
-        let result = run_worker(worker, job, inputs, &shutdown, &failed, &metrics);
+        let (job, inputs, restore) = &*job;
+        let result = run_worker(worker, job, inputs, restore, &shutdown, &failed, &metrics);
         if result.is_err() {
             // The other workers of this process stop too, without waiting
             // for outputs this worker will never acknowledge.
@@ -267,11 +325,12 @@ fn run_worker(
     worker: &mut Worker,
     job: &RunJob,
     inputs: &[InputPartition],
+    restore: &Restore,
     shutdown: &AtomicBool,
     failed: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<Summary, RunError> {
-    let mut service = Service::start(worker, job, inputs, metrics)?;
+    let mut service = Service::start(worker, job, inputs, restore, metrics)?;
     let started = Instant::now();
     let mut stalled = false;
     let stopping = |service: &Service| {
@@ -316,24 +375,97 @@ struct Service<'j> {
     entered: VecDeque<(Time, Instant, u64)>,
     metrics: Metrics,
     reported: Instant,
+    /// Logical time: the wall clock, but never below where it started (a
+    /// restart's epochs are above every earlier time).
+    clock: Clock,
+    /// The restore epoch and when preparing the restore began, until the
+    /// dataflow has passed it.
+    restoring: Option<(Time, Instant)>,
+}
+
+/// The service's logical clock: the wall clock in milliseconds, or, while
+/// the wall clock is behind where the run started, that start plus the time
+/// since (strictly increasing across restarts either way).
+struct Clock {
+    floor: Time,
+    since: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Time {
+        now_ms().max(self.floor + self.since.elapsed().as_millis() as u64)
+    }
 }
 
 impl<'j> Service<'j> {
-    /// Builds the dataflow and opens the source.
+    /// Builds the dataflow, gives it the restored state (if any) at the
+    /// restore epoch, and opens the source.
     fn start(
         worker: &mut Worker,
         job: &'j RunJob,
         inputs: &[InputPartition],
+        restore: &Restore,
         metrics: &Metrics,
     ) -> Result<Self, RunError> {
+        let (index, peers) = (worker.index(), worker.peers());
         let producer = Rc::new(kafka::producer(&job.brokers, metrics.clone())?);
         let computed = ProbeHandle::new();
         let published = ProbeHandle::new();
-        let mut pipeline = build(worker, job, &producer, metrics, &computed, &published);
-        let source =
-            KafkaSource::open(job.source_options(), inputs, worker.index(), worker.peers())?;
-        // Logical time is the wall clock from the first record on.
-        pipeline.advance_to(now_ms());
+        let first = match &restore.manifest {
+            Some(_) => restore.epoch,
+            None => now_ms(),
+        };
+        let checkpoint = job.checkpoint.as_ref().map(|settings| {
+            let t = &job.topics;
+            Arc::new(CheckpointConfig {
+                dir: settings.dir.clone(),
+                every: Some((settings.interval.as_millis() as u64).max(1)),
+                origin: Origin::Run,
+                params: job.params,
+                inputs: Some([t.probes.clone(), t.logins.clone(), t.base_counts.clone()]),
+                base: restore.manifest.clone(),
+                run: first,
+                restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
+                write_delay: job.instrument.checkpoint_write_delay,
+            })
+        });
+        let mut pipeline = build(
+            worker, job, &producer, metrics, &computed, &published, checkpoint,
+        );
+        pipeline.advance_to(first);
+        let mut restored = BTreeMap::new();
+        let mut restoring = None;
+        if let Some(manifest) = &restore.manifest {
+            // This worker's key groups of the state, and its share of what
+            // the output topics hold, at the restore epoch.
+            let rows = store::restore_rows(&restore.dir, manifest, |group| {
+                responsible_for(group as usize, peers) == index
+            })?;
+            let count = rows.len() as u64;
+            for row in rows {
+                pipeline.restore(row);
+            }
+            for (i, existing) in restore.existing.iter().enumerate() {
+                if responsible_for(i, peers) == index {
+                    pipeline.existing(existing.clone());
+                }
+            }
+            metrics.update(|f| f.checkpoints.restored_rows += count);
+            pipeline.advance_to(first + 1);
+            if manifest.origin == Origin::Run {
+                restored = manifest
+                    .partitions
+                    .iter()
+                    .map(|p| ((p.topic.clone(), p.partition), p.clone()))
+                    .collect();
+            }
+            restoring = restore.began.map(|began| (first, began));
+        }
+        let source = KafkaSource::open(job.source_options(), inputs, index, peers, &restored)?;
+        let clock = Clock {
+            floor: pipeline.epoch(),
+            since: Instant::now(),
+        };
         Ok(Service {
             job,
             index: worker.index(),
@@ -346,6 +478,8 @@ impl<'j> Service<'j> {
             entered: VecDeque::new(),
             metrics: metrics.clone(),
             reported: Instant::now(),
+            clock,
+            restoring,
         })
     }
 
@@ -366,15 +500,15 @@ impl<'j> Service<'j> {
     /// output, so a worker with idle (or no) partitions must not hold an old
     /// epoch open.
     fn tick(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now();
         if now > self.pipeline.epoch() {
-            self.close_epoch(now);
+            self.close_epoch();
             self.pipeline.advance_to(now);
         }
     }
 
-    fn close_epoch(&mut self, now: u64) {
-        if let Some(promise) = self.source.promise(Instant::now(), now) {
+    fn close_epoch(&mut self) {
+        if let Some(promise) = self.source.promise(Instant::now(), now_ms()) {
             self.pipeline.promise(promise);
         }
         for note in self.source.offsets() {
@@ -404,6 +538,18 @@ impl<'j> Service<'j> {
     /// Serves the producer's acknowledgements; fails if a record could not
     /// be delivered.
     fn serve(&mut self) -> Result<(), RunError> {
+        if let Some((epoch, began)) = self.restoring {
+            if !self.computed.less_equal(&epoch) {
+                self.restoring = None;
+                let seconds = began.elapsed().as_secs_f64();
+                if self.index == 0 {
+                    tracing::info!(seconds, "state restored");
+                }
+                self.metrics.update(|f| {
+                    f.checkpoints.restore_seconds = Some(seconds);
+                });
+            }
+        }
         serve(self.job, &self.producer, &self.computed, &mut self.entered)
     }
 
@@ -515,75 +661,101 @@ fn build(
     metrics: &Metrics,
     computed: &ProbeHandle<Time>,
     published: &ProbeHandle<Time>,
+    checkpoint: Option<Arc<CheckpointConfig>>,
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(producer), metrics.clone());
     let (computed, published) = (computed.clone(), published.clone());
     let delay = job.instrument.delay_outputs;
     let interval = job.progress_interval;
+    let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
     Pipeline::with_sinks(
         worker,
         &job.params,
-        None,
-        move |outputs, rejected, notes, probe| {
-            let walkins = upsert_sink(
-                outputs.walkins,
-                t.walkins,
-                &producer,
-                Some(metrics.clone()),
-                delay,
-                &computed,
-                probe,
-            );
+        snapshots,
+        move |outputs, sides, probe| {
+            // What the topics hold at a restore, per sink (by its index).
+            let existing = |index: u8| {
+                sides
+                    .existing
+                    .clone()
+                    .flat_map(move |row| (row.topic == index).then_some(row))
+            };
+            let (p, c) = (&producer, &computed);
             let written = vec![
-                walkins,
+                upsert_sink(
+                    outputs.walkins,
+                    existing(0),
+                    t.walkins,
+                    p,
+                    Some(metrics.clone()),
+                    delay,
+                    c,
+                    probe,
+                ),
                 upsert_sink(
                     outputs.device_contacts,
+                    existing(1),
                     t.device_contacts,
-                    &producer,
+                    p,
                     None,
                     delay,
-                    &computed,
+                    c,
                     probe,
                 ),
                 upsert_sink(
                     outputs.enriched_walkins,
+                    existing(2),
                     t.enriched_walkins,
-                    &producer,
+                    p,
                     None,
                     delay,
-                    &computed,
+                    c,
                     probe,
                 ),
                 upsert_sink(
                     outputs.walkin_counts,
+                    existing(3),
                     t.walkin_counts,
-                    &producer,
+                    p,
                     None,
                     delay,
-                    &computed,
+                    c,
                     probe,
                 ),
-                upsert::rejected(rejected, t.rejected, Rc::clone(&producer)).probe_with(probe),
-                notes,
+                upsert::rejected(
+                    sides.rejected,
+                    existing(4),
+                    t.rejected,
+                    Rc::clone(&producer),
+                )
+                .probe_with(probe),
+                sides.notes,
             ];
             let scope = written[0].scope();
+            let notes = scope.concatenate(written);
             progress::publish(
-                scope.concatenate(written),
+                notes.clone(),
                 t.progress,
-                producer,
+                Rc::clone(&producer),
                 interval,
-                metrics,
+                metrics.clone(),
             )
             .probe_with(&published);
+            if let Some(config) = checkpoint {
+                let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
+                checkpoint::coordinate(pieces, notes, config, metrics).probe_with(&published);
+            }
         },
     )
 }
 
 /// Writes `collection` to its upsert topic, probed before the sink by
 /// `computed` and after it by `probe`; returns the sink's notes.
+#[allow(clippy::too_many_arguments)]
 fn upsert_sink<'s, D>(
     collection: VecCollection<'s, Time, D>,
+    existing: StreamVec<'s, Time, upsert::Existing>,
     topic: String,
     producer: &Rc<BaseProducer<DeliveryTracker>>,
     counted: Option<Metrics>,
@@ -592,8 +764,19 @@ fn upsert_sink<'s, D>(
     probe: &ProbeHandle<Time>,
 ) -> StreamVec<'s, Time, Note>
 where
-    D: differential_dataflow::ExchangeData + upsert::Row + serde::Serialize,
+    D: differential_dataflow::ExchangeData
+        + upsert::Row
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
 {
     let collection = collection.inner.probe_with(computed).as_collection();
-    upsert::upsert(collection, topic, Rc::clone(producer), counted, delay).probe_with(probe)
+    upsert::upsert(
+        collection,
+        existing,
+        topic,
+        Rc::clone(producer),
+        counted,
+        delay,
+    )
+    .probe_with(probe)
 }

@@ -308,6 +308,22 @@ struct RunArgs {
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     output_partitions: i32,
+    /// Keep the state durable in DIR (every process of a cluster names the
+    /// same): checkpoint it, and on start restore the newest complete
+    /// checkpoint and resume the inputs at its offsets.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// A checkpoint every this much logical time (and one at a clean stop).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION",
+          requires = "checkpoint_dir")]
+    checkpoint_interval: u64,
+    /// Discard the checkpoints in --checkpoint-dir and start from the
+    /// earliest offsets.
+    #[arg(long, requires = "checkpoint_dir")]
+    reset_state: bool,
+    /// Test hook: sleep this long before making each checkpoint piece durable.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    inject_checkpoint_delay: Option<u64>,
     #[command(flatten)]
     params: ParamArgs,
     #[command(flatten)]
@@ -561,6 +577,19 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
         output_partitions: args.output_partitions,
         idle_timeout: Duration::from_millis(args.idle_timeout),
         progress_interval: Duration::from_millis(args.progress_interval),
+        checkpoint: args
+            .checkpoint_dir
+            .map(|dir| presence::run::CheckpointSettings {
+                dir,
+                interval: Duration::from_millis(args.checkpoint_interval),
+                reset: args.reset_state,
+            }),
+        instrument: presence::run::Instrument {
+            checkpoint_write_delay: Duration::from_millis(
+                args.inject_checkpoint_delay.unwrap_or(0),
+            ),
+            ..Default::default()
+        },
         ..presence::run::RunJob::new(args.brokers, topics)
     };
     // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.

@@ -264,11 +264,11 @@ fn writer(
                 let result = if rows.is_empty() {
                     Ok(None)
                 } else {
-                    let label = match cut {
-                        Cut::At(c) => format!("{c:020}"),
-                        Cut::Final => "final".to_owned(),
+                    let at = match cut {
+                        Cut::At(c) => Some(c),
+                        Cut::Final => None,
                     };
-                    let name = format!("piece-{label}-{}-w{worker:04}.piece", config.run);
+                    let name = store::piece_name(at, config.run, worker);
                     std::thread::sleep(config.write_delay);
                     match store::write_piece(&config.dir, &name, rows.clone()) {
                         Ok(piece) => Ok(Some(piece)),
@@ -292,6 +292,7 @@ type ManifestOutcome = Result<Manifest, (String, Manifest)>;
 
 fn manifest_writer(
     dir: PathBuf,
+    run: u64,
     activator: timely::scheduling::SyncActivator,
 ) -> (mpsc::Sender<ManifestJob>, mpsc::Receiver<ManifestOutcome>) {
     let (jobs, queue) = mpsc::channel::<ManifestJob>();
@@ -300,8 +301,8 @@ fn manifest_writer(
         .name("checkpoint-manifest".into())
         .spawn(move || {
             for manifest in queue {
-                let result =
-                    write_and_tidy(&dir, manifest.clone()).map_err(|e| (e.to_string(), manifest));
+                let result = write_and_tidy(&dir, run, manifest.clone())
+                    .map_err(|e| (e.to_string(), manifest));
                 if done.send(result).is_err() {
                     break;
                 }
@@ -317,6 +318,7 @@ fn manifest_writer(
 /// merged manifest in its place; prunes. Returns the manifest in force.
 fn write_and_tidy(
     dir: &std::path::Path,
+    run: u64,
     manifest: Manifest,
 ) -> Result<Manifest, store::StoreError> {
     store::write_manifest(dir, &manifest)?;
@@ -340,7 +342,7 @@ fn write_and_tidy(
     } else {
         manifest
     };
-    if let Err(error) = store::prune(dir) {
+    if let Err(error) = store::prune(dir, run) {
         tracing::warn!(%error, "could not delete old checkpoint files");
     }
     Ok(manifest)
@@ -368,7 +370,7 @@ pub fn coordinate<'scope>(
     let activator = scope.worker().sync_activator_for(info.address.to_vec());
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop().filter(|_| coordinator);
-        let (jobs, results) = manifest_writer(config.dir.clone(), activator);
+        let (jobs, results) = manifest_writer(config.dir.clone(), config.run, activator);
         let mut pieces: BTreeMap<Cut, Vec<PieceNote>> = BTreeMap::new();
         let mut notes: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
         let mut partitions: BTreeMap<(String, i32), PartitionState> = config

@@ -119,6 +119,12 @@ impl PartitionIngest {
         self.watermark().max(floor)
     }
 
+    /// Restores a checkpointed partition's lateness state.
+    pub fn restore(&mut self, high_water: Option<EventTime>, floor: EventTime) {
+        self.high_water = high_water;
+        self.floor = floor;
+    }
+
     /// Makes probes below `floor` late from now on: the source reading this
     /// partition has promised the rest of the dataflow that no probe below
     /// `floor` will come (which it may do while the partition is idle).

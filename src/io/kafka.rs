@@ -149,12 +149,14 @@ pub fn input_partitions(
     Ok(partitions)
 }
 
-/// Assigns `partitions` to `consumer` from their earliest offsets, and
-/// returns each one's first and end offsets as seen now (for `--stop-at-end`).
-pub fn assign_from_start(
+/// Assigns `partitions` to `consumer`, each from its offset in `starts`
+/// (`None`: its earliest), and returns each one's first and end offsets as
+/// seen now (for `--stop-at-end`).
+pub fn assign(
     consumer: &BaseConsumer,
     brokers: &str,
     partitions: &[InputPartition],
+    starts: &[Option<i64>],
     timeout: Duration,
 ) -> Result<Vec<(i64, i64)>, KafkaFailure> {
     let failure = |action: String| {
@@ -178,8 +180,9 @@ pub fn assign_from_start(
         ends.push((low, high));
     }
     let mut list = TopicPartitionList::new();
-    for p in partitions {
-        list.add_partition_offset(&p.topic, p.partition, Offset::Beginning)
+    for (p, start) in partitions.iter().zip(starts) {
+        let offset = start.map_or(Offset::Beginning, Offset::Offset);
+        list.add_partition_offset(&p.topic, p.partition, offset)
             .map_err(failure(format!(
                 "assigning {} partition {}",
                 p.topic, p.partition
@@ -350,6 +353,11 @@ pub fn send(
         }
         if let Some(value) = value {
             record = record.payload(value);
+        }
+        if time != UNTRACKED {
+            // The record's logical time as its Kafka timestamp: tombstones
+            // carry their time too (a restart's times are above them all).
+            record = record.timestamp(time as i64);
         }
         match producer.send(record) {
             Ok(()) => return Ok(()),

@@ -38,7 +38,7 @@
 //! and reading goes on. That costs one fetch of the batch per record in it —
 //! nothing, for the rare corrupt batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -49,6 +49,7 @@ use crate::io::files::responsible_for;
 use crate::io::ingest::{self, Ingested, Kind, PartitionIngest};
 use crate::io::kafka::{self, InputPartition, KafkaFailure};
 use crate::io::progress::Note;
+use crate::io::store::PartitionState;
 use crate::metrics::PartitionFigures;
 use crate::params::Params;
 use crate::records::EventTime;
@@ -113,13 +114,15 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// Opens the partitions of `all` (every input partition, in assignment
-    /// order) that [`responsible_for`] gives worker `index` of `peers`, from
-    /// their earliest offsets.
+    /// order) that [`responsible_for`] gives worker `index` of `peers`: a
+    /// partition of `restored` from its checkpointed offset, with its
+    /// lateness state; any other from its earliest offset.
     pub fn open(
         options: SourceOptions,
         all: &[InputPartition],
         index: usize,
         peers: usize,
+        restored: &BTreeMap<(String, i32), PartitionState>,
     ) -> Result<Self, KafkaFailure> {
         let mine: Vec<InputPartition> = all
             .iter()
@@ -128,27 +131,42 @@ impl KafkaSource {
             .map(|(_, partition)| partition.clone())
             .collect();
         let consumer = kafka::consumer(&options.brokers)?;
-        let ends =
-            kafka::assign_from_start(&consumer, &options.brokers, &mine, options.connect_timeout)?;
+        let state_of = |p: &InputPartition| restored.get(&(p.topic.clone(), p.partition));
+        let starts: Vec<Option<i64>> = mine.iter().map(|p| state_of(p).map(|s| s.next)).collect();
+        let ends = kafka::assign(
+            &consumer,
+            &options.brokers,
+            &mine,
+            &starts,
+            options.connect_timeout,
+        )?;
         let now = Instant::now();
         let partitions: Vec<Partition> = mine
-            .into_iter()
+            .iter()
             .zip(ends)
-            .map(|(p, (first, end))| Partition {
-                ingest: PartitionIngest::new(
+            .map(|(p, (first, end))| {
+                let mut ingest = PartitionIngest::new(
                     p.kind,
                     p.topic.clone(),
                     p.partition as u64,
                     &options.params,
-                ),
-                topic: p.topic,
-                number: p.partition,
-                heard: now,
-                read: 0,
-                end,
+                );
                 // Retention may have removed offsets below `first`.
-                next: first,
-                reported: None,
+                let mut next = first;
+                if let Some(state) = state_of(p) {
+                    ingest.restore(state.high_water, state.floor);
+                    next = state.next;
+                }
+                Partition {
+                    ingest,
+                    topic: p.topic.clone(),
+                    number: p.partition,
+                    heard: now,
+                    read: 0,
+                    end,
+                    next,
+                    reported: None,
+                }
             })
             .collect();
         let by_name = partitions
@@ -366,7 +384,7 @@ mod tests {
                 partition,
             })
             .collect();
-        KafkaSource::open(options, &all, 0, 1).unwrap()
+        KafkaSource::open(options, &all, 0, 1, &BTreeMap::new()).unwrap()
     }
 
     fn accept(source: &mut KafkaSource, partition: usize, ts: u64) {

@@ -597,9 +597,34 @@ pub fn merge(dir: &Path, manifest: &Manifest, name: &str) -> Result<Manifest, St
     })
 }
 
-/// Deletes manifests but the newest [`MANIFESTS_KEPT`], and every piece and
-/// temporary file no kept manifest names. Returns the bytes freed.
-pub fn prune(dir: &Path) -> Result<u64, StoreError> {
+/// The name of the piece of worker `worker` at `cut` (`None`: the final
+/// cut) of the run that started at `run`.
+pub fn piece_name(cut: Option<u64>, run: u64, worker: usize) -> String {
+    let cut = cut.map_or_else(|| "final".to_owned(), |c| format!("{c:020}"));
+    format!("piece-{cut}-{run}-w{worker:04}.piece")
+}
+
+/// A piece file's cut (`None`: final) and run, from its name.
+fn piece_parts(name: &str) -> Option<(Option<u64>, &str)> {
+    let rest = name.strip_prefix("piece-")?.strip_suffix(".piece")?;
+    let mut parts = rest.split('-');
+    let cut = parts.next()?;
+    let run = parts.next()?;
+    let cut = if cut == "final" {
+        None
+    } else {
+        Some(cut.parse().ok()?)
+    };
+    Some((cut, run))
+}
+
+/// Deletes what no checkpoint can still need: manifests but the newest
+/// [`MANIFESTS_KEPT`] complete ones, pieces no kept manifest names — of
+/// other runs (left by a crash), or of the run that started at `run` if
+/// older than the newest manifest (pieces of later cuts may be on their way
+/// into the next one) — and temporary files of other runs. Returns the
+/// bytes freed.
+pub fn prune(dir: &Path, run: u64) -> Result<u64, StoreError> {
     let found = manifests(dir)?;
     let mut kept: BTreeMap<String, ()> = BTreeMap::new();
     let mut freed = 0;
@@ -615,10 +640,12 @@ pub fn prune(dir: &Path) -> Result<u64, StoreError> {
         }
     };
     let mut complete = 0;
+    let mut newest = None;
     for (path, manifest) in &found {
         match manifest {
             Ok(manifest) if complete < MANIFESTS_KEPT => {
                 complete += 1;
+                newest = newest.max(Some(manifest.time));
                 kept.insert(manifest_name(manifest.time), ());
                 for piece in &manifest.pieces {
                     kept.insert(piece.name.clone(), ());
@@ -627,18 +654,53 @@ pub fn prune(dir: &Path) -> Result<u64, StoreError> {
             _ => remove(path)?,
         }
     }
+    let ours = run.to_string();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let ours = name.ends_with(".piece") || (name.starts_with('.') && name.ends_with(".tmp"));
-        if ours && !kept.contains_key(&name) {
+        if kept.contains_key(&name) {
+            continue;
+        }
+        let stale = if let Some(piece) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp"))
+        {
+            // A temporary file: this run's may be being written.
+            !piece_parts(piece).is_some_and(|(_, r)| r == ours || r == "merged")
+        } else if let Some((cut, piece_run)) = piece_parts(&name) {
+            let this_run = piece_run == ours || piece_run == "merged";
+            !this_run || cut.is_some_and(|c| newest.is_some_and(|n| c < n))
+        } else {
+            false // not ours
+        };
+        if stale {
             remove(&path)?;
         }
     }
     Ok(freed)
+}
+
+/// Deletes every manifest, piece and temporary file in `dir` (`--reset-state`).
+/// Returns how many files it deleted.
+pub fn reset(dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ours = name.ends_with(".piece")
+            || (name.starts_with("manifest-") && name.ends_with(".json"))
+            || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours {
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            removed += 1;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(removed)
 }
 
 /// Pieces written but named by no manifest: a checkpoint that did not
@@ -780,7 +842,7 @@ mod tests {
         let params = Params::default();
         let mut names = Vec::new();
         for time in 1..=5u64 {
-            let name = format!("piece-{time}-0-w0000.piece");
+            let name = piece_name(Some(time), 7, 0);
             let piece =
                 write_piece(dir.path(), &name, vec![walkin("d", time, Some(time))]).unwrap();
             let mut manifest = Manifest::new(time, Origin::Run, &params, 1);
@@ -788,8 +850,14 @@ mod tests {
             write_manifest(dir.path(), &manifest).unwrap();
             names.push(name);
         }
-        fs::write(dir.path().join("piece-9-0-w0000.piece"), "orphan").unwrap();
-        prune(dir.path()).unwrap();
+        // An orphan of another run, and a piece of this run on its way.
+        fs::write(dir.path().join(piece_name(Some(9), 3, 0)), "orphan").unwrap();
+        fs::write(
+            dir.path().join(format!(".{}.tmp", piece_name(None, 7, 1))),
+            "half",
+        )
+        .unwrap();
+        prune(dir.path(), 7).unwrap();
         let left: Vec<u64> = manifests(dir.path())
             .unwrap()
             .into_iter()
@@ -798,6 +866,10 @@ mod tests {
         assert_eq!(left, vec![5, 4, 3]);
         assert!(!dir.path().join(&names[0]).exists());
         assert!(dir.path().join(&names[4]).exists());
-        assert!(!dir.path().join("piece-9-0-w0000.piece").exists());
+        assert!(!dir.path().join(piece_name(Some(9), 3, 0)).exists());
+        assert!(dir
+            .path()
+            .join(format!(".{}.tmp", piece_name(None, 7, 1)))
+            .exists());
     }
 }

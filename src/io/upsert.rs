@@ -16,7 +16,7 @@ use differential_dataflow::{Hashable, VecCollection};
 use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
@@ -48,6 +48,26 @@ fn value<D: Serialize>(row: &D, time: Time) -> String {
 /// Updates by logical time, with a capability to send them at that time.
 type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, isize)>)>;
 
+/// A row as an output topic already holds it when a restored run starts:
+/// the topic (by [`Existing::topic`]'s index), the message key and the last
+/// value (`None`: a tombstone).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Existing {
+    /// The output topic's index among the sinks (see `run`).
+    pub topic: u8,
+    /// The message key.
+    pub key: String,
+    /// The last value, or `None` for a tombstone.
+    pub value: Option<String>,
+}
+
+impl Existing {
+    /// The exchange key: the same worker as the rows of that key.
+    pub fn hashed(&self) -> u64 {
+        self.key.hashed()
+    }
+}
+
 /// Capabilities held until the records sent at their times are acknowledged.
 struct Unacknowledged {
     held: BTreeMap<Time, Capability<Time>>,
@@ -77,30 +97,55 @@ impl Unacknowledged {
 /// Writes `collection` to the upsert topic `topic`; the returned stream's
 /// frontier passes a time once that time's records are acknowledged. With
 /// `inserted`, rows written (not tombstones) count as walk-ins emitted.
+///
+/// `existing` is what the topic holds when a restored run starts, given at
+/// the restore epoch, whose updates are the restored state: at that time
+/// the sink writes only what differs — a row the topic lacks or holds with
+/// other content, a tombstone for a row the state lacks — and skips what
+/// is equal. So a restart repeats no row's current value.
 pub fn upsert<'scope, D>(
     collection: VecCollection<'scope, Time, D>,
+    existing: StreamVec<'scope, Time, Existing>,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
     inserted: Option<Metrics>,
     delay: Duration,
 ) -> StreamVec<'scope, Time, Note>
 where
-    D: differential_dataflow::ExchangeData + Row + Serialize,
+    D: differential_dataflow::ExchangeData + Row + Serialize + serde::de::DeserializeOwned,
 {
     let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| row.key().hashed());
+    let existing_by_key = Exchange::new(Existing::hashed);
     let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<Note>>, _, _, _>(
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(
+            existing,
             by_key,
+            existing_by_key,
             &format!("Upsert {topic}"),
             move |_capability, info| {
                 let activator = scope.activator_for(info.address.clone());
                 let mut stash: Pending<D> = BTreeMap::new();
+                let mut held: BTreeMap<Time, BTreeMap<String, Option<String>>> = BTreeMap::new();
                 let mut unacknowledged = Unacknowledged {
                     held: BTreeMap::new(),
                 };
-                move |(input, frontier), output| {
+                move |(input, frontier), (existing_input, existing_frontier), output| {
+                    existing_input.for_each_stamp(|capability, data| {
+                        let time = *capability.least().expect("a total order has a least time");
+                        let rows = held.entry(time).or_default();
+                        for batch in data {
+                            for row in batch.drain(..) {
+                                rows.insert(row.key, row.value);
+                            }
+                        }
+                        // The restore epoch has updates (the restored state)
+                        // or none at all: hold its time either way.
+                        stash
+                            .entry(time)
+                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                    });
                     input.for_each_stamp(|capability, data| {
                         for batch in data {
                             for (row, time, diff) in batch.drain(..) {
@@ -112,7 +157,9 @@ where
                         }
                     });
                     while let Some(entry) = stash.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                        if frontier.less_equal(entry.key())
+                            || existing_frontier.less_equal(entry.key())
+                        {
                             break;
                         }
                         let time = *entry.key();
@@ -136,6 +183,9 @@ where
                             if diff > 0 {
                                 *current = Some(row);
                             }
+                        }
+                        if let Some(topic_rows) = held.remove(&time) {
+                            rows = reconcile(rows, topic_rows);
                         }
                         if let Some(metrics) = &inserted {
                             let rows = rows.values().filter(|row| row.is_some()).count() as u64;
@@ -168,41 +218,98 @@ where
 
 /// Writes rejected records to `topic`, keyed by where they were read
 /// (`["source",partition,offset]`): a record rejected again after a restart
-/// replaces itself under compaction.
+/// replaces itself under compaction. `existing` names the keys the topic
+/// already holds for records a restored run reads again: those are not
+/// written twice.
 pub fn rejected<'scope>(
     rejected: StreamVec<'scope, Time, Rejected>,
+    existing: StreamVec<'scope, Time, Existing>,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
 ) -> StreamVec<'scope, Time, Note> {
     let scope = rejected.scope();
-    rejected.unary_frontier::<CapacityContainerBuilder<Vec<Note>>, _, _, _>(
-        Pipeline,
+    let by_key = Exchange::new(|record: &Rejected| record.key().hashed());
+    rejected.binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(
+        existing,
+        by_key,
+        Exchange::new(Existing::hashed),
         &format!("Rejected {topic}"),
         move |_capability, info| {
             let activator = scope.activator_for(info.address.clone());
             let mut unacknowledged = Unacknowledged {
                 held: BTreeMap::new(),
             };
-            move |(input, _frontier), output| {
+            let mut written: std::collections::HashSet<String> = Default::default();
+            let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<Rejected>)> = BTreeMap::new();
+            move |(input, _frontier), (existing_input, existing_frontier), output| {
+                existing_input.for_each(|_, data| {
+                    written.extend(data.drain(..).map(|row| row.key));
+                });
                 input.for_each_stamp(|capability, data| {
                     let time = *capability.least().expect("a total order has a least time");
-                    let capability = capability.delayed(&time, 0);
+                    let (_, records) = waiting
+                        .entry(time)
+                        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
                     for batch in data {
-                        for record in batch.drain(..) {
-                            let value = serde_json::to_string(&record).expect("records serialize");
-                            let key = record.key();
-                            send_or_fail(&producer, &topic, None, Some(&key), Some(&value), time);
-                        }
+                        records.append(batch);
                     }
-                    output.session(&capability).give(Note::Written);
-                    unacknowledged.hold(&capability);
                 });
+                // Records wait until every key already written is known.
+                while let Some(entry) = waiting.first_entry() {
+                    let time = *entry.key();
+                    if existing_frontier.less_equal(&time) {
+                        break;
+                    }
+                    let (capability, records) = entry.remove();
+                    let mut sent = false;
+                    for record in records {
+                        let key = record.key();
+                        if written.contains(&key) {
+                            continue; // in the topic since before the restart
+                        }
+                        let value = serde_json::to_string(&record).expect("records serialize");
+                        send_or_fail(&producer, &topic, None, Some(&key), Some(&value), time);
+                        sent = true;
+                    }
+                    if sent {
+                        output.session(&capability).give(Note::Written);
+                        unacknowledged.hold(&capability);
+                    }
+                }
                 if unacknowledged.release(&producer) {
                     activator.activate_after(ACK_POLL);
                 }
             }
         },
     )
+}
+
+/// What to write at a restore epoch: of the restored state's `rows`, those
+/// the topic (`existing`, last value per key) lacks or holds otherwise, and
+/// a tombstone for each row the topic holds that the state lacks.
+fn reconcile<D: Row + PartialEq + serde::de::DeserializeOwned>(
+    rows: BTreeMap<String, Option<D>>,
+    mut existing: BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, Option<D>> {
+    let mut out = BTreeMap::new();
+    for (key, row) in rows {
+        let held = existing.remove(&key).flatten();
+        // A value the topic holds, read as a row (its "time" is ignored).
+        let same = match (&row, &held) {
+            (Some(row), Some(value)) => serde_json::from_str::<D>(value).is_ok_and(|v| v == *row),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            out.insert(key, row);
+        }
+    }
+    for (key, value) in existing {
+        if value.is_some() {
+            out.insert(key, None);
+        }
+    }
+    out
 }
 
 fn key_of<T: Serialize>(key: T) -> String {

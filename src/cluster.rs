@@ -74,7 +74,68 @@ pub enum ClusterError {
     },
 }
 
+/// Set once a lost process has been reported: later panics it causes in
+/// other threads say nothing more.
+static LOST_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What a panic of timely's networking means, if it means a lost process:
+/// the process index (from the thread's name) and the cause.
+fn lost_process(thread: Option<&str>, message: &str) -> Option<(Option<usize>, String)> {
+    let peer = thread
+        .and_then(|t| {
+            t.strip_prefix("timely:recv-")
+                .or_else(|| t.strip_prefix("timely:send-"))
+        })
+        .and_then(|i| i.parse().ok());
+    if let Some(cause) = message.strip_prefix("timely communication error: ") {
+        Some((peer, cause.to_owned()))
+    } else if message.contains("MergeQueue poisoned") {
+        Some((peer, "its connection failed".to_owned()))
+    } else {
+        None
+    }
+}
+
 impl ClusterArgs {
+    /// When another process of the cluster dies or its connection breaks,
+    /// timely's network threads panic, and then every worker: instead, say
+    /// in one line which process was lost and exit with status 1 (a restart
+    /// of every process resumes from the newest checkpoint). Other panics
+    /// (bugs) are reported as usual.
+    pub fn exit_on_lost_process(&self) {
+        if self.processes < 2 {
+            return;
+        }
+        let addresses: Vec<String> = match self.timely_config().map(|c| c.communication) {
+            Ok(CommunicationConfig::Cluster { addresses, .. }) => addresses,
+            _ => Vec::new(),
+        };
+        let usual = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            let thread = std::thread::current();
+            let Some((peer, cause)) = lost_process(thread.name(), message) else {
+                return usual(info);
+            };
+            if !LOST_REPORTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let who = match peer {
+                    Some(i) => format!(
+                        "process {i} ({})",
+                        addresses.get(i).map_or("?", String::as_str)
+                    ),
+                    None => "a process".to_owned(),
+                };
+                eprintln!("presence: error: lost {who} of the cluster: {cause}; restart every process to resume");
+            }
+            std::process::exit(1);
+        }));
+    }
+
     /// Workers in the whole cluster.
     pub fn peers(&self) -> usize {
         self.workers * self.processes
@@ -135,5 +196,29 @@ impl ClusterArgs {
             communication,
             worker: WorkerConfig::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timely_network_panics_name_the_lost_process() {
+        assert_eq!(
+            lost_process(
+                Some("timely:recv-1"),
+                "timely communication error: reading data: Connection reset by peer (os error 104)"
+            ),
+            Some((
+                Some(1),
+                "reading data: Connection reset by peer (os error 104)".to_owned()
+            ))
+        );
+        assert_eq!(
+            lost_process(Some("timely:work-0"), "MergeQueue poisoned."),
+            Some((None, "its connection failed".to_owned()))
+        );
+        assert_eq!(lost_process(Some("main"), "index out of bounds"), None);
     }
 }

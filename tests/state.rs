@@ -193,3 +193,125 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
         "after new input",
     );
 }
+
+/// A loopback hostfile for two processes in `dir`.
+fn hostfile(dir: &Path) -> PathBuf {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let path = dir.join("hosts");
+    std::fs::write(
+        &path,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    path
+}
+
+/// `presence run` with durable state in `state`, as process `p` of two.
+fn service(brokers: &str, state: &Path, hosts: &Path, p: usize) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+    command
+        .args(["run", "--brokers", brokers, "--output-partitions", "2"])
+        .arg("--checkpoint-dir")
+        .arg(state)
+        .args(["--checkpoint-interval", "200ms", "--connect-timeout", "5s"])
+        .args(["-n", "2", "-p", &p.to_string(), "-h"])
+        .arg(hosts)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Whether `dir` holds a complete checkpoint.
+fn has_checkpoint(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("manifest-"))
+    })
+}
+
+#[test]
+fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let hosts = hostfile(dir.path());
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    let mut survivor = service(&brokers, &state, &hosts, 0).spawn().unwrap();
+    let mut victim = service(&brokers, &state, &hosts, 1).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !has_checkpoint(&state) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint was written"
+        );
+        std::thread::yield_now();
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the survivor did not stop"
+        );
+        std::thread::yield_now();
+    };
+    let within = killed.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        within < Duration::from_secs(5),
+        "it took {within:?}: {stderr}"
+    );
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("presence: error: lost process 1 (127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("lost process").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+
+    // Both restarted, to the end of the input: the outputs are whole.
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut command = service(&brokers, &state, &hosts, p);
+            command.arg("--stop-at-end");
+            command.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    check_outputs(
+        &brokers,
+        &Topics::default(),
+        &input.backfill("out"),
+        "after the restart",
+    );
+}

@@ -486,6 +486,12 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Backfill(BackfillArgs { cluster, .. })
+    | Command::Run(RunArgs { cluster, .. })
+    | Command::Bench(BenchArgs { cluster, .. }) = &command
+    {
+        cluster.exit_on_lost_process();
+    }
     match command {
         Command::Backfill(args) => {
             let job = Job {

@@ -219,35 +219,36 @@ pub fn prepare(
         }
     }
     // What the outputs hold, and the times written so far.
-    let mut latest = manifest.time;
-    let mut existing = Vec::new();
     let rows = [
         &t.walkins,
         &t.device_contacts,
         &t.enriched_walkins,
         &t.walkin_counts,
+        &t.rejected,
     ];
-    for (index, topic) in rows.iter().enumerate() {
-        let (values, max_time) = read_back(&consumer, job, topic)?;
-        latest = latest.max(max_time);
-        existing.extend(values.into_iter().map(|(key, value)| Existing {
-            topic: index as u8,
-            key,
-            value,
+    let (read, max_time) = read_back(&consumer, job, &rows)?;
+    let mut latest = manifest.time.max(max_time);
+    let mut existing = Vec::new();
+    for (index, values) in read.into_iter().enumerate() {
+        let rejected = index == rows.len() - 1;
+        existing.extend(values.into_iter().filter_map(|(key, value)| {
+            if rejected {
+                // Only records read again matter: at or after their
+                // partition's next offset.
+                let (source, partition, offset): (String, i32, i64) =
+                    serde_json::from_str(&key).ok()?;
+                let next = next_of.get(&(source, partition)).copied().unwrap_or(0);
+                if offset < next {
+                    return None;
+                }
+            }
+            Some(Existing {
+                topic: index as u8,
+                key,
+                value,
+            })
         }));
     }
-    let (rejected, max_time) = read_back(&consumer, job, &t.rejected)?;
-    latest = latest.max(max_time);
-    // Only records read again matter: at or after their partition's next offset.
-    existing.extend(rejected.into_iter().filter_map(|(key, value)| {
-        let (source, partition, offset): (String, i32, i64) = serde_json::from_str(&key).ok()?;
-        let next = next_of.get(&(source, partition)).copied().unwrap_or(0);
-        (offset >= next).then_some(Existing {
-            topic: rows.len() as u8,
-            key,
-            value,
-        })
-    }));
     latest = latest.max(last_frontier(&consumer, job)?);
     Ok(Restore {
         dir: dir.to_owned(),
@@ -270,13 +271,14 @@ impl From<StoreError> for RunError {
     }
 }
 
-/// The last value (or tombstone) per key of `topic`, and the greatest
-/// record timestamp in it; empty if the topic does not exist.
+/// The last value (or tombstone) per key of each of `topics` (empty for a
+/// topic that does not exist), and the greatest record timestamp in them:
+/// all read at once, to their end offsets.
 fn read_back(
     consumer: &BaseConsumer,
     job: &RunJob,
-    topic: &str,
-) -> Result<(BTreeMap<String, Option<String>>, u64), RunError> {
+    topics: &[&String],
+) -> Result<(Vec<BTreeMap<String, Option<String>>>, u64), RunError> {
     let failure = |action: String| {
         let brokers = job.brokers.clone();
         move |source| KafkaFailure::Client {
@@ -289,31 +291,38 @@ fn read_back(
     let metadata = consumer
         .fetch_metadata(None, job.connect_timeout)
         .map_err(failure("reading the topic list".to_owned()))?;
-    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Ok((BTreeMap::new(), 0));
-    };
-    let mut ends = BTreeMap::new();
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut list = TopicPartitionList::new();
-    for partition in found.partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition.id(), job.connect_timeout)
-            .map_err(failure(format!("reading the offsets of {topic}")))?;
-        if high > low {
-            ends.insert(partition.id(), high);
-            list.add_partition_offset(topic, partition.id(), Offset::Beginning)
-                .map_err(failure(format!("assigning {topic}")))?;
+    for topic in topics {
+        let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+        else {
+            continue;
+        };
+        for partition in found.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), job.connect_timeout)
+                .map_err(failure(format!("reading the offsets of {topic}")))?;
+            if high > low {
+                ends.insert((topic.to_string(), partition.id()), high);
+                list.add_partition_offset(topic, partition.id(), Offset::Beginning)
+                    .map_err(failure(format!("assigning {topic}")))?;
+            }
         }
     }
-    let mut values = BTreeMap::new();
+    let mut values: Vec<BTreeMap<String, Option<String>>> = vec![BTreeMap::new(); topics.len()];
     let mut max_time = 0;
     if ends.is_empty() {
         return Ok((values, max_time));
     }
     consumer
         .assign(&list)
-        .map_err(failure(format!("assigning {topic}")))?;
-    let mut next: BTreeMap<i32, i64> = ends.keys().map(|&p| (p, 0)).collect();
-    let deadline = Instant::now() + job.connect_timeout.max(Duration::from_secs(30));
+        .map_err(failure("assigning the output topics".to_owned()))?;
+    let mut next: BTreeMap<(String, i32), i64> = ends.keys().map(|p| (p.clone(), 0)).collect();
+    let limit = job.connect_timeout.max(Duration::from_secs(30));
+    let deadline = Instant::now() + limit;
     loop {
         let past_ends = next.iter().all(|(p, n)| *n >= ends[p]);
         let wait = if past_ends {
@@ -323,24 +332,29 @@ fn read_back(
         };
         match consumer.poll(wait) {
             Some(Ok(message)) => {
-                next.insert(message.partition(), message.offset() + 1);
+                next.insert(
+                    (message.topic().to_owned(), message.partition()),
+                    message.offset() + 1,
+                );
                 if let Some(ms) = message.timestamp().to_millis() {
                     max_time = max_time.max(ms.max(0) as u64);
                 }
-                if let Some(key) = message.key() {
+                let index = topics.iter().position(|t| t.as_str() == message.topic());
+                if let (Some(index), Some(key)) = (index, message.key()) {
                     let key = String::from_utf8_lossy(key).into_owned();
                     let value = message
                         .payload()
                         .map(|v| String::from_utf8_lossy(v).into_owned());
-                    values.insert(key, value);
+                    values[index].insert(key, value);
                 }
             }
-            Some(Err(error)) => return Err(failure(format!("reading back {topic}"))(error).into()),
+            Some(Err(error)) => {
+                return Err(failure("reading back the output topics".to_owned())(error).into())
+            }
             None if past_ends => break,
             None if Instant::now() > deadline => {
                 return Err(RunError::Refused(format!(
-                    "could not read {topic} back to its end offsets {ends:?} within {:?}",
-                    job.connect_timeout.max(Duration::from_secs(30))
+                    "could not read the output topics back to their end offsets within {limit:?}"
                 )))
             }
             None => {}
@@ -348,7 +362,7 @@ fn read_back(
     }
     consumer
         .unassign()
-        .map_err(failure(format!("releasing {topic}")))?;
+        .map_err(failure("releasing the output topics".to_owned()))?;
     Ok((values, max_time))
 }
 

@@ -169,6 +169,17 @@ impl KafkaSource {
                 }
             })
             .collect();
+        let resumed: Vec<String> = mine
+            .iter()
+            .filter_map(|p| state_of(p).map(|s| format!("{}/{}@{}", p.topic, p.partition, s.next)))
+            .collect();
+        if !resumed.is_empty() {
+            tracing::info!(
+                worker = index,
+                partitions = %resumed.join(","),
+                "resuming input partitions at the checkpoint's offsets"
+            );
+        }
         let by_name = partitions
             .iter()
             .enumerate()

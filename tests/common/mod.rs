@@ -19,6 +19,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+pub mod crash;
+
 pub const PROBE_PARTITIONS: i32 = 4;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a topic read past its reported end must stay quiet to be done.

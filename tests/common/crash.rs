@@ -1,0 +1,508 @@
+//! The crash loop: the real binary as child processes, killed with SIGKILL
+//! at seeded random moments while input keeps arriving, restarted at a
+//! random cluster shape each time, and finally run to the end of its input.
+//! The outputs must be what one uninterrupted run gives (see [`crash_loop`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use presence::backfill::{self, Job, Progress};
+use presence::io::generator::{Workload, WorkloadConfig};
+use presence::io::ingest::Kind;
+use presence::io::store;
+use presence::run::Topics;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::{file_rows, read_topic, PROBE_PARTITIONS, QUIET, TIMEOUT};
+
+/// A tiny seeded generator (xorshift), so that a failure names its seed.
+pub struct Seeded(u64);
+
+impl Seeded {
+    pub fn new(seed: u64) -> Self {
+        Seeded(seed.max(1))
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// How the loop is run.
+pub struct CrashLoop {
+    pub brokers: String,
+    pub topics: Topics,
+    pub kills: usize,
+    /// Cluster shapes to draw from: 1 = `-w 1`, 2 = `-w 2`, 0 = two processes.
+    pub shapes: Vec<u8>,
+    pub seed: u64,
+    pub dir: PathBuf,
+}
+
+/// A message of a topic, with its Kafka timestamp.
+struct Message_ {
+    partition: i32,
+    key: Option<String>,
+    value: Option<String>,
+    timestamp: i64,
+}
+
+fn read_all(brokers: &str, topic: &str) -> Vec<Message_> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "presence-crash-test")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for &p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap();
+        ends.insert(p, high);
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut messages = Vec::new();
+    let mut past_ends = false;
+    loop {
+        past_ends = past_ends || next.iter().all(|(p, n)| *n >= ends[p]);
+        let Some(message) = consumer.poll(if past_ends { QUIET } else { TIMEOUT }) else {
+            assert!(past_ends, "{topic} stopped before its end offsets {ends:?}");
+            break;
+        };
+        let message = message.unwrap();
+        next.insert(message.partition(), message.offset() + 1);
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+        messages.push(Message_ {
+            partition: message.partition(),
+            key: text(message.key()),
+            value: text(message.payload()),
+            timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        });
+    }
+    messages
+}
+
+/// A row's content without its `"time"`.
+fn content(value: &str) -> String {
+    let mut v: Value = serde_json::from_str(value).unwrap();
+    v.as_object_mut().unwrap().remove("time");
+    v.to_string()
+}
+
+/// The files of the input as produced, per (kind, partition), in order.
+type Files = BTreeMap<(Kind, u64), Vec<String>>;
+
+fn backfill_prefix(files: &Files, lengths: &BTreeMap<(Kind, u64), usize>, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = |kind: Kind, p: u64| dir.join(format!("{kind:?}-{p}.jsonl"));
+    let mut by_kind: BTreeMap<Kind, Vec<PathBuf>> = BTreeMap::new();
+    for ((kind, p), lines) in files {
+        let n = lengths.get(&(*kind, *p)).copied().unwrap_or(lines.len());
+        let mut text = lines[..n.min(lines.len())].join("\n");
+        text.push('\n');
+        std::fs::write(path(*kind, *p), text).unwrap();
+        by_kind.entry(*kind).or_default().push(path(*kind, *p));
+    }
+    let out = dir.join("out");
+    let job = Job {
+        probes: by_kind.remove(&Kind::Probe).unwrap_or_default(),
+        logins: by_kind.remove(&Kind::Login).unwrap_or_default(),
+        base_counts: by_kind.remove(&Kind::BaseCount).unwrap_or_default(),
+        out: out.clone(),
+        ..Job::default()
+    };
+    backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
+    out
+}
+
+/// A loopback hostfile for two processes.
+fn hostfile(dir: &Path) -> PathBuf {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let path = dir.join(format!("hosts-{}", ports[0]));
+    std::fs::write(
+        &path,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    path
+}
+
+impl CrashLoop {
+    fn command(&self, state: &Path, stop_at_end: bool) -> Command {
+        let t = &self.topics;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
+        command
+            .args([
+                "run",
+                "--brokers",
+                &self.brokers,
+                "--output-partitions",
+                "2",
+            ])
+            .args(["--probes-topic", &t.probes, "--logins-topic", &t.logins])
+            .args(["--base-counts-topic", &t.base_counts])
+            .args(["--output-prefix", t.walkins.trim_end_matches("walkins")])
+            .arg("--checkpoint-dir")
+            .arg(state)
+            // Cuts every 300 ms, each piece 100 ms slower to become durable:
+            // many kills land inside a checkpoint write.
+            .args([
+                "--checkpoint-interval",
+                "300ms",
+                "--inject-checkpoint-delay",
+                "100ms",
+            ])
+            // Historical input: no partition may count as idle.
+            .args(["--idle-timeout", "1h", "--connect-timeout", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if stop_at_end {
+            command.arg("--stop-at-end");
+        }
+        command
+    }
+
+    /// Starts a run at `shape`.
+    fn start(&self, state: &Path, shape: u8, stop_at_end: bool) -> Vec<Child> {
+        match shape {
+            0 => {
+                let hosts = hostfile(&self.dir);
+                (0..2)
+                    .map(|p| {
+                        let mut command = self.command(state, stop_at_end);
+                        command
+                            .args(["-n", "2", "-p", &p.to_string(), "-h"])
+                            .arg(&hosts);
+                        command.spawn().unwrap()
+                    })
+                    .collect()
+            }
+            w => {
+                let mut command = self.command(state, stop_at_end);
+                command.args(["-w", &w.to_string()]);
+                vec![command.spawn().unwrap()]
+            }
+        }
+    }
+
+    /// Runs the loop and checks everything; see the module docs.
+    pub fn run(&self, config: WorkloadConfig) {
+        let seed = self.seed;
+        let mut rng = Seeded::new(seed);
+        let state = self.dir.join("state");
+        let t = &self.topics;
+        // The input, produced at a steady pace while the service is killed
+        // and restarted, and kept as files for the reference.
+        let records: Vec<_> = Workload::new(config).collect();
+        let files: Arc<Mutex<Files>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (brokers, files, stop) =
+                (self.brokers.clone(), Arc::clone(&files), Arc::clone(&stop));
+            let topics = [t.probes.clone(), t.logins.clone(), t.base_counts.clone()];
+            std::thread::spawn(move || {
+                let producer: BaseProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("linger.ms", "5")
+                    .create()
+                    .unwrap();
+                let started = Instant::now();
+                // Spread over about 20 s.
+                let per_ms = (records.len() as f64 / 20_000.0).max(0.1);
+                for (i, record) in records.into_iter().enumerate() {
+                    let due = Duration::from_millis((i as f64 / per_ms) as u64);
+                    while started.elapsed() < due && !stop.load(Ordering::Relaxed) {
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    let topic = match record.kind {
+                        Kind::Probe => &topics[0],
+                        Kind::Login => &topics[1],
+                        Kind::BaseCount => &topics[2],
+                    };
+                    while producer
+                        .send(
+                            BaseRecord::<(), str>::to(topic)
+                                .partition(record.partition as i32)
+                                .payload(&record.line),
+                        )
+                        .is_err()
+                    {
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    files
+                        .lock()
+                        .unwrap()
+                        .entry((record.kind, record.partition))
+                        .or_default()
+                        .push(record.line);
+                }
+                producer.flush(TIMEOUT).unwrap();
+            })
+        };
+
+        // Kill at random moments, restart at random shapes.
+        let mut resumed: Vec<(Option<store::Manifest>, String)> = Vec::new();
+        for kill in 0..self.kills {
+            let shape = self.shapes[rng.below(self.shapes.len() as u64) as usize];
+            let manifest = store::newest_complete(&state, &mut Vec::new())
+                .ok()
+                .flatten();
+            let mut children = self.start(&state, shape, false);
+            let after = Duration::from_millis(1_000 + rng.below(2_500));
+            std::thread::sleep(after);
+            for child in &mut children {
+                let _ = child.kill();
+            }
+            let mut stderr = String::new();
+            for mut child in children {
+                child.wait().unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
+                stderr += &text;
+            }
+            assert!(
+                !stderr.contains("panicked"),
+                "seed {seed}, kill {kill} (shape {shape}): {stderr}"
+            );
+            resumed.push((manifest, stderr));
+        }
+        producer.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        // To the end of the input.
+        let shape = self.shapes[rng.below(self.shapes.len() as u64) as usize];
+        let manifest = store::newest_complete(&state, &mut Vec::new()).unwrap();
+        let mut stderr = String::new();
+        for child in self.start(&state, shape, true) {
+            let output = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(
+                output.status.success(),
+                "seed {seed}: the final run (shape {shape}) failed: {text}"
+            );
+            stderr += &text;
+        }
+        resumed.push((manifest, stderr));
+
+        let files = files.lock().unwrap().clone();
+        let context = |what: &str| format!("seed {seed}: {what}");
+
+        // Each restart resumed every partition at its checkpoint's offsets.
+        let mut restored = 0;
+        for (run, (manifest, stderr)) in resumed.iter().enumerate() {
+            let Some(manifest) = manifest else { continue };
+            let lines: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains("resuming input partitions"))
+                .collect();
+            if lines.is_empty() {
+                continue; // killed before it opened its partitions
+            }
+            restored += 1;
+            let mut resumed_at = BTreeMap::new();
+            for line in lines {
+                let list = line
+                    .split("partitions=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                for item in list.split(',') {
+                    let (place, offset) = item.rsplit_once('@').unwrap();
+                    resumed_at.insert(place.to_owned(), offset.parse::<i64>().unwrap());
+                }
+            }
+            for p in &manifest.partitions {
+                let place = format!("{}/{}", p.topic, p.partition);
+                if let Some(offset) = resumed_at.get(&place) {
+                    assert_eq!(
+                        *offset,
+                        p.next,
+                        "{}",
+                        context(&format!("run {run} resumed {place}"))
+                    );
+                }
+            }
+        }
+
+        assert!(
+            restored * 2 >= resumed.len(),
+            "{}",
+            context(&format!(
+                "only {restored} of {} runs restored a checkpoint",
+                resumed.len()
+            ))
+        );
+
+        // The final state is one uninterrupted run's: every row topic's last
+        // value per key equals backfill of all the records.
+        let all = backfill_prefix(&files, &BTreeMap::new(), &self.dir.join("reference-all"));
+        let topics = [
+            (&t.walkins, "walkins"),
+            (&t.device_contacts, "device-contacts"),
+            (&t.enriched_walkins, "enriched-walkins"),
+            (&t.walkin_counts, "walkin-counts"),
+        ];
+        let mut messages = BTreeMap::new();
+        for (topic, folder) in topics {
+            let read = read_all(&self.brokers, topic);
+            // No message repeats its key's current value.
+            let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
+            for m in &read {
+                let key = (m.partition, m.key.clone().expect("rows have keys"));
+                let now = m.value.as_deref().map(content);
+                if let Some(previous) = current.get(&key) {
+                    assert_ne!(
+                        previous,
+                        &now,
+                        "{}",
+                        context(&format!("{topic} repeats {key:?}"))
+                    );
+                }
+                current.insert(key, now);
+            }
+            let last: BTreeSet<String> = current.into_values().flatten().collect();
+            let expected = file_rows(&all.join(folder));
+            assert!(!expected.is_empty(), "{}", context(folder));
+            assert_eq!(
+                last.len(),
+                expected.len(),
+                "{}",
+                context(&format!("{topic} rows"))
+            );
+            assert_eq!(
+                last,
+                expected,
+                "{}",
+                context(&format!("{topic} against backfill"))
+            );
+            messages.insert(folder, read);
+        }
+
+        // Each rejected record appears once, and they are backfill's.
+        let rejected = read_topic(&self.brokers, &t.rejected);
+        let mut keys = BTreeMap::new();
+        for (_, _, key, _) in &rejected {
+            *keys.entry(key.clone().unwrap()).or_insert(0) += 1;
+        }
+        let twice: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{}",
+            context(&format!("rejected twice: {twice:?}"))
+        );
+        let expected_rejected =
+            presence::io::output::read_collection::<Value>(&all.join("rejected"))
+                .unwrap()
+                .len();
+        assert_eq!(
+            keys.len(),
+            expected_rejected,
+            "{}",
+            context("rejected records")
+        );
+
+        // Frontiers grow across every run, and end at a real time.
+        let progress: Vec<Value> = read_topic(&self.brokers, &t.progress)
+            .into_iter()
+            .map(|(_, _, _, v)| serde_json::from_str(&v.unwrap()).unwrap())
+            .collect();
+        let frontiers: Vec<u64> = progress
+            .iter()
+            .map(|p| p["frontier"].as_u64().unwrap())
+            .collect();
+        assert!(
+            frontiers.windows(2).all(|w| w[0] < w[1]),
+            "{}",
+            context(&format!("frontiers {frontiers:?}"))
+        );
+        assert!(*frontiers.last().unwrap() < u64::MAX);
+
+        // A sample of frontiers: the state as of each is backfill of the
+        // records before its offsets.
+        let kind_of = |topic: &str| {
+            if topic == t.probes {
+                Kind::Probe
+            } else if topic == t.logins {
+                Kind::Login
+            } else {
+                Kind::BaseCount
+            }
+        };
+        let picks: BTreeSet<usize> = (0..5)
+            .map(|_| rng.below(progress.len() as u64) as usize)
+            .collect();
+        let mut checked = 0;
+        for &pick in &picks {
+            let message = &progress[pick];
+            let frontier = message["frontier"].as_i64().unwrap();
+            let mut lengths = BTreeMap::new();
+            for (topic, partitions) in message["offsets"].as_object().unwrap() {
+                for (partition, next) in partitions.as_object().unwrap() {
+                    lengths.insert(
+                        (kind_of(topic), partition.parse::<u64>().unwrap()),
+                        next.as_u64().unwrap() as usize,
+                    );
+                }
+            }
+            if lengths.len() < PROBE_PARTITIONS as usize + 2 {
+                continue; // an early frontier, before every partition was noted
+            }
+            checked += 1;
+            let reference = backfill_prefix(
+                &files,
+                &lengths,
+                &self.dir.join(format!("reference-{pick}")),
+            );
+            for (folder, read) in &messages {
+                let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
+                for m in read.iter().filter(|m| m.timestamp < frontier) {
+                    current.insert(
+                        (m.partition, m.key.clone().unwrap()),
+                        m.value.as_deref().map(content),
+                    );
+                }
+                let state: BTreeSet<String> = current.into_values().flatten().collect();
+                assert_eq!(
+                    state,
+                    file_rows(&reference.join(folder)),
+                    "{}",
+                    context(&format!(
+                        "{folder} as of frontier {frontier} (progress message {pick})"
+                    ))
+                );
+            }
+        }
+        assert!(checked > 0, "{}", context("no frontier sample was checked"));
+    }
+}

@@ -216,7 +216,8 @@ impl Pipeline {
         Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
             let (rejected, notes) = (sides.rejected, sides.notes);
             if let Some(config) = checkpoint {
-                let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
+                let pieces =
+                    checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
                 checkpoint::coordinate(pieces, notes, config, metrics).probe_with(probe);
             }
             accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);

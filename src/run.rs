@@ -188,6 +188,7 @@ impl RunJob {
             stop_at_end: self.stop_at_end,
             idle_timeout: self.idle_timeout,
             connect_timeout: self.connect_timeout,
+            keep_open: self.checkpoint.is_some(),
         }
     }
 
@@ -743,7 +744,8 @@ fn build(
             )
             .probe_with(&published);
             if let Some(config) = checkpoint {
-                let pieces = checkpoint::checkpoint(outputs.state, Arc::clone(&config));
+                let pieces =
+                    checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
                 checkpoint::coordinate(pieces, notes, config, metrics).probe_with(&published);
             }
         },

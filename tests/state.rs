@@ -315,3 +315,394 @@ fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
         "after the restart",
     );
 }
+
+/// The last values of the four row topics against a backfill's folders.
+fn check_rows(brokers: &str, topics: &Topics, out: &Path, what: &str) {
+    for (topic, folder) in [
+        (&topics.walkins, "walkins"),
+        (&topics.device_contacts, "device-contacts"),
+        (&topics.enriched_walkins, "enriched-walkins"),
+        (&topics.walkin_counts, "walkin-counts"),
+    ] {
+        let expected = file_rows(&out.join(folder));
+        assert!(!expected.is_empty(), "{what}: {folder}");
+        assert_eq!(upsert_rows(brokers, topic), expected, "{what}: {topic}");
+    }
+}
+
+#[test]
+fn a_backfill_hands_its_state_over_to_run() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // History as files, backfilled into a checkpoint.
+    let history = dir.path().join("history");
+    std::fs::create_dir_all(&history).unwrap();
+    let written = presence::io::generator::write_files(&day(1, 0), &history).unwrap();
+    let history_job = Job {
+        probes: written.probes.clone(),
+        logins: written.logins.clone(),
+        base_counts: written.base_counts.clone(),
+        out: dir.path().join("history-out"),
+        checkpoint_dir: Some(state.clone()),
+        ..Job::default()
+    };
+    backfill::run(
+        timely::Config::process(2),
+        history_job,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
+    // Live input in the topics, the next day.
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut input = Input::new(&brokers, &live);
+    let read = input.add(&day(2, 1));
+    let summary = run_job(job(&brokers, &state), 2).unwrap();
+    assert_eq!(summary.lines, read, "the topics are read from their start");
+    // One backfill over the history files and the live records.
+    input.backfill("live-only"); // writes the live records' files
+    let path = |kind: Kind, p: u64| live.join(format!("{kind:?}-{p}.jsonl"));
+    let of = |kind: Kind| -> Vec<PathBuf> {
+        input
+            .files
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(k, p)| path(*k, *p))
+            .collect()
+    };
+    let both = dir.path().join("both");
+    let both_job = Job {
+        probes: written
+            .probes
+            .iter()
+            .cloned()
+            .chain(of(Kind::Probe))
+            .collect(),
+        logins: written
+            .logins
+            .iter()
+            .cloned()
+            .chain(of(Kind::Login))
+            .collect(),
+        base_counts: written
+            .base_counts
+            .iter()
+            .cloned()
+            .chain(of(Kind::BaseCount))
+            .collect(),
+        out: both.clone(),
+        ..Job::default()
+    };
+    backfill::run(
+        timely::Config::thread(),
+        both_job,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
+    check_rows(&brokers, &Topics::default(), &both, "after the hand-off");
+}
+
+#[test]
+fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let hosts = hostfile(dir.path());
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    // Two processes run until SIGTERM...
+    let children: Vec<_> = (0..2)
+        .map(|p| service(&brokers, &state, &hosts, p).spawn().unwrap())
+        .collect();
+    let topics = Topics::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_topic(&brokers, &topics.walkins).is_empty() || !has_checkpoint(&state) {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        std::thread::yield_now();
+    }
+    for child in &children {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut read_before = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let summary = stderr
+            .lines()
+            .find(|l| l.starts_with("stopped after"))
+            .unwrap();
+        read_before += summary_numbers(summary)["read"];
+    }
+    let before = counts(&brokers, &topics);
+    // ...then one worker to the end: the final checkpoint covered every
+    // record it had read, so what it reads now is only what was left.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args([
+            "run",
+            "--brokers",
+            &brokers,
+            "--stop-at-end",
+            "--output-partitions",
+            "2",
+        ])
+        .arg("--checkpoint-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("stopped after"))
+        .unwrap();
+    let total: u64 = input.files.values().map(|f| f.lines().count() as u64).sum();
+    let read = summary_numbers(summary)["read"];
+    assert_eq!(read + read_before, total, "no record read twice: {summary}");
+    check_outputs(
+        &brokers,
+        &topics,
+        &input.backfill("out"),
+        "after SIGTERM and a restart",
+    );
+    // Nothing it had written before was written again.
+    let after = counts(&brokers, &topics);
+    assert!(
+        after.iter().all(|(t, n)| *n >= before[t]),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn checkpoints_move_across_cluster_shapes() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let topics = Topics::default();
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    run_job(job(&brokers, &state), 2).unwrap();
+    input.add(&day(2, 1));
+    run_job(job(&brokers, &state), 1).unwrap();
+    check_outputs(
+        &brokers,
+        &topics,
+        &input.backfill("out-1"),
+        "-w 2 then -w 1",
+    );
+    input.add(&day(3, 2));
+    let hosts = hostfile(dir.path());
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut command = service(&brokers, &state, &hosts, p);
+            command.arg("--stop-at-end");
+            command.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    check_outputs(
+        &brokers,
+        &topics,
+        &input.backfill("out-2"),
+        "then two processes",
+    );
+}
+
+fn refused(result: Result<Summary, RunError>) -> String {
+    match result {
+        Err(RunError::Refused(line)) => line,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
+    let mock = mock_with_inputs();
+    mock.create_topic("probes-2", PROBE_PARTITIONS, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    run_job(job(&brokers, &state), 1).unwrap();
+    let listing = |state: &Path| presence::io::store::describe(state).unwrap();
+    let before = listing(&state);
+
+    let mut other = job(&brokers, &state);
+    other.params.session_gap = 600_000;
+    let line = refused(run_job(other, 1));
+    assert!(
+        line.contains("--session-gap 900000ms, now 600000ms") && line.contains("--reset-state"),
+        "{line}"
+    );
+
+    let mut other = job(&brokers, &state);
+    other.topics.probes = "probes-2".into();
+    let line = refused(run_job(other, 1));
+    assert!(
+        line.contains("other input topics") && line.contains("probes-2"),
+        "{line}"
+    );
+
+    // Retention: the broker no longer holds the checkpoint's next offset.
+    // (The mock broker cannot delete records: the manifest is made to point
+    // below the first offset instead.)
+    let (path, mut manifest) = presence::io::store::manifests(&state)
+        .unwrap()
+        .into_iter()
+        .map(|(p, m)| (p, m.unwrap()))
+        .next()
+        .unwrap();
+    let original = manifest.clone();
+    let probe = manifest
+        .partitions
+        .iter_mut()
+        .find(|p| p.topic == "probes")
+        .unwrap();
+    probe.next = -3;
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let line = refused(run_job(job(&brokers, &state), 1));
+    assert!(
+        line.contains("probes partition")
+            && line.contains("offset -3")
+            && line.contains("first offset is 0"),
+        "{line}"
+    );
+    std::fs::write(&path, serde_json::to_vec(&original).unwrap()).unwrap();
+    assert_eq!(listing(&state), before, "refusals change nothing");
+
+    // --reset-state discards the checkpoints: everything is read again.
+    let mut reset = job(&brokers, &state);
+    reset.checkpoint.as_mut().unwrap().reset = true;
+    let summary = run_job(reset, 1).unwrap();
+    let total: u64 = input.files.values().map(|f| f.lines().count() as u64).sum();
+    assert_eq!(summary.lines, total);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let topics = Topics::default();
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    run_job(job(&brokers, &state), 1).unwrap();
+    input.add(&day(2, 1));
+    run_job(job(&brokers, &state), 2).unwrap();
+    // Damage a piece only the newest checkpoint names.
+    let manifests: Vec<_> = presence::io::store::manifests(&state)
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.unwrap())
+        .collect();
+    let (newest, older) = (&manifests[0], &manifests[1]);
+    let piece = newest
+        .pieces
+        .iter()
+        .find(|p| !older.pieces.contains(p))
+        .expect("the newest checkpoint has a piece of its own");
+    let path = state.join(&piece.name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(presence::io::store::describe(&state)
+        .unwrap()
+        .contains("NOT usable"));
+    // The restart falls back and re-reads what the damaged one covered.
+    let summary = run_job(job(&brokers, &state), 1).unwrap();
+    assert!(summary.lines > 0, "{summary:?}");
+    check_outputs(
+        &brokers,
+        &topics,
+        &input.backfill("out"),
+        "after falling back",
+    );
+}
+
+#[test]
+fn an_unusable_checkpoint_folder_fails_at_start_and_one_made_unwritable_later_is_survived() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    // A path below a regular file can be no folder, even for root.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["run", "--brokers", &brokers, "--checkpoint-dir"])
+        .arg(blocker.join("state"))
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("checkpoint folder") && !message.contains("panicked"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+
+    // Made unusable while running: failures are counted, the service goes
+    // on, and checkpoints complete again once it is back.
+    let state = dir.path().join("state");
+    let away = dir.path().join("state-away");
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    let metrics = Metrics::default();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let service = {
+        let mut job = job(&brokers, &state);
+        job.stop_at_end = false;
+        job.checkpoint.as_mut().unwrap().interval = Duration::from_millis(200);
+        let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
+        std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    let completed = || metrics.read(|f| f.checkpoints.completed);
+    wait("a checkpoint", &|| completed() > 0);
+    std::fs::rename(&state, &away).unwrap();
+    std::fs::write(&state, "not a folder").unwrap();
+    input.add(&day(2, 1)); // changes to write
+    wait("a failure", &|| {
+        metrics.read(|f| f.checkpoints.failures) > 0
+    });
+    let done_before = completed();
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(&away, &state).unwrap();
+    wait("a checkpoint after it", &|| completed() > done_before);
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+    // What it checkpointed then is whole: a restart to the end gives it all.
+    run_job(job(&brokers, &state), 1).unwrap();
+    check_outputs(
+        &brokers,
+        &Topics::default(),
+        &input.backfill("out"),
+        "after the folder came back",
+    );
+}

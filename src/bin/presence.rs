@@ -69,6 +69,16 @@ enum Command {
     /// Generate a week of data into a folder and backfill it there.
     #[command(disable_help_flag = true)]
     Example(ExampleArgs),
+    /// List the checkpoints in a checkpoint folder.
+    #[command(disable_help_flag = true)]
+    Checkpoints(CheckpointsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckpointsArgs {
+    /// The checkpoint folder (as given to run or backfill).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: PathBuf,
 }
 
 /// The detection flags of docs/contract.md, section 2.
@@ -510,6 +520,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench(args),
         Command::Produce(args) => produce(args),
         Command::Run(args) => run_service(args),
+        Command::Checkpoints(args) => {
+            let listing = presence::io::store::describe(&args.checkpoint_dir)
+                .with_context(|| format!("cannot list {}", args.checkpoint_dir.display()))?;
+            print!("{listing}");
+            Ok(())
+        }
         Command::Generate(args) => {
             let started = Instant::now();
             let written = generator::write_files(&args.workload.config(), &args.out)

@@ -78,6 +78,8 @@ pub struct PieceNote {
     pub cut: Cut,
     /// The worker.
     pub worker: usize,
+    /// The worker's run id (its first epoch): its pieces' names carry it.
+    pub run: u64,
     /// The piece written (`None`: nothing changed), or why it could not be.
     pub piece: Result<Option<PieceInfo>, String>,
 }
@@ -154,6 +156,7 @@ fn below<D>(stash: &mut Vec<(D, Time, isize)>, cut: Cut, skip: Option<Time>) -> 
 pub fn checkpoint<'scope>(
     state: StateStreams<'scope>,
     config: Arc<CheckpointConfig>,
+    metrics: Metrics,
 ) -> StreamVec<'scope, Time, PieceNote> {
     let scope = state.windows.scope();
     let worker = scope.index();
@@ -226,14 +229,23 @@ pub fn checkpoint<'scope>(
                     Cut::Final => *held.time(),
                 };
                 let piece = match result {
-                    Ok(piece) => Ok(piece),
+                    Ok(piece) => {
+                        let bytes = piece.as_ref().map_or(0, |p| p.bytes);
+                        metrics.update(|f| f.checkpoints.bytes_written += bytes);
+                        Ok(piece)
+                    }
                     Err((error, rows)) => {
                         tracing::warn!(worker, ?cut, %error, "could not write a checkpoint piece; its changes go into the next one");
                         carried = rows;
                         Err(error)
                     }
                 };
-                out.session(&held.delayed(&time)).give(PieceNote { cut, worker, piece });
+                out.session(&held.delayed(&time)).give(PieceNote {
+                    cut,
+                    worker,
+                    run: config.run,
+                    piece,
+                });
                 match cut {
                     Cut::At(c) => held.downgrade(&c),
                     Cut::Final => capability = None,
@@ -286,13 +298,13 @@ fn writer(
 }
 
 /// A manifest job for the coordinator's thread: write it (merging its
-/// pieces first when they span many cuts), then prune the folder.
-type ManifestJob = Manifest;
+/// pieces first when they span many cuts), then prune the folder, keeping
+/// what the runs of the live cluster's workers may be writing.
+type ManifestJob = (Manifest, std::collections::BTreeSet<u64>);
 type ManifestOutcome = Result<Manifest, (String, Manifest)>;
 
 fn manifest_writer(
     dir: PathBuf,
-    run: u64,
     activator: timely::scheduling::SyncActivator,
 ) -> (mpsc::Sender<ManifestJob>, mpsc::Receiver<ManifestOutcome>) {
     let (jobs, queue) = mpsc::channel::<ManifestJob>();
@@ -300,8 +312,8 @@ fn manifest_writer(
     std::thread::Builder::new()
         .name("checkpoint-manifest".into())
         .spawn(move || {
-            for manifest in queue {
-                let result = write_and_tidy(&dir, run, manifest.clone())
+            for (manifest, runs) in queue {
+                let result = write_and_tidy(&dir, &runs, manifest.clone())
                     .map_err(|e| (e.to_string(), manifest));
                 if done.send(result).is_err() {
                     break;
@@ -318,7 +330,7 @@ fn manifest_writer(
 /// merged manifest in its place; prunes. Returns the manifest in force.
 fn write_and_tidy(
     dir: &std::path::Path,
-    run: u64,
+    runs: &std::collections::BTreeSet<u64>,
     manifest: Manifest,
 ) -> Result<Manifest, store::StoreError> {
     store::write_manifest(dir, &manifest)?;
@@ -342,7 +354,7 @@ fn write_and_tidy(
     } else {
         manifest
     };
-    if let Err(error) = store::prune(dir, run) {
+    if let Err(error) = store::prune(dir, runs) {
         tracing::warn!(%error, "could not delete old checkpoint files");
     }
     Ok(manifest)
@@ -370,7 +382,9 @@ pub fn coordinate<'scope>(
     let activator = scope.worker().sync_activator_for(info.address.to_vec());
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop().filter(|_| coordinator);
-        let (jobs, results) = manifest_writer(config.dir.clone(), config.run, activator);
+        let (jobs, results) = manifest_writer(config.dir.clone(), activator);
+        // Every worker's run id, from its notes.
+        let mut runs: std::collections::BTreeSet<u64> = [config.run].into();
         let mut pieces: BTreeMap<Cut, Vec<PieceNote>> = BTreeMap::new();
         let mut notes: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
         let mut partitions: BTreeMap<(String, i32), PartitionState> = config
@@ -390,6 +404,7 @@ pub fn coordinate<'scope>(
         move |frontiers| {
             piece_input.for_each(|_, data| {
                 for note in data.drain(..) {
+                    runs.insert(note.run);
                     pieces.entry(note.cut).or_default().push(note);
                 }
             });
@@ -440,6 +455,24 @@ pub fn coordinate<'scope>(
                 return; // one manifest at a time: the next extends it
             }
             let notes_frontier = &frontiers[1];
+            // A worker whose frontier jumped past two cuts at once (after a
+            // restore, or a stall) takes only the later one: an earlier cut
+            // that only some workers took never completes. Once a later cut
+            // does, the earlier one's pieces go into its checkpoint (the
+            // workers that skipped it wrote those changes in the later cut).
+            while let Some(entry) = pieces.first_entry() {
+                let complete = entry.get().len() == peers;
+                let superseded = !complete
+                    && pieces
+                        .iter()
+                        .skip(1)
+                        .any(|(_, notes)| notes.len() == peers);
+                if !superseded {
+                    break;
+                }
+                let notes = pieces.pop_first().expect("an entry").1;
+                unnamed.extend(notes.into_iter().filter_map(|note| note.piece.ok().flatten()));
+            }
             let Some(entry) = pieces.first_entry() else {
                 return;
             };
@@ -505,7 +538,8 @@ pub fn coordinate<'scope>(
             manifest.partitions = partitions.values().cloned().collect();
             manifest.pieces = chain.iter().chain(&unnamed).chain(&written).cloned().collect();
             writing = Some((cut, Instant::now()));
-            jobs.send(manifest).expect("the manifest writer outlives the operator");
+            jobs.send((manifest, runs.clone()))
+                .expect("the manifest writer outlives the operator");
         }
     });
     done

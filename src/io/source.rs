@@ -72,6 +72,11 @@ pub struct SourceOptions {
     pub idle_timeout: Duration,
     /// How long to wait for the broker's answers.
     pub connect_timeout: Duration,
+    /// The state outlives this run (it is checkpointed): a partition read
+    /// to its end with `stop_at_end` promises its own watermark, not
+    /// everything, so that the final checkpoint keeps the visits the next
+    /// run's input may continue.
+    pub keep_open: bool,
 }
 
 /// One input partition being read.
@@ -305,7 +310,10 @@ impl KafkaSource {
         {
             let own = p.ingest.promise();
             let promise = if self.options.stop_at_end && p.next >= p.end {
-                EventTime::MAX
+                match own {
+                    Some(own) if self.options.keep_open => own,
+                    _ => EventTime::MAX,
+                }
             } else if self.idle(p, now) {
                 own.map_or(wall, |own| own.max(wall))
             } else {
@@ -387,6 +395,7 @@ mod tests {
             stop_at_end: false,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            keep_open: false,
         };
         let all: Vec<InputPartition> = (0..2)
             .map(|partition| InputPartition {

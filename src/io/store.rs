@@ -620,11 +620,11 @@ fn piece_parts(name: &str) -> Option<(Option<u64>, &str)> {
 
 /// Deletes what no checkpoint can still need: manifests but the newest
 /// [`MANIFESTS_KEPT`] complete ones, pieces no kept manifest names — of
-/// other runs (left by a crash), or of the run that started at `run` if
-/// older than the newest manifest (pieces of later cuts may be on their way
-/// into the next one) — and temporary files of other runs. Returns the
-/// bytes freed.
-pub fn prune(dir: &Path, run: u64) -> Result<u64, StoreError> {
+/// other runs than `runs` (every worker's of the live cluster; others were
+/// left by a crash), or of those if older than the newest manifest (pieces
+/// of later cuts may be on their way into the next one) — and temporary
+/// files of other runs. Returns the bytes freed.
+pub fn prune(dir: &Path, runs: &std::collections::BTreeSet<u64>) -> Result<u64, StoreError> {
     let found = manifests(dir)?;
     let mut kept: BTreeMap<String, ()> = BTreeMap::new();
     let mut freed = 0;
@@ -654,7 +654,7 @@ pub fn prune(dir: &Path, run: u64) -> Result<u64, StoreError> {
             _ => remove(path)?,
         }
     }
-    let ours = run.to_string();
+    let ours = |run: &str| run == "merged" || run.parse().is_ok_and(|r: u64| runs.contains(&r));
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
         let name = path
@@ -667,10 +667,9 @@ pub fn prune(dir: &Path, run: u64) -> Result<u64, StoreError> {
         let stale = if let Some(piece) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp"))
         {
             // A temporary file: this run's may be being written.
-            !piece_parts(piece).is_some_and(|(_, r)| r == ours || r == "merged")
+            !piece_parts(piece).is_some_and(|(_, r)| ours(r))
         } else if let Some((cut, piece_run)) = piece_parts(&name) {
-            let this_run = piece_run == ours || piece_run == "merged";
-            !this_run || cut.is_some_and(|c| newest.is_some_and(|n| c < n))
+            !ours(piece_run) || cut.is_some_and(|c| newest.is_some_and(|n| c < n))
         } else {
             false // not ours
         };
@@ -732,6 +731,84 @@ pub fn incomplete(dir: &Path) -> Result<Vec<(String, usize, u64)>, StoreError> {
         .into_iter()
         .map(|(cut, (files, bytes))| (cut, files, bytes))
         .collect())
+}
+
+/// A human-readable listing of the checkpoints in `dir`, newest first: for
+/// each, its logical time, when and by what it was written, whether it is
+/// complete (every piece present with its checksum), its size, rows,
+/// parameters and the offsets it resumes at; then pieces that no complete
+/// checkpoint names (one being written, or left by a crash).
+pub fn describe(dir: &Path) -> Result<String, StoreError> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let found = manifests(dir)?;
+    if found.is_empty() {
+        let _ = writeln!(out, "no checkpoints in {}", dir.display());
+    }
+    for (path, manifest) in found {
+        let manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                let _ = writeln!(
+                    out,
+                    "{}: not a complete checkpoint: {error}",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        let wall = std::time::UNIX_EPOCH + std::time::Duration::from_millis(manifest.wall_time_ms);
+        let status = match manifest
+            .pieces
+            .iter()
+            .try_for_each(|p| verify_piece(dir, p))
+        {
+            Ok(()) => "complete".to_owned(),
+            Err(error) => format!("NOT usable: {error}"),
+        };
+        let _ = writeln!(
+            out,
+            "checkpoint at logical time {} (written {}, by {}, {} workers): {status}",
+            manifest.time,
+            humantime::format_rfc3339_seconds(wall),
+            match manifest.origin {
+                Origin::Run => "run",
+                Origin::Backfill => "backfill",
+            },
+            manifest.workers
+        );
+        let _ = writeln!(
+            out,
+            "  {} bytes in {} pieces, {} rows",
+            manifest.bytes(),
+            manifest.pieces.len(),
+            manifest.rows()
+        );
+        let p = &manifest.params;
+        let _ = writeln!(
+            out,
+            "  parameters: --rssi-min {} --session-gap {}ms --min-dwell {}ms --min-probes {} --allowed-lateness {}ms --max-future {}ms",
+            p.rssi_min, p.session_gap, p.min_dwell, p.min_probes, p.allowed_lateness, p.max_future
+        );
+        if let Some(inputs) = &manifest.inputs {
+            let _ = writeln!(out, "  inputs: {}", inputs.join(", "));
+        }
+        if !manifest.partitions.is_empty() {
+            let offsets: Vec<String> = manifest
+                .partitions
+                .iter()
+                .map(|p| format!("{}/{} {}", p.topic, p.partition, p.next))
+                .collect();
+            let _ = writeln!(out, "  resumes at: {}", offsets.join(", "));
+        }
+    }
+    for (cut, files, bytes) in incomplete(dir)? {
+        let _ = writeln!(
+            out,
+            "incomplete: cut {cut}: {files} pieces, {bytes} bytes, named by no complete checkpoint (being written, or left by a crash)"
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -857,7 +934,7 @@ mod tests {
             "half",
         )
         .unwrap();
-        prune(dir.path(), 7).unwrap();
+        prune(dir.path(), &[7].into()).unwrap();
         let left: Vec<u64> = manifests(dir.path())
             .unwrap()
             .into_iter()

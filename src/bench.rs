@@ -125,6 +125,10 @@ pub struct BenchConfig {
     pub processes: usize,
     /// This process's index.
     pub process: usize,
+    /// Checkpoint the pipeline's state here (every `checkpoint_interval`).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// The checkpoint interval.
+    pub checkpoint_interval: Duration,
 }
 
 /// Percentiles of one latency, in milliseconds.
@@ -215,6 +219,10 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// Per latency: `[ms, fraction of samples above]`, log-spaced.
     pub ccdf: BTreeMap<&'static str, Vec<(f64, f64)>>,
+    /// With `--checkpoint-dir`: checkpoints completed, failed, and the bytes
+    /// of pieces written by process 0 (per checkpoint, on average), and the
+    /// size of the last one.
+    pub checkpoints: Option<serde_json::Value>,
 }
 
 /// A failed bench.
@@ -605,6 +613,14 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             stall: config.stall,
             checkpoint_write_delay: Duration::ZERO,
         },
+        checkpoint: config
+            .checkpoint_dir
+            .clone()
+            .map(|dir| crate::run::CheckpointSettings {
+                dir,
+                interval: config.checkpoint_interval,
+                reset: true,
+            }),
         ..RunJob::new(brokers.clone(), topics.clone())
     };
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -851,6 +867,8 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             "fetch_wait_max_ms": kafka::FETCH_WAIT_MAX_MS,
             "tick_ms": 1,
             "floor": config.floor,
+            "checkpoint_dir": config.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+            "checkpoint_interval_s": config.checkpoint_interval.as_secs_f64(),
             "delay_outputs_ms": config.delay_outputs.as_millis() as u64,
             "stall": config.stall.map(|(a, l)| [a.as_secs_f64(), l.as_secs_f64()]),
             "params": {
@@ -870,6 +888,17 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         peak_rss_mib: peak_rss_mib(),
         timeline,
         ccdf: ccdfs,
+        checkpoints: config.checkpoint_dir.as_ref().map(|_| {
+            let c = metrics.read(|f| f.checkpoints.clone());
+            serde_json::json!({
+                "completed": c.completed,
+                "failures": c.failures,
+                "bytes_written": c.bytes_written,
+                "bytes_per_checkpoint": c.bytes_written as f64 / c.completed.max(1) as f64,
+                "last_size_bytes": c.bytes,
+                "last_duration_s": c.last_duration_seconds,
+            })
+        }),
     }))
 }
 

@@ -35,6 +35,8 @@ fn config(duration: Duration) -> BenchConfig {
         workers: 1,
         processes: 1,
         process: 0,
+        checkpoint_dir: None,
+        checkpoint_interval: Duration::from_secs(10),
     }
 }
 

@@ -36,6 +36,7 @@ fn killed_at_random_moments_and_restarted_at_random_shapes_the_outputs_are_exact
         shapes: vec![1, 2, 0],
         seed,
         dir: dir.path().to_owned(),
+        one_record_tail: false,
     }
     .run(WorkloadConfig {
         days: 3,

@@ -98,3 +98,44 @@ fn stop_at_end_against_tansu_equals_backfill() {
         "tansu -n 2",
     );
 }
+
+/// The crash loop of `tests/crash.rs`, shorter, against tansu: three kills
+/// of a two-process cluster at random moments, then a run to the end.
+#[test]
+#[ignore = "needs a Kafka-compatible broker: PRESENCE_TANSU=$(scripts/tansu.sh)"]
+fn killed_and_restarted_against_tansu_the_outputs_are_exact() {
+    let brokers = std::env::var("PRESENCE_TANSU")
+        .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
+    let unique = format!(
+        "c{}-{}-",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
+    );
+    let mut topics = Topics::with_output_prefix(&unique);
+    topics.probes = format!("{unique}probes");
+    topics.logins = format!("{unique}logins");
+    topics.base_counts = format!("{unique}base-counts");
+    let inputs = [
+        (topics.probes.as_str(), PROBE_PARTITIONS, false),
+        (topics.logins.as_str(), 1, false),
+        (topics.base_counts.as_str(), 1, false),
+    ];
+    create_missing_topics(&brokers, &inputs, TIMEOUT).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    common::crash::CrashLoop {
+        brokers,
+        topics,
+        kills: 3,
+        shapes: vec![0],
+        seed: 7,
+        dir: dir.path().to_owned(),
+        one_record_tail: true,
+    }
+    .run(WorkloadConfig {
+        days: 1,
+        devices: 300,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    });
+}

@@ -225,6 +225,13 @@ struct BenchArgs {
     /// Write the report as CSV (a header and one row) here.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Checkpoint the pipeline's state in DIR (emptied first), to measure
+    /// what checkpoints cost.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// The checkpoint interval with --checkpoint-dir.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    checkpoint_interval: u64,
     /// Harness check: hold every output this long before writing it.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
     inject_delay: Option<u64>,
@@ -910,6 +917,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         workers: args.cluster.workers,
         processes: args.cluster.processes,
         process: args.cluster.process,
+        checkpoint_dir: args.checkpoint_dir,
+        checkpoint_interval: ms(args.checkpoint_interval),
     };
     let Some(report) = presence::bench::bench(config, bench)? else {
         eprintln!("bench: this process ran its share of the pipeline; process 0 reports");
@@ -952,6 +961,12 @@ fn bench_summary(report: &presence::bench::Report) -> String {
         text.push_str(&format!(
             "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}\n",
             l.p50, l.p90, l.p99, l.p999, l.max, l.count
+        ));
+    }
+    if let Some(c) = &report.checkpoints {
+        text.push_str(&format!(
+            "checkpoints: {} completed, {} failed, {:.0} bytes written per checkpoint, last {} bytes\n",
+            c["completed"], c["failures"], c["bytes_per_checkpoint"].as_f64().unwrap_or(0.0), c["last_size_bytes"]
         ));
     }
     text.push_str("where:\n");

@@ -48,6 +48,10 @@ pub struct CrashLoop {
     pub shapes: Vec<u8>,
     pub seed: u64,
     pub dir: PathBuf,
+    /// End every partition with a batch of one blank record: tansu reports
+    /// a partition's end as its last batch's base offset + 1, so the final
+    /// `--stop-at-end` run reads everything only then.
+    pub one_record_tail: bool,
 }
 
 /// A message of a topic, with its Kafka timestamp.
@@ -230,6 +234,7 @@ impl CrashLoop {
             let (brokers, files, stop) =
                 (self.brokers.clone(), Arc::clone(&files), Arc::clone(&stop));
             let topics = [t.probes.clone(), t.logins.clone(), t.base_counts.clone()];
+            let one_record_tail = self.one_record_tail;
             std::thread::spawn(move || {
                 let producer: BaseProducer = ClientConfig::new()
                     .set("bootstrap.servers", &brokers)
@@ -267,6 +272,30 @@ impl CrashLoop {
                         .push(record.line);
                 }
                 producer.flush(TIMEOUT).unwrap();
+                if one_record_tail {
+                    let keys: Vec<(Kind, u64)> = files.lock().unwrap().keys().copied().collect();
+                    for (kind, partition) in keys {
+                        let topic = match kind {
+                            Kind::Probe => &topics[0],
+                            Kind::Login => &topics[1],
+                            Kind::BaseCount => &topics[2],
+                        };
+                        producer
+                            .send(
+                                BaseRecord::<(), str>::to(topic)
+                                    .partition(partition as i32)
+                                    .payload(" "),
+                            )
+                            .unwrap();
+                        producer.flush(TIMEOUT).unwrap();
+                        files
+                            .lock()
+                            .unwrap()
+                            .get_mut(&(kind, partition))
+                            .unwrap()
+                            .push(" ".to_owned());
+                    }
+                }
             })
         };
 

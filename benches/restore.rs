@@ -1,0 +1,180 @@
+//! Restore against replay (`cargo bench --bench restore`).
+//!
+//! Builds state from generated history by `backfill --checkpoint-dir` (the
+//! replay: the history read and computed once), then times `run
+//! --checkpoint-dir` restoring it on librdkafka's in-process broker: from
+//! the call to `run` to the restored state being in the dataflow with no
+//! input lag (ready), and to every restored row being written to the
+//! (empty) output topics and acknowledged (the first progress frontier above
+//! the restore epoch). Prints the history's size, the walk-ins, the
+//! checkpoint's size on disk and per walk-in, and the ratio of the replay to
+//! the restore, all measured in the same run.
+//!
+//! Sizing, through the environment:
+//!   PRESENCE_BENCH_DAYS     days of history  (default 28)
+//!   PRESENCE_BENCH_DEVICES  phones           (default 200000: over 1 M walk-ins)
+//!   PRESENCE_BENCH_WORKERS  -w of every run  (default 2)
+//!   PRESENCE_BENCH_QUICK=1  3 days, 20000 phones
+
+mod common;
+use common::{cpu_model, env_flag, env_u64, source_version};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use presence::backfill::{self, Job, Progress};
+use presence::io::generator::{write_files, WorkloadConfig};
+use presence::metrics::Metrics;
+use presence::run::{CheckpointSettings, RunJob, Topics};
+use rdkafka::mocking::MockCluster;
+
+fn main() {
+    let quick = env_flag("PRESENCE_BENCH_QUICK") || std::env::args().any(|a| a == "--quick");
+    let days = env_u64("PRESENCE_BENCH_DAYS", if quick { 3 } else { 28 });
+    let devices = env_u64(
+        "PRESENCE_BENCH_DEVICES",
+        if quick { 20_000 } else { 200_000 },
+    );
+    let workers = env_u64("PRESENCE_BENCH_WORKERS", 2) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "restore vs replay: {days} days, {devices} phones, -w {workers}; {}; {}",
+        cpu_model(),
+        source_version()
+    );
+
+    let config = WorkloadConfig {
+        days,
+        devices,
+        ..WorkloadConfig::default()
+    };
+    let started = Instant::now();
+    let written = write_files(&config, &dir.path().join("input")).unwrap();
+    let records: u64 = written.records.iter().sum();
+    let input_bytes: u64 = written
+        .probes
+        .iter()
+        .chain(&written.logins)
+        .chain(&written.base_counts)
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    println!(
+        "generated {records} records ({:.0} MiB) in {:.1} s",
+        input_bytes as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+
+    let backfill = |checkpoint: Option<std::path::PathBuf>, out: &str| {
+        let job = Job {
+            probes: written.probes.clone(),
+            logins: written.logins.clone(),
+            base_counts: written.base_counts.clone(),
+            out: dir.path().join(out),
+            checkpoint_dir: checkpoint,
+            ..Job::default()
+        };
+        let started = Instant::now();
+        let summary = backfill::run(
+            timely::Config::process(workers),
+            job,
+            Arc::new(Progress::default()),
+        )
+        .unwrap();
+        (started.elapsed().as_secs_f64(), summary)
+    };
+    let (plain_s, _) = backfill(None, "out-plain");
+    let state = dir.path().join("state");
+    let (replay_s, summary) = backfill(Some(state.clone()), "out");
+    let walkins = summary.written.get("walkins").copied().unwrap_or(0);
+    let mut skipped = Vec::new();
+    let manifest = presence::io::store::newest_complete(&state, &mut skipped)
+        .unwrap()
+        .expect("the backfill wrote a checkpoint");
+    let bytes = manifest.bytes();
+
+    // Restore on an in-process broker with empty input topics.
+    let mock = MockCluster::new(1).unwrap();
+    let topics = Topics::default();
+    for name in [&topics.probes, &topics.logins, &topics.base_counts] {
+        mock.create_topic(name, 4, 1).unwrap();
+    }
+    for name in [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+        &topics.rejected,
+    ] {
+        mock.create_topic(name, 4, 1).unwrap();
+    }
+    mock.create_topic(&topics.progress, 1, 1).unwrap();
+    let metrics = Metrics::default();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let job = RunJob {
+        checkpoint: Some(CheckpointSettings {
+            dir: state.clone(),
+            interval: Duration::from_secs(10),
+            reset: false,
+        }),
+        ..RunJob::new(mock.bootstrap_servers(), topics)
+    };
+    let started = Instant::now();
+    let service = {
+        let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));
+        std::thread::spawn(move || {
+            presence::run::run(timely::Config::process(workers), job, shutdown, metrics)
+        })
+    };
+    let (mut ready, mut written_s) = (None, None);
+    while written_s.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the restore did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let (restored, lag, frontier, rows) = metrics.read(|f| {
+            (
+                f.checkpoints.restore_seconds.is_some(),
+                f.lag(),
+                f.progress.frontier,
+                f.checkpoints.restored_rows,
+            )
+        });
+        if ready.is_none() && restored && lag == 0 {
+            ready = Some((started.elapsed().as_secs_f64(), rows));
+        }
+        // The first frontier above the restore epoch covers the rows written.
+        if ready.is_some() && frontier > manifest.time + 1 {
+            written_s = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+    let (ready_s, rows) = ready.unwrap();
+    let written_s = written_s.unwrap();
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| history records | {records} |");
+    println!("| walk-ins | {walkins} |");
+    println!("| backfill (replay), no checkpoint | {plain_s:.2} s |");
+    println!("| backfill (replay) with --checkpoint-dir | {replay_s:.2} s |");
+    println!(
+        "| checkpoint on disk | {:.1} MiB in {} pieces, {} rows |",
+        bytes as f64 / (1 << 20) as f64,
+        manifest.pieces.len(),
+        manifest.rows()
+    );
+    println!(
+        "| bytes per walk-in | {:.1} |",
+        bytes as f64 / walkins.max(1) as f64
+    );
+    println!("| run start to ready (restored, no lag) | {ready_s:.2} s ({rows} rows) |");
+    println!("| run start to every restored row written | {written_s:.2} s |");
+    println!("| replay / restore-to-ready | {:.1}x |", replay_s / ready_s);
+    println!(
+        "| replay / restore-to-written | {:.1}x |",
+        replay_s / written_s
+    );
+}

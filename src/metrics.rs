@@ -366,6 +366,70 @@ impl Metrics {
             "presence_progress_messages_total {}",
             f.progress.messages
         );
+        let c = &f.checkpoints;
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "presence_{name} {value}");
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, value: Option<f64>| {
+            family(out, name, "gauge", help);
+            if let Some(value) = value {
+                let _ = writeln!(out, "presence_{name} {value}");
+            }
+        };
+        counter(
+            &mut out,
+            "checkpoints_total",
+            "Checkpoints completed: manifests written (process 0).",
+            c.completed,
+        );
+        counter(
+            &mut out,
+            "checkpoint_failures_total",
+            "Checkpoints that could not be written (process 0).",
+            c.failures,
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        gauge(
+            &mut out,
+            "checkpoint_age_seconds",
+            "Since the newest complete checkpoint was written (process 0).",
+            c.last_wall_ms
+                .map(|wall| seconds(now_ms.saturating_sub(wall))),
+        );
+        gauge(
+            &mut out,
+            "checkpoint_duration_seconds",
+            "How long the newest checkpoint's manifest took once its pieces were durable (process 0).",
+            c.last_duration_seconds,
+        );
+        gauge(
+            &mut out,
+            "checkpoint_size_bytes",
+            "The newest complete checkpoint's pieces (process 0).",
+            c.last_time.map(|_| c.bytes as f64),
+        );
+        counter(
+            &mut out,
+            "checkpoint_written_bytes_total",
+            "Checkpoint pieces written by this process's workers.",
+            c.bytes_written,
+        );
+        gauge(
+            &mut out,
+            "restore_duration_seconds",
+            "From start until the restored state was in the dataflow.",
+            c.restore_seconds,
+        );
+        counter(
+            &mut out,
+            "restored_rows_total",
+            "Checkpoint rows this process's workers restored.",
+            c.restored_rows,
+        );
         out
     }
 
@@ -489,6 +553,10 @@ mod tests {
                     ..WorkerFigures::default()
                 },
             );
+            f.checkpoints.completed = 2;
+            f.checkpoints.last_time = Some(1_000);
+            f.checkpoints.bytes = 4096;
+            f.checkpoints.restore_seconds = Some(0.25);
         });
         metrics.acknowledged("walkins", 3);
         metrics.acknowledged("walkins", 40_000);
@@ -506,6 +574,10 @@ mod tests {
             "presence_end_to_end_latency_seconds_bucket{le=\"+Inf\"} 2",
             "presence_end_to_end_latency_seconds_count 2",
             "presence_output_records_acknowledged_total{topic=\"walkins\"} 2",
+            "presence_checkpoints_total 2",
+            "presence_checkpoint_failures_total 0",
+            "presence_checkpoint_size_bytes 4096",
+            "presence_restore_duration_seconds 0.25",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -149,9 +149,16 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     let topics = Topics::default();
     create_output_topics(&mock, &topics, 2);
     let metrics = Metrics::default();
+    // With a checkpoint folder, so that the checkpoint families are served.
+    let state = tempfile::tempdir().unwrap();
     let job = RunJob {
         stop_at_end: true,
         output_partitions: 2,
+        checkpoint: Some(presence::run::CheckpointSettings {
+            dir: state.path().to_owned(),
+            interval: std::time::Duration::from_secs(10),
+            reset: false,
+        }),
         ..RunJob::new(brokers.clone(), topics.clone())
     };
     run(

@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -55,7 +55,7 @@ use serde::Serialize;
 
 use crate::io::generator::{LiveConfig, LiveWorkload};
 use crate::io::ingest::Kind;
-use crate::io::kafka::{self, KafkaFailure};
+use crate::io::kafka::{self, Connection, KafkaFailure};
 use crate::metrics::{LatencyRecorder, Metrics};
 use crate::params::Params;
 use crate::run::{Instrument, RunError, RunJob, Topics};
@@ -99,6 +99,8 @@ pub struct BenchConfig {
     pub drain: Duration,
     /// An external broker; `None` starts librdkafka's in-process mock broker.
     pub brokers: Option<String>,
+    /// The operator's client settings (`--kafka-config`, `-X`).
+    pub kafka_settings: crate::io::settings::ClientSettings,
     /// Topic name prefix (default: unique per run; required with `-n 2+`).
     pub prefix: Option<String>,
     /// Distinct devices (the window operator's state is one visit per device).
@@ -380,15 +382,15 @@ impl Samples {
 
 /// Reads `topic` from its start until `stop`, handing each value to `seen`.
 fn watch(
-    brokers: &str,
+    kafka: &Connection,
     topic: &str,
     stop: &AtomicBool,
     mut seen: impl FnMut(&[u8]),
 ) -> Result<(), KafkaFailure> {
-    let consumer: BaseConsumer = kafka::consumer(brokers)?;
+    let consumer = kafka::consumer(kafka)?;
     let failure = |action: String| {
         move |source| KafkaFailure::Client {
-            brokers: brokers.to_owned(),
+            brokers: kafka.brokers.clone(),
             action,
             source: Box::new(source),
         }
@@ -454,38 +456,40 @@ impl rdkafka::producer::ProducerContext for Acks {
 }
 
 fn producer(
-    brokers: &str,
+    kafka: &Connection,
     linger_ms: u64,
     start: Instant,
     per_second: Arc<Vec<AtomicU64>>,
 ) -> Result<BaseProducer<Acks>, KafkaFailure> {
-    let mut config = kafka::client_config(brokers);
+    let mut config = kafka::client_config(kafka);
     config.set("linger.ms", linger_ms.to_string());
-    config
-        .create_with_context(Acks { start, per_second })
-        .map_err(|source| KafkaFailure::Client {
-            brokers: brokers.to_owned(),
-            action: "creating the generator's producer".into(),
-            source: Box::new(source),
-        })
+    kafka.create(
+        config,
+        Acks { start, per_second },
+        "the generator's producer",
+    )
 }
 
 /// The bare-Kafka floor: the same schedule produced to `topic` and consumed
 /// back, with the pipeline's consumer settings.
-fn floor(brokers: &str, topic: &str, config: &BenchConfig) -> Result<Histogram<u64>, BenchError> {
+fn floor(
+    kafka: &Connection,
+    topic: &str,
+    config: &BenchConfig,
+) -> Result<Histogram<u64>, BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now() + Duration::from_millis(200);
     let start_ms = wall_us() / 1000 + 200;
     let samples = Arc::new(Mutex::new(Samples::new(start_ms, config)));
     let consumer = {
-        let (brokers, topic, stop, samples) = (
-            brokers.to_owned(),
+        let (kafka, topic, stop, samples) = (
+            kafka.clone(),
             topic.to_owned(),
             Arc::clone(&stop),
             Arc::clone(&samples),
         );
         std::thread::spawn(move || {
-            watch(&brokers, &topic, &stop, |value| {
+            watch(&kafka, &topic, &stop, |value| {
                 if let Some(ts) = field(value, "ts") {
                     samples.lock().expect("no panics").record(ts, None);
                 }
@@ -497,7 +501,7 @@ fn floor(brokers: &str, topic: &str, config: &BenchConfig) -> Result<Histogram<u
             .map(|_| AtomicU64::new(0))
             .collect(),
     );
-    let producer = producer(brokers, config.linger_ms, start, acked)?;
+    let producer = producer(kafka, config.linger_ms, start, acked)?;
     // Probes and logins alike go to the one floor topic.
     generate(&producer, [topic, topic], config, start, start_ms)?;
     std::thread::sleep(config.drain.min(Duration::from_secs(2)));
@@ -572,10 +576,13 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         Some(_) => None,
         None => Some(MockCluster::new(1)?),
     };
-    let brokers = match (&config.brokers, &mock) {
-        (Some(brokers), _) => brokers.clone(),
-        (None, Some(mock)) => mock.bootstrap_servers(),
-        (None, None) => unreachable!("a mock broker when no broker is given"),
+    let kafka = Connection {
+        settings: config.kafka_settings.clone(),
+        ..Connection::new(match (&config.brokers, &mock) {
+            (Some(brokers), _) => brokers.clone(),
+            (None, Some(mock)) => mock.bootstrap_servers(),
+            (None, None) => unreachable!("a mock broker when no broker is given"),
+        })
     };
     let mut create: Vec<kafka::NewTopicSpec> = [
         &topics.probes,
@@ -600,7 +607,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
                 mock.create_topic(topic, *partitions, 1)?;
             }
         }
-        None => kafka::create_missing_topics(&brokers, &create, Duration::from_secs(10))?,
+        None => kafka::create_missing_topics(&kafka, &create, Duration::from_secs(10))?,
     }
 
     let recorder = Arc::new(LatencyRecorder::default());
@@ -621,7 +628,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
                 interval: config.checkpoint_interval,
                 reset: true,
             }),
-        ..RunJob::new(brokers.clone(), topics.clone())
+        ..RunJob::new(kafka.clone(), topics.clone())
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::default();
@@ -629,10 +636,10 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     if config.process != 0 {
         // Run until process 0 says stop on the control topic.
         let watcher = {
-            let (brokers, control, shutdown) =
-                (brokers.clone(), control.clone(), Arc::clone(&shutdown));
+            let (kafka, control, shutdown) =
+                (kafka.clone(), control.clone(), Arc::clone(&shutdown));
             std::thread::spawn(move || {
-                watch(&brokers, &control, &shutdown, |_| {
+                watch(&kafka, &control, &shutdown, |_| {
                     shutdown.store(true, Ordering::Relaxed)
                 })
             })
@@ -653,7 +660,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
             seconds = config.duration.as_secs_f64(),
             "bench: measuring the bare-Kafka floor (the same schedule, no dataflow)"
         );
-        Some(floor(&brokers, &floor_topic, &config)?)
+        Some(floor(&kafka, &floor_topic, &config)?)
     } else {
         None
     };
@@ -667,14 +674,14 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     let samples = Arc::new(Mutex::new(Samples::new(start_ms, &config)));
     let stop_watch = Arc::new(AtomicBool::new(false));
     let harness = {
-        let (brokers, topic, stop, samples) = (
-            brokers.clone(),
+        let (kafka, topic, stop, samples) = (
+            kafka.clone(),
             topics.walkins.clone(),
             Arc::clone(&stop_watch),
             Arc::clone(&samples),
         );
         std::thread::spawn(move || {
-            watch(&brokers, &topic, &stop, |value| {
+            watch(&kafka, &topic, &stop, |value| {
                 let row: Option<serde_json::Value> = serde_json::from_slice(value).ok();
                 let field = |name: &str| row.as_ref()?.get(name)?.as_u64();
                 if let Some(due) = field("detected_at") {
@@ -689,14 +696,14 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     let seconds = config.duration.as_secs() as usize + 2;
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
     let generator = {
-        let (brokers, topics, config, acked) = (
-            brokers.clone(),
+        let (kafka, topics, config, acked) = (
+            kafka.clone(),
             [topics.probes.clone(), topics.logins.clone()],
             config.clone(),
             Arc::clone(&acked),
         );
         std::thread::spawn(move || -> Result<u64, KafkaFailure> {
-            let producer = producer(&brokers, config.linger_ms, start, acked)?;
+            let producer = producer(&kafka, config.linger_ms, start, acked)?;
             generate(
                 &producer,
                 [&topics[0], &topics[1]],
@@ -760,13 +767,13 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     harness.join().expect("the harness does not panic")?;
     // End the other processes, then this one.
     if config.processes > 1 {
-        let producer = producer(&brokers, 0, Instant::now(), Arc::default())?;
+        let producer = producer(&kafka, 0, Instant::now(), Arc::default())?;
         producer
             .send(BaseRecord::<(), str>::to(&control).payload("stop"))
             .map_err(|(error, _)| error)
             .and_then(|()| producer.flush(Duration::from_secs(10)))
             .map_err(|source| KafkaFailure::Client {
-                brokers: brokers.clone(),
+                brokers: kafka.brokers.clone(),
                 action: "stopping the other processes".into(),
                 source: Box::new(source),
             })?;

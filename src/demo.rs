@@ -137,7 +137,7 @@ pub fn run(
         let (brokers, finish, produced) =
             (brokers.clone(), Arc::clone(&finish), Arc::clone(&produced));
         let load = Load {
-            brokers,
+            kafka: brokers.into(),
             topics: [
                 topics.probes.clone(),
                 topics.logins.clone(),

@@ -67,6 +67,57 @@ pub struct CheckpointFigures {
     pub restored_rows: u64,
 }
 
+/// Where the service is in its life, as `presence_state` and `/ready` report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Connecting, checking the inputs, creating the outputs.
+    #[default]
+    Starting,
+    /// Loading a checkpoint into the dataflow.
+    Restoring,
+    /// Reading, with a consumer lag of at least `--ready-lag` (or not yet known).
+    CatchingUp,
+    /// Reading, with a consumer lag below `--ready-lag`: ready.
+    Running,
+    /// Stopping: draining the outputs and writing the final checkpoint.
+    Stopping,
+}
+
+impl ServiceState {
+    /// Every state, in order.
+    pub const ALL: [ServiceState; 5] = [
+        ServiceState::Starting,
+        ServiceState::Restoring,
+        ServiceState::CatchingUp,
+        ServiceState::Running,
+        ServiceState::Stopping,
+    ];
+
+    /// Its label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Restoring => "restoring",
+            ServiceState::CatchingUp => "catching_up",
+            ServiceState::Running => "running",
+            ServiceState::Stopping => "stopping",
+        }
+    }
+}
+
+/// The process's life: its state and what decides readiness.
+#[derive(Clone, Debug, Default)]
+pub struct Life {
+    /// The current state.
+    pub state: ServiceState,
+    /// `--ready-lag`: ready once the consumer lag is below this.
+    pub ready_lag: i64,
+    /// Workers of this process.
+    pub workers: usize,
+    /// Workers of this process whose restored state is in the dataflow.
+    pub restored: usize,
+}
+
 /// Everything `/metrics` reports.
 #[derive(Debug, Default)]
 pub struct Figures {
@@ -89,6 +140,8 @@ pub struct Figures {
     pub progress: Published,
     /// Checkpoints.
     pub checkpoints: CheckpointFigures,
+    /// The service's state.
+    pub life: Life,
 }
 
 impl Figures {
@@ -112,6 +165,64 @@ impl Figures {
     /// Consumer lag summed over the partitions whose lag is known.
     pub fn lag(&self) -> i64 {
         self.partitions.values().filter_map(|p| p.lag).sum()
+    }
+
+    /// Moves to `state`, logging the transition once.
+    pub fn enter(&mut self, state: ServiceState) {
+        if self.life.state != state {
+            tracing::info!(
+                from = self.life.state.name(),
+                to = state.name(),
+                "state changed"
+            );
+            self.life.state = state;
+        }
+    }
+
+    /// Moves between catching up and running by the consumer lag, and out
+    /// of restoring once every worker's state is in. Workers call it with
+    /// their figures.
+    pub fn refresh_state(&mut self) {
+        let life = &self.life;
+        let next = match life.state {
+            ServiceState::Restoring if life.restored >= life.workers => ServiceState::CatchingUp,
+            ServiceState::CatchingUp | ServiceState::Running => {
+                let known = self.partitions.values().all(|p| p.lag.is_some());
+                if known && self.workers.len() >= life.workers && self.lag() < life.ready_lag {
+                    ServiceState::Running
+                } else {
+                    ServiceState::CatchingUp
+                }
+            }
+            other => other,
+        };
+        self.enter(next);
+    }
+
+    /// `Ok` when ready (`/ready`), or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.life.state {
+            ServiceState::Running => Ok(()),
+            ServiceState::Starting => Err("starting: connecting and checking the topics".into()),
+            ServiceState::Restoring => Err(format!(
+                "restoring a checkpoint: {} of {} workers done",
+                self.life.restored, self.life.workers
+            )),
+            ServiceState::CatchingUp => {
+                if self.partitions.values().any(|p| p.lag.is_none())
+                    || self.workers.len() < self.life.workers
+                {
+                    Err("catching up: consumer lag not known yet".into())
+                } else {
+                    Err(format!(
+                        "catching up: consumer lag {} records, not below --ready-lag {}",
+                        self.lag(),
+                        self.life.ready_lag
+                    ))
+                }
+            }
+            ServiceState::Stopping => Err("stopping".into()),
+        }
     }
 }
 
@@ -366,6 +477,27 @@ impl Metrics {
             "presence_progress_messages_total {}",
             f.progress.messages
         );
+        family(
+            &mut out,
+            "state",
+            "gauge",
+            "1 for the state the process is in (starting, restoring, catching_up, running, stopping), 0 for the others.",
+        );
+        for state in ServiceState::ALL {
+            let _ = writeln!(
+                out,
+                "presence_state{{state=\"{}\"}} {}",
+                state.name(),
+                u8::from(f.life.state == state)
+            );
+        }
+        family(
+            &mut out,
+            "ready",
+            "gauge",
+            "1 when /ready answers 200: state restored and consumer lag below --ready-lag.",
+        );
+        let _ = writeln!(out, "presence_ready {}", u8::from(f.readiness().is_ok()));
         let c = &f.checkpoints;
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             family(out, name, "counter", help);
@@ -451,10 +583,19 @@ impl Metrics {
                 while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                     line.clear();
                 }
-                let (status, body) = if request.starts_with("GET /metrics") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("404 Not Found", "presence serves /metrics\n".to_owned())
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let get = request.starts_with("GET ");
+                let (status, body) = match path {
+                    "/metrics" if get => ("200 OK", metrics.render()),
+                    "/health" if get => ("200 OK", "ok\n".to_owned()),
+                    "/ready" if get => match metrics.read(|f| f.readiness()) {
+                        Ok(()) => ("200 OK", "ready\n".to_owned()),
+                        Err(reason) => ("503 Service Unavailable", format!("not ready: {reason}\n")),
+                    },
+                    _ => (
+                        "404 Not Found",
+                        "presence serves /metrics, /health and /ready\n".to_owned(),
+                    ),
                 };
                 let mut stream = &stream;
                 let _ = write!(

@@ -106,6 +106,20 @@ pub fn parse_at_least_one(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A comma-separated list of topic names: no empty name, none twice.
+pub fn parse_topics(text: &str) -> Result<String, String> {
+    let names: Vec<&str> = text.split(',').map(str::trim).collect();
+    if names.iter().any(|name| name.is_empty()) {
+        return Err(format!("{text:?} names an empty topic"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(format!("{text:?} names {name} twice"));
+        }
+    }
+    Ok(names.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

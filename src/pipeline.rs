@@ -218,7 +218,7 @@ impl Pipeline {
             if let Some(config) = checkpoint {
                 let pieces =
                     checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
-                checkpoint::coordinate(pieces, notes, config, metrics).probe_with(probe);
+                checkpoint::coordinate(pieces, notes, config, metrics, None).probe_with(probe);
             }
             accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
             accumulate(

@@ -31,7 +31,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dataflow::Time;
-use crate::io::kafka::{self, InputPartition, KafkaFailure};
+use crate::io::kafka::{self, InputPartition, KafkaFailure, Rebalances};
 use crate::io::store::{self, Manifest, Origin, RecordedParams, StoreError};
 use crate::io::upsert::Existing;
 use crate::run::{RunError, RunJob};
@@ -174,7 +174,7 @@ pub fn prepare(
         .into());
     }
     let t = &job.topics;
-    let topics = [t.probes.clone(), t.logins.clone(), t.base_counts.clone()];
+    let topics = job.recorded_inputs();
     if manifest.origin == Origin::Run && manifest.inputs.as_ref() != Some(&topics) {
         return Err(Refusal::Topics {
             dir: dir.to_owned(),
@@ -186,7 +186,7 @@ pub fn prepare(
         }
         .into());
     }
-    let consumer = kafka::consumer(&job.brokers)?;
+    let consumer = kafka::consumer(&job.kafka)?;
     let mut next_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
     if manifest.origin == Origin::Run {
         for state in &manifest.partitions {
@@ -199,7 +199,7 @@ pub fn prepare(
             let (first, _) = consumer
                 .fetch_watermarks(&state.topic, state.partition, job.connect_timeout)
                 .map_err(|source| KafkaFailure::Client {
-                    brokers: job.brokers.clone(),
+                    brokers: job.kafka.brokers.clone(),
                     action: format!(
                         "reading the offsets of {} partition {}",
                         state.topic, state.partition
@@ -275,12 +275,12 @@ impl From<StoreError> for RunError {
 /// topic that does not exist), and the greatest record timestamp in them:
 /// all read at once, to their end offsets.
 fn read_back(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Rebalances>,
     job: &RunJob,
     topics: &[&String],
 ) -> Result<(Vec<BTreeMap<String, Option<String>>>, u64), RunError> {
     let failure = |action: String| {
-        let brokers = job.brokers.clone();
+        let brokers = job.kafka.brokers.clone();
         move |source| KafkaFailure::Client {
             brokers,
             action,
@@ -367,10 +367,10 @@ fn read_back(
 }
 
 /// The greatest frontier in the progress topic (its last messages).
-fn last_frontier(consumer: &BaseConsumer, job: &RunJob) -> Result<u64, RunError> {
+fn last_frontier(consumer: &BaseConsumer<Rebalances>, job: &RunJob) -> Result<u64, RunError> {
     let topic = &job.topics.progress;
     let failure = |source| KafkaFailure::Client {
-        brokers: job.brokers.clone(),
+        brokers: job.kafka.brokers.clone(),
         action: format!("reading {topic}"),
         source: Box::new(source),
     };

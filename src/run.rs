@@ -48,12 +48,13 @@ use crate::dataflow::Time;
 use crate::io::checkpoint::{self, CheckpointConfig};
 use crate::io::files::responsible_for;
 use crate::io::ingest::{Ingested, Kind};
-use crate::io::kafka::{self, DeliveryTracker, InputPartition, KafkaFailure};
+use crate::io::kafka::{self, Connection, DeliveryTracker, InputPartition, KafkaFailure};
+use crate::io::offsets::GroupOffsets;
 use crate::io::progress::{self, Note};
 use crate::io::source::{KafkaSource, SourceOptions};
 use crate::io::store::{self, Origin};
 use crate::io::upsert;
-use crate::metrics::{LatencyRecorder, Metrics, WorkerFigures};
+use crate::metrics::{LatencyRecorder, Metrics, ServiceState, WorkerFigures};
 use crate::operators::windows::Snapshots;
 use crate::params::Params;
 use crate::pipeline::{Pipeline, Summary};
@@ -123,9 +124,9 @@ impl Topics {
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RunJob {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// Topic names.
+    /// The brokers, the consumer group and the operator's client settings.
+    pub kafka: Connection,
+    /// Topic names (an input's may be a comma-separated list).
     pub topics: Topics,
     /// Detection parameters.
     pub params: Params,
@@ -144,9 +145,14 @@ pub struct RunJob {
     /// Durable state: checkpoints and restarts (`None`: every start reads
     /// every input from its earliest offset).
     pub checkpoint: Option<CheckpointSettings>,
+    /// Ready (`/ready`, `presence_ready`) once the consumer lag is below this.
+    pub ready_lag: i64,
     /// Measurement hooks and injected faults, for `presence bench`.
     pub instrument: Instrument,
 }
+
+/// The default of `--ready-lag`: records behind the input's end.
+pub const READY_LAG: i64 = 10_000;
 
 /// `--checkpoint-dir` and its companions.
 #[derive(Clone, Debug)]
@@ -166,9 +172,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 impl RunJob {
     /// The service on `brokers` with `topics` and every other setting at its
     /// default (the command line's).
-    pub fn new(brokers: impl Into<String>, topics: Topics) -> Self {
+    pub fn new(kafka: impl Into<Connection>, topics: Topics) -> Self {
         RunJob {
-            brokers: brokers.into(),
+            kafka: kafka.into(),
             topics,
             params: Params::default(),
             stop_at_end: false,
@@ -177,13 +183,14 @@ impl RunJob {
             idle_timeout: IDLE_TIMEOUT,
             progress_interval: PROGRESS_INTERVAL,
             checkpoint: None,
+            ready_lag: READY_LAG,
             instrument: Instrument::default(),
         }
     }
 
     fn source_options(&self) -> SourceOptions {
         SourceOptions {
-            brokers: self.brokers.clone(),
+            kafka: self.kafka.clone(),
             params: self.params,
             stop_at_end: self.stop_at_end,
             idle_timeout: self.idle_timeout,
@@ -192,14 +199,32 @@ impl RunJob {
         }
     }
 
-    fn inputs(&self) -> [(Kind, String); 3] {
+    /// The input topics as a checkpoint records them: each kind's list,
+    /// comma-separated, as given.
+    pub fn recorded_inputs(&self) -> [String; 3] {
+        let t = &self.topics;
+        [&t.probes, &t.logins, &t.base_counts]
+            .map(|list| topic_list(list).collect::<Vec<_>>().join(","))
+    }
+
+    /// The input topics by kind, in assignment order: each kind's list
+    /// (`--probes-topic probes,probes-backfill`) in the order given.
+    pub fn inputs(&self) -> Vec<(Kind, String)> {
         let t = &self.topics;
         [
-            (Kind::Probe, t.probes.clone()),
-            (Kind::Login, t.logins.clone()),
-            (Kind::BaseCount, t.base_counts.clone()),
+            (Kind::Probe, &t.probes),
+            (Kind::Login, &t.logins),
+            (Kind::BaseCount, &t.base_counts),
         ]
+        .into_iter()
+        .flat_map(|(kind, list)| topic_list(list).map(move |topic| (kind, topic.to_owned())))
+        .collect()
     }
+}
+
+/// The topics of a comma-separated list (`probes,probes-backfill`).
+pub fn topic_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Measurement hooks and synthetic faults for `presence bench`; all off by
@@ -252,9 +277,13 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     metrics: Metrics,
 ) -> Result<Summary, RunError> {
-    let consumer = kafka::consumer(&job.brokers)?;
-    let inputs =
-        kafka::input_partitions(&consumer, &job.brokers, &job.inputs(), job.connect_timeout)?;
+    let consumer = kafka::consumer(&job.kafka)?;
+    let inputs = kafka::input_partitions(
+        &consumer,
+        &job.kafka.brokers,
+        &job.inputs(),
+        job.connect_timeout,
+    )?;
     drop(consumer);
     let restore = match &job.checkpoint {
         Some(settings) => restore::prepare(&job, &settings.dir, settings.reset, &inputs)?,
@@ -285,7 +314,22 @@ pub fn run(
     .map(|topic| (topic.as_str(), job.output_partitions, true))
     .collect();
     create.push((&t.progress, 1, false));
-    kafka::create_missing_topics(&job.brokers, &create, job.connect_timeout)?;
+    kafka::create_missing_topics(&job.kafka, &create, job.connect_timeout)?;
+    let workers = match &config.communication {
+        timely::CommunicationConfig::Thread => 1,
+        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
+            *n
+        }
+        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+    };
+    metrics.update(|f| {
+        f.life.workers = workers;
+        f.life.ready_lag = job.ready_lag;
+        f.enter(match restore.manifest {
+            Some(_) => ServiceState::Restoring,
+            None => ServiceState::CatchingUp,
+        });
+    });
     let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(config, move |worker| {
@@ -409,7 +453,7 @@ impl<'j> Service<'j> {
         metrics: &Metrics,
     ) -> Result<Self, RunError> {
         let (index, peers) = (worker.index(), worker.peers());
-        let producer = Rc::new(kafka::producer(&job.brokers, metrics.clone())?);
+        let producer = Rc::new(kafka::producer(&job.kafka, metrics.clone())?);
         let computed = ProbeHandle::new();
         let published = ProbeHandle::new();
         let first = match &restore.manifest {
@@ -417,21 +461,24 @@ impl<'j> Service<'j> {
             None => now_ms(),
         };
         let checkpoint = job.checkpoint.as_ref().map(|settings| {
-            let t = &job.topics;
             Arc::new(CheckpointConfig {
                 dir: settings.dir.clone(),
                 every: Some((settings.interval.as_millis() as u64).max(1)),
                 origin: Origin::Run,
                 params: job.params,
-                inputs: Some([t.probes.clone(), t.logins.clone(), t.base_counts.clone()]),
+                inputs: Some(job.recorded_inputs()),
                 base: restore.manifest.clone(),
                 run: first,
                 restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
                 write_delay: job.instrument.checkpoint_write_delay,
             })
         });
+        // Worker 0 commits the offsets its outputs reflect to the group.
+        let group = (index == 0)
+            .then(|| GroupOffsets::new(&job.kafka))
+            .transpose()?;
         let mut pipeline = build(
-            worker, job, &producer, metrics, &computed, &published, checkpoint,
+            worker, job, &producer, metrics, &computed, &published, checkpoint, group,
         );
         pipeline.advance_to(first);
         let mut restored = BTreeMap::new();
@@ -547,6 +594,7 @@ impl<'j> Service<'j> {
                     tracing::info!(seconds, "state restored");
                 }
                 self.metrics.update(|f| {
+                    f.life.restored += 1;
                     f.checkpoints.restore_seconds = Some(seconds);
                 });
             }
@@ -573,6 +621,7 @@ impl<'j> Service<'j> {
         self.metrics.update(|f| {
             f.partitions.extend(partitions);
             f.workers.insert(index, figures);
+            f.refresh_state();
         });
     }
 
@@ -582,6 +631,7 @@ impl<'j> Service<'j> {
     /// worker of this process `failed` (the process reports its error).
     fn drain(mut self, worker: &mut Worker, failed: &AtomicBool) -> Result<Summary, RunError> {
         self.report(true);
+        self.metrics.update(|f| f.enter(ServiceState::Stopping));
         for note in self.source.offsets() {
             self.pipeline.note(note);
         }
@@ -606,7 +656,7 @@ impl<'j> Service<'j> {
             serve(job, &producer, &computed, &mut entered)?;
         }
         kafka::flush(&producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
-            brokers: job.brokers.clone(),
+            brokers: job.kafka.brokers.clone(),
             topic: job.topics.progress.clone(),
             source: Box::new(source),
         })?;
@@ -632,7 +682,7 @@ fn serve(
         .failure()
     {
         return Err(KafkaFailure::Delivery {
-            brokers: job.brokers.clone(),
+            brokers: job.kafka.brokers.clone(),
             topic: topic.clone(),
             source: Box::new(source.clone()),
         }
@@ -655,6 +705,7 @@ fn serve(
 /// the rejected topic and, on worker 0, the progress topic. `computed`
 /// probes the outputs before the sinks; `published` is done once the final
 /// frontier is handed to the producer.
+#[allow(clippy::too_many_arguments)]
 fn build(
     worker: &mut Worker,
     job: &RunJob,
@@ -663,6 +714,7 @@ fn build(
     computed: &ProbeHandle<Time>,
     published: &ProbeHandle<Time>,
     checkpoint: Option<Arc<CheckpointConfig>>,
+    group: Option<GroupOffsets>,
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(producer), metrics.clone());
@@ -735,18 +787,26 @@ fn build(
             ];
             let scope = written[0].scope();
             let notes = scope.concatenate(written);
+            // With checkpoints, the group gets the checkpoints' offsets
+            // (where a restart resumes); without, the frontiers'.
+            let (frontier_group, checkpoint_group) = match checkpoint {
+                Some(_) => (None, group),
+                None => (group, None),
+            };
             progress::publish(
                 notes.clone(),
                 t.progress,
                 Rc::clone(&producer),
                 interval,
                 metrics.clone(),
+                frontier_group,
             )
             .probe_with(&published);
             if let Some(config) = checkpoint {
                 let pieces =
                     checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
-                checkpoint::coordinate(pieces, notes, config, metrics).probe_with(&published);
+                checkpoint::coordinate(pieces, notes, config, metrics, checkpoint_group)
+                    .probe_with(&published);
             }
         },
     )

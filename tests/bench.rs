@@ -17,6 +17,7 @@ fn config(duration: Duration) -> BenchConfig {
         warmup: Duration::from_secs(1),
         drain: Duration::from_millis(1_500),
         brokers: None,
+        kafka_settings: Default::default(),
         prefix: None,
         devices: 500,
         businesses: 20,

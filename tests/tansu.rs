@@ -36,7 +36,7 @@ fn stop_at_end_against_tansu_equals_backfill() {
         (topics.logins.as_str(), 1, false),
         (topics.base_counts.as_str(), 1, false),
     ];
-    create_missing_topics(&brokers, &inputs, TIMEOUT).unwrap();
+    create_missing_topics(&brokers.as_str().into(), &inputs, TIMEOUT).unwrap();
 
     let config = WorkloadConfig {
         days: 2,
@@ -120,7 +120,7 @@ fn killed_and_restarted_against_tansu_the_outputs_are_exact() {
         (topics.logins.as_str(), 1, false),
         (topics.base_counts.as_str(), 1, false),
     ];
-    create_missing_topics(&brokers, &inputs, TIMEOUT).unwrap();
+    create_missing_topics(&brokers.as_str().into(), &inputs, TIMEOUT).unwrap();
     let dir = tempfile::tempdir().unwrap();
     common::crash::CrashLoop {
         brokers,

@@ -14,7 +14,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use presence::backfill::{self, Job, Progress};
 use presence::cluster::ClusterArgs;
 use presence::io::generator::{self, LiveConfig, WorkloadConfig};
-use presence::params::{parse_at_least_one, parse_duration, parse_positive_duration, Params};
+use presence::params::{
+    parse_at_least_one, parse_duration, parse_positive_duration, parse_topics, Params,
+};
 use presence::pipeline::Summary;
 
 /// Walk-ins, device contacts, enriched walk-ins and walk-in counts from Wi-Fi
@@ -239,6 +241,8 @@ struct BenchArgs {
     #[arg(long, value_name = "AFTER:LENGTH", hide = true)]
     inject_stall: Option<String>,
     #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
     cluster: ClusterArgs,
 }
 
@@ -270,20 +274,50 @@ struct ProduceArgs {
     #[command(flatten)]
     inputs: InputTopicArgs,
     #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
     workload: WorkloadArgs,
+}
+
+/// Kafka client settings, for every client presence creates.
+#[derive(Args, Debug)]
+struct KafkaArgs {
+    /// Client settings from a Java properties file (as Kafka's tools read
+    /// with --command-config: key=value lines, # and ! comments), e.g.
+    /// security.protocol, ssl.ca.location, sasl.mechanism, sasl.username.
+    #[arg(long, value_name = "FILE")]
+    kafka_config: Option<PathBuf>,
+    /// A librdkafka client setting, over --kafka-config (repeatable; the
+    /// later wins). Settings presence's guarantees rest on are refused.
+    #[arg(short = 'X', value_name = "KEY=VALUE", action = clap::ArgAction::Append)]
+    kafka_setting: Vec<String>,
+}
+
+impl KafkaArgs {
+    /// The brokers with these settings (checked before any work).
+    fn connection(&self, brokers: String) -> anyhow::Result<presence::io::kafka::Connection> {
+        Ok(presence::io::kafka::Connection {
+            settings: presence::io::settings::ClientSettings::load(
+                self.kafka_config.as_deref(),
+                &self.kafka_setting,
+            )?,
+            ..presence::io::kafka::Connection::new(brokers)
+        })
+    }
 }
 
 /// The input topics' names.
 #[derive(Args, Debug)]
 struct InputTopicArgs {
-    /// Topic of probes.
-    #[arg(long, default_value = "probes", value_name = "TOPIC")]
+    /// Topic of probes (run: a comma-separated list reads each partition of
+    /// each as its own, e.g. probes,probes-backfill).
+    #[arg(long, default_value = "probes", value_name = "TOPIC[,TOPIC...]", value_parser = parse_topics)]
     probes_topic: String,
-    /// Topic of logins.
-    #[arg(long, default_value = "logins", value_name = "TOPIC")]
+    /// Topic of logins (run: a comma-separated list, as for probes).
+    #[arg(long, default_value = "logins", value_name = "TOPIC[,TOPIC...]", value_parser = parse_topics)]
     logins_topic: String,
-    /// Topic of base counts.
-    #[arg(long, default_value = "base-counts", value_name = "TOPIC")]
+    /// Topic of base counts (run: a comma-separated list, as for probes).
+    #[arg(long, default_value = "base-counts", value_name = "TOPIC[,TOPIC...]", value_parser = parse_topics)]
     base_counts_topic: String,
 }
 
@@ -297,6 +331,13 @@ struct RunArgs {
     stop_at_end: bool,
     #[command(flatten)]
     inputs: InputTopicArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The consumer group presence commits its offsets to after each
+    /// checkpoint (or progress frontier without --checkpoint-dir), for lag
+    /// tools; never joined, and never read back to decide where to start.
+    #[arg(long, default_value = presence::io::kafka::GROUP_ID, value_name = "GROUP")]
+    group_id: String,
     /// Prefix of every output topic (walkins, device-contacts, enriched-walkins,
     /// walkin-counts, presence-rejected, presence-progress).
     #[arg(long, default_value = "", value_name = "PREFIX")]
@@ -319,9 +360,14 @@ struct RunArgs {
     /// redrawn every second).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     status_interval: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /health and
+    /// /ready for orchestrators (off by default).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// /ready answers 200 once the state is restored and this process's
+    /// consumer lag is below this many records.
+    #[arg(long, default_value_t = presence::run::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one)]
+    ready_lag: u64,
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     output_partitions: i32,
@@ -592,6 +638,10 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn run_service(args: RunArgs) -> anyhow::Result<()> {
     let config = args.cluster.timely_config()?;
+    let kafka = presence::io::kafka::Connection {
+        group_id: args.group_id.clone(),
+        ..args.kafka.connection(args.brokers.clone())?
+    };
     let prefix = &args.output_prefix;
     let topics = presence::run::Topics {
         probes: args.inputs.probes_topic,
@@ -606,6 +656,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
         output_partitions: args.output_partitions,
         idle_timeout: Duration::from_millis(args.idle_timeout),
         progress_interval: Duration::from_millis(args.progress_interval),
+        ready_lag: args.ready_lag.min(i64::MAX as u64) as i64,
         checkpoint: args
             .checkpoint_dir
             .map(|dir| presence::run::CheckpointSettings {
@@ -619,7 +670,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
             ),
             ..Default::default()
         },
-        ..presence::run::RunJob::new(args.brokers, topics)
+        ..presence::run::RunJob::new(kafka, topics)
     };
     // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
     let shutdown = stop_on_signals()?;
@@ -717,8 +768,17 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     } else {
         presence::io::load::Records::Historical(args.workload.config())
     };
+    for (flag, list) in [
+        ("probes", &args.inputs.probes_topic),
+        ("logins", &args.inputs.logins_topic),
+        ("base-counts", &args.inputs.base_counts_topic),
+    ] {
+        if list.contains(',') {
+            anyhow::bail!("--{flag}-topic {list}: produce writes one topic per kind");
+        }
+    }
     let load = presence::io::load::Load {
-        brokers: args.brokers,
+        kafka: args.kafka.connection(args.brokers.clone())?,
         topics: [
             args.inputs.probes_topic,
             args.inputs.logins_topic,
@@ -897,6 +957,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         duration: ms(args.duration),
         warmup: ms(args.warmup),
         drain: ms(args.drain),
+        kafka_settings: presence::io::settings::ClientSettings::load(
+            args.kafka.kafka_config.as_deref(),
+            &args.kafka.kafka_setting,
+        )?,
         brokers: args.brokers,
         prefix: args.prefix,
         devices: args.devices,

@@ -370,6 +370,7 @@ pub fn coordinate<'scope>(
     notes: StreamVec<'scope, Time, Note>,
     config: Arc<CheckpointConfig>,
     metrics: Metrics,
+    mut group: Option<crate::io::offsets::GroupOffsets>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = pieces.scope();
     let peers = scope.peers();
@@ -433,6 +434,15 @@ pub fn coordinate<'scope>(
                             f.checkpoints.last_duration_seconds = Some(seconds);
                             f.checkpoints.bytes = manifest.bytes();
                         });
+                        if let Some(group) = &mut group {
+                            group.commit(
+                                manifest
+                                    .partitions
+                                    .iter()
+                                    .map(|p| (p.topic.clone(), p.partition, p.next)),
+                                cut == Cut::Final,
+                            );
+                        }
                         if cut == Cut::Final {
                             capability = None;
                             return;

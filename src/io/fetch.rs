@@ -18,11 +18,13 @@ use std::time::Duration;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use crate::io::kafka::Rebalances;
+
 /// A consumer and its queue of fetched messages and errors. It owns the
 /// consumer so that the queue reference is released before the client is.
 pub struct Fetcher {
     queue: NonNull<rdsys::rd_kafka_queue_t>,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Rebalances>,
 }
 
 /// One event from the queue; what it holds is read with [`Event::read`].
@@ -72,7 +74,7 @@ pub enum Fetched<'e> {
 impl Fetcher {
     /// Reads the queue of `consumer`, which must be a group consumer (it
     /// is: see [`crate::io::kafka::consumer`]).
-    pub fn new(consumer: BaseConsumer) -> Self {
+    pub fn new(consumer: BaseConsumer<Rebalances>) -> Self {
         // SAFETY: the handle is valid while `consumer` lives, and it lives in
         // self; the returned queue reference is released in Drop, before it.
         let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
@@ -83,7 +85,7 @@ impl Fetcher {
     }
 
     /// The consumer (to seek, or to look up offsets).
-    pub fn consumer(&self) -> &BaseConsumer {
+    pub fn consumer(&self) -> &BaseConsumer<Rebalances> {
         &self.consumer
     }
 
@@ -187,9 +189,17 @@ impl Event<'_> {
                     if !place.is_null() {
                         rdsys::rd_kafka_topic_partition_destroy(place);
                     }
+                    // auto.offset.reset=error (see `kafka::consumer`): the
+                    // broker deleted records presence had not read yet.
+                    let out_of_range =
+                        code == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
                     Fetched::Error {
-                        detail,
-                        fatal: rdsys::rd_kafka_event_error_is_fatal(event) != 0,
+                        detail: if out_of_range {
+                            format!("{detail}: the broker no longer holds records presence has not read (retention deleted them)")
+                        } else {
+                            detail
+                        },
+                        fatal: out_of_range || rdsys::rd_kafka_event_error_is_fatal(event) != 0,
                     }
                 }
                 _ => Fetched::Nothing,

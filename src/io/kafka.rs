@@ -65,24 +65,95 @@ pub const FETCH_WAIT_MAX_MS: u64 = 10;
 /// The output producer's `linger.ms`: see [`producer`].
 pub const PRODUCER_LINGER_MS: u64 = 5;
 
-/// The settings every client shares.
-pub fn client_config(brokers: &str) -> ClientConfig {
+/// How presence reaches Kafka: the bootstrap servers (`--brokers`), the
+/// consumer group it reports its offsets to (`--group-id`) and the
+/// operator's client settings (`--kafka-config`, `-X`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The bootstrap servers.
+    pub brokers: String,
+    /// The consumer group presence commits its offsets to.
+    pub group_id: String,
+    /// Applied over presence's own settings of every client.
+    pub settings: crate::io::settings::ClientSettings,
+}
+
+/// The default of `--group-id`.
+pub const GROUP_ID: &str = "presence";
+
+impl Connection {
+    /// `brokers`, the default group and no settings of the operator's.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Connection {
+            brokers: brokers.into(),
+            group_id: GROUP_ID.to_owned(),
+            settings: Default::default(),
+        }
+    }
+
+    /// A client of `config` with the operator's settings applied over it.
+    pub fn create<C, T>(
+        &self,
+        mut config: ClientConfig,
+        context: C,
+        what: &str,
+    ) -> Result<T, KafkaFailure>
+    where
+        C: ClientContext,
+        T: rdkafka::config::FromClientConfigAndContext<C>,
+    {
+        self.settings.apply(&mut config);
+        config
+            .create_with_context(context)
+            .map_err(|source| KafkaFailure::Client {
+                brokers: self.brokers.clone(),
+                action: format!("creating {what}"),
+                source: Box::new(source),
+            })
+    }
+}
+
+impl From<&str> for Connection {
+    fn from(brokers: &str) -> Self {
+        Connection::new(brokers)
+    }
+}
+
+impl From<String> for Connection {
+    fn from(brokers: String) -> Self {
+        Connection::new(brokers)
+    }
+}
+
+impl From<&String> for Connection {
+    fn from(brokers: &String) -> Self {
+        Connection::new(brokers.as_str())
+    }
+}
+
+/// The settings every client shares (the operator's are applied over them
+/// by [`Connection::create`]).
+pub fn client_config(kafka: &Connection) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
+    config.set("bootstrap.servers", &kafka.brokers);
     // librdkafka logs through its own callback; presence reports errors itself.
     config.set("log_level", "3");
     config
 }
 
 /// A consumer that is assigned partitions explicitly: no consumer group
-/// rebalancing among presence's own workers, and no committed offsets (the
-/// service starts from the earliest offset).
-pub fn consumer(brokers: &str) -> Result<BaseConsumer, KafkaFailure> {
-    let mut config = client_config(brokers);
-    // Required by librdkafka even for assign(); never used to commit.
-    config.set("group.id", "presence");
+/// rebalancing among presence's own workers, and no offsets committed by
+/// the client itself (presence commits what its state reflects: see
+/// [`crate::io::offsets`]).
+pub fn consumer(kafka: &Connection) -> Result<BaseConsumer<Rebalances>, KafkaFailure> {
+    let mut config = client_config(kafka);
+    // The group presence's offsets are committed to; never joined (assign()).
+    config.set("group.id", &kafka.group_id);
     config.set("enable.auto.commit", "false");
     config.set("enable.auto.offset.store", "false");
+    // A partition whose records were deleted before they were read is an
+    // error, not a silent jump to its end (librdkafka's default).
+    config.set("auto.offset.reset", "error");
     // Catch-up reads: the defaults (100k messages queued, 1 s backoff after a
     // full queue) throttle backfill from Kafka three to six times.
     config.set("queued.min.messages", "1000000");
@@ -92,11 +163,33 @@ pub fn consumer(brokers: &str) -> Result<BaseConsumer, KafkaFailure> {
     config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string());
     // Deliver CRC-failed messages as errors per message instead of stalling.
     config.set("check.crcs", "true");
-    config.create().map_err(|source| KafkaFailure::Client {
-        brokers: brokers.to_owned(),
-        action: "creating a consumer".to_owned(),
-        source: Box::new(source),
-    })
+    kafka.create(config, Rebalances, "a consumer")
+}
+
+/// Rebalances of presence's consumers, ever: they are assigned partitions
+/// and never subscribe, so this stays 0 (a test checks it).
+pub static REBALANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The consumers' context: counts rebalances into [`REBALANCES`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rebalances;
+
+impl ClientContext for Rebalances {}
+
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        REBALANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            ?rebalance,
+            "a consumer group rebalance reached presence's consumer"
+        );
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not commit offsets to the consumer group; the next checkpoint or frontier tries again");
+        }
+    }
 }
 
 /// One input partition: its kind, topic and number.
@@ -115,7 +208,7 @@ pub struct InputPartition {
 /// Every process computes the same list, and [`crate::io::files::responsible_for`]
 /// maps a position in it to a worker, as for files.
 pub fn input_partitions(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Rebalances>,
     brokers: &str,
     topics: &[(Kind, String)],
     timeout: Duration,
@@ -153,7 +246,7 @@ pub fn input_partitions(
 /// (`None`: its earliest), and returns each one's first and end offsets as
 /// seen now (for `--stop-at-end`).
 pub fn assign(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Rebalances>,
     brokers: &str,
     partitions: &[InputPartition],
     starts: &[Option<i64>],
@@ -298,23 +391,21 @@ pub fn serve<C: ProducerContext>(producer: &BaseProducer<C>) {
 
 /// A producer for the output topics.
 pub fn producer(
-    brokers: &str,
+    kafka: &Connection,
     metrics: crate::metrics::Metrics,
 ) -> Result<BaseProducer<DeliveryTracker>, KafkaFailure> {
-    let mut config = client_config(brokers);
+    let mut config = client_config(kafka);
     // No duplicates or reordering on retries: the last value per key must be
     // the current row.
     config.set("enable.idempotence", "true");
     // Latency over batching: a few milliseconds of linger still batches well
     // under load.
     config.set("linger.ms", PRODUCER_LINGER_MS.to_string());
-    config
-        .create_with_context(DeliveryTracker(Arc::default(), metrics))
-        .map_err(|source| KafkaFailure::Client {
-            brokers: brokers.to_owned(),
-            action: "creating a producer".to_owned(),
-            source: Box::new(source),
-        })
+    kafka.create(
+        config,
+        DeliveryTracker(Arc::default(), metrics),
+        "a producer",
+    )
 }
 
 /// The logical time of records whose acknowledgement holds nothing back
@@ -411,7 +502,7 @@ pub type NewTopicSpec<'a> = (&'a str, i32, bool);
 /// CreateTopics call (librdkafka's mock) auto-creates topics on first use
 /// instead, so "unsupported" is not an error.
 pub fn create_missing_topics(
-    brokers: &str,
+    kafka: &Connection,
     topics: &[NewTopicSpec<'_>],
     timeout: Duration,
 ) -> Result<(), KafkaFailure> {
@@ -419,14 +510,14 @@ pub fn create_missing_topics(
     use rdkafka::client::DefaultClientContext;
 
     let failure = |action: &str| {
-        let (brokers, action) = (brokers.to_owned(), action.to_owned());
+        let (brokers, action) = (kafka.brokers.clone(), action.to_owned());
         move |source| KafkaFailure::Client {
             brokers,
             action,
             source: Box::new(source),
         }
     };
-    let consumer = consumer(brokers)?;
+    let consumer = consumer(kafka)?;
     // All topics' metadata: asking for one by name would auto-create it.
     let metadata = consumer
         .fetch_metadata(None, timeout)
@@ -447,9 +538,11 @@ pub fn create_missing_topics(
     if missing.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .map_err(failure("creating an admin client"))?;
+    let admin: AdminClient<DefaultClientContext> = kafka.create(
+        client_config(kafka),
+        DefaultClientContext,
+        "an admin client",
+    )?;
     // A broker without CreateTopics (librdkafka's mock) never answers it, so
     // the attempt is bounded and a time-out is not fatal: such brokers create
     // topics on first use, and a broker that does not will fail the first
@@ -476,7 +569,7 @@ pub fn create_missing_topics(
             Err((_, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest)) => {}
             Err((topic, code)) => {
                 return Err(KafkaFailure::Client {
-                    brokers: brokers.to_owned(),
+                    brokers: kafka.brokers.clone(),
                     action: format!("creating output topic {topic}"),
                     source: Box::new(KafkaError::AdminOp(code)),
                 })
@@ -509,7 +602,11 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// The end offset of a partition as the consumer last learned it from its
 /// fetches: a cached, non-blocking look-up (`None` before the first fetch).
-pub fn cached_end_offset(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+pub fn cached_end_offset(
+    consumer: &BaseConsumer<Rebalances>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the consumer's handle is valid while it lives; the topic is a

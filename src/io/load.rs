@@ -31,8 +31,8 @@ pub enum Records {
 /// Where and how fast to produce.
 #[derive(Clone, Debug)]
 pub struct Load {
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// How to reach Kafka.
+    pub kafka: crate::io::kafka::Connection,
     /// Input topics: probes, logins, base counts.
     pub topics: [String; 3],
     /// Records per second; `None` for as fast as possible (historical only).
@@ -47,7 +47,7 @@ pub struct Load {
 /// ends, the duration passes, or `stop` is set.
 pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(), KafkaFailure> {
     let failure = |action: &str| {
-        let (brokers, action) = (load.brokers.clone(), action.to_owned());
+        let (brokers, action) = (load.kafka.brokers.clone(), action.to_owned());
         move |source| KafkaFailure::Client {
             brokers,
             action,
@@ -55,7 +55,7 @@ pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(
         }
     };
     // Records keep their generated partition, folded onto the topic's.
-    let metadata_client = consumer(&load.brokers)?;
+    let metadata_client = consumer(&load.kafka)?;
     let mut partitions = [1i32; 3];
     for (count, topic) in partitions.iter_mut().zip(&load.topics) {
         let metadata = metadata_client
@@ -66,10 +66,14 @@ pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(
             .first()
             .map_or(1, |t| t.partitions().len().max(1) as i32);
     }
-    let mut config = client_config(&load.brokers);
+    let mut config = client_config(&load.kafka);
     // Batches of a few milliseconds: throughput without hiding latency.
     config.set("linger.ms", "5");
-    let producer: BaseProducer = config.create().map_err(failure("creating a producer"))?;
+    let producer: BaseProducer = load.kafka.create(
+        config,
+        rdkafka::producer::DefaultProducerContext,
+        "a producer",
+    )?;
     let start = Instant::now();
     let start_ms = now_ms();
     let records: Box<dyn Iterator<Item = Generated>> = match &load.records {

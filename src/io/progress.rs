@@ -32,6 +32,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::BaseProducer;
+
+use crate::io::offsets::GroupOffsets;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -92,6 +94,7 @@ pub fn publish<'scope>(
     producer: Rc<BaseProducer<DeliveryTracker>>,
     interval: Duration,
     metrics: Metrics,
+    mut group: Option<GroupOffsets>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = notes.scope();
     let publisher = scope.index() == 0;
@@ -179,6 +182,16 @@ pub fn publish<'scope>(
                     last_sent = Instant::now();
                     let value = message(published, &offsets);
                     send_or_fail(&producer, &topic, Some(0), None, Some(&value), UNTRACKED);
+                    if let Some(group) = &mut group {
+                        group.commit(
+                            offsets.iter().flat_map(|(topic, partitions)| {
+                                partitions.iter().map(move |(&partition, &next)| {
+                                    (topic.clone(), partition, next)
+                                })
+                            }),
+                            bound.is_none(),
+                        );
+                    }
                     metrics.update(|f| {
                         f.progress = Published {
                             frontier: published,

@@ -62,8 +62,8 @@ pub const IDLE_PROMISE_STEP_MS: u64 = 1_000;
 /// How a source reads.
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// How to reach Kafka.
+    pub kafka: crate::io::kafka::Connection,
     /// Detection parameters (lateness and the future rule).
     pub params: Params,
     /// Read each partition only up to its end offset at start.
@@ -135,12 +135,12 @@ impl KafkaSource {
             .filter(|(position, _)| responsible_for(*position, peers) == index)
             .map(|(_, partition)| partition.clone())
             .collect();
-        let consumer = kafka::consumer(&options.brokers)?;
+        let consumer = kafka::consumer(&options.kafka)?;
         let state_of = |p: &InputPartition| restored.get(&(p.topic.clone(), p.partition));
         let starts: Vec<Option<i64>> = mine.iter().map(|p| state_of(p).map(|s| s.next)).collect();
         let ends = kafka::assign(
             &consumer,
-            &options.brokers,
+            &options.kafka.brokers,
             &mine,
             &starts,
             options.connect_timeout,
@@ -268,7 +268,7 @@ impl KafkaSource {
                         .consumer()
                         .seek(&topic, number, Offset::Offset(offset + 1), Duration::ZERO)
                         .map_err(|error| KafkaFailure::Client {
-                            brokers: self.options.brokers.clone(),
+                            brokers: self.options.kafka.brokers.clone(),
                             action: format!("skipping offset {offset} of {topic}/{number}"),
                             source: Box::new(error),
                         })?;
@@ -283,7 +283,7 @@ impl KafkaSource {
                 Fetched::Error { detail, fatal } => {
                     if fatal {
                         return Err(KafkaFailure::Fatal {
-                            brokers: self.options.brokers.clone(),
+                            brokers: self.options.kafka.brokers.clone(),
                             detail,
                         });
                     }
@@ -390,7 +390,7 @@ mod tests {
 
     fn source(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> KafkaSource {
         let options = SourceOptions {
-            brokers: mock.bootstrap_servers(),
+            kafka: mock.bootstrap_servers().into(),
             params: Params::default(),
             stop_at_end: false,
             idle_timeout: Duration::from_secs(60),

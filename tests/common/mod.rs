@@ -39,15 +39,40 @@ pub fn produce_and_backfill(
     dir: &Path,
     one_record_tail: bool,
 ) {
+    let topic_of = |kind: Kind| match kind {
+        Kind::Probe => topics.probes.clone(),
+        Kind::Login => topics.logins.clone(),
+        Kind::BaseCount => topics.base_counts.clone(),
+    };
+    produce_and_backfill_routed(brokers, config, dir, one_record_tail, |kind, p, _| Route {
+        topic: topic_of(kind),
+        partition: p as i32,
+        file: p,
+    });
+}
+
+/// Where a generated record goes: a topic's partition, and the file (its
+/// index among its kind's files) the reference backfill reads it from.
+pub struct Route {
+    pub topic: String,
+    pub partition: i32,
+    pub file: u64,
+}
+
+/// As [`produce_and_backfill`], with each record's place chosen by `route`
+/// from its kind, generated partition and index; every file is one Kafka
+/// partition.
+pub fn produce_and_backfill_routed(
+    brokers: &str,
+    config: &WorkloadConfig,
+    dir: &Path,
+    one_record_tail: bool,
+    route: impl Fn(Kind, u64, usize) -> Route,
+) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    let topic_of = |kind: Kind| match kind {
-        Kind::Probe => topics.probes.as_str(),
-        Kind::Login => topics.logins.as_str(),
-        Kind::BaseCount => topics.base_counts.as_str(),
-    };
     let send = |topic: &str, partition: i32, line: &str| {
         while producer
             .send(
@@ -60,42 +85,45 @@ pub fn produce_and_backfill(
             producer.poll(Duration::from_millis(10));
         }
     };
-    let mut files: BTreeMap<(Kind, u64), String> = BTreeMap::new();
-    for (kind, partitions) in [
-        (Kind::Probe, config.probe_partitions),
-        (Kind::Login, 1),
-        (Kind::BaseCount, 1),
-    ] {
-        for p in 0..partitions {
-            files.insert((kind, p), String::new());
-        }
-    }
-    for record in Workload::new(config.clone()) {
-        send(topic_of(record.kind), record.partition as i32, &record.line);
+    // Per (kind, file): its topic and partition, and its text.
+    let mut files: BTreeMap<(Kind, u64), (String, i32, String)> = BTreeMap::new();
+    for (i, record) in Workload::new(config.clone()).enumerate() {
+        let place = route(record.kind, record.partition, i);
+        send(&place.topic, place.partition, &record.line);
         let file = files
-            .get_mut(&(record.kind, record.partition))
-            .expect("a planned partition");
-        file.push_str(&record.line);
-        file.push('\n');
+            .entry((record.kind, place.file))
+            .or_insert_with(|| (place.topic.clone(), place.partition, String::new()));
+        assert_eq!(
+            (&file.0, file.1),
+            (&place.topic, place.partition),
+            "a file is one partition"
+        );
+        file.2.push_str(&record.line);
+        file.2.push('\n');
     }
     producer.flush(TIMEOUT).unwrap();
     if one_record_tail {
-        for ((kind, p), file) in &mut files {
-            send(topic_of(*kind), *p as i32, " ");
+        for (topic, partition, text) in files.values_mut() {
+            send(topic, *partition, " ");
             producer.flush(TIMEOUT).unwrap();
-            file.push_str(" \n");
+            text.push_str(" \n");
         }
     }
     let path = |kind: Kind, p: u64| dir.join(format!("{kind:?}-{p}.jsonl"));
-    for ((kind, p), text) in &files {
+    for ((kind, p), (_, _, text)) in &files {
         std::fs::write(path(*kind, *p), text).unwrap();
     }
+    let of = |kind: Kind| -> Vec<_> {
+        files
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|&(k, p)| path(k, p))
+            .collect()
+    };
     let job = Job {
-        probes: (0..config.probe_partitions)
-            .map(|p| path(Kind::Probe, p))
-            .collect(),
-        logins: vec![path(Kind::Login, 0)],
-        base_counts: vec![path(Kind::BaseCount, 0)],
+        probes: of(Kind::Probe),
+        logins: of(Kind::Login),
+        base_counts: of(Kind::BaseCount),
         out: dir.join("out"),
         ..Job::default()
     };
@@ -185,6 +213,27 @@ pub fn file_rows(dir: &std::path::Path) -> BTreeSet<String> {
 /// The output topics hold, as last values per key, exactly backfill's
 /// collections in `out`; rejections and progress are as specified.
 pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run: &str) {
+    check_outputs_placed(brokers, topics, out, run, |source, partition| {
+        let topic = if source.contains("Probe-") {
+            &topics.probes
+        } else if source.contains("Login-") {
+            &topics.logins
+        } else {
+            &topics.base_counts
+        };
+        (topic.to_owned(), partition)
+    });
+}
+
+/// As [`check_outputs`], with the Kafka place of each backfill file (by its
+/// path and index among its kind) given by `place`.
+pub fn check_outputs_placed(
+    brokers: &str,
+    topics: &Topics,
+    out: &std::path::Path,
+    run: &str,
+    place: impl Fn(&str, u64) -> (String, u64),
+) {
     for (topic, folder) in [
         (&topics.walkins, "walkins"),
         (&topics.device_contacts, "device-contacts"),
@@ -224,17 +273,13 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
             .unwrap()
             .into_iter()
             .map(|v| {
-                let source = v["source"].as_str().unwrap();
-                let topic = if source.contains("Probe-") {
-                    &topics.probes
-                } else if source.contains("Login-") {
-                    &topics.logins
-                } else {
-                    &topics.base_counts
-                };
-                (
-                    topic.to_owned(),
+                let (topic, partition) = place(
+                    v["source"].as_str().unwrap(),
                     v["partition"].as_u64().unwrap(),
+                );
+                (
+                    topic,
+                    partition,
                     v["offset"].as_u64().unwrap(),
                     v["reason"].as_str().unwrap().to_owned(),
                 )
@@ -277,16 +322,32 @@ pub fn check_outputs(brokers: &str, topics: &Topics, out: &std::path::Path, run:
         final_frontier > latest,
         "{run}: final frontier {final_frontier} <= output time {latest}"
     );
-    for (topic, partitions) in [
-        (&topics.probes, PROBE_PARTITIONS),
-        (&topics.logins, 1),
-        (&topics.base_counts, 1),
-    ] {
-        for partition in 0..partitions {
-            let next = last["offsets"][topic.as_str()][partition.to_string()].as_i64();
+    // Every partition of every input topic (a kind may list several).
+    let offsets = last["offsets"].as_object().expect("offsets");
+    let named: BTreeSet<&str> = [&topics.probes, &topics.logins, &topics.base_counts]
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .collect();
+    assert_eq!(
+        offsets.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        named,
+        "{run}: final offsets {last}"
+    );
+    for (topic, partitions) in offsets {
+        let count = if topic == &topics.probes {
+            PROBE_PARTITIONS as usize
+        } else {
+            partitions.as_object().unwrap().len()
+        };
+        assert_eq!(
+            partitions.as_object().unwrap().len(),
+            count,
+            "{run}: final offsets {last}"
+        );
+        for (partition, next) in partitions.as_object().unwrap() {
             assert_eq!(
-                next,
-                Some(end_offset(brokers, topic, partition)),
+                next.as_i64(),
+                Some(end_offset(brokers, topic, partition.parse().unwrap())),
                 "{run}: final offsets {last}"
             );
         }

@@ -205,18 +205,26 @@ pub fn run_with_epochs(
 /// The event-time promise of a worker's probe files: the least of theirs,
 /// `None` while one has not started, `u64::MAX` if there are none.
 ///
-/// With `keep_open` (a backfill that ends in a checkpoint), a worker whose
-/// files have all ended promises their own watermarks, not everything:
-/// the checkpoint keeps the visits that data after the backfill (from
-/// `run`) may still continue, as one run over all of it would.
+/// With `keep_open` (a backfill that ends in a checkpoint), a file that has
+/// ended promises its own watermark, not everything, whether or not the
+/// others have ended: the checkpoint keeps the visits that data after the
+/// backfill (from `run`) may still continue, as one run over all of it
+/// would — and what it keeps does not depend on when files end, epoch by
+/// epoch. It never promises everything.
 fn promise(sources: &[FileSource], keep_open: bool) -> Option<EventTime> {
-    let probes = || sources.iter().filter(|source| source.kind() == Kind::Probe);
-    if keep_open && probes().all(FileSource::finished) {
-        return probes().filter_map(FileSource::own_watermark).min();
+    let mut least = EventTime::MAX;
+    for source in sources.iter().filter(|source| source.kind() == Kind::Probe) {
+        let watermark = match (keep_open, source.finished()) {
+            // An ended file without an accepted probe promises nothing of its own.
+            (true, true) => match source.own_watermark() {
+                Some(own) => own,
+                None => continue,
+            },
+            _ => source.watermark()?,
+        };
+        least = least.min(watermark);
     }
-    probes().try_fold(EventTime::MAX, |least, source| {
-        source.watermark().map(|w| least.min(w))
-    })
+    (!keep_open || least < EventTime::MAX).then_some(least)
 }
 
 fn run_worker(

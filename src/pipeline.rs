@@ -197,6 +197,10 @@ pub struct Pipeline {
     restored: InputHandleVec<Time, Row>,
     existing: InputHandleVec<Time, Existing>,
     probe: ProbeHandle<Time>,
+    /// Done once the final checkpoint is written (a backfill's), if any.
+    /// Apart from `probe`: the checkpoint holds its time until the end, and
+    /// `lagging` must not wait for that.
+    checkpointed: Option<ProbeHandle<Time>>,
     window_stats: WindowStats,
 }
 
@@ -213,43 +217,49 @@ impl Pipeline {
         metrics: Metrics,
     ) -> Self {
         let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
-        Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
-            let (rejected, notes) = (sides.rejected, sides.notes);
-            if let Some(config) = checkpoint {
-                let pieces =
-                    checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
-                checkpoint::coordinate(pieces, notes, config, metrics, None).probe_with(probe);
-            }
-            accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
-            accumulate(
-                outputs.device_contacts,
-                &collections,
-                |c| &mut c.device_contacts,
-                probe,
-            );
-            accumulate(
-                outputs.enriched_walkins,
-                &collections,
-                |c| &mut c.enriched_walkins,
-                probe,
-            );
-            accumulate(
-                outputs.walkin_counts,
-                &collections,
-                |c| &mut c.walkin_counts,
-                probe,
-            );
-            let sink = Arc::clone(&collections);
-            use timely::dataflow::operators::Inspect;
-            rejected
-                .inspect(move |record: &Rejected| {
-                    sink.lock()
-                        .expect("no worker panics holding the lock")
-                        .rejected
-                        .push(record.clone())
-                })
-                .probe_with(probe);
-        })
+        let checkpointed = checkpoint.as_ref().map(|_| ProbeHandle::new());
+        let written = checkpointed.clone();
+        let mut pipeline =
+            Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
+                let (rejected, notes) = (sides.rejected, sides.notes);
+                if let (Some(config), Some(written)) = (checkpoint, written) {
+                    let pieces =
+                        checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
+                    checkpoint::coordinate(pieces, notes, config, metrics, None)
+                        .probe_with(&written);
+                }
+                accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
+                accumulate(
+                    outputs.device_contacts,
+                    &collections,
+                    |c| &mut c.device_contacts,
+                    probe,
+                );
+                accumulate(
+                    outputs.enriched_walkins,
+                    &collections,
+                    |c| &mut c.enriched_walkins,
+                    probe,
+                );
+                accumulate(
+                    outputs.walkin_counts,
+                    &collections,
+                    |c| &mut c.walkin_counts,
+                    probe,
+                );
+                let sink = Arc::clone(&collections);
+                use timely::dataflow::operators::Inspect;
+                rejected
+                    .inspect(move |record: &Rejected| {
+                        sink.lock()
+                            .expect("no worker panics holding the lock")
+                            .rejected
+                            .push(record.clone())
+                    })
+                    .probe_with(probe);
+            });
+        pipeline.checkpointed = checkpointed;
+        pipeline
     }
 
     /// Builds the dataflow on `worker` (the window operator snapshotting its
@@ -310,6 +320,7 @@ impl Pipeline {
             restored,
             existing,
             probe,
+            checkpointed: None,
             window_stats,
         }
     }
@@ -404,7 +415,24 @@ impl Pipeline {
     }
 
     /// Closes the inputs; the returned probe is done once all output is complete.
-    pub fn close(self) -> ProbeHandle<Time> {
-        self.probe
+    pub fn close(self) -> Closed {
+        Closed {
+            probes: std::iter::once(self.probe)
+                .chain(self.checkpointed)
+                .collect(),
+        }
+    }
+}
+
+/// A closed pipeline: done once every output (and the final checkpoint, if
+/// any) is written.
+pub struct Closed {
+    probes: Vec<ProbeHandle<Time>>,
+}
+
+impl Closed {
+    /// Whether everything is written.
+    pub fn done(&self) -> bool {
+        self.probes.iter().all(ProbeHandle::done)
     }
 }

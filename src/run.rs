@@ -277,6 +277,14 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     metrics: Metrics,
 ) -> Result<Summary, RunError> {
+    let mut named = std::collections::BTreeSet::new();
+    for (_, topic) in job.inputs() {
+        if !named.insert(topic.clone()) {
+            return Err(RunError::Refused(format!(
+                "input topic {topic} is named twice: each input topic holds one kind of record"
+            )));
+        }
+    }
     let consumer = kafka::consumer(&job.kafka)?;
     let inputs = kafka::input_partitions(
         &consumer,

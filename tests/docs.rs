@@ -288,3 +288,23 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
         }
     }
 }
+
+/// The refused client settings documented are exactly the ones refused.
+#[test]
+fn refused_client_settings_are_documented() {
+    let operations = doc("operations.md");
+    let documented: BTreeSet<String> = table(&operations, "<!-- refused settings -->")
+        .into_iter()
+        .flat_map(|row| {
+            row[0]
+                .split(',')
+                .map(|key| key.trim().trim_matches('`').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let refused: BTreeSet<String> = presence::io::settings::REFUSED
+        .iter()
+        .map(|(key, _)| (*key).to_owned())
+        .collect();
+    assert_eq!(documented, refused);
+}

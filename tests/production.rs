@@ -41,9 +41,9 @@ fn small_workload() -> WorkloadConfig {
     }
 }
 
-/// A refused setting, an unknown one and a malformed line are each one
-/// line naming the setting and where it was given, exit status 1, before
-/// anything connects (the broker named does not exist).
+/// A refused setting, an unknown one, a malformed line and a topic named
+/// for two kinds are each one line naming it (and where it was given), exit
+/// status 1, before anything connects (the broker named does not exist).
 #[test]
 fn refused_unknown_and_malformed_settings_are_one_line_each() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,6 +73,10 @@ fn refused_unknown_and_malformed_settings_are_one_line_each() {
         (
             vec!["-X".into(), "socket.timeout.ms".into()],
             "-X: expected key=value, found \"socket.timeout.ms\"",
+        ),
+        (
+            vec!["--logins-topic".into(), "logins,probes".into()],
+            "input topic probes is named twice",
         ),
     ];
     for (args, expected) in cases {
@@ -518,4 +522,84 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
     assert_eq!(expected.len(), places.len());
     assert_eq!(committed(&brokers, "lag-b", &places), expected);
     assert_eq!(REBALANCES.load(Ordering::Relaxed), 0);
+}
+
+/// Debian's `promtool` accepts a live `/metrics` (`check metrics`: names,
+/// units, types, help) and the alerting rules in `deploy/` (`check rules`,
+/// and their unit tests with `test rules`); every metric the rules and the
+/// dashboard query is one presence exports (`scripts/check_deploy.sh`).
+/// `.ci/run` installs `prometheus` for it.
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package); .ci/run installs it"]
+fn promtool_accepts_the_metrics_and_the_rules() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for (name, partitions) in [
+        ("probes", PROBE_PARTITIONS),
+        ("logins", 1),
+        ("base-counts", 1),
+    ] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    let topics = Topics::with_output_prefix("prom-");
+    create_output_topics(&mock, &topics, 2);
+    let dir = tempfile::tempdir().unwrap();
+    produce_and_backfill(
+        &brokers,
+        &Topics::default(),
+        &small_workload(),
+        dir.path(),
+        false,
+    );
+    let metrics = Metrics::default();
+    let addr = metrics.serve("127.0.0.1:0".parse().unwrap()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let job = RunJob {
+        stop_at_end: true,
+        output_partitions: 2,
+        checkpoint: Some(CheckpointSettings {
+            dir: state.path().to_owned(),
+            interval: Duration::from_secs(1),
+            reset: false,
+        }),
+        ..RunJob::new(brokers.clone(), topics)
+    };
+    run(
+        timely::Config::process(2),
+        job,
+        Arc::new(AtomicBool::new(false)),
+        metrics.clone(),
+    )
+    .unwrap();
+    let (code, text) = get(&addr.to_string(), "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(text.contains("presence_checkpoints_total"), "{text}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_deploy.sh");
+    let output = Command::new("bash").arg(script).output().unwrap();
+    assert!(
+        output.status.success(),
+        "check_deploy.sh: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

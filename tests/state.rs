@@ -706,3 +706,57 @@ fn an_unusable_checkpoint_folder_fails_at_start_and_one_made_unwritable_later_is
         "after the folder came back",
     );
 }
+
+/// A backfill that ends in a checkpoint reads ahead of its outputs by
+/// epochs like any other (the final checkpoint holds its time until the
+/// end, but must not hold reading back: with many small epochs it once
+/// waited forever); its checkpoint does not depend on the epoch size.
+#[test]
+fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    std::fs::create_dir_all(&history).unwrap();
+    let written = presence::io::generator::write_files(&day(1, 0), &history).unwrap();
+    let rows = |epoch_lines: u64, name: &str| {
+        let state = dir.path().join(format!("state-{name}"));
+        let job = Job {
+            probes: written.probes.clone(),
+            logins: written.logins.clone(),
+            base_counts: written.base_counts.clone(),
+            out: dir.path().join(format!("out-{name}")),
+            checkpoint_dir: Some(state.clone()),
+            ..Job::default()
+        };
+        backfill::run_with_epochs(
+            timely::Config::process(2),
+            job,
+            Arc::new(Progress::default()),
+            epoch_lines,
+        )
+        .unwrap();
+        let manifest = presence::io::store::newest_complete(&state, &mut Vec::new())
+            .unwrap()
+            .expect("a checkpoint");
+        let mut rows: Vec<String> = presence::io::store::restore_rows(&state, &manifest, |_| true)
+            .unwrap()
+            .iter()
+            .map(|row| format!("{row:?}"))
+            .collect();
+        rows.sort();
+        (rows, manifest.partitions.len())
+    };
+    let (small, partitions) = rows(50, "small-epochs");
+    let epochs = written.records.iter().sum::<u64>() / 50;
+    assert!(
+        epochs > 4 * backfill::MAX_EPOCHS_IN_FLIGHT,
+        "{epochs} epochs"
+    );
+    let (large, _) = rows(1 << 16, "large-epochs");
+    assert!(!small.is_empty(), "{partitions} partitions");
+    let only_small: Vec<_> = small.iter().filter(|r| !large.contains(r)).collect();
+    let only_large: Vec<_> = large.iter().filter(|r| !small.contains(r)).collect();
+    assert!(
+        only_small.is_empty() && only_large.is_empty(),
+        "small epochs only: {only_small:?}\nlarge epochs only: {only_large:?}"
+    );
+}

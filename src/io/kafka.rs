@@ -21,7 +21,7 @@ use crate::io::ingest::Kind;
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaFailure {
     /// A client could not be created or a request failed.
-    #[error("Kafka at {brokers}: {action}: {source}")]
+    #[error("Kafka at {brokers}: {action}: {source}{}", hint(.source))]
     Client {
         /// The bootstrap servers.
         brokers: String,
@@ -58,6 +58,20 @@ pub enum KafkaFailure {
         /// The client's error.
         source: Box<KafkaError>,
     },
+}
+
+/// What to check when a client could not talk to the brokers at all.
+fn hint(error: &KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
+            " (is the broker up at that address, and does it need TLS or SASL? set security.protocol and its companions with --kafka-config or -X)"
+        }
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            " (check sasl.mechanism, sasl.username and sasl.password)"
+        }
+        Some(RDKafkaErrorCode::SSL) => " (check ssl.ca.location and the broker's certificate)",
+        _ => "",
+    }
 }
 
 /// The consumer's `fetch.wait.max.ms`: see [`consumer`].

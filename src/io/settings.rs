@@ -72,8 +72,9 @@ pub struct ClientSettings {
     settings: Vec<Setting>,
 }
 
-/// Settings presence sets itself because a guarantee rests on them, and why.
-const REFUSED: &[(&str, &str)] = &[
+/// Settings presence sets itself because a guarantee rests on them, and why
+/// (docs/operations.md lists them; a test checks the list).
+pub const REFUSED: &[(&str, &str)] = &[
     ("bootstrap.servers", "name the brokers with --brokers"),
     ("metadata.broker.list", "name the brokers with --brokers"),
     ("group.id", "name the consumer group with --group-id"),

@@ -26,6 +26,27 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a topic read past its reported end must stay quiet to be done.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// Settings every client of the tests' own gets (the TLS test's).
+static CLIENT_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Gives every client the tests create `settings` (once per test binary).
+#[allow(dead_code)]
+pub fn use_client_settings(settings: Vec<(String, String)>) {
+    CLIENT_SETTINGS
+        .set(settings)
+        .expect("client settings are set once");
+}
+
+/// A client configuration for `brokers`, with [`use_client_settings`]'s settings.
+pub fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in CLIENT_SETTINGS.get().into_iter().flatten() {
+        config.set(key, value);
+    }
+    config
+}
+
 /// Produces the workload `config` to the input topics of `topics` and writes
 /// the same records, in the same order per partition, to files in `dir`,
 /// then backfills those files into `dir/out`. With `one_record_tail`, every
@@ -69,10 +90,7 @@ pub fn produce_and_backfill_routed(
     one_record_tail: bool,
     route: impl Fn(Kind, u64, usize) -> Route,
 ) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let producer: BaseProducer = client(brokers).create().unwrap();
     let send = |topic: &str, partition: i32, line: &str| {
         while producer
             .send(
@@ -132,8 +150,7 @@ pub fn produce_and_backfill_routed(
 
 /// Every message of `topic` (all partitions), as (partition, offset, key, value).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client(brokers)
         .set("group.id", "presence-test")
         .create()
         .unwrap();
@@ -364,10 +381,7 @@ pub fn progress_messages(brokers: &str, topics: &Topics) -> Vec<Value> {
 
 /// The high watermark of `topic`/`partition`.
 pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = client(brokers).create().unwrap();
     consumer
         .fetch_watermarks(topic, partition, TIMEOUT)
         .unwrap()

@@ -1,0 +1,132 @@
+//! `presence run` with SASL/SCRAM-SHA-512, for real: tansu requiring
+//! authentication (`scripts/sasl.sh`). `run --stop-at-end --kafka-config
+//! FILE` with the mechanism, user and password equals backfill of the same
+//! records, and the password appears nowhere in what it prints; a wrong
+//! password fails within `--connect-timeout` with one line. (tansu has no
+//! SASL/PLAIN; SCRAM is what managed clusters use.) `.ci/run` runs this with
+//! `PRESENCE_SASL="$(scripts/sasl.sh DIR)" cargo test --release --test sasl -- --ignored`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use presence::io::generator::WorkloadConfig;
+use presence::io::kafka::{create_missing_topics, Connection};
+use presence::io::settings::ClientSettings;
+use presence::run::Topics;
+
+mod common;
+use common::*;
+
+#[test]
+#[ignore = "needs tansu with SASL: PRESENCE_SASL=\"$(scripts/sasl.sh DIR)\""]
+fn run_with_sasl_scram_equals_backfill_and_a_wrong_password_fails_clearly() {
+    let value = std::env::var("PRESENCE_SASL")
+        .expect("PRESENCE_SASL is \"ADDR USER PASSWORD\" (scripts/sasl.sh prints it)");
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let [brokers, user, password] = parts[..] else {
+        panic!("PRESENCE_SASL is \"ADDR USER PASSWORD\", not {value:?}")
+    };
+    let sasl = [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ];
+    use_client_settings(
+        sasl.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    let unique = format!(
+        "sasl{}-{}-",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
+    );
+    let mut topics = Topics::with_output_prefix(&unique);
+    topics.probes = format!("{unique}probes");
+    topics.logins = format!("{unique}logins");
+    topics.base_counts = format!("{unique}base-counts");
+    let mut settings = ClientSettings::default();
+    for (key, value) in sasl {
+        settings
+            .add_pair(&format!("{key}={value}"), "test".into())
+            .unwrap();
+    }
+    let kafka = Connection {
+        settings,
+        ..Connection::new(brokers)
+    };
+    let inputs = [
+        (topics.probes.as_str(), PROBE_PARTITIONS, false),
+        (topics.logins.as_str(), 1, false),
+        (topics.base_counts.as_str(), 1, false),
+    ];
+    create_missing_topics(&kafka, &inputs, TIMEOUT).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 300,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    produce_and_backfill(brokers, &topics, &config, dir.path(), true);
+
+    let properties = |password: &str| {
+        let file = dir
+            .path()
+            .join(format!("client-{}.properties", password.len()));
+        std::fs::write(
+            &file,
+            format!(
+                "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.username={user}\nsasl.password={password}\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let command = |prefix: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
+        command
+            .args(["run", "--brokers", brokers, "--stop-at-end"])
+            .args([
+                "--probes-topic",
+                &topics.probes,
+                "--logins-topic",
+                &topics.logins,
+            ])
+            .args(["--base-counts-topic", &topics.base_counts])
+            .args(["--output-prefix", prefix, "--output-partitions", "2"]);
+        command
+    };
+    let output = command(&unique)
+        .arg("--kafka-config")
+        .arg(properties(password))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains(password),
+        "the password in stderr: {stderr}"
+    );
+    check_outputs(brokers, &topics, &dir.path().join("out"), "with SASL");
+
+    let wrong = format!("{password}-wrong");
+    let started = Instant::now();
+    let output = command(&format!("{unique}wrong-"))
+        .arg("--kafka-config")
+        .arg(properties(&wrong))
+        .args(["--connect-timeout", "3s"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("SASL") && !stderr.contains(&wrong),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(3 + 5), "took {took:?}: {stderr}");
+}

@@ -1,0 +1,118 @@
+//! `presence run` over TLS, for real: tansu behind stunnel, with a CA and a
+//! certificate the test script makes (`scripts/tls.sh`), so that every
+//! client must speak TLS. `run --stop-at-end --kafka-config FILE` with
+//! `security.protocol=SSL` and `ssl.ca.location` equals backfill of the same
+//! records; without TLS settings, the same run fails within
+//! `--connect-timeout` with one line that says what to check. `.ci/run`
+//! runs this with `PRESENCE_TLS="$(scripts/tls.sh DIR)" cargo test --release
+//! --test tls -- --ignored`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use presence::io::generator::WorkloadConfig;
+use presence::io::kafka::{create_missing_topics, Connection};
+use presence::io::settings::ClientSettings;
+use presence::run::Topics;
+
+mod common;
+use common::*;
+
+/// The TLS address and the CA file, from `PRESENCE_TLS`.
+fn endpoint() -> (String, String) {
+    let value = std::env::var("PRESENCE_TLS")
+        .expect("PRESENCE_TLS is \"ADDR CA_FILE\" (scripts/tls.sh prints it)");
+    let (addr, ca) = value.trim().split_once(' ').expect("ADDR CA_FILE");
+    (addr.to_owned(), ca.to_owned())
+}
+
+#[test]
+#[ignore = "needs tansu behind TLS: PRESENCE_TLS=\"$(scripts/tls.sh DIR)\""]
+fn run_over_tls_equals_backfill_and_without_tls_fails_clearly() {
+    let (brokers, ca) = endpoint();
+    let tls = vec![
+        ("security.protocol".to_owned(), "SSL".to_owned()),
+        ("ssl.ca.location".to_owned(), ca.clone()),
+    ];
+    use_client_settings(tls.clone());
+    let unique = format!(
+        "tls{}-{}-",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
+    );
+    let mut topics = Topics::with_output_prefix(&unique);
+    topics.probes = format!("{unique}probes");
+    topics.logins = format!("{unique}logins");
+    topics.base_counts = format!("{unique}base-counts");
+    let mut settings = ClientSettings::default();
+    for (key, value) in &tls {
+        settings
+            .add_pair(&format!("{key}={value}"), "test".into())
+            .unwrap();
+    }
+    let kafka = Connection {
+        settings,
+        ..Connection::new(brokers.clone())
+    };
+    let inputs = [
+        (topics.probes.as_str(), PROBE_PARTITIONS, false),
+        (topics.logins.as_str(), 1, false),
+        (topics.base_counts.as_str(), 1, false),
+    ];
+    create_missing_topics(&kafka, &inputs, TIMEOUT).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 300,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    produce_and_backfill(&brokers, &topics, &config, dir.path(), true);
+
+    // The settings as an operator writes them: a properties file.
+    let file = dir.path().join("client.properties");
+    std::fs::write(
+        &file,
+        format!("# TLS to the broker\nsecurity.protocol=SSL\nssl.ca.location={ca}\n"),
+    )
+    .unwrap();
+    let command = |prefix: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
+        command
+            .args(["run", "--brokers", &brokers, "--stop-at-end"])
+            .args([
+                "--probes-topic",
+                &topics.probes,
+                "--logins-topic",
+                &topics.logins,
+            ])
+            .args(["--base-counts-topic", &topics.base_counts])
+            .args(["--output-prefix", prefix, "--output-partitions", "2"]);
+        command
+    };
+    let output = command(&unique)
+        .arg("--kafka-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    check_outputs(&brokers, &topics, &dir.path().join("out"), "over TLS");
+
+    // Without TLS settings: one clear line within the connect timeout.
+    let started = Instant::now();
+    let output = command(&format!("{unique}plain-"))
+        .args(["--connect-timeout", "3s"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&brokers) && stderr.contains("TLS") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(3 + 5), "took {took:?}: {stderr}");
+}

@@ -420,8 +420,17 @@ impl CrashLoop {
             restored >= expected,
             "{}",
             context(&format!(
-                "only {restored} of {} runs restored a checkpoint ({expected} must)",
-                resumed.len()
+                "only {restored} of {} runs restored a checkpoint ({expected} must); early kills {early:?}; their logs:\n{}",
+                resumed.len(),
+                resumed
+                    .iter()
+                    .map(|(m, stderr)| format!(
+                        "-- restoring {:?}:\n{}",
+                        m.as_ref().map(|m| m.time),
+                        stderr.lines().filter(|l| !l.contains("status")).take(12).collect::<Vec<_>>().join("\n")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ))
         );
 

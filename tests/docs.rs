@@ -127,15 +127,8 @@ fn key_fields(template: &str) -> Vec<String> {
 fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     let contract = doc("contract.md");
     let operations = doc("operations.md");
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_inputs();
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let config = WorkloadConfig {
         days: 1,
         devices: 400,

@@ -23,8 +23,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 mod common;
 use common::{
-    check_outputs_placed, create_output_topics, produce_and_backfill, produce_and_backfill_routed,
-    progress_messages, Route, PROBE_PARTITIONS, TIMEOUT,
+    check_outputs_placed, create_output_topics, mock_inputs, produce_and_backfill,
+    produce_and_backfill_routed, progress_messages, Route, PROBE_PARTITIONS, TIMEOUT,
 };
 
 fn presence() -> Command {
@@ -132,15 +132,8 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// stderr or `/metrics`. No consumer group rebalance ever happens.
 #[test]
 fn ready_flips_once_the_backlog_is_consumed_and_secrets_stay_secret() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_inputs();
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("ready-");
     create_output_topics(&mock, &topics, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -426,15 +419,8 @@ fn committed(brokers: &str, group: &str, places: &[(String, i32)]) -> BTreeMap<(
 /// client that is not presence's; and no rebalance ever reached presence.
 #[test]
 fn the_consumer_group_holds_the_offsets_the_state_reflects() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_inputs();
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let dir = tempfile::tempdir().unwrap();
     produce_and_backfill(
         &brokers,
@@ -532,15 +518,8 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
 #[test]
 #[ignore = "needs promtool (Debian's prometheus package); .ci/run installs it"]
 fn promtool_accepts_the_metrics_and_the_rules() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_inputs();
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("prom-");
     create_output_topics(&mock, &topics, 2);
     let dir = tempfile::tempdir().unwrap();

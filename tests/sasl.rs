@@ -10,9 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use presence::io::generator::WorkloadConfig;
-use presence::io::kafka::{create_missing_topics, Connection};
+use presence::io::kafka::Connection;
 use presence::io::settings::ClientSettings;
-use presence::run::Topics;
 
 mod common;
 use common::*;
@@ -37,15 +36,6 @@ fn run_with_sasl_scram_equals_backfill_and_a_wrong_password_fails_clearly() {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
     );
-    let unique = format!(
-        "sasl{}-{}-",
-        std::process::id(),
-        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
-    );
-    let mut topics = Topics::with_output_prefix(&unique);
-    topics.probes = format!("{unique}probes");
-    topics.logins = format!("{unique}logins");
-    topics.base_counts = format!("{unique}base-counts");
     let mut settings = ClientSettings::default();
     for (key, value) in sasl {
         settings
@@ -56,12 +46,8 @@ fn run_with_sasl_scram_equals_backfill_and_a_wrong_password_fails_clearly() {
         settings,
         ..Connection::new(brokers)
     };
-    let inputs = [
-        (topics.probes.as_str(), PROBE_PARTITIONS, false),
-        (topics.logins.as_str(), 1, false),
-        (topics.base_counts.as_str(), 1, false),
-    ];
-    create_missing_topics(&kafka, &inputs, TIMEOUT).unwrap();
+    let topics = fresh_topics("sasl", &kafka);
+    let unique = output_prefix(&topics).to_owned();
     let dir = tempfile::tempdir().unwrap();
     let config = WorkloadConfig {
         days: 1,

@@ -99,14 +99,7 @@ impl Input {
 }
 
 fn mock_with_inputs() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let mock = MockCluster::new(1).unwrap();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
+    let mock = mock_inputs();
     create_output_topics(&mock, &Topics::default(), 2);
     mock
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use presence::io::generator::WorkloadConfig;
-use presence::io::kafka::create_missing_topics;
 use presence::metrics::Metrics;
 use presence::run::{run, RunJob, Topics};
 
@@ -20,23 +19,7 @@ use common::*;
 fn stop_at_end_against_tansu_equals_backfill() {
     let brokers = std::env::var("PRESENCE_TANSU")
         .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
-    // Fresh topic names per run: the broker may outlive the test.
-    let unique = format!(
-        "t{}-{}-",
-        std::process::id(),
-        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
-    );
-    let mut topics = Topics::with_output_prefix(&unique);
-    topics.probes = format!("{unique}probes");
-    topics.logins = format!("{unique}logins");
-    topics.base_counts = format!("{unique}base-counts");
-    // tansu creates no topic on first use: inputs are created here, outputs by run.
-    let inputs = [
-        (topics.probes.as_str(), PROBE_PARTITIONS, false),
-        (topics.logins.as_str(), 1, false),
-        (topics.base_counts.as_str(), 1, false),
-    ];
-    create_missing_topics(&brokers.as_str().into(), &inputs, TIMEOUT).unwrap();
+    let topics = fresh_topics("t", &brokers.as_str().into());
 
     let config = WorkloadConfig {
         days: 2,
@@ -64,7 +47,7 @@ fn stop_at_end_against_tansu_equals_backfill() {
     check_outputs(&brokers, &topics, &dir.path().join("out"), "tansu -w 2");
 
     // Two real processes against the same broker and input topics.
-    let n2 = format!("{unique}n2-");
+    let n2 = format!("{}n2-", output_prefix(&topics));
     run_two_processes(dir.path(), || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
         command
@@ -106,21 +89,7 @@ fn stop_at_end_against_tansu_equals_backfill() {
 fn killed_and_restarted_against_tansu_the_outputs_are_exact() {
     let brokers = std::env::var("PRESENCE_TANSU")
         .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
-    let unique = format!(
-        "c{}-{}-",
-        std::process::id(),
-        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
-    );
-    let mut topics = Topics::with_output_prefix(&unique);
-    topics.probes = format!("{unique}probes");
-    topics.logins = format!("{unique}logins");
-    topics.base_counts = format!("{unique}base-counts");
-    let inputs = [
-        (topics.probes.as_str(), PROBE_PARTITIONS, false),
-        (topics.logins.as_str(), 1, false),
-        (topics.base_counts.as_str(), 1, false),
-    ];
-    create_missing_topics(&brokers.as_str().into(), &inputs, TIMEOUT).unwrap();
+    let topics = fresh_topics("c", &brokers.as_str().into());
     let dir = tempfile::tempdir().unwrap();
     common::crash::CrashLoop {
         brokers,

@@ -26,6 +26,51 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a topic read past its reported end must stay quiet to be done.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// librdkafka's in-process broker with the input topics (`PROBE_PARTITIONS`
+/// probe partitions, one of logins and of base counts).
+#[allow(dead_code)]
+pub fn mock_inputs(
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for (name, partitions) in [
+        ("probes", PROBE_PARTITIONS),
+        ("logins", 1),
+        ("base-counts", 1),
+    ] {
+        mock.create_topic(name, partitions, 1).unwrap();
+    }
+    mock
+}
+
+/// Topics named afresh for this run, inputs and outputs, created as the
+/// inputs on `kafka` (a real broker may outlive the test and creates no
+/// topic on first use; `run` creates the outputs).
+#[allow(dead_code)]
+pub fn fresh_topics(tag: &str, kafka: &presence::io::kafka::Connection) -> Topics {
+    let unique = format!(
+        "{tag}{}-{}-",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()
+    );
+    let mut topics = Topics::with_output_prefix(&unique);
+    topics.probes = format!("{unique}probes");
+    topics.logins = format!("{unique}logins");
+    topics.base_counts = format!("{unique}base-counts");
+    let inputs = [
+        (topics.probes.as_str(), PROBE_PARTITIONS, false),
+        (topics.logins.as_str(), 1, false),
+        (topics.base_counts.as_str(), 1, false),
+    ];
+    presence::io::kafka::create_missing_topics(kafka, &inputs, TIMEOUT).unwrap();
+    topics
+}
+
+/// The output prefix of topics made by [`fresh_topics`].
+#[allow(dead_code)]
+pub fn output_prefix(topics: &Topics) -> &str {
+    topics.walkins.trim_end_matches("walkins")
+}
+
 /// Settings every client of the tests' own gets (the TLS test's).
 static CLIENT_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 

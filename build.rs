@@ -19,8 +19,15 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).filter(|c| !c.is_empty());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|status| !status.is_empty());
+    // --no-optional-locks: a plain `git status` refreshes .git/index, which
+    // would make the next build run this again and rebuild the crate.
+    let dirty = git(&[
+        "--no-optional-locks",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ])
+    .is_some_and(|status| !status.is_empty());
     let commit = match commit {
         Some(commit) if dirty => format!("{commit}-dirty"),
         Some(commit) => commit,

@@ -16,7 +16,6 @@ use presence::io::ingest::{Ingested, Kind, PartitionIngest};
 use presence::metrics::Metrics;
 use presence::params::Params;
 use presence::run::{run, RunJob, Topics};
-use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 
 fn doc(name: &str) -> String {

@@ -195,7 +195,7 @@ impl Event<'_> {
                         code == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
                     Fetched::Error {
                         detail: if out_of_range {
-                            format!("{detail}: the broker no longer holds records presence has not read (retention deleted them)")
+                            format!("{detail}: the offset to read is outside the partition (retention deleted records presence had not read, or the topic was recreated); see docs/operations.md")
                         } else {
                             detail
                         },

@@ -375,14 +375,16 @@ impl CrashLoop {
         let mut restored = 0;
         for (run, (manifest, stderr)) in resumed.iter().enumerate() {
             let Some(manifest) = manifest else { continue };
+            if !stderr.contains("restoring a checkpoint") {
+                continue; // killed before it restored
+            }
+            restored += 1;
+            // Where it resumed (no line: killed before it opened its
+            // partitions, or a checkpoint from before anything was read).
             let lines: Vec<&str> = stderr
                 .lines()
                 .filter(|l| l.contains("resuming input partitions"))
                 .collect();
-            if lines.is_empty() {
-                continue; // killed before it opened its partitions
-            }
-            restored += 1;
             let mut resumed_at = BTreeMap::new();
             for line in lines {
                 let list = line

@@ -435,33 +435,39 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
     places.push(("logins".into(), 0));
     places.push(("base-counts".into(), 0));
 
-    // With checkpoints: the final checkpoint's offsets.
-    let topics = Topics::with_output_prefix("group-a-");
-    create_output_topics(&mock, &topics, 2);
-    let state = tempfile::tempdir().unwrap();
-    let job = RunJob {
-        stop_at_end: true,
-        output_partitions: 2,
-        checkpoint: Some(CheckpointSettings {
-            dir: state.path().to_owned(),
-            interval: Duration::from_millis(200),
-            reset: false,
-        }),
-        ..RunJob::new(
-            Connection {
-                group_id: "lag-a".into(),
-                ..Connection::new(brokers.clone())
-            },
-            topics.clone(),
+    // One run to the end, committing to `group`, optionally checkpointing.
+    let run_to_end = |group: &str, checkpoint: Option<&std::path::Path>| {
+        let topics = Topics::with_output_prefix(&format!("{group}-"));
+        create_output_topics(&mock, &topics, 2);
+        let job = RunJob {
+            stop_at_end: true,
+            output_partitions: 2,
+            checkpoint: checkpoint.map(|dir| CheckpointSettings {
+                dir: dir.to_owned(),
+                interval: Duration::from_millis(200),
+                reset: false,
+            }),
+            ..RunJob::new(
+                Connection {
+                    group_id: group.into(),
+                    ..Connection::new(brokers.clone())
+                },
+                topics.clone(),
+            )
+        };
+        run(
+            timely::Config::process(2),
+            job,
+            Arc::new(AtomicBool::new(false)),
+            Metrics::default(),
         )
+        .unwrap();
+        topics
     };
-    run(
-        timely::Config::process(2),
-        job,
-        Arc::new(AtomicBool::new(false)),
-        Metrics::default(),
-    )
-    .unwrap();
+
+    // With checkpoints: the final checkpoint's offsets.
+    let state = tempfile::tempdir().unwrap();
+    run_to_end("lag-a", Some(state.path()));
     let manifest = store::newest_complete(state.path(), &mut Vec::new())
         .unwrap()
         .expect("a final checkpoint");
@@ -475,26 +481,7 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
     assert_eq!(committed(&brokers, "lag-a", &places), expected);
 
     // Without: the last progress frontier's offsets.
-    let topics = Topics::with_output_prefix("group-b-");
-    create_output_topics(&mock, &topics, 2);
-    let job = RunJob {
-        stop_at_end: true,
-        output_partitions: 2,
-        ..RunJob::new(
-            Connection {
-                group_id: "lag-b".into(),
-                ..Connection::new(brokers.clone())
-            },
-            topics.clone(),
-        )
-    };
-    run(
-        timely::Config::process(2),
-        job,
-        Arc::new(AtomicBool::new(false)),
-        Metrics::default(),
-    )
-    .unwrap();
+    let topics = run_to_end("lag-b", None);
     let last = progress_messages(&brokers, &topics).pop().unwrap();
     let mut expected = BTreeMap::new();
     for (topic, partitions) in last["offsets"].as_object().unwrap() {

@@ -6,7 +6,6 @@
 //! SASL/PLAIN; SCRAM is what managed clusters use.) `.ci/run` runs this with
 //! `PRESENCE_SASL="$(scripts/sasl.sh DIR)" cargo test --release --test sasl -- --ignored`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use presence::io::generator::WorkloadConfig;
@@ -71,20 +70,7 @@ fn run_with_sasl_scram_equals_backfill_and_a_wrong_password_fails_clearly() {
         .unwrap();
         file
     };
-    let command = |prefix: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
-        command
-            .args(["run", "--brokers", brokers, "--stop-at-end"])
-            .args([
-                "--probes-topic",
-                &topics.probes,
-                "--logins-topic",
-                &topics.logins,
-            ])
-            .args(["--base-counts-topic", &topics.base_counts])
-            .args(["--output-prefix", prefix, "--output-partitions", "2"]);
-        command
-    };
+    let command = |prefix: &str| run_to_end_command(brokers, &topics, prefix);
     let output = command(&unique)
         .arg("--kafka-config")
         .arg(properties(password))

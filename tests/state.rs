@@ -187,29 +187,6 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
     );
 }
 
-/// A loopback hostfile for two processes in `dir`.
-fn hostfile(dir: &Path) -> PathBuf {
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let path = dir.join("hosts");
-    std::fs::write(
-        &path,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    path
-}
-
 /// `presence run` with durable state in `state`, as process `p` of two.
 fn service(brokers: &str, state: &Path, hosts: &Path, p: usize) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
@@ -225,13 +202,28 @@ fn service(brokers: &str, state: &Path, hosts: &Path, p: usize) -> std::process:
     command
 }
 
+/// Both processes of [`service`] with `--stop-at-end`; both must succeed.
+fn cluster_to_end(brokers: &str, state: &Path, hosts: &Path) {
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut command = service(brokers, state, hosts, p);
+            command.arg("--stop-at-end");
+            command.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// Whether `dir` holds a complete checkpoint.
 fn has_checkpoint(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("manifest-"))
-    })
+    presence::io::store::newest_complete(dir, &mut Vec::new()).is_ok_and(|m| m.is_some())
 }
 
 #[test]
@@ -286,21 +278,7 @@ fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
     );
 
     // Both restarted, to the end of the input: the outputs are whole.
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            let mut command = service(&brokers, &state, &hosts, p);
-            command.arg("--stop-at-end");
-            command.spawn().unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    cluster_to_end(&brokers, &state, &hosts);
     check_outputs(
         &brokers,
         &Topics::default(),
@@ -493,21 +471,7 @@ fn checkpoints_move_across_cluster_shapes() {
     );
     input.add(&day(3, 2));
     let hosts = hostfile(dir.path());
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            let mut command = service(&brokers, &state, &hosts, p);
-            command.arg("--stop-at-end");
-            command.spawn().unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    cluster_to_end(&brokers, &state, &hosts);
     check_outputs(
         &brokers,
         &topics,

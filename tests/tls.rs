@@ -7,7 +7,6 @@
 //! runs this with `PRESENCE_TLS="$(scripts/tls.sh DIR)" cargo test --release
 //! --test tls -- --ignored`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use presence::io::generator::WorkloadConfig;
@@ -63,20 +62,7 @@ fn run_over_tls_equals_backfill_and_without_tls_fails_clearly() {
         format!("# TLS to the broker\nsecurity.protocol=SSL\nssl.ca.location={ca}\n"),
     )
     .unwrap();
-    let command = |prefix: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
-        command
-            .args(["run", "--brokers", &brokers, "--stop-at-end"])
-            .args([
-                "--probes-topic",
-                &topics.probes,
-                "--logins-topic",
-                &topics.logins,
-            ])
-            .args(["--base-counts-topic", &topics.base_counts])
-            .args(["--output-prefix", prefix, "--output-partitions", "2"]);
-        command
-    };
+    let command = |prefix: &str| run_to_end_command(&brokers, &topics, prefix);
     let output = command(&unique)
         .arg("--kafka-config")
         .arg(&file)

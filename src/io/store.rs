@@ -514,9 +514,8 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StoreError>
     sync_dir(dir)
 }
 
-/// Every manifest in `dir`, newest first, each read or with why it could
-/// not be.
-pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Result<Manifest, StoreError>)>, StoreError> {
+/// The files of `dir`, with their names.
+fn files(dir: &Path) -> Result<Vec<(PathBuf, String)>, StoreError> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
@@ -524,7 +523,22 @@ pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Result<Manifest, StoreError
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name.starts_with("manifest-") && name.ends_with(".json") {
+        found.push((path, name));
+    }
+    Ok(found)
+}
+
+/// Whether `name` is a manifest's file name.
+fn is_manifest(name: &str) -> bool {
+    name.starts_with("manifest-") && name.ends_with(".json")
+}
+
+/// Every manifest in `dir`, newest first, each read or with why it could
+/// not be.
+pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Result<Manifest, StoreError>)>, StoreError> {
+    let mut found = Vec::new();
+    for (path, name) in files(dir)? {
+        if is_manifest(&name) {
             let manifest = fs::read(&path).map_err(io_error(&path)).and_then(|bytes| {
                 serde_json::from_slice::<Manifest>(&bytes)
                     .map_err(|e| damaged(&path, e.to_string()))
@@ -655,12 +669,7 @@ pub fn prune(dir: &Path, runs: &std::collections::BTreeSet<u64>) -> Result<u64, 
         }
     }
     let ours = |run: &str| run == "merged" || run.parse().is_ok_and(|r: u64| runs.contains(&r));
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (path, name) in files(dir)? {
         if kept.contains_key(&name) {
             continue;
         }
@@ -684,14 +693,9 @@ pub fn prune(dir: &Path, runs: &std::collections::BTreeSet<u64>) -> Result<u64, 
 /// Returns how many files it deleted.
 pub fn reset(dir: &Path) -> Result<usize, StoreError> {
     let mut removed = 0;
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (path, name) in files(dir)? {
         let ours = name.ends_with(".piece")
-            || (name.starts_with("manifest-") && name.ends_with(".json"))
+            || is_manifest(&name)
             || (name.starts_with('.') && name.ends_with(".tmp"));
         if ours {
             fs::remove_file(&path).map_err(io_error(&path))?;
@@ -712,12 +716,7 @@ pub fn incomplete(dir: &Path) -> Result<Vec<(String, usize, u64)>, StoreError> {
         }
     }
     let mut by_cut: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (path, name) in files(dir)? {
         if name.ends_with(".piece") && !named.contains(&name) {
             // piece-<cut>-<run>-w<worker>.piece
             let cut = name.split('-').nth(1).unwrap_or("?").to_owned();

@@ -16,13 +16,10 @@ use presence::io::ingest::Kind;
 use presence::io::store;
 use presence::run::Topics;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{file_rows, read_topic, PROBE_PARTITIONS, QUIET, TIMEOUT};
+use super::{file_rows, hostfile, read_messages, read_topic, PROBE_PARTITIONS, TIMEOUT};
 
 /// A tiny seeded generator (xorshift), so that a failure names its seed.
 pub struct Seeded(u64);
@@ -52,57 +49,6 @@ pub struct CrashLoop {
     /// a partition's end as its last batch's base offset + 1, so the final
     /// `--stop-at-end` run reads everything only then.
     pub one_record_tail: bool,
-}
-
-/// A message of a topic, with its Kafka timestamp.
-struct Message_ {
-    partition: i32,
-    key: Option<String>,
-    value: Option<String>,
-    timestamp: i64,
-}
-
-fn read_all(brokers: &str, topic: &str) -> Vec<Message_> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "presence-crash-test")
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut ends = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap();
-        ends.insert(p, high);
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
-    let mut messages = Vec::new();
-    let mut past_ends = false;
-    loop {
-        past_ends = past_ends || next.iter().all(|(p, n)| *n >= ends[p]);
-        let Some(message) = consumer.poll(if past_ends { QUIET } else { TIMEOUT }) else {
-            assert!(past_ends, "{topic} stopped before its end offsets {ends:?}");
-            break;
-        };
-        let message = message.unwrap();
-        next.insert(message.partition(), message.offset() + 1);
-        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
-        messages.push(Message_ {
-            partition: message.partition(),
-            key: text(message.key()),
-            value: text(message.payload()),
-            timestamp: message.timestamp().to_millis().unwrap_or(-1),
-        });
-    }
-    messages
 }
 
 /// A row's content without its `"time"`.
@@ -136,29 +82,6 @@ fn backfill_prefix(files: &Files, lengths: &BTreeMap<(Kind, u64), usize>, dir: &
     };
     backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
     out
-}
-
-/// A loopback hostfile for two processes.
-fn hostfile(dir: &Path) -> PathBuf {
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let path = dir.join(format!("hosts-{}", ports[0]));
-    std::fs::write(
-        &path,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    path
 }
 
 impl CrashLoop {
@@ -447,7 +370,7 @@ impl CrashLoop {
         ];
         let mut messages = BTreeMap::new();
         for (topic, folder) in topics {
-            let read = read_all(&self.brokers, topic);
+            let read = read_messages(&self.brokers, topic);
             // No message repeats its key's current value.
             let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
             for m in &read {

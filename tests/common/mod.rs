@@ -65,6 +65,24 @@ pub fn fresh_topics(tag: &str, kafka: &presence::io::kafka::Connection) -> Topic
     topics
 }
 
+/// `presence run --stop-at-end` on `brokers` with the input topics of
+/// `topics` and output topics under `prefix` (two partitions each).
+#[allow(dead_code)]
+pub fn run_to_end_command(brokers: &str, topics: &Topics, prefix: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+    command
+        .args(["run", "--brokers", brokers, "--stop-at-end"])
+        .args([
+            "--probes-topic",
+            &topics.probes,
+            "--logins-topic",
+            &topics.logins,
+        ])
+        .args(["--base-counts-topic", &topics.base_counts])
+        .args(["--output-prefix", prefix, "--output-partitions", "2"]);
+    command
+}
+
 /// The output prefix of topics made by [`fresh_topics`].
 #[allow(dead_code)]
 pub fn output_prefix(topics: &Topics) -> &str {
@@ -193,8 +211,17 @@ pub fn produce_and_backfill_routed(
     backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
 }
 
-/// Every message of `topic` (all partitions), as (partition, offset, key, value).
-pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
+/// A message of a topic, with its Kafka timestamp (ms; -1 if none).
+pub struct TopicMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub timestamp: i64,
+}
+
+/// Every message of `topic` (all partitions), read to the end offsets.
+pub fn read_messages(brokers: &str, topic: &str) -> Vec<TopicMessage> {
     let consumer: BaseConsumer = client(brokers)
         .set("group.id", "presence-test")
         .create()
@@ -228,14 +255,23 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, 
         let message = message.unwrap();
         next.insert(message.partition(), message.offset() + 1);
         let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
-        messages.push((
-            message.partition(),
-            message.offset(),
-            text(message.key()),
-            text(message.payload()),
-        ));
+        messages.push(TopicMessage {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: text(message.key()),
+            value: text(message.payload()),
+            timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        });
     }
     messages
+}
+
+/// Every message of `topic` (all partitions), as (partition, offset, key, value).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
+    read_messages(brokers, topic)
+        .into_iter()
+        .map(|m| (m.partition, m.offset, m.key, m.value))
+        .collect()
 }
 
 /// The rows of an upsert topic: the last value per key, without `"time"`.
@@ -433,10 +469,9 @@ pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
         .1
 }
 
-/// Runs `command` (a `presence` invocation without cluster flags) as two
-/// real processes of one cluster on two free loopback ports, and asserts
-/// that both succeed. Each process gets `-n 2 -p I -h HOSTFILE`.
-pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command) {
+/// A hostfile in `dir` for two processes on free loopback ports (a new
+/// file each call).
+pub fn hostfile(dir: &Path) -> std::path::PathBuf {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -446,15 +481,23 @@ pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command
                 .port()
         })
         .collect();
-    let hostfile = dir.join("hosts");
+    let path = dir.join(format!("hosts-{}", ports[0]));
     std::fs::write(
-        &hostfile,
+        &path,
         ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}\n"))
             .collect::<String>(),
     )
     .unwrap();
+    path
+}
+
+/// Runs `command` (a `presence` invocation without cluster flags) as two
+/// real processes of one cluster on two free loopback ports, and asserts
+/// that both succeed. Each process gets `-n 2 -p I -h HOSTFILE`.
+pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command) {
+    let hostfile = hostfile(dir);
     let children: Vec<_> = (0..2)
         .map(|p| {
             command()

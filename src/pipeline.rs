@@ -223,8 +223,12 @@ impl Pipeline {
             Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
                 let (rejected, notes) = (sides.rejected, sides.notes);
                 if let (Some(config), Some(written)) = (checkpoint, written) {
-                    let pieces =
-                        checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
+                    let pieces = checkpoint::checkpoint(
+                        outputs.state,
+                        Arc::clone(&config),
+                        metrics.clone(),
+                        None,
+                    );
                     checkpoint::coordinate(pieces, notes, config, metrics, None)
                         .probe_with(&written);
                 }

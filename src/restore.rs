@@ -10,12 +10,17 @@
 //!   a partition whose checkpointed offset is below the first offset the
 //!   broker still holds (retention removed records the state never saw).
 //!   `--reset-state` discards the checkpoints instead.
-//! - **The outputs.** Each output topic is read back to its end: the last
-//!   value (or tombstone) per key, which the sinks reconcile with the
+//! - **The outputs.** Each output topic is read back from the offsets the
+//!   checkpoint records for its partitions (at or above them is every
+//!   record written at or after its cut) to its end: the last value (or
+//!   tombstone) per key of that tail, which the sinks reconcile with the
 //!   restored state at the restore epoch (rewrite what differs, tombstone
-//!   what should not exist, skip what is equal), and the keys of the
-//!   rejected records that will be read again. Every process reads them
-//!   the same, so all agree on the restore epoch.
+//!   what should not exist, skip what is equal; a key not in the tail is
+//!   as the checkpoint has it), and the keys of the rejected records that
+//!   will be read again. A topic the checkpoint has no offsets for (after
+//!   a backfill hand-off), or that is shorter than it knew (deleted or
+//!   truncated since), is read in full, and every row it lacks is written.
+//!   Every process reads them the same, so all agree on the restore epoch.
 //! - **The restore epoch** is above the checkpoint's time, every time in
 //!   the output topics (records carry their logical time as Kafka
 //!   timestamp, tombstones too) and the last published frontier: a
@@ -52,6 +57,15 @@ pub struct Restore {
     pub epoch: Time,
     /// What the output topics hold, for the sinks to reconcile.
     pub existing: Vec<Existing>,
+    /// Per upsert topic (walk-ins, device contacts, enriched walk-ins,
+    /// counts), whether `existing` is only its tail after the checkpoint's
+    /// output offsets (rows not in it are as the checkpoint has them), not
+    /// all it holds.
+    pub tails: [bool; 4],
+    /// Records read back from the output topics.
+    pub read_back: u64,
+    /// Where each output partition ended: this run writes nothing below.
+    pub output_ends: Vec<(String, i32, i64)>,
     /// When preparing began.
     pub began: Option<Instant>,
 }
@@ -226,10 +240,20 @@ pub fn prepare(
         &t.walkin_counts,
         &t.rejected,
     ];
-    let (read, max_time) = read_back(&consumer, job, &rows)?;
-    let mut latest = manifest.time.max(max_time);
+    let floors: Option<BTreeMap<(String, i32), i64>> = manifest
+        .outputs
+        .as_ref()
+        .filter(|_| manifest.origin == Origin::Run)
+        .map(|floors| {
+            floors
+                .iter()
+                .map(|f| ((f.topic.clone(), f.partition), f.offset))
+                .collect()
+        });
+    let back = read_back(&consumer, job, &rows, floors.as_ref())?;
+    let mut latest = manifest.time.max(back.max_time);
     let mut existing = Vec::new();
-    for (index, values) in read.into_iter().enumerate() {
+    for (index, values) in back.values.into_iter().enumerate() {
         let rejected = index == rows.len() - 1;
         existing.extend(values.into_iter().filter_map(|(key, value)| {
             if rejected {
@@ -250,10 +274,19 @@ pub fn prepare(
         }));
     }
     latest = latest.max(last_frontier(&consumer, job)?);
+    let mut tails = [false; 4];
+    tails.copy_from_slice(&back.tails[..4]);
     Ok(Restore {
         dir: dir.to_owned(),
         epoch: latest + 1,
         existing,
+        tails,
+        read_back: back.records,
+        output_ends: back
+            .ends
+            .into_iter()
+            .map(|((topic, partition), end)| (topic, partition, end))
+            .collect(),
         manifest: Some(manifest),
         began: Some(began),
     })
@@ -271,14 +304,43 @@ impl From<StoreError> for RunError {
     }
 }
 
-/// The last value (or tombstone) per key of each of `topics` (empty for a
-/// topic that does not exist), and the greatest record timestamp in them:
-/// all read at once, to their end offsets.
+/// What the output topics hold, as far as a restore needs to know.
+#[derive(Debug, Default)]
+struct ReadBack {
+    /// Per topic (in the order asked), the last value (or tombstone) per
+    /// key of the records read.
+    values: Vec<BTreeMap<String, Option<String>>>,
+    /// Per topic, whether only its tail was read (from the checkpoint's
+    /// output offsets on).
+    tails: Vec<bool>,
+    /// The greatest record timestamp read.
+    max_time: u64,
+    /// Per partition, where it ends (nothing of this run is below).
+    ends: BTreeMap<(String, i32), i64>,
+    /// Records read.
+    records: u64,
+}
+
+/// A partition to read: from `start` to (at least) `end`.
+struct Span {
+    topic: usize,
+    partition: i32,
+    start: i64,
+    end: i64,
+}
+
+/// What `topics` hold: each topic with an offset in `floors` for every
+/// partition that has records is read from those offsets on (its tail
+/// after the checkpoint); any other, or one that turns out shorter than the
+/// checkpoint knew it (deleted or truncated since), in full. Every record
+/// at or after the checkpoint's cut is at or above its partition's floor,
+/// so a key not in the tail is in the topic as the checkpoint has it.
 fn read_back(
     consumer: &BaseConsumer<Rebalances>,
     job: &RunJob,
     topics: &[&String],
-) -> Result<(Vec<BTreeMap<String, Option<String>>>, u64), RunError> {
+    floors: Option<&BTreeMap<(String, i32), i64>>,
+) -> Result<ReadBack, RunError> {
     let failure = |action: String| {
         let brokers = job.kafka.brokers.clone();
         move |source| KafkaFailure::Client {
@@ -291,9 +353,14 @@ fn read_back(
     let metadata = consumer
         .fetch_metadata(None, job.connect_timeout)
         .map_err(failure("reading the topic list".to_owned()))?;
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for topic in topics {
+    let mut back = ReadBack {
+        values: vec![BTreeMap::new(); topics.len()],
+        tails: vec![false; topics.len()],
+        ..ReadBack::default()
+    };
+    // Per topic, its partitions' (partition, low, high).
+    let mut watermarks: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); topics.len()];
+    for (index, topic) in topics.iter().enumerate() {
         let Some(found) = metadata
             .topics()
             .iter()
@@ -305,22 +372,106 @@ fn read_back(
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition.id(), job.connect_timeout)
                 .map_err(failure(format!("reading the offsets of {topic}")))?;
-            if high > low {
-                ends.insert((topic.to_string(), partition.id()), high);
-                list.add_partition_offset(topic, partition.id(), Offset::Beginning)
-                    .map_err(failure(format!("assigning {topic}")))?;
+            back.ends.insert((topic.to_string(), partition.id()), high);
+            watermarks[index].push((partition.id(), low, high));
+        }
+        let floor = |p: i32| floors.and_then(|f| f.get(&(topic.to_string(), p)).copied());
+        // A tail read only where it skips something: from floors at a
+        // partition's beginning it is a full read, and a topic emptied
+        // since would not show as shorter than the checkpoint knew it.
+        back.tails[index] = floors.is_some()
+            && watermarks[index]
+                .iter()
+                .all(|&(p, _, high)| high == 0 || floor(p).is_some())
+            && watermarks[index]
+                .iter()
+                .any(|&(p, low, _)| floor(p).is_some_and(|floor| floor > low));
+    }
+    let spans = |back: &ReadBack, which: &[usize]| -> Vec<Span> {
+        let mut spans = Vec::new();
+        for &index in which {
+            for &(partition, low, high) in &watermarks[index] {
+                let floor = floors.and_then(|f| f.get(&(topics[index].to_string(), partition)));
+                let start = match (back.tails[index], floor) {
+                    // A broker may report an end short of its last batch
+                    // (tansu): from there, the rest is read.
+                    (true, Some(&floor)) => floor.min(high).max(low),
+                    _ => low,
+                };
+                if high > low {
+                    spans.push(Span {
+                        topic: index,
+                        partition,
+                        start,
+                        end: high,
+                    });
+                }
             }
         }
+        spans
+    };
+    let all: Vec<usize> = (0..topics.len()).collect();
+    let first = spans(&back, &all);
+    let next = read_spans(consumer, job, topics, &first, &mut back)?;
+    // A tail read must reach the floor: a topic that ends below it was
+    // deleted or truncated since the checkpoint, and is read again in full.
+    let short: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&index| back.tails[index])
+        .filter(|&index| {
+            watermarks[index].iter().any(|&(partition, low, _)| {
+                let key = (topics[index].to_string(), partition);
+                let floor = floors.and_then(|f| f.get(&key)).copied().unwrap_or(0);
+                next.get(&key).copied().unwrap_or(low) < floor
+            })
+        })
+        .collect();
+    for &index in &short {
+        tracing::warn!(topic = %topics[index], "the output topic holds less than the checkpoint knew it did (deleted or truncated?): reading it in full, and writing every row it lacks");
+        back.tails[index] = false;
+        back.values[index].clear();
     }
-    let mut values: Vec<BTreeMap<String, Option<String>>> = vec![BTreeMap::new(); topics.len()];
-    let mut max_time = 0;
-    if ends.is_empty() {
-        return Ok((values, max_time));
+    if !short.is_empty() {
+        let spans = spans(&back, &short);
+        read_spans(consumer, job, topics, &spans, &mut back)?;
+    }
+    Ok(back)
+}
+
+/// Reads `spans` to their ends (and until nothing more arrives for
+/// [`QUIET`]) into `back`; returns each partition's next offset.
+fn read_spans(
+    consumer: &BaseConsumer<Rebalances>,
+    job: &RunJob,
+    topics: &[&String],
+    spans: &[Span],
+    back: &mut ReadBack,
+) -> Result<BTreeMap<(String, i32), i64>, RunError> {
+    let failure = |action: String| {
+        let brokers = job.kafka.brokers.clone();
+        move |source| KafkaFailure::Client {
+            brokers,
+            action,
+            source: Box::new(source),
+        }
+    };
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for span in spans {
+        let topic = topics[span.topic];
+        list.add_partition_offset(topic, span.partition, Offset::Offset(span.start))
+            .map_err(failure(format!("assigning {topic}")))?;
+        next.insert((topic.to_string(), span.partition), span.start);
+        ends.insert((topic.to_string(), span.partition), span.end);
+    }
+    if spans.is_empty() {
+        return Ok(next);
     }
     consumer
         .assign(&list)
         .map_err(failure("assigning the output topics".to_owned()))?;
-    let mut next: BTreeMap<(String, i32), i64> = ends.keys().map(|p| (p.clone(), 0)).collect();
     let limit = job.connect_timeout.max(Duration::from_secs(30));
     let deadline = Instant::now() + limit;
     loop {
@@ -332,12 +483,13 @@ fn read_back(
         };
         match consumer.poll(wait) {
             Some(Ok(message)) => {
-                next.insert(
-                    (message.topic().to_owned(), message.partition()),
-                    message.offset() + 1,
-                );
+                let at = (message.topic().to_owned(), message.partition());
+                let end = back.ends.entry(at.clone()).or_default();
+                *end = (*end).max(message.offset() + 1);
+                next.insert(at, message.offset() + 1);
+                back.records += 1;
                 if let Some(ms) = message.timestamp().to_millis() {
-                    max_time = max_time.max(ms.max(0) as u64);
+                    back.max_time = back.max_time.max(ms.max(0) as u64);
                 }
                 let index = topics.iter().position(|t| t.as_str() == message.topic());
                 if let (Some(index), Some(key)) = (index, message.key()) {
@@ -345,7 +497,7 @@ fn read_back(
                     let value = message
                         .payload()
                         .map(|v| String::from_utf8_lossy(v).into_owned());
-                    values[index].insert(key, value);
+                    back.values[index].insert(key, value);
                 }
             }
             Some(Err(error)) => {
@@ -363,7 +515,7 @@ fn read_back(
     consumer
         .unassign()
         .map_err(failure("releasing the output topics".to_owned()))?;
-    Ok((values, max_time))
+    Ok(next)
 }
 
 /// The greatest frontier in the progress topic (its last messages).

@@ -305,6 +305,8 @@ pub fn run(
             bytes = manifest.bytes(),
             restore_epoch = restore.epoch,
             existing_rows = restore.existing.len(),
+            read_back = restore.read_back,
+            tails = ?restore.tails,
             "restoring a checkpoint"
         );
     }
@@ -462,6 +464,12 @@ impl<'j> Service<'j> {
     ) -> Result<Self, RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let producer = Rc::new(kafka::producer(&job.kafka, metrics.clone())?);
+        producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock")
+            .seed(restore.output_ends.iter().cloned());
         let computed = ProbeHandle::new();
         let published = ProbeHandle::new();
         let first = match &restore.manifest {
@@ -485,8 +493,13 @@ impl<'j> Service<'j> {
         let group = (index == 0)
             .then(|| GroupOffsets::new(&job.kafka))
             .transpose()?;
+        let tails = restore
+            .manifest
+            .as_ref()
+            .map(|_| restore.tails.map(|tail| tail.then_some(restore.epoch)))
+            .unwrap_or_default();
         let mut pipeline = build(
-            worker, job, &producer, metrics, &computed, &published, checkpoint, group,
+            worker, job, &producer, metrics, &computed, &published, checkpoint, group, tails,
         );
         pipeline.advance_to(first);
         let mut restored = BTreeMap::new();
@@ -723,6 +736,7 @@ fn build(
     published: &ProbeHandle<Time>,
     checkpoint: Option<Arc<CheckpointConfig>>,
     group: Option<GroupOffsets>,
+    tails: [Option<Time>; 4],
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(producer), metrics.clone());
@@ -747,6 +761,7 @@ fn build(
                 upsert_sink(
                     outputs.walkins,
                     existing(0),
+                    tails[0],
                     t.walkins,
                     p,
                     Some(metrics.clone()),
@@ -757,6 +772,7 @@ fn build(
                 upsert_sink(
                     outputs.device_contacts,
                     existing(1),
+                    tails[1],
                     t.device_contacts,
                     p,
                     None,
@@ -767,6 +783,7 @@ fn build(
                 upsert_sink(
                     outputs.enriched_walkins,
                     existing(2),
+                    tails[2],
                     t.enriched_walkins,
                     p,
                     None,
@@ -777,6 +794,7 @@ fn build(
                 upsert_sink(
                     outputs.walkin_counts,
                     existing(3),
+                    tails[3],
                     t.walkin_counts,
                     p,
                     None,
@@ -811,8 +829,13 @@ fn build(
             )
             .probe_with(&published);
             if let Some(config) = checkpoint {
-                let pieces =
-                    checkpoint::checkpoint(outputs.state, Arc::clone(&config), metrics.clone());
+                let deliveries = Arc::clone(&producer.context().0);
+                let pieces = checkpoint::checkpoint(
+                    outputs.state,
+                    Arc::clone(&config),
+                    metrics.clone(),
+                    Some(deliveries),
+                );
                 checkpoint::coordinate(pieces, notes, config, metrics, checkpoint_group)
                     .probe_with(&published);
             }
@@ -826,6 +849,7 @@ fn build(
 fn upsert_sink<'s, D>(
     collection: VecCollection<'s, Time, D>,
     existing: StreamVec<'s, Time, upsert::Existing>,
+    tail_only: Option<Time>,
     topic: String,
     producer: &Rc<BaseProducer<DeliveryTracker>>,
     counted: Option<Metrics>,
@@ -843,6 +867,7 @@ where
     upsert::upsert(
         collection,
         existing,
+        tail_only,
         topic,
         Rc::clone(producer),
         counted,

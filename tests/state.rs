@@ -165,6 +165,7 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
     assert_eq!(summary.lines, first);
     check_outputs(&brokers, &topics, &input.backfill("out-1"), "first run");
     let before = counts(&brokers, &topics);
+    outputs_read_back_from_their_ends(&brokers, &topics, &state);
 
     // Restarted with nothing new: nothing read, nothing written again.
     let summary = run_job(job(&brokers, &state), 1).unwrap();
@@ -185,6 +186,60 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
         &input.backfill("out-3"),
         "after new input",
     );
+}
+
+/// The newest checkpoint in `state` reads every output partition back from
+/// its end: after a clean stop, a restart reads nothing back.
+fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Path) {
+    let manifest = presence::io::store::newest_complete(state, &mut Vec::new())
+        .unwrap()
+        .unwrap();
+    let floors = manifest
+        .outputs
+        .expect("a run's checkpoint says where its outputs are read back from");
+    for topic in [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+    ] {
+        for partition in 0..2 {
+            // A partition never written to may have none.
+            let floor = floors
+                .iter()
+                .find(|f| &f.topic == topic && f.partition == partition)
+                .map_or(0, |f| f.offset);
+            assert_eq!(
+                floor,
+                end_offset(brokers, topic, partition),
+                "{topic}/{partition}: {floors:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn output_topics_emptied_since_the_checkpoint_are_written_again_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let topics = Topics::default();
+    let first = mock_with_inputs();
+    let mut input = Input::new(&first.bootstrap_servers(), dir.path());
+    input.add(&day(1, 0));
+    run_job(job(&first.bootstrap_servers(), &state), 2).unwrap();
+    // The same input, at the same offsets, on a broker whose output topics
+    // are empty (as if deleted and created again).
+    let second = mock_with_inputs();
+    let brokers = second.bootstrap_servers();
+    let other = dir.path().join("second");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut again = Input::new(&brokers, &other);
+    again.add(&day(1, 0));
+    let summary = run_job(job(&brokers, &state), 1).unwrap();
+    assert_eq!(summary.lines, 0, "the checkpoint covers every record");
+    // Rejected records are not state: those the checkpoint covers are not
+    // read, nor written, again.
+    check_rows(&brokers, &topics, &again.backfill("out"), "rewritten");
 }
 
 /// `presence run` with durable state in `state`, as process `p` of two.

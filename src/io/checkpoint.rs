@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::VecCollection;
@@ -39,6 +39,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::dataflow::Time;
+use crate::io::kafka::Deliveries;
 use crate::io::progress::Note;
 use crate::io::store::{self, Manifest, Origin, PartitionState, PieceInfo, Row};
 use crate::metrics::Metrics;
@@ -82,6 +83,10 @@ pub struct PieceNote {
     pub run: u64,
     /// The piece written (`None`: nothing changed), or why it could not be.
     pub piece: Result<Option<PieceInfo>, String>,
+    /// Per output partition, the offset at or above which is every record
+    /// the worker writes at or after the cut (`run` only; see
+    /// [`crate::io::kafka::Deliveries::floors`]).
+    pub outputs: Vec<(String, i32, i64)>,
 }
 
 /// The state collections a checkpoint holds, as the dataflow has them.
@@ -153,10 +158,16 @@ fn below<D>(stash: &mut Vec<(D, Time, isize)>, cut: Cut, skip: Option<Time>) -> 
 
 /// One worker's checkpoint operator: writes its piece of every cut; see the
 /// module docs. The returned notes go to the coordinator.
+///
+/// With `deliveries` (the worker's producer's, in `run`), each note says
+/// where the worker's records at or after its cut are in the output
+/// partitions; the final note waits until every record sent is
+/// acknowledged, so that a restart after a clean stop reads nothing back.
 pub fn checkpoint<'scope>(
     state: StateStreams<'scope>,
     config: Arc<CheckpointConfig>,
     metrics: Metrics,
+    deliveries: Option<Arc<Mutex<Deliveries>>>,
 ) -> StreamVec<'scope, Time, PieceNote> {
     let scope = state.windows.scope();
     let worker = scope.index();
@@ -169,6 +180,13 @@ pub fn checkpoint<'scope>(
     let (output, notes) = builder.new_output();
     let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<PieceNote>>>::from(output);
     let activator = scope.worker().sync_activator_for(info.address.to_vec());
+    let waiting = scope.activator_for(info.address.clone());
+    if let (Some(deliveries), Some(every)) = (&deliveries, config.every) {
+        deliveries
+            .lock()
+            .expect("no thread panics holding the lock")
+            .track_cuts(every);
+    }
     builder.build(move |mut capabilities| {
         // Held at the last cut written, so that the next one's note can be sent.
         let mut capability = capabilities.pop();
@@ -180,6 +198,8 @@ pub fn checkpoint<'scope>(
         // Rows of cuts that could not be written: they go into the next piece.
         let mut carried: Vec<Row> = Vec::new();
         let mut in_flight: Vec<Cut> = Vec::new();
+        // Pieces written, in order, whose notes are not sent yet.
+        let mut outcomes: std::collections::VecDeque<Outcome> = Default::default();
         let mut ended = false;
         move |frontiers| {
             windows_input.for_each(|_, data| {
@@ -220,7 +240,28 @@ pub fn checkpoint<'scope>(
                 jobs.send((cut, rows)).expect("the writer outlives the operator");
             }
             let mut out = output.activate();
-            while let Ok((cut, result)) = results.try_recv() {
+            outcomes.extend(results.try_iter());
+            while let Some(cut) = outcomes.front().map(|(cut, _)| *cut) {
+                let floors = match &deliveries {
+                    Some(deliveries) => {
+                        let mut deliveries =
+                            deliveries.lock().expect("no thread panics holding the lock");
+                        if cut == Cut::Final
+                            && !deliveries.all_acknowledged()
+                            && deliveries.failure().is_none()
+                        {
+                            waiting.activate_after(Duration::from_millis(1));
+                            break;
+                        }
+                        let at = match cut {
+                            Cut::At(c) => Some(c),
+                            Cut::Final => None,
+                        };
+                        deliveries.floors(at)
+                    }
+                    None => Default::default(),
+                };
+                let (cut, result) = outcomes.pop_front().expect("a front");
                 debug_assert_eq!(in_flight.first(), Some(&cut), "pieces complete in order");
                 in_flight.remove(0);
                 let held = capability.as_mut().expect("held until the final piece");
@@ -245,6 +286,10 @@ pub fn checkpoint<'scope>(
                     worker,
                     run: config.run,
                     piece,
+                    outputs: floors
+                        .into_iter()
+                        .map(|((topic, partition), offset)| (topic, partition, offset))
+                        .collect(),
                 });
                 match cut {
                     Cut::At(c) => held.downgrade(&c),
@@ -254,6 +299,44 @@ pub fn checkpoint<'scope>(
         }
     });
     notes
+}
+
+/// Where a cut's outputs are read back from: per output partition the
+/// least of every worker's floor (a worker that knows none for it: its
+/// beginning), but never below the previous cut's (`previous`), which
+/// bounds every later cut too. At the final cut every record of the run
+/// is acknowledged and none comes after it: the greatest floor, the
+/// partition's end.
+fn combine_floors(
+    notes: &[PieceNote],
+    previous: &crate::io::kafka::Floors,
+    last: bool,
+) -> crate::io::kafka::Floors {
+    let mut combined: crate::io::kafka::Floors = BTreeMap::new();
+    for note in notes {
+        for (topic, partition, _) in &note.outputs {
+            combined.insert((topic.clone(), *partition), if last { 0 } else { i64::MAX });
+        }
+    }
+    for (key, floor) in combined.iter_mut() {
+        for note in notes {
+            let worker = note
+                .outputs
+                .iter()
+                .find(|(topic, partition, _)| (topic, partition) == (&key.0, &key.1))
+                .map_or(0, |(_, _, offset)| *offset);
+            *floor = if last {
+                (*floor).max(worker)
+            } else {
+                (*floor).min(worker)
+            };
+        }
+    }
+    for (key, &floor) in previous {
+        let at = combined.entry(key.clone()).or_insert(floor);
+        *at = (*at).max(floor);
+    }
+    combined
 }
 
 /// A piece writer: the job's rows to a piece file, on its own thread.
@@ -399,6 +482,15 @@ pub fn coordinate<'scope>(
         let mut chain: Vec<PieceInfo> = config.base.iter().flat_map(|m| m.pieces.clone()).collect();
         // Pieces written since, of cuts whose manifest was not written.
         let mut unnamed: Vec<PieceInfo> = Vec::new();
+        // Where the last manifest's outputs are read back from: still a
+        // bound for every later cut.
+        let mut floors: crate::io::kafka::Floors = config
+            .base
+            .iter()
+            .filter(|m| m.origin == Origin::Run)
+            .flat_map(|m| m.outputs.iter().flatten())
+            .map(|f| ((f.topic.clone(), f.partition), f.offset))
+            .collect();
         let mut last_epoch: Option<Time> = None;
         let mut closed = 0;
         let mut writing: Option<(Cut, Instant)> = None;
@@ -518,6 +610,7 @@ pub fn coordinate<'scope>(
                     }
                 }
             }
+            floors = combine_floors(&notes_of_cut, &floors, cut == Cut::Final);
             let mut written: Vec<PieceInfo> = Vec::new();
             let mut failed = Vec::new();
             for note in notes_of_cut {
@@ -546,6 +639,18 @@ pub fn coordinate<'scope>(
             let mut manifest = Manifest::new(time, config.origin, &config.params, peers);
             manifest.inputs = config.inputs.clone();
             manifest.partitions = partitions.values().cloned().collect();
+            if config.origin == Origin::Run {
+                manifest.outputs = Some(
+                    floors
+                        .iter()
+                        .map(|((topic, partition), &offset)| store::OutputFloor {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset,
+                        })
+                        .collect(),
+                );
+            }
             manifest.pieces = chain.iter().chain(&unnamed).chain(&written).cloned().collect();
             writing = Some((cut, Instant::now()));
             jobs.send((manifest, runs.clone()))
@@ -553,4 +658,43 @@ pub fn coordinate<'scope>(
         }
     });
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(worker: usize, outputs: &[(i32, i64)]) -> PieceNote {
+        PieceNote {
+            cut: Cut::At(10),
+            worker,
+            run: 0,
+            piece: Ok(None),
+            outputs: outputs
+                .iter()
+                .map(|&(p, offset)| ("walkins".to_owned(), p, offset))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_cut_reads_back_from_the_least_worker_floor_but_never_below_the_last_cut() {
+        let notes = [note(0, &[(0, 40), (1, 9)]), note(1, &[(0, 30)])];
+        let previous: crate::io::kafka::Floors = [
+            (("walkins".to_owned(), 1), 5),
+            (("walkins".to_owned(), 2), 3),
+        ]
+        .into();
+        let floors = combine_floors(&notes, &previous, false);
+        let at = |p: i32| floors[&("walkins".to_owned(), p)];
+        assert_eq!(at(0), 30, "the least of the workers'");
+        assert_eq!(at(1), 5, "worker 1 knows none: the last cut's");
+        assert_eq!(at(2), 3, "no worker knows it: the last cut's");
+        let floors = combine_floors(&notes, &Default::default(), false);
+        assert_eq!(floors[&("walkins".to_owned(), 1)], 0, "from its beginning");
+        // The final cut: every record acknowledged, none after it.
+        let floors = combine_floors(&notes, &previous, true);
+        assert_eq!(floors[&("walkins".to_owned(), 0)], 40);
+        assert_eq!(floors[&("walkins".to_owned(), 1)], 9);
+    }
 }

@@ -4,7 +4,7 @@
 //! Every librdkafka setting presence changes is set in [`client_config`],
 //! [`consumer`] or [`producer`], each with its reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -301,23 +301,50 @@ pub fn assign(
     Ok(ends)
 }
 
+/// Per output topic and partition, an offset (see [`Deliveries::floors`]).
+pub type Floors = BTreeMap<(String, i32), i64>;
+
 /// Outstanding output records per logical time, shared with the producer's
-/// delivery callback.
+/// delivery callback; and where the records of later logical times can be
+/// in the output partitions, for checkpoints.
 #[derive(Debug, Default)]
 pub struct Deliveries {
     pending: BTreeMap<u64, usize>,
     failure: Option<(String, KafkaError)>,
+    /// Per topic and partition, one past the greatest offset acknowledged
+    /// (or the partition's end when the run started, if greater).
+    acked: HashMap<String, BTreeMap<i32, i64>>,
+    /// Cuts are multiples of this logical time (with checkpoints).
+    every: Option<u64>,
+    /// The least cut not yet reached: every record sent so far has a time
+    /// below it.
+    uncrossed: u64,
+    /// Per cut first reached by a record sent (and every cut between it
+    /// and the one before), `acked` just before that record was sent.
+    at_crossing: BTreeMap<u64, Floors>,
 }
 
 impl Deliveries {
     /// Counts one more record of logical time `time` in flight.
     pub fn sent(&mut self, time: u64) {
         *self.pending.entry(time).or_default() += 1;
+        if let Some(every) = self.every {
+            if time >= self.uncrossed {
+                let cut = time / every * every;
+                self.at_crossing.insert(cut, self.current());
+                self.uncrossed = cut.saturating_add(every);
+            }
+        }
     }
 
     /// Whether every record of `time` sent so far was acknowledged.
     pub fn acknowledged(&self, time: u64) -> bool {
         !self.pending.contains_key(&time)
+    }
+
+    /// Whether every record sent so far was acknowledged.
+    pub fn all_acknowledged(&self) -> bool {
+        self.pending.is_empty()
     }
 
     /// Records a record that could not be sent at all.
@@ -329,6 +356,71 @@ impl Deliveries {
     /// The first delivery that failed for good, if any.
     pub fn failure(&self) -> Option<&(String, KafkaError)> {
         self.failure.as_ref()
+    }
+
+    /// Notes the cuts (multiples of `every`) that [`Deliveries::floors`]
+    /// will be asked for.
+    pub fn track_cuts(&mut self, every: u64) {
+        self.every = Some(every.max(1));
+    }
+
+    /// Notes where output partitions ended when the run started: this run
+    /// writes nothing below.
+    pub fn seed(&mut self, ends: impl IntoIterator<Item = (String, i32, i64)>) {
+        for (topic, partition, end) in ends {
+            let next = self
+                .acked
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_default();
+            *next = (*next).max(end);
+        }
+    }
+
+    fn delivered(&mut self, topic: &str, partition: i32, offset: i64) {
+        if !self.acked.contains_key(topic) {
+            self.acked.insert(topic.to_owned(), BTreeMap::new());
+        }
+        let partitions = self.acked.get_mut(topic).expect("inserted above");
+        let next = partitions.entry(partition).or_default();
+        *next = (*next).max(offset + 1);
+    }
+
+    fn current(&self) -> Floors {
+        self.acked
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |(&partition, &next)| ((topic.clone(), partition), next))
+            })
+            .collect()
+    }
+
+    /// For the cut at `cut` (`None`: the final cut, after which nothing is
+    /// sent), per output partition an offset at or above which is every
+    /// record this producer sends at a time at or after the cut: what was
+    /// acknowledged before the first such record was sent. A partition
+    /// missing has no such offset known.
+    ///
+    /// A broker appends a partition's records in the order it receives
+    /// them, so a record sent after an acknowledgement lands above it.
+    pub fn floors(&mut self, cut: Option<u64>) -> Floors {
+        let Some(cut) = cut else {
+            return self.current();
+        };
+        if self.uncrossed <= cut {
+            return self.current(); // nothing at or after the cut sent yet
+        }
+        let floors = self
+            .at_crossing
+            .range(cut..)
+            .next()
+            .map(|(_, floors)| floors.clone())
+            .unwrap_or_default();
+        self.at_crossing = self.at_crossing.split_off(&cut);
+        floors
     }
 }
 
@@ -366,6 +458,9 @@ impl ProducerContext for DeliveryTracker {
             return;
         }
         let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
+        if let Ok(message) = result {
+            deliveries.delivered(message.topic(), message.partition(), message.offset());
+        }
         let count = deliveries
             .pending
             .get_mut(&time)
@@ -636,4 +731,53 @@ pub fn cached_end_offset(
     };
     (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floor(floors: &Floors, partition: i32) -> Option<i64> {
+        floors.get(&("walkins".to_owned(), partition)).copied()
+    }
+
+    #[test]
+    fn a_cut_s_floor_is_what_was_acknowledged_before_its_first_record_was_sent() {
+        let mut d = Deliveries::default();
+        d.track_cuts(10);
+        d.seed([("walkins".to_owned(), 0, 5), ("walkins".to_owned(), 1, 0)]);
+        d.sent(3);
+        d.delivered("walkins", 0, 5);
+        d.sent(7);
+        d.delivered("walkins", 0, 6);
+        // Nothing at or after 10 sent yet: everything acknowledged so far.
+        assert_eq!(floor(&d.floors(Some(10)), 0), Some(7));
+        // The first record of time >= 20 comes now (crossing 10 and 20);
+        // acknowledgements after it do not move those cuts' floors.
+        d.sent(25);
+        d.delivered("walkins", 0, 7);
+        d.delivered("walkins", 1, 0);
+        d.sent(15); // a later record of an earlier time crosses nothing
+        d.sent(31);
+        d.delivered("walkins", 0, 8);
+        assert_eq!(floor(&d.floors(Some(20)), 0), Some(7));
+        assert_eq!(floor(&d.floors(Some(20)), 1), Some(0), "the seed");
+        assert_eq!(floor(&d.floors(Some(30)), 0), Some(8));
+        assert_eq!(floor(&d.floors(Some(30)), 1), Some(1));
+        // The final cut: everything acknowledged.
+        assert_eq!(floor(&d.floors(None), 0), Some(9));
+        assert!(!d.all_acknowledged());
+    }
+
+    #[test]
+    fn a_cut_skipped_by_one_crossing_shares_its_floor() {
+        let mut d = Deliveries::default();
+        d.track_cuts(10);
+        d.delivered("walkins", 0, 0);
+        d.sent(35); // the first record at or after 10, 20 and 30
+        d.delivered("walkins", 0, 1);
+        assert_eq!(floor(&d.floors(Some(10)), 0), Some(1));
+        assert_eq!(floor(&d.floors(Some(30)), 0), Some(1));
+        assert_eq!(floor(&d.floors(Some(40)), 0), Some(2), "not reached yet");
+    }
 }

@@ -445,6 +445,23 @@ pub struct Manifest {
     pub pieces: Vec<PieceInfo>,
     /// Workers of the cluster that wrote it (for the record: any shape restores it).
     pub workers: usize,
+    /// Per output partition, an offset at or above which is every record
+    /// written at a logical time at or after the cut (by this run or any
+    /// later one): a restart reads the output topics back from there.
+    /// `None` (a backfill, or an older format): read them in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<OutputFloor>>,
+}
+
+/// Where reading an output partition back starts (see [`Manifest::outputs`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFloor {
+    /// The output topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Every record at or after the cut is at this offset or above.
+    pub offset: i64,
 }
 
 impl Manifest {
@@ -460,6 +477,7 @@ impl Manifest {
             partitions: Vec::new(),
             pieces: Vec::new(),
             workers,
+            outputs: None,
         }
     }
 
@@ -799,6 +817,18 @@ pub fn describe(dir: &Path) -> Result<String, StoreError> {
                 .map(|p| format!("{}/{} {}", p.topic, p.partition, p.next))
                 .collect();
             let _ = writeln!(out, "  resumes at: {}", offsets.join(", "));
+        }
+        match &manifest.outputs {
+            Some(floors) if !floors.is_empty() => {
+                let offsets: Vec<String> = floors
+                    .iter()
+                    .map(|f| format!("{}/{} {}", f.topic, f.partition, f.offset))
+                    .collect();
+                let _ = writeln!(out, "  outputs read back from: {}", offsets.join(", "));
+            }
+            _ => {
+                let _ = writeln!(out, "  outputs read back from: their beginning");
+            }
         }
     }
     for (cut, files, bytes) in incomplete(dir)? {

@@ -102,10 +102,15 @@ impl Unacknowledged {
 /// the restore epoch, whose updates are the restored state: at that time
 /// the sink writes only what differs — a row the topic lacks or holds with
 /// other content, a tombstone for a row the state lacks — and skips what
-/// is equal. So a restart repeats no row's current value.
+/// is equal. So a restart repeats no row's current value. `tail_only` is
+/// the restore epoch when `existing` is only what the topic holds from the
+/// checkpoint's output offsets on (see [`crate::restore`]): a restored row
+/// whose key is not among them is in the topic as the checkpoint has it,
+/// and is skipped too.
 pub fn upsert<'scope, D>(
     collection: VecCollection<'scope, Time, D>,
     existing: StreamVec<'scope, Time, Existing>,
+    tail_only: Option<Time>,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
     inserted: Option<Metrics>,
@@ -174,6 +179,17 @@ where
                             }
                         }
                         let (capability, mut updates) = entry.remove();
+                        let topic_rows = held.remove(&time);
+                        if tail_only == Some(time) {
+                            // Only keys in the tail can differ from the
+                            // restored state: the rest need no work at all.
+                            match &topic_rows {
+                                Some(tail) if !tail.is_empty() => {
+                                    updates.retain(|(row, _)| tail.contains_key(&row.key()))
+                                }
+                                _ => updates.clear(),
+                            }
+                        }
                         differential_dataflow::consolidation::consolidate(&mut updates);
                         // Per key: the inserted row if any (there is at most one
                         // row per key at a time), else a tombstone.
@@ -184,8 +200,10 @@ where
                                 *current = Some(row);
                             }
                         }
-                        if let Some(topic_rows) = held.remove(&time) {
-                            rows = reconcile(rows, topic_rows);
+                        if tail_only == Some(time) {
+                            rows = reconcile(rows, topic_rows.unwrap_or_default(), true);
+                        } else if let Some(topic_rows) = topic_rows {
+                            rows = reconcile(rows, topic_rows, false);
                         }
                         if let Some(metrics) = &inserted {
                             let rows = rows.values().filter(|row| row.is_some()).count() as u64;
@@ -286,14 +304,20 @@ pub fn rejected<'scope>(
 
 /// What to write at a restore epoch: of the restored state's `rows`, those
 /// the topic (`existing`, last value per key) lacks or holds otherwise, and
-/// a tombstone for each row the topic holds that the state lacks.
+/// a tombstone for each row the topic holds that the state lacks. With
+/// `tail_only`, a key `existing` lacks is as the state has it.
 fn reconcile<D: Row + PartialEq + serde::de::DeserializeOwned>(
     rows: BTreeMap<String, Option<D>>,
     mut existing: BTreeMap<String, Option<String>>,
+    tail_only: bool,
 ) -> BTreeMap<String, Option<D>> {
     let mut out = BTreeMap::new();
     for (key, row) in rows {
-        let held = existing.remove(&key).flatten();
+        let held = match existing.remove(&key) {
+            Some(held) => held,
+            None if tail_only => continue,
+            None => None,
+        };
         // A value the topic holds, read as a row (its "time" is ignored).
         let same = match (&row, &held) {
             (Some(row), Some(value)) => serde_json::from_str::<D>(value).is_ok_and(|v| v == *row),
@@ -343,5 +367,44 @@ impl Row for Rejected {
 impl Row for crate::records::WalkinCount {
     fn key(&self) -> String {
         key_of((&self.business, &self.contact))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::DeviceContact;
+
+    fn contact(device: &str, name: &str) -> DeviceContact {
+        DeviceContact {
+            device: device.into(),
+            contact: name.into(),
+        }
+    }
+
+    fn held(rows: &[(&DeviceContact, u64)]) -> BTreeMap<String, Option<String>> {
+        rows.iter()
+            .map(|(row, time)| (row.key(), Some(value(row, *time))))
+            .collect()
+    }
+
+    #[test]
+    fn a_full_read_writes_what_the_topic_lacks_and_a_tail_read_only_what_differs() {
+        let (a, b, c) = (contact("a", "x"), contact("b", "y"), contact("c", "z"));
+        let state: BTreeMap<String, Option<DeviceContact>> = [&a, &b]
+            .into_iter()
+            .map(|row| (row.key(), Some(row.clone())))
+            .collect();
+        // The topic holds `a` as the state has it (another time), `b` with
+        // other content, and `c`, which the state lacks.
+        let topic = held(&[(&a, 7), (&contact("b", "old"), 7), (&c, 7)]);
+        let out = reconcile(state.clone(), topic.clone(), false);
+        let expected: BTreeMap<String, Option<DeviceContact>> =
+            [(b.key(), Some(b.clone())), (c.key(), None)].into();
+        assert_eq!(out, expected);
+        assert_eq!(reconcile(state.clone(), topic, true), expected);
+        // Nothing read: a full read writes every row, a tail read none.
+        assert_eq!(reconcile(state.clone(), BTreeMap::new(), false), state);
+        assert!(reconcile(state, BTreeMap::new(), true).is_empty());
     }
 }

@@ -203,23 +203,29 @@ pub fn prepare(
     let consumer = kafka::consumer(&job.kafka)?;
     let mut next_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
     if manifest.origin == Origin::Run {
-        for state in &manifest.partitions {
-            if !inputs
-                .iter()
-                .any(|p| p.topic == state.topic && p.partition == state.partition)
-            {
-                continue; // a partition gone: nothing to read
-            }
-            let (first, _) = consumer
-                .fetch_watermarks(&state.topic, state.partition, job.connect_timeout)
-                .map_err(|source| KafkaFailure::Client {
-                    brokers: job.kafka.brokers.clone(),
-                    action: format!(
-                        "reading the offsets of {} partition {}",
-                        state.topic, state.partition
-                    ),
-                    source: Box::new(source),
-                })?;
+        // Partitions gone have nothing to read.
+        let known: Vec<_> = manifest
+            .partitions
+            .iter()
+            .filter(|state| {
+                inputs
+                    .iter()
+                    .any(|p| p.topic == state.topic && p.partition == state.partition)
+            })
+            .collect();
+        let asked: Vec<(String, i32)> = known
+            .iter()
+            .map(|state| (state.topic.clone(), state.partition))
+            .collect();
+        let watermarks = kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(
+            |source| KafkaFailure::Client {
+                brokers: job.kafka.brokers.clone(),
+                action: "reading the offsets of the input partitions".to_owned(),
+                source: Box::new(source),
+            },
+        )?;
+        for state in known {
+            let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
             if state.next < first {
                 return Err(Refusal::Retention {
                     topic: state.topic.clone(),
@@ -360,21 +366,27 @@ fn read_back(
     };
     // Per topic, its partitions' (partition, low, high).
     let mut watermarks: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); topics.len()];
-    for (index, topic) in topics.iter().enumerate() {
-        let Some(found) = metadata
+    let mut asked = Vec::new();
+    for topic in topics {
+        if let Some(found) = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic.as_str())
-        else {
-            continue;
-        };
-        for partition in found.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), job.connect_timeout)
-                .map_err(failure(format!("reading the offsets of {topic}")))?;
-            back.ends.insert((topic.to_string(), partition.id()), high);
-            watermarks[index].push((partition.id(), low, high));
+        {
+            asked.extend(found.partitions().iter().map(|p| (topic.to_string(), p.id())));
         }
+    }
+    let found = kafka::watermarks(consumer, &asked, job.connect_timeout)
+        .map_err(failure("reading the offsets of the output topics".to_owned()))?;
+    for ((topic, partition), (low, high)) in found {
+        let index = topics
+            .iter()
+            .position(|t| **t == topic)
+            .expect("asked for these topics");
+        back.ends.insert((topic, partition), high);
+        watermarks[index].push((partition, low, high));
+    }
+    for (index, topic) in topics.iter().enumerate() {
         let floor = |p: i32| floors.and_then(|f| f.get(&(topic.to_string(), p)).copied());
         // A tail read only where it skips something: from floors at a
         // partition's beginning it is a full read, and a topic emptied

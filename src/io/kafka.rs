@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -180,6 +180,44 @@ pub fn consumer(kafka: &Connection) -> Result<BaseConsumer<Rebalances>, KafkaFai
     kafka.create(config, Rebalances, "a consumer")
 }
 
+/// The low and high watermarks of `partitions`, in one request for each
+/// (where asking partition by partition takes two round trips apiece: a
+/// second per hundred partitions).
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &[(String, i32)],
+    timeout: Duration,
+) -> KafkaResult<BTreeMap<(String, i32), (i64, i64)>> {
+    let mut found = BTreeMap::new();
+    if partitions.is_empty() {
+        return Ok(found);
+    }
+    // ListOffsets at the special times -2 (earliest) and -1 (latest).
+    let ask = |at: Offset| -> KafkaResult<TopicPartitionList> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition_offset(topic, *partition, at)?;
+        }
+        consumer.offsets_for_times(list, timeout)
+    };
+    let lows = ask(Offset::Beginning)?;
+    let highs = ask(Offset::End)?;
+    for (topic, partition) in partitions {
+        let offset = |list: &TopicPartitionList| -> KafkaResult<i64> {
+            let element = list
+                .find_partition(topic, *partition)
+                .ok_or(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition))?;
+            element.error()?;
+            match element.offset() {
+                Offset::Offset(n) => Ok(n),
+                _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
+            }
+        };
+        found.insert((topic.clone(), *partition), (offset(&lows)?, offset(&highs)?));
+    }
+    Ok(found)
+}
+
 /// Rebalances of presence's consumers, ever: they are assigned partitions
 /// and never subscribe, so this stays 0 (a test checks it).
 pub static REBALANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -276,16 +314,13 @@ pub fn assign(
     };
     // Watermarks first: fetching them after assign() delayed the first
     // message by about half a second.
-    let mut ends = Vec::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&p.topic, p.partition, timeout)
-            .map_err(failure(format!(
-                "reading the offsets of {} partition {}",
-                p.topic, p.partition
-            )))?;
-        ends.push((low, high));
-    }
+    let asked: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect();
+    let found = watermarks(consumer, &asked, timeout)
+        .map_err(failure("reading the offsets of the input partitions".to_owned()))?;
+    let ends: Vec<(i64, i64)> = asked.iter().map(|p| found[p]).collect();
     let mut list = TopicPartitionList::new();
     for (p, start) in partitions.iter().zip(starts) {
         let offset = start.map_or(Offset::Beginning, Offset::Offset);
@@ -767,6 +802,35 @@ mod tests {
         // The final cut: everything acknowledged.
         assert_eq!(floor(&d.floors(None), 0), Some(9));
         assert!(!d.all_acknowledged());
+    }
+
+    #[test]
+    fn watermarks_in_one_request_are_those_asked_one_by_one() {
+        use rdkafka::producer::BaseRecord;
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 3, 1).unwrap();
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap();
+        for (partition, n) in [(0, 3), (2, 5)] {
+            for _ in 0..n {
+                producer
+                    .send(BaseRecord::<(), str>::to("t").partition(partition).payload("x"))
+                    .unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let consumer = consumer(&Connection::from(mock.bootstrap_servers())).unwrap();
+        let asked: Vec<(String, i32)> = (0..3).map(|p| ("t".to_owned(), p)).collect();
+        let found = watermarks(&consumer, &asked, Duration::from_secs(10)).unwrap();
+        for (topic, partition) in &asked {
+            let one = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(found[&(topic.clone(), *partition)], one, "{topic}/{partition}");
+        }
+        assert_eq!(found[&("t".to_owned(), 2)], (0, 5));
     }
 
     #[test]

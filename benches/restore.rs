@@ -15,6 +15,9 @@
 //!   PRESENCE_BENCH_DEVICES  phones           (default 200000: over 1 M walk-ins)
 //!   PRESENCE_BENCH_WORKERS  -w of every run  (default 2)
 //!   PRESENCE_BENCH_QUICK=1  3 days, 20000 phones
+//!   PRESENCE_BENCH_DIR      keep the history, the checkpoint and the replay
+//!                           times there; a later run with the same folder
+//!                           measures only the restores (for profiling them)
 
 mod common;
 use common::{cpu_model, env_flag, env_u64, source_version};
@@ -37,7 +40,17 @@ fn main() {
         if quick { 20_000 } else { 200_000 },
     );
     let workers = env_u64("PRESENCE_BENCH_WORKERS", 2) as usize;
-    let dir = tempfile::tempdir().unwrap();
+    // RUST_LOG=presence=debug shows the restore's steps, timed.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let temporary = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("PRESENCE_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(temporary.path());
+    std::fs::create_dir_all(dir).unwrap();
     println!(
         "restore vs replay: {days} days, {devices} phones, -w {workers}; {}; {}",
         cpu_model(),
@@ -49,44 +62,71 @@ fn main() {
         devices,
         ..WorkloadConfig::default()
     };
-    let started = Instant::now();
-    let written = write_files(&config, &dir.path().join("input")).unwrap();
-    let records: u64 = written.records.iter().sum();
-    let input_bytes: u64 = written
-        .probes
-        .iter()
-        .chain(&written.logins)
-        .chain(&written.base_counts)
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
-    println!(
-        "generated {records} records ({:.0} MiB) in {:.1} s",
-        input_bytes as f64 / (1 << 20) as f64,
-        started.elapsed().as_secs_f64()
-    );
-
-    let backfill = |checkpoint: Option<std::path::PathBuf>, out: &str| {
-        let job = Job {
-            probes: written.probes.clone(),
-            logins: written.logins.clone(),
-            base_counts: written.base_counts.clone(),
-            out: dir.path().join(out),
-            checkpoint_dir: checkpoint,
-            ..Job::default()
-        };
-        let started = Instant::now();
-        let summary = backfill::run(
-            timely::Config::process(workers),
-            job,
-            Arc::new(Progress::default()),
-        )
-        .unwrap();
-        (started.elapsed().as_secs_f64(), summary)
+    let original = dir.join("state-backfill");
+    let times = dir.join("replay.json");
+    let reused: Option<serde_json::Value> = std::fs::read(&times)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let (records, walkins, plain_s, replay_s) = match reused {
+        Some(v) => {
+            println!("reusing the history, checkpoint and replay times in {}", dir.display());
+            let f = |k: &str| v[k].as_f64().unwrap();
+            (f("records") as u64, f("walkins") as u64, f("plain_s"), f("replay_s"))
+        }
+        None => {
+            let started = Instant::now();
+            let written = write_files(&config, &dir.join("input")).unwrap();
+            let records: u64 = written.records.iter().sum();
+            let input_bytes: u64 = written
+                .probes
+                .iter()
+                .chain(&written.logins)
+                .chain(&written.base_counts)
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            println!(
+                "generated {records} records ({:.0} MiB) in {:.1} s",
+                input_bytes as f64 / (1 << 20) as f64,
+                started.elapsed().as_secs_f64()
+            );
+            let backfill = |checkpoint: Option<std::path::PathBuf>, out: &str| {
+                let job = Job {
+                    probes: written.probes.clone(),
+                    logins: written.logins.clone(),
+                    base_counts: written.base_counts.clone(),
+                    out: dir.join(out),
+                    checkpoint_dir: checkpoint,
+                    ..Job::default()
+                };
+                let started = Instant::now();
+                let summary = backfill::run(
+                    timely::Config::process(workers),
+                    job,
+                    Arc::new(Progress::default()),
+                )
+                .unwrap();
+                (started.elapsed().as_secs_f64(), summary)
+            };
+            let (plain_s, _) = backfill(None, "out-plain");
+            let (replay_s, summary) = backfill(Some(original.clone()), "out");
+            let walkins = summary.written.get("walkins").copied().unwrap_or(0);
+            let v = serde_json::json!({
+                "records": records, "walkins": walkins, "plain_s": plain_s, "replay_s": replay_s,
+            });
+            if kept.is_some() {
+                std::fs::write(&times, v.to_string()).unwrap();
+            }
+            (records, walkins, plain_s, replay_s)
+        }
     };
-    let (plain_s, _) = backfill(None, "out-plain");
-    let state = dir.path().join("state");
-    let (replay_s, summary) = backfill(Some(state.clone()), "out");
-    let walkins = summary.written.get("walkins").copied().unwrap_or(0);
+    // The restores run on a copy: the backfill's checkpoint stays as it was.
+    let state = dir.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).unwrap();
+    for entry in std::fs::read_dir(&original).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, state.join(path.file_name().unwrap())).unwrap();
+    }
     let mut skipped = Vec::new();
     let manifest = presence::io::store::newest_complete(&state, &mut skipped)
         .unwrap()

@@ -307,6 +307,7 @@ pub fn run(
             existing_rows = restore.existing.len(),
             read_back = restore.read_back,
             tails = ?restore.tails,
+            seconds = restore.began.map_or(0.0, |b| b.elapsed().as_secs_f64()),
             "restoring a checkpoint"
         );
     }
@@ -507,10 +508,12 @@ impl<'j> Service<'j> {
         if let Some(manifest) = &restore.manifest {
             // This worker's key groups of the state, and its share of what
             // the output topics hold, at the restore epoch.
+            let loading = Instant::now();
             let rows = store::restore_rows(&restore.dir, manifest, |group| {
                 responsible_for(group as usize, peers) == index
             })?;
             let count = rows.len() as u64;
+            tracing::debug!(worker = index, rows = count, seconds = loading.elapsed().as_secs_f64(), "read this worker's part of the checkpoint");
             for row in rows {
                 pipeline.restore(row);
             }

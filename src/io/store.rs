@@ -21,7 +21,7 @@
 //! pieces into one, off the hot path; [`prune`] deletes what no kept
 //! manifest names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -149,13 +149,22 @@ impl Row {
 /// Rows merged in order: later rows replace earlier ones with the same key,
 /// and removals leave nothing.
 pub fn merge_rows(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
-    let mut merged: HashMap<RowKey, Row> = HashMap::new();
-    for row in rows {
-        merged.insert(row.key(), row);
+    // Each key made once (it allocates), not at every comparison of a sort.
+    let mut keyed: Vec<(RowKey, usize, Row)> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(order, row)| (row.key(), order, row))
+        .collect();
+    keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut merged = Vec::with_capacity(keyed.len());
+    let mut keyed = keyed.into_iter().peekable();
+    while let Some((key, _, row)) = keyed.next() {
+        let replaced = keyed.peek().is_some_and(|(next, _, _)| *next == key);
+        if !replaced && !row.removes() {
+            merged.push(row);
+        }
     }
-    let mut rows: Vec<Row> = merged.into_values().filter(|r| !r.removes()).collect();
-    rows.sort_by_key(Row::key);
-    rows
+    merged
 }
 
 /// A piece file as a manifest names it.

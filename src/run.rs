@@ -494,11 +494,18 @@ impl<'j> Service<'j> {
         let group = (index == 0)
             .then(|| GroupOffsets::new(&job.kafka))
             .transpose()?;
-        let tails = restore
-            .manifest
-            .as_ref()
-            .map(|_| restore.tails.map(|tail| tail.then_some(restore.epoch)))
-            .unwrap_or_default();
+        let mut tails = [upsert::Restored::Whole; 4];
+        if restore.manifest.is_some() {
+            for (index, tail) in tails.iter_mut().enumerate() {
+                if restore.tails[index] {
+                    let read = restore.existing.iter().any(|e| e.topic as usize == index);
+                    *tail = match read {
+                        true => upsert::Restored::Tail(restore.epoch),
+                        false => upsert::Restored::Unchanged(restore.epoch),
+                    };
+                }
+            }
+        }
         let mut pipeline = build(
             worker, job, &producer, metrics, &computed, &published, checkpoint, group, tails,
         );
@@ -739,7 +746,7 @@ fn build(
     published: &ProbeHandle<Time>,
     checkpoint: Option<Arc<CheckpointConfig>>,
     group: Option<GroupOffsets>,
-    tails: [Option<Time>; 4],
+    tails: [upsert::Restored; 4],
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(producer), metrics.clone());
@@ -852,7 +859,7 @@ fn build(
 fn upsert_sink<'s, D>(
     collection: VecCollection<'s, Time, D>,
     existing: StreamVec<'s, Time, upsert::Existing>,
-    tail_only: Option<Time>,
+    restored: upsert::Restored,
     topic: String,
     producer: &Rc<BaseProducer<DeliveryTracker>>,
     counted: Option<Metrics>,
@@ -870,7 +877,7 @@ where
     upsert::upsert(
         collection,
         existing,
-        tail_only,
+        restored,
         topic,
         Rc::clone(producer),
         counted,

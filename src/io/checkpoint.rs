@@ -212,9 +212,18 @@ pub fn checkpoint<'scope>(
                     snapshots.entry(snapshot.cut).or_default().extend(rows);
                 }
             });
-            walkins_input.for_each(|_, data| walkins.append(data));
-            logins_input.for_each(|_, data| logins.append(data));
-            base_input.for_each(|_, data| base.append(data));
+            // The restore epoch's updates are the restored state, already
+            // in the checkpoint: not kept.
+            let restored_at = config.restored_at;
+            walkins_input.for_each(|_, data| {
+                walkins.extend(data.drain(..).filter(|u| Some(u.1) != restored_at))
+            });
+            logins_input.for_each(|_, data| {
+                logins.extend(data.drain(..).filter(|u| Some(u.1) != restored_at))
+            });
+            base_input.for_each(|_, data| {
+                base.extend(data.drain(..).filter(|u| Some(u.1) != restored_at))
+            });
             let passed = |cut: Cut| {
                 frontiers.iter().all(|f| match cut {
                     Cut::At(c) => !f.less_than(&c),

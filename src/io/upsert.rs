@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
@@ -68,6 +69,22 @@ impl Existing {
     }
 }
 
+/// What a restored run's sink knows of its topic (see [`upsert`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restored {
+    /// No restore, or the topic was read back in full: the rows given at
+    /// the restore epoch are all it holds.
+    #[default]
+    Whole,
+    /// Only the topic's tail after the checkpoint was read back: a key not
+    /// in it is as the checkpoint has it. The restore epoch.
+    Tail(Time),
+    /// The tail is empty: the topic is as the checkpoint has it, and the
+    /// restored rows are dropped before they reach the sink. The restore
+    /// epoch.
+    Unchanged(Time),
+}
+
 /// Capabilities held until the records sent at their times are acknowledged.
 struct Unacknowledged {
     held: BTreeMap<Time, Capability<Time>>,
@@ -102,15 +119,15 @@ impl Unacknowledged {
 /// the restore epoch, whose updates are the restored state: at that time
 /// the sink writes only what differs — a row the topic lacks or holds with
 /// other content, a tombstone for a row the state lacks — and skips what
-/// is equal. So a restart repeats no row's current value. `tail_only` is
-/// the restore epoch when `existing` is only what the topic holds from the
+/// is equal. So a restart repeats no row's current value. With `restored`
+/// [`Restored::Tail`], `existing` is only what the topic holds from the
 /// checkpoint's output offsets on (see [`crate::restore`]): a restored row
 /// whose key is not among them is in the topic as the checkpoint has it,
 /// and is skipped too.
 pub fn upsert<'scope, D>(
     collection: VecCollection<'scope, Time, D>,
     existing: StreamVec<'scope, Time, Existing>,
-    tail_only: Option<Time>,
+    restored: Restored,
     topic: String,
     producer: Rc<BaseProducer<DeliveryTracker>>,
     inserted: Option<Metrics>,
@@ -122,8 +139,17 @@ where
     let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| row.key().hashed());
     let existing_by_key = Exchange::new(Existing::hashed);
     let scope = collection.inner.scope();
-    collection
-        .inner
+    let tail_only = match restored {
+        Restored::Whole => None,
+        Restored::Tail(epoch) | Restored::Unchanged(epoch) => Some(epoch),
+    };
+    let updates = match restored {
+        Restored::Unchanged(epoch) => collection
+            .inner
+            .filter(move |(_, time, _)| *time != epoch),
+        _ => collection.inner,
+    };
+    updates
         .binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(
             existing,
             by_key,

@@ -296,12 +296,19 @@ impl CrashLoop {
 
         // Each restart resumed every partition at its checkpoint's offsets.
         let mut restored = 0;
+        // Restarts that read the row topics back only after the checkpoint,
+        // and of those, ones that found something there to reconcile.
+        let (mut tails, mut tails_read) = (0, 0);
         for (run, (manifest, stderr)) in resumed.iter().enumerate() {
             let Some(manifest) = manifest else { continue };
-            if !stderr.contains("restoring a checkpoint") {
+            let Some(line) = stderr.lines().find(|l| l.contains("restoring a checkpoint")) else {
                 continue; // killed before it restored
-            }
+            };
             restored += 1;
+            if line.contains("tails=[true, true, true, true]") {
+                tails += 1;
+                tails_read += usize::from(!line.contains("read_back=0 "));
+            }
             // Where it resumed (no line: killed before it opened its
             // partitions, or a checkpoint from before anything was read).
             let lines: Vec<&str> = stderr
@@ -356,6 +363,14 @@ impl CrashLoop {
                     ))
                     .collect::<Vec<_>>()
                     .join("\n")
+            ))
+        );
+
+        assert!(
+            tails > 0 && tails_read > 0,
+            "{}",
+            context(&format!(
+                "of {restored} restores, {tails} read only the tails after their checkpoint, {tails_read} found records there"
             ))
         );
 

@@ -69,9 +69,17 @@ fn main() {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let (records, walkins, plain_s, replay_s) = match reused {
         Some(v) => {
-            println!("reusing the history, checkpoint and replay times in {}", dir.display());
+            println!(
+                "reusing the history, checkpoint and replay times in {}",
+                dir.display()
+            );
             let f = |k: &str| v[k].as_f64().unwrap();
-            (f("records") as u64, f("walkins") as u64, f("plain_s"), f("replay_s"))
+            (
+                f("records") as u64,
+                f("walkins") as u64,
+                f("plain_s"),
+                f("replay_s"),
+            )
         }
         None => {
             let started = Instant::now();

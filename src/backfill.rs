@@ -139,6 +139,7 @@ pub fn run_with_epochs(
             base: None,
             run: now_ms(),
             restored_at: None,
+            rejections: None,
             write_delay: std::time::Duration::ZERO,
         })
     });

@@ -57,6 +57,11 @@ pub struct Restore {
     pub epoch: Time,
     /// What the output topics hold, for the sinks to reconcile.
     pub existing: Vec<Existing>,
+    /// The rejected records in `existing` (of input this run reads again)
+    /// and where they are in the rejected topic: this run does not write
+    /// them again, so its checkpoints read that topic back from no higher
+    /// while their input is still to be read again after them.
+    pub rejections: Vec<WrittenRejection>,
     /// Per upsert topic (walk-ins, device contacts, enriched walk-ins,
     /// counts), whether `existing` is only its tail after the checkpoint's
     /// output offsets (rows not in it are as the checkpoint has them), not
@@ -64,10 +69,27 @@ pub struct Restore {
     pub tails: [bool; 4],
     /// Records read back from the output topics.
     pub read_back: u64,
-    /// Where each output partition ended: this run writes nothing below.
-    pub output_ends: Vec<(String, i32, i64)>,
+    /// Where each output partition ends: what was read back, then what the
+    /// process's producers see acknowledged (shared by its workers).
+    pub outputs: kafka::Acked,
     /// When preparing began.
     pub began: Option<Instant>,
+}
+
+/// A rejected record already in the rejected topic, of an input record a
+/// restored run reads again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenRejection {
+    /// The input topic.
+    pub source: String,
+    /// The input partition.
+    pub partition: i32,
+    /// The input offset.
+    pub offset: i64,
+    /// The rejected topic's partition it is in.
+    pub out_partition: i32,
+    /// Its offset there.
+    pub out_offset: i64,
 }
 
 /// A restore `run` refuses.
@@ -217,13 +239,14 @@ pub fn prepare(
             .iter()
             .map(|state| (state.topic.clone(), state.partition))
             .collect();
-        let watermarks = kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(
-            |source| KafkaFailure::Client {
-                brokers: job.kafka.brokers.clone(),
-                action: "reading the offsets of the input partitions".to_owned(),
-                source: Box::new(source),
-            },
-        )?;
+        let watermarks =
+            kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(|source| {
+                KafkaFailure::Client {
+                    brokers: job.kafka.brokers.clone(),
+                    action: "reading the offsets of the input partitions".to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         for state in known {
             let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
             if state.next < first {
@@ -259,6 +282,8 @@ pub fn prepare(
     let back = read_back(&consumer, job, &rows, floors.as_ref())?;
     let mut latest = manifest.time.max(back.max_time);
     let mut existing = Vec::new();
+    let mut rejections = Vec::new();
+    let placed = back.placed;
     for (index, values) in back.values.into_iter().enumerate() {
         let rejected = index == rows.len() - 1;
         existing.extend(values.into_iter().filter_map(|(key, value)| {
@@ -267,9 +292,21 @@ pub fn prepare(
                 // partition's next offset.
                 let (source, partition, offset): (String, i32, i64) =
                     serde_json::from_str(&key).ok()?;
-                let next = next_of.get(&(source, partition)).copied().unwrap_or(0);
+                let next = next_of
+                    .get(&(source.clone(), partition))
+                    .copied()
+                    .unwrap_or(0);
                 if offset < next {
                     return None;
+                }
+                if let Some(&(out_partition, out_offset)) = placed.get(&key) {
+                    rejections.push(WrittenRejection {
+                        source,
+                        partition,
+                        offset,
+                        out_partition,
+                        out_offset,
+                    });
                 }
             }
             Some(Existing {
@@ -286,13 +323,17 @@ pub fn prepare(
         dir: dir.to_owned(),
         epoch: latest + 1,
         existing,
+        rejections,
         tails,
         read_back: back.records,
-        output_ends: back
-            .ends
-            .into_iter()
-            .map(|((topic, partition), end)| (topic, partition, end))
-            .collect(),
+        outputs: {
+            let mut ends: std::collections::HashMap<String, BTreeMap<i32, i64>> =
+                Default::default();
+            for ((topic, partition), end) in back.ends {
+                ends.entry(topic).or_default().insert(partition, end);
+            }
+            std::sync::Arc::new(std::sync::Mutex::new(ends))
+        },
         manifest: Some(manifest),
         began: Some(began),
     })
@@ -325,6 +366,9 @@ struct ReadBack {
     ends: BTreeMap<(String, i32), i64>,
     /// Records read.
     records: u64,
+    /// Per key of the last topic asked (the rejected records), where its
+    /// last record is: (partition, offset).
+    placed: BTreeMap<String, (i32, i64)>,
 }
 
 /// A partition to read: from `start` to (at least) `end`.
@@ -373,11 +417,17 @@ fn read_back(
             .iter()
             .find(|t| t.name() == topic.as_str())
         {
-            asked.extend(found.partitions().iter().map(|p| (topic.to_string(), p.id())));
+            asked.extend(
+                found
+                    .partitions()
+                    .iter()
+                    .map(|p| (topic.to_string(), p.id())),
+            );
         }
     }
-    let found = kafka::watermarks(consumer, &asked, job.connect_timeout)
-        .map_err(failure("reading the offsets of the output topics".to_owned()))?;
+    let found = kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(failure(
+        "reading the offsets of the output topics".to_owned(),
+    ))?;
     for ((topic, partition), (low, high)) in found {
         let index = topics
             .iter()
@@ -506,6 +556,10 @@ fn read_spans(
                 let index = topics.iter().position(|t| t.as_str() == message.topic());
                 if let (Some(index), Some(key)) = (index, message.key()) {
                     let key = String::from_utf8_lossy(key).into_owned();
+                    if index == topics.len() - 1 {
+                        back.placed
+                            .insert(key.clone(), (message.partition(), message.offset()));
+                    }
                     let value = message
                         .payload()
                         .map(|v| String::from_utf8_lossy(v).into_owned());

@@ -465,12 +465,14 @@ impl<'j> Service<'j> {
     ) -> Result<Self, RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let producer = Rc::new(kafka::producer(&job.kafka, metrics.clone())?);
-        producer
-            .context()
-            .0
-            .lock()
-            .expect("no thread panics holding the lock")
-            .seed(restore.output_ends.iter().cloned());
+        {
+            let mut deliveries = producer
+                .context()
+                .0
+                .lock()
+                .expect("no thread panics holding the lock");
+            deliveries.share(Arc::clone(&restore.outputs));
+        }
         let computed = ProbeHandle::new();
         let published = ProbeHandle::new();
         let first = match &restore.manifest {
@@ -487,6 +489,7 @@ impl<'j> Service<'j> {
                 base: restore.manifest.clone(),
                 run: first,
                 restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
+                rejections: Some((job.topics.rejected.clone(), restore.rejections.clone())),
                 write_delay: job.instrument.checkpoint_write_delay,
             })
         });
@@ -520,7 +523,12 @@ impl<'j> Service<'j> {
                 responsible_for(group as usize, peers) == index
             })?;
             let count = rows.len() as u64;
-            tracing::debug!(worker = index, rows = count, seconds = loading.elapsed().as_secs_f64(), "read this worker's part of the checkpoint");
+            tracing::debug!(
+                worker = index,
+                rows = count,
+                seconds = loading.elapsed().as_secs_f64(),
+                "read this worker's part of the checkpoint"
+            );
             for row in rows {
                 pipeline.restore(row);
             }

@@ -197,6 +197,16 @@ fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Pat
     let floors = manifest
         .outputs
         .expect("a run's checkpoint says where its outputs are read back from");
+    let listing = presence::io::store::describe(state).unwrap();
+    let walkins = format!(
+        "{}/0 {}",
+        topics.walkins,
+        end_offset(brokers, &topics.walkins, 0)
+    );
+    assert!(
+        listing.contains("outputs read back from: ") && listing.contains(&walkins),
+        "{listing}"
+    );
     for topic in [
         &topics.walkins,
         &topics.device_contacts,

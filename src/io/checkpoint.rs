@@ -67,6 +67,9 @@ pub struct CheckpointConfig {
     /// The restore epoch: its updates are the restored state, already in
     /// `base`, not changes to write again.
     pub restored_at: Option<Time>,
+    /// The rejected topic, and the rejected records in it that this run
+    /// does not write again (see [`crate::restore::Restore::rejections`]).
+    pub rejections: Option<(String, Vec<crate::restore::WrittenRejection>)>,
     /// A synthetic delay before each piece is made durable (crash tests
     /// widen the window in which a kill lands inside a write).
     pub write_delay: Duration,
@@ -500,6 +503,7 @@ pub fn coordinate<'scope>(
             .flat_map(|m| m.outputs.iter().flatten())
             .map(|f| ((f.topic.clone(), f.partition), f.offset))
             .collect();
+        let mut pending_rejections = config.rejections.clone();
         let mut last_epoch: Option<Time> = None;
         let mut closed = 0;
         let mut writing: Option<(Cut, Instant)> = None;
@@ -571,14 +575,21 @@ pub fn coordinate<'scope>(
             // that only some workers took never completes. Once a later cut
             // does, the earlier one's pieces go into its checkpoint (the
             // workers that skipped it wrote those changes in the later cut).
+            //
+            // A cut at or below the restore epoch (the first one a restored
+            // run's workers take can be) is the restored checkpoint again,
+            // and earlier runs wrote outputs after it that this run cannot
+            // place: it is never a checkpoint of its own either, and its
+            // pieces go into the next one.
             while let Some(entry) = pieces.first_entry() {
                 let complete = entry.get().len() == peers;
+                let restored = matches!(entry.key(), Cut::At(c) if config.restored_at.is_some_and(|e| *c <= e));
                 let superseded = !complete
                     && pieces
                         .iter()
                         .skip(1)
                         .any(|(_, notes)| notes.len() == peers);
-                if !superseded {
+                if !superseded && !(restored && complete) {
                     break;
                 }
                 let notes = pieces.pop_first().expect("an entry").1;
@@ -620,6 +631,20 @@ pub fn coordinate<'scope>(
                 }
             }
             floors = combine_floors(&notes_of_cut, &floors, cut == Cut::Final);
+            // A rejection an earlier run wrote, of input still to be read
+            // again after this cut, is not written again: the topic is
+            // read back from it.
+            if let Some((topic, written)) = &mut pending_rejections {
+                written.retain(|r| {
+                    partitions
+                        .get(&(r.source.clone(), r.partition))
+                        .is_none_or(|p| r.offset >= p.next)
+                });
+                for r in written.iter() {
+                    let floor = floors.entry((topic.clone(), r.out_partition)).or_insert(r.out_offset);
+                    *floor = (*floor).min(r.out_offset);
+                }
+            }
             let mut written: Vec<PieceInfo> = Vec::new();
             let mut failed = Vec::new();
             for note in notes_of_cut {

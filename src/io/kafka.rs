@@ -213,7 +213,10 @@ pub fn watermarks<C: ConsumerContext>(
                 _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
             }
         };
-        found.insert((topic.clone(), *partition), (offset(&lows)?, offset(&highs)?));
+        found.insert(
+            (topic.clone(), *partition),
+            (offset(&lows)?, offset(&highs)?),
+        );
     }
     Ok(found)
 }
@@ -318,8 +321,9 @@ pub fn assign(
         .iter()
         .map(|p| (p.topic.clone(), p.partition))
         .collect();
-    let found = watermarks(consumer, &asked, timeout)
-        .map_err(failure("reading the offsets of the input partitions".to_owned()))?;
+    let found = watermarks(consumer, &asked, timeout).map_err(failure(
+        "reading the offsets of the input partitions".to_owned(),
+    ))?;
     let ends: Vec<(i64, i64)> = asked.iter().map(|p| found[p]).collect();
     let mut list = TopicPartitionList::new();
     for (p, start) in partitions.iter().zip(starts) {
@@ -339,6 +343,13 @@ pub fn assign(
 /// Per output topic and partition, an offset (see [`Deliveries::floors`]).
 pub type Floors = BTreeMap<(String, i32), i64>;
 
+/// Per output topic and partition, one past the greatest offset any
+/// producer of the process has seen acknowledged (or the partition's end
+/// when the run started, if greater): shared by the workers' producers, so
+/// that a worker that has written nothing to a partition yet still knows
+/// where the process's records there end.
+pub type Acked = Arc<Mutex<HashMap<String, BTreeMap<i32, i64>>>>;
+
 /// Outstanding output records per logical time, shared with the producer's
 /// delivery callback; and where the records of later logical times can be
 /// in the output partitions, for checkpoints.
@@ -346,9 +357,8 @@ pub type Floors = BTreeMap<(String, i32), i64>;
 pub struct Deliveries {
     pending: BTreeMap<u64, usize>,
     failure: Option<(String, KafkaError)>,
-    /// Per topic and partition, one past the greatest offset acknowledged
-    /// (or the partition's end when the run started, if greater).
-    acked: HashMap<String, BTreeMap<i32, i64>>,
+    /// What the process's producers have seen acknowledged.
+    acked: Acked,
     /// Cuts are multiples of this logical time (with checkpoints).
     every: Option<u64>,
     /// The least cut not yet reached: every record sent so far has a time
@@ -399,31 +409,32 @@ impl Deliveries {
         self.every = Some(every.max(1));
     }
 
-    /// Notes where output partitions ended when the run started: this run
-    /// writes nothing below.
-    pub fn seed(&mut self, ends: impl IntoIterator<Item = (String, i32, i64)>) {
-        for (topic, partition, end) in ends {
-            let next = self
-                .acked
-                .entry(topic)
-                .or_default()
-                .entry(partition)
-                .or_default();
-            *next = (*next).max(end);
-        }
+    /// Shares `acked` with the other producers of the process: where the
+    /// output partitions ended when the run started (this run writes
+    /// nothing below), then what any of them saw acknowledged.
+    pub fn share(&mut self, acked: Acked) {
+        self.acked = acked;
     }
 
     fn delivered(&mut self, topic: &str, partition: i32, offset: i64) {
-        if !self.acked.contains_key(topic) {
-            self.acked.insert(topic.to_owned(), BTreeMap::new());
+        let mut acked = self
+            .acked
+            .lock()
+            .expect("no thread panics holding the lock");
+        if !acked.contains_key(topic) {
+            acked.insert(topic.to_owned(), BTreeMap::new());
         }
-        let partitions = self.acked.get_mut(topic).expect("inserted above");
+        let partitions = acked.get_mut(topic).expect("inserted above");
         let next = partitions.entry(partition).or_default();
         *next = (*next).max(offset + 1);
     }
 
     fn current(&self) -> Floors {
-        self.acked
+        let acked = self
+            .acked
+            .lock()
+            .expect("no thread panics holding the lock");
+        acked
             .iter()
             .flat_map(|(topic, partitions)| {
                 partitions
@@ -435,9 +446,9 @@ impl Deliveries {
 
     /// For the cut at `cut` (`None`: the final cut, after which nothing is
     /// sent), per output partition an offset at or above which is every
-    /// record this producer sends at a time at or after the cut: what was
-    /// acknowledged before the first such record was sent. A partition
-    /// missing has no such offset known.
+    /// record this producer sends at a time at or after the cut: what the
+    /// process saw acknowledged before the first such record was sent. A
+    /// partition missing has no such offset known.
     ///
     /// A broker appends a partition's records in the order it receives
     /// them, so a record sent after an acknowledgement lands above it.
@@ -780,7 +791,9 @@ mod tests {
     fn a_cut_s_floor_is_what_was_acknowledged_before_its_first_record_was_sent() {
         let mut d = Deliveries::default();
         d.track_cuts(10);
-        d.seed([("walkins".to_owned(), 0, 5), ("walkins".to_owned(), 1, 0)]);
+        d.share(Arc::new(Mutex::new(
+            [("walkins".to_owned(), [(0, 5), (1, 0)].into())].into(),
+        )));
         d.sent(3);
         d.delivered("walkins", 0, 5);
         d.sent(7);
@@ -816,7 +829,11 @@ mod tests {
         for (partition, n) in [(0, 3), (2, 5)] {
             for _ in 0..n {
                 producer
-                    .send(BaseRecord::<(), str>::to("t").partition(partition).payload("x"))
+                    .send(
+                        BaseRecord::<(), str>::to("t")
+                            .partition(partition)
+                            .payload("x"),
+                    )
                     .unwrap();
             }
         }
@@ -828,9 +845,23 @@ mod tests {
             let one = consumer
                 .fetch_watermarks(topic, *partition, Duration::from_secs(10))
                 .unwrap();
-            assert_eq!(found[&(topic.clone(), *partition)], one, "{topic}/{partition}");
+            assert_eq!(
+                found[&(topic.clone(), *partition)],
+                one,
+                "{topic}/{partition}"
+            );
         }
         assert_eq!(found[&("t".to_owned(), 2)], (0, 5));
+    }
+
+    #[test]
+    fn a_producer_knows_what_the_process_s_others_saw_acknowledged() {
+        let acked = Acked::default();
+        let (mut a, mut b) = (Deliveries::default(), Deliveries::default());
+        a.share(Arc::clone(&acked));
+        b.share(Arc::clone(&acked));
+        a.delivered("walkins", 0, 10);
+        assert_eq!(floor(&b.floors(None), 0), Some(11));
     }
 
     #[test]

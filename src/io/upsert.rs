@@ -144,120 +144,109 @@ where
         Restored::Tail(epoch) | Restored::Unchanged(epoch) => Some(epoch),
     };
     let updates = match restored {
-        Restored::Unchanged(epoch) => collection
-            .inner
-            .filter(move |(_, time, _)| *time != epoch),
+        Restored::Unchanged(epoch) => collection.inner.filter(move |(_, time, _)| *time != epoch),
         _ => collection.inner,
     };
-    updates
-        .binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(
-            existing,
-            by_key,
-            existing_by_key,
-            &format!("Upsert {topic}"),
-            move |_capability, info| {
-                let activator = scope.activator_for(info.address.clone());
-                let mut stash: Pending<D> = BTreeMap::new();
-                let mut held: BTreeMap<Time, BTreeMap<String, Option<String>>> = BTreeMap::new();
-                let mut unacknowledged = Unacknowledged {
-                    held: BTreeMap::new(),
-                };
-                move |(input, frontier), (existing_input, existing_frontier), output| {
-                    existing_input.for_each_stamp(|capability, data| {
-                        let time = *capability.least().expect("a total order has a least time");
-                        let rows = held.entry(time).or_default();
-                        for batch in data {
-                            for row in batch.drain(..) {
-                                rows.insert(row.key, row.value);
-                            }
+    updates.binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(
+        existing,
+        by_key,
+        existing_by_key,
+        &format!("Upsert {topic}"),
+        move |_capability, info| {
+            let activator = scope.activator_for(info.address.clone());
+            let mut stash: Pending<D> = BTreeMap::new();
+            let mut held: BTreeMap<Time, BTreeMap<String, Option<String>>> = BTreeMap::new();
+            let mut unacknowledged = Unacknowledged {
+                held: BTreeMap::new(),
+            };
+            move |(input, frontier), (existing_input, existing_frontier), output| {
+                existing_input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    let rows = held.entry(time).or_default();
+                    for batch in data {
+                        for row in batch.drain(..) {
+                            rows.insert(row.key, row.value);
                         }
-                        // The restore epoch has updates (the restored state)
-                        // or none at all: hold its time either way.
-                        stash
-                            .entry(time)
-                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                    });
-                    input.for_each_stamp(|capability, data| {
-                        for batch in data {
-                            for (row, time, diff) in batch.drain(..) {
-                                let (_, updates) = stash
-                                    .entry(time)
-                                    .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                                updates.push((row, diff));
-                            }
+                    }
+                    // The restore epoch has updates (the restored state)
+                    // or none at all: hold its time either way.
+                    stash
+                        .entry(time)
+                        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                });
+                input.for_each_stamp(|capability, data| {
+                    for batch in data {
+                        for (row, time, diff) in batch.drain(..) {
+                            let (_, updates) = stash
+                                .entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                            updates.push((row, diff));
                         }
-                    });
-                    while let Some(entry) = stash.first_entry() {
-                        if frontier.less_equal(entry.key())
-                            || existing_frontier.less_equal(entry.key())
-                        {
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) || existing_frontier.less_equal(entry.key())
+                    {
+                        break;
+                    }
+                    let time = *entry.key();
+                    // A synthetic delay (`presence bench` only): hold the
+                    // time's rows until `delay` past it on the wall clock.
+                    if !delay.is_zero() {
+                        let due = time + delay.as_millis() as u64;
+                        let now = crate::clock::now_ms();
+                        if now < due {
+                            activator.activate_after(Duration::from_millis(due - now));
                             break;
                         }
-                        let time = *entry.key();
-                        // A synthetic delay (`presence bench` only): hold the
-                        // time's rows until `delay` past it on the wall clock.
-                        if !delay.is_zero() {
-                            let due = time + delay.as_millis() as u64;
-                            let now = crate::clock::now_ms();
-                            if now < due {
-                                activator.activate_after(Duration::from_millis(due - now));
-                                break;
-                            }
-                        }
-                        let (capability, mut updates) = entry.remove();
-                        let topic_rows = held.remove(&time);
-                        if tail_only == Some(time) {
-                            // Only keys in the tail can differ from the
-                            // restored state: the rest need no work at all.
-                            match &topic_rows {
-                                Some(tail) if !tail.is_empty() => {
-                                    updates.retain(|(row, _)| tail.contains_key(&row.key()))
-                                }
-                                _ => updates.clear(),
-                            }
-                        }
-                        differential_dataflow::consolidation::consolidate(&mut updates);
-                        // Per key: the inserted row if any (there is at most one
-                        // row per key at a time), else a tombstone.
-                        let mut rows: BTreeMap<String, Option<D>> = BTreeMap::new();
-                        for (row, diff) in updates {
-                            let current = rows.entry(row.key()).or_insert(None);
-                            if diff > 0 {
-                                *current = Some(row);
-                            }
-                        }
-                        if tail_only == Some(time) {
-                            rows = reconcile(rows, topic_rows.unwrap_or_default(), true);
-                        } else if let Some(topic_rows) = topic_rows {
-                            rows = reconcile(rows, topic_rows, false);
-                        }
-                        if let Some(metrics) = &inserted {
-                            let rows = rows.values().filter(|row| row.is_some()).count() as u64;
-                            metrics.update(|f| f.walkins_emitted += rows);
-                        }
-                        if rows.is_empty() {
-                            continue; // the updates cancelled out
-                        }
-                        for (key, row) in rows {
-                            let value = row.map(|row| value(&row, time));
-                            send_or_fail(
-                                &producer,
-                                &topic,
-                                None,
-                                Some(&key),
-                                value.as_deref(),
-                                time,
-                            );
-                        }
-                        output.session(&capability).give(Note::Written);
-                        unacknowledged.hold(&capability);
                     }
-                    if unacknowledged.release(&producer) {
-                        activator.activate_after(ACK_POLL);
+                    let (capability, mut updates) = entry.remove();
+                    let topic_rows = held.remove(&time);
+                    if tail_only == Some(time) {
+                        // Only keys in the tail can differ from the
+                        // restored state: the rest need no work at all.
+                        match &topic_rows {
+                            Some(tail) if !tail.is_empty() => {
+                                updates.retain(|(row, _)| tail.contains_key(&row.key()))
+                            }
+                            _ => updates.clear(),
+                        }
                     }
+                    differential_dataflow::consolidation::consolidate(&mut updates);
+                    // Per key: the inserted row if any (there is at most one
+                    // row per key at a time), else a tombstone.
+                    let mut rows: BTreeMap<String, Option<D>> = BTreeMap::new();
+                    for (row, diff) in updates {
+                        let current = rows.entry(row.key()).or_insert(None);
+                        if diff > 0 {
+                            *current = Some(row);
+                        }
+                    }
+                    if tail_only == Some(time) {
+                        rows = reconcile(rows, topic_rows.unwrap_or_default(), true);
+                    } else if let Some(topic_rows) = topic_rows {
+                        rows = reconcile(rows, topic_rows, false);
+                    }
+                    if let Some(metrics) = &inserted {
+                        let rows = rows.values().filter(|row| row.is_some()).count() as u64;
+                        metrics.update(|f| f.walkins_emitted += rows);
+                    }
+                    if rows.is_empty() {
+                        continue; // the updates cancelled out
+                    }
+                    for (key, row) in rows {
+                        let value = row.map(|row| value(&row, time));
+                        send_or_fail(&producer, &topic, None, Some(&key), value.as_deref(), time);
+                    }
+                    output.session(&capability).give(Note::Written);
+                    unacknowledged.hold(&capability);
                 }
-            },
-        )
+                if unacknowledged.release(&producer) {
+                    activator.activate_after(ACK_POLL);
+                }
+            }
+        },
+    )
 }
 
 /// Writes rejected records to `topic`, keyed by where they were read

@@ -371,6 +371,19 @@ struct ReadBack {
     placed: BTreeMap<String, (i32, i64)>,
 }
 
+/// A Kafka client's failure while `job` was `action`.
+fn client_failure(
+    job: &RunJob,
+    action: String,
+) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaFailure {
+    let brokers = job.kafka.brokers.clone();
+    move |source| KafkaFailure::Client {
+        brokers,
+        action,
+        source: Box::new(source),
+    }
+}
+
 /// A partition to read: from `start` to (at least) `end`.
 struct Span {
     topic: usize,
@@ -391,14 +404,7 @@ fn read_back(
     topics: &[&String],
     floors: Option<&BTreeMap<(String, i32), i64>>,
 ) -> Result<ReadBack, RunError> {
-    let failure = |action: String| {
-        let brokers = job.kafka.brokers.clone();
-        move |source| KafkaFailure::Client {
-            brokers,
-            action,
-            source: Box::new(source),
-        }
-    };
+    let failure = |action: String| client_failure(job, action);
     // All topics' metadata: asking for one by name may create it.
     let metadata = consumer
         .fetch_metadata(None, job.connect_timeout)
@@ -510,14 +516,7 @@ fn read_spans(
     spans: &[Span],
     back: &mut ReadBack,
 ) -> Result<BTreeMap<(String, i32), i64>, RunError> {
-    let failure = |action: String| {
-        let brokers = job.kafka.brokers.clone();
-        move |source| KafkaFailure::Client {
-            brokers,
-            action,
-            source: Box::new(source),
-        }
-    };
+    let failure = |action: String| client_failure(job, action);
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut list = TopicPartitionList::new();

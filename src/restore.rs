@@ -38,7 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dataflow::Time;
 use crate::io::kafka::{self, InputPartition, KafkaFailure, Rebalances};
 use crate::io::store::{self, Manifest, Origin, RecordedParams, StoreError};
-use crate::io::upsert::Existing;
+use crate::io::upsert::{Existing, Restored};
 use crate::run::{RunError, RunJob};
 
 /// How long, past the end offsets a broker reports, a topic being read back
@@ -240,13 +240,10 @@ pub fn prepare(
             .map(|state| (state.topic.clone(), state.partition))
             .collect();
         let watermarks =
-            kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(|source| {
-                KafkaFailure::Client {
-                    brokers: job.kafka.brokers.clone(),
-                    action: "reading the offsets of the input partitions".to_owned(),
-                    source: Box::new(source),
-                }
-            })?;
+            kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(client_failure(
+                job,
+                "reading the offsets of the input partitions".to_owned(),
+            ))?;
         for state in known {
             let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
             if state.next < first {
@@ -337,6 +334,27 @@ pub fn prepare(
         manifest: Some(manifest),
         began: Some(began),
     })
+}
+
+impl Restore {
+    /// What each upsert sink (walk-ins, device contacts, enriched walk-ins,
+    /// counts) knows of its topic at the restore epoch.
+    pub fn sinks(&self) -> [Restored; 4] {
+        let mut sinks = [Restored::Whole; 4];
+        if self.manifest.is_none() {
+            return sinks;
+        }
+        for (index, sink) in sinks.iter_mut().enumerate() {
+            if self.tails[index] {
+                let read = self.existing.iter().any(|e| e.topic as usize == index);
+                *sink = match read {
+                    true => Restored::Tail(self.epoch),
+                    false => Restored::Unchanged(self.epoch),
+                };
+            }
+        }
+        sinks
+    }
 }
 
 impl From<Refusal> for RunError {
@@ -442,8 +460,11 @@ fn read_back(
         back.ends.insert((topic, partition), high);
         watermarks[index].push((partition, low, high));
     }
-    for (index, topic) in topics.iter().enumerate() {
-        let floor = |p: i32| floors.and_then(|f| f.get(&(topic.to_string(), p)).copied());
+    // The checkpoint's offset for topic `index`, partition `p`.
+    let floor =
+        |index: usize, p: i32| floors.and_then(|f| f.get(&(topics[index].to_string(), p)).copied());
+    for index in 0..topics.len() {
+        let floor = |p: i32| floor(index, p);
         // A tail read only where it skips something: from floors at a
         // partition's beginning it is a full read, and a topic emptied
         // since would not show as shorter than the checkpoint knew it.
@@ -459,11 +480,10 @@ fn read_back(
         let mut spans = Vec::new();
         for &index in which {
             for &(partition, low, high) in &watermarks[index] {
-                let floor = floors.and_then(|f| f.get(&(topics[index].to_string(), partition)));
-                let start = match (back.tails[index], floor) {
+                let start = match (back.tails[index], floor(index, partition)) {
                     // A broker may report an end short of its last batch
                     // (tansu): from there, the rest is read.
-                    (true, Some(&floor)) => floor.min(high).max(low),
+                    (true, Some(floor)) => floor.min(high).max(low),
                     _ => low,
                 };
                 if high > low {
@@ -490,8 +510,7 @@ fn read_back(
         .filter(|&index| {
             watermarks[index].iter().any(|&(partition, low, _)| {
                 let key = (topics[index].to_string(), partition);
-                let floor = floors.and_then(|f| f.get(&key)).copied().unwrap_or(0);
-                next.get(&key).copied().unwrap_or(low) < floor
+                next.get(&key).copied().unwrap_or(low) < floor(index, partition).unwrap_or(0)
             })
         })
         .collect();
@@ -586,11 +605,7 @@ fn read_spans(
 /// The greatest frontier in the progress topic (its last messages).
 fn last_frontier(consumer: &BaseConsumer<Rebalances>, job: &RunJob) -> Result<u64, RunError> {
     let topic = &job.topics.progress;
-    let failure = |source| KafkaFailure::Client {
-        brokers: job.kafka.brokers.clone(),
-        action: format!("reading {topic}"),
-        source: Box::new(source),
-    };
+    let failure = |source| client_failure(job, format!("reading {topic}"))(source);
     let metadata = consumer
         .fetch_metadata(None, job.connect_timeout)
         .map_err(failure)?;

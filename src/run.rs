@@ -497,20 +497,16 @@ impl<'j> Service<'j> {
         let group = (index == 0)
             .then(|| GroupOffsets::new(&job.kafka))
             .transpose()?;
-        let mut tails = [upsert::Restored::Whole; 4];
-        if restore.manifest.is_some() {
-            for (index, tail) in tails.iter_mut().enumerate() {
-                if restore.tails[index] {
-                    let read = restore.existing.iter().any(|e| e.topic as usize == index);
-                    *tail = match read {
-                        true => upsert::Restored::Tail(restore.epoch),
-                        false => upsert::Restored::Unchanged(restore.epoch),
-                    };
-                }
-            }
-        }
         let mut pipeline = build(
-            worker, job, &producer, metrics, &computed, &published, checkpoint, group, tails,
+            worker,
+            job,
+            &producer,
+            metrics,
+            &computed,
+            &published,
+            checkpoint,
+            group,
+            restore.sinks(),
         );
         pipeline.advance_to(first);
         let mut restored = BTreeMap::new();

@@ -324,25 +324,22 @@ fn combine_floors(
     previous: &crate::io::kafka::Floors,
     last: bool,
 ) -> crate::io::kafka::Floors {
-    let mut combined: crate::io::kafka::Floors = BTreeMap::new();
-    for note in notes {
-        for (topic, partition, _) in &note.outputs {
-            combined.insert((topic.clone(), *partition), if last { 0 } else { i64::MAX });
-        }
-    }
-    for (key, floor) in combined.iter_mut() {
-        for note in notes {
-            let worker = note
-                .outputs
+    let workers: Vec<BTreeMap<(&str, i32), i64>> = notes
+        .iter()
+        .map(|note| {
+            note.outputs
                 .iter()
-                .find(|(topic, partition, _)| (topic, partition) == (&key.0, &key.1))
-                .map_or(0, |(_, _, offset)| *offset);
-            *floor = if last {
-                (*floor).max(worker)
-            } else {
-                (*floor).min(worker)
-            };
-        }
+                .map(|(topic, partition, offset)| ((topic.as_str(), *partition), *offset))
+                .collect()
+        })
+        .collect();
+    let mut combined: crate::io::kafka::Floors = BTreeMap::new();
+    for &(topic, partition) in workers.iter().flat_map(|w| w.keys()) {
+        let each = workers
+            .iter()
+            .map(|w| w.get(&(topic, partition)).copied().unwrap_or(0));
+        let floor = if last { each.max() } else { each.min() };
+        combined.insert((topic.to_owned(), partition), floor.unwrap_or(0));
     }
     for (key, &floor) in previous {
         let at = combined.entry(key.clone()).or_insert(floor);
@@ -589,7 +586,7 @@ pub fn coordinate<'scope>(
                         .iter()
                         .skip(1)
                         .any(|(_, notes)| notes.len() == peers);
-                if !superseded && !(restored && complete) {
+                if !(superseded || (restored && complete)) {
                     break;
                 }
                 let notes = pieces.pop_first().expect("an entry").1;

@@ -60,6 +60,23 @@ pub enum Fetched<'e> {
         /// The client's explanation.
         detail: String,
     },
+    /// The client fetched a partition at an offset it does not hold, and
+    /// stopped fetching it (`auto.offset.reset=error`: see
+    /// [`crate::io::kafka::consumer`]). Either records were deleted before
+    /// they were read, or the client lost its place: librdkafka 2.12 misreads
+    /// the bytes after a batch that fails its CRC check (it skips to the
+    /// batch's length as if it were a position) and can take an offset
+    /// parsed from them as its next one.
+    OutOfRange {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The offset the client fetched.
+        offset: i64,
+        /// The client's explanation.
+        detail: String,
+    },
     /// Any other error the client reports (it retries by itself).
     Error {
         /// The client's explanation.
@@ -176,23 +193,30 @@ impl Event<'_> {
                     let code = rdsys::rd_kafka_event_error(event);
                     let detail = text(rdsys::rd_kafka_event_error_string(event));
                     let place = rdsys::rd_kafka_event_topic_partition(event);
-                    if let (true, Some(place)) = (unreadable(code), place.as_ref()) {
-                        let fetched = Fetched::Unreadable {
-                            topic: text(place.topic),
-                            partition: place.partition,
-                            offset: place.offset,
-                            detail,
-                        };
-                        rdsys::rd_kafka_topic_partition_destroy(place as *const _ as *mut _);
-                        return fetched;
-                    }
-                    if !place.is_null() {
-                        rdsys::rd_kafka_topic_partition_destroy(place);
-                    }
-                    // auto.offset.reset=error (see `kafka::consumer`): the
-                    // broker deleted records presence had not read yet.
+                    // auto.offset.reset=error (see `kafka::consumer`).
                     let out_of_range =
                         code == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
+                    if let Some(place) = place.as_ref() {
+                        let (topic, partition, offset) =
+                            (text(place.topic), place.partition, place.offset);
+                        rdsys::rd_kafka_topic_partition_destroy(place as *const _ as *mut _);
+                        if unreadable(code) {
+                            return Fetched::Unreadable {
+                                topic,
+                                partition,
+                                offset,
+                                detail,
+                            };
+                        }
+                        if out_of_range {
+                            return Fetched::OutOfRange {
+                                topic,
+                                partition,
+                                offset,
+                                detail,
+                            };
+                        }
+                    }
                     Fetched::Error {
                         detail: if out_of_range {
                             format!("{detail}: the offset to read is outside the partition (retention deleted records presence had not read, or the topic was recreated); see docs/operations.md")

@@ -280,6 +280,17 @@ impl KafkaSource {
                         format!("record at offset {offset}: {detail}"),
                     )));
                 }
+                Fetched::OutOfRange {
+                    topic,
+                    partition,
+                    offset,
+                    detail,
+                } => {
+                    let Some(&at) = self.by_name.get(&(topic, partition)) else {
+                        continue;
+                    };
+                    self.reposition(at, offset, &detail)?;
+                }
                 Fetched::Error { detail, fatal } => {
                     if fatal {
                         return Err(KafkaFailure::Fatal {
@@ -293,6 +304,53 @@ impl KafkaSource {
             }
         }
         Ok(read)
+    }
+
+    /// The client stopped fetching partition `at` because it fetched at
+    /// `fetched`, an offset the partition does not hold. If the partition
+    /// still holds the next offset the source needs, the client lost its
+    /// place (see [`Fetched::OutOfRange`]): every partition is assigned again
+    /// at its next offset, and reading goes on as if nothing happened.
+    /// Otherwise records were deleted before they were read, or the topic
+    /// was recreated: the service cannot go on without losing them.
+    fn reposition(&self, at: usize, fetched: i64, detail: &str) -> Result<(), KafkaFailure> {
+        let brokers = &self.options.kafka.brokers;
+        let failure = |action: String| {
+            move |source| KafkaFailure::Client {
+                brokers: brokers.clone(),
+                action,
+                source: Box::new(source),
+            }
+        };
+        let partition = &self.partitions[at];
+        let (topic, number, next) = (&partition.topic, partition.number, partition.next);
+        let place = (topic.clone(), number);
+        let found = kafka::watermarks(
+            self.fetcher.consumer(),
+            std::slice::from_ref(&place),
+            self.options.connect_timeout,
+        )
+        .map_err(failure(format!("reading the offsets of {topic}/{number}")))?;
+        let (low, high) = found[&place];
+        if !(low..=high).contains(&next) {
+            return Err(KafkaFailure::Fatal {
+                brokers: brokers.clone(),
+                detail: format!(
+                    "{topic}/{number}: the next offset to read, {next}, is outside the partition's offsets {low} to {high} (retention deleted records presence had not read, or the topic was recreated; see docs/operations.md): {detail}"
+                ),
+            });
+        }
+        tracing::warn!(topic = %topic, partition = number, fetched, next, low, high,
+            "the Kafka client fetched an offset the partition does not hold; reading on from the next offset");
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in &self.partitions {
+            list.add_partition_offset(&p.topic, p.number, Offset::Offset(p.next))
+                .map_err(failure(format!("assigning {}/{} again", p.topic, p.number)))?;
+        }
+        self.fetcher
+            .consumer()
+            .assign(&list)
+            .map_err(failure("assigning the input partitions again".to_owned()))
     }
 
     /// The event-time promise for every probe this source hands on from now
@@ -461,6 +519,116 @@ mod tests {
             Ingested::Rejected(r) => assert!(r.detail.contains("idle"), "{r:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Writes `lines` to partition 0 of `probes`.
+    fn produce(
+        mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        lines: &[String],
+    ) {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap();
+        for line in lines {
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("probes")
+                        .partition(0)
+                        .payload(line),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// Reads until `count` records arrived, giving the offsets of the
+    /// rejected ones (the records here are all not JSON), or the failure.
+    fn read_offsets(source: &mut KafkaSource, count: usize) -> Result<Vec<u64>, KafkaFailure> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut offsets = Vec::new();
+        while offsets.len() < count {
+            assert!(Instant::now() < deadline, "read only {offsets:?}");
+            source.read(count - offsets.len(), NOW, |ingested| match ingested {
+                Ingested::Rejected(r) => offsets.push(r.offset),
+                other => panic!("{other:?}"),
+            })?;
+        }
+        Ok(offsets)
+    }
+
+    /// A client that fetched an offset the partition does not hold (as
+    /// librdkafka does after misreading a corrupt batch) has not lost a
+    /// record: the source reads on from its next offset, nothing twice.
+    #[test]
+    fn a_client_that_lost_its_place_reads_on_from_the_next_offset() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        let lines = |range: std::ops::Range<u64>| {
+            range.map(|i| format!("not json {i}")).collect::<Vec<_>>()
+        };
+        produce(&mock, &lines(0..10));
+        let mut source = source(&mock);
+        let first = read_offsets(&mut source, 4).unwrap();
+        assert_eq!(first, vec![0, 1, 2, 3]);
+        // The client's own position jumps somewhere the partition never
+        // held (this one is "00000004" read as an offset, as librdkafka did).
+        source
+            .fetcher
+            .consumer()
+            .seek(
+                "probes",
+                0,
+                Offset::Offset(3_472_328_278_817_272_692),
+                Duration::ZERO,
+            )
+            .unwrap();
+        produce(&mock, &lines(10..11));
+        let rest = read_offsets(&mut source, 7).unwrap();
+        assert_eq!(rest, (4..11).collect::<Vec<_>>());
+        assert_eq!(source.partitions[0].next, 11);
+    }
+
+    /// A partition that no longer holds the next offset the source needs
+    /// (here: a checkpoint's offset past a recreated topic's end) stops the
+    /// source with a line naming the partition and both offsets.
+    #[test]
+    fn a_partition_without_the_next_offset_stops_the_source_saying_where() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        produce(
+            &mock,
+            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
+        );
+        let restored = BTreeMap::from([(
+            ("probes".to_owned(), 0),
+            PartitionState {
+                topic: "probes".into(),
+                partition: 0,
+                next: 100,
+                high_water: None,
+                floor: 0,
+            },
+        )]);
+        let mut source = source(&mock);
+        source = KafkaSource::open(
+            source.options.clone(),
+            &[InputPartition {
+                kind: Kind::Probe,
+                topic: "probes".into(),
+                partition: 0,
+            }],
+            0,
+            1,
+            &restored,
+        )
+        .unwrap();
+        let failure = read_offsets(&mut source, 1).unwrap_err().to_string();
+        assert!(
+            failure.contains("probes/0: the next offset to read, 100, is outside the partition's offsets 0 to 10"),
+            "{failure}"
+        );
     }
 
     #[test]

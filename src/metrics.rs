@@ -42,6 +42,8 @@ pub struct WorkerFigures {
     /// The logical time below which every output update (of every worker)
     /// is acknowledged, as this worker last saw it.
     pub output_frontier: Option<u64>,
+    /// Output records its sinks hold because the producer's queue was full.
+    pub output_waiting: usize,
 }
 
 /// Checkpoints written and restored by this process.
@@ -131,6 +133,8 @@ pub struct Figures {
     pub produced: BTreeMap<String, u64>,
     /// Output records the broker acknowledged, per topic.
     pub acknowledged: BTreeMap<String, u64>,
+    /// Times a sink found the producer's queue full and kept its records.
+    pub output_queue_full: u64,
     /// Latency from ingestion (a record's logical time) to acknowledgement:
     /// counts per bucket of [`LATENCY_BUCKETS_MS`] plus one for +Inf.
     pub latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
@@ -410,6 +414,30 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "presence_output_records_produced_total{{topic=\"{topic}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "output_queue_full_total",
+            "counter",
+            "Times a sink found the producer's queue full and kept its records to send later (the broker is slower than the output).",
+        );
+        let _ = writeln!(
+            out,
+            "presence_output_queue_full_total {}",
+            f.output_queue_full
+        );
+        family(
+            &mut out,
+            "output_records_waiting",
+            "gauge",
+            "Output records a worker's sinks hold because the producer's queue was full.",
+        );
+        for (worker, w) in &f.workers {
+            let _ = writeln!(
+                out,
+                "presence_output_records_waiting{{worker=\"{worker}\"}} {}",
+                w.output_waiting
             );
         }
         family(

@@ -67,6 +67,9 @@ const METRICS_EVERY: Duration = Duration::from_millis(250);
 const EPOCH_MESSAGES: usize = 1 << 16;
 /// How far (ms of logical time) a worker may read ahead of the acknowledged outputs.
 const MAX_MS_IN_FLIGHT: u64 = 2_000;
+/// How many records of its input a worker's sinks may hold that the
+/// producer's queue (100,000 messages by default) had no room for.
+const MAX_RECORDS_WAITING: usize = 100_000;
 /// The default of `--progress-interval`: ten frontiers a second at most is
 /// fresh enough for readers that wait on one and cheap for the topic.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -421,6 +424,10 @@ struct Service<'j> {
     pipeline: Pipeline,
     source: KafkaSource,
     producer: Rc<BaseProducer<DeliveryTracker>>,
+    /// The sinks' handle on it: how many records wait for room in its queue.
+    sender: upsert::Sender,
+    /// The restore epoch, if the run restored a checkpoint.
+    restore_epoch: Option<Time>,
     /// The frontier of the outputs before the sinks (in-dataflow latency).
     computed: ProbeHandle<Time>,
     /// Done once the final progress message is handed to the producer.
@@ -497,10 +504,15 @@ impl<'j> Service<'j> {
         let group = (index == 0)
             .then(|| GroupOffsets::new(&job.kafka))
             .transpose()?;
+        let sender = upsert::Sender::new(
+            Rc::clone(&producer),
+            restore.manifest.as_ref().map(|_| first),
+            metrics.clone(),
+        );
         let mut pipeline = build(
             worker,
             job,
-            &producer,
+            &sender,
             metrics,
             &computed,
             &published,
@@ -555,6 +567,8 @@ impl<'j> Service<'j> {
             pipeline,
             source,
             producer,
+            restore_epoch: restore.manifest.as_ref().map(|_| first),
+            sender,
             computed,
             published,
             summary: Summary::default(),
@@ -566,13 +580,32 @@ impl<'j> Service<'j> {
         })
     }
 
-    /// Steps the dataflow while the acknowledged outputs are more than
-    /// [`MAX_MS_IN_FLIGHT`] behind: memory stays bounded however fast the
-    /// input arrives.
+    /// Steps the dataflow without reading while [`Service::held_back`]:
+    /// memory stays bounded however fast the input arrives.
     fn hold_back(&mut self, worker: &mut Worker, shutdown: &AtomicBool) {
-        while self.pipeline.lagging(MAX_MS_IN_FLIGHT) && !shutdown.load(Ordering::Relaxed) {
+        while self.held_back() && !shutdown.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(1)));
             kafka::serve(&self.producer);
+        }
+    }
+
+    /// Whether reading must wait: the sinks hold more than
+    /// [`MAX_RECORDS_WAITING`] records of the input that the producer had no
+    /// room for, or the acknowledged outputs are more than
+    /// [`MAX_MS_IN_FLIGHT`] behind. While the restored rows are being
+    /// written (seconds, for a hand-off to empty topics), the outputs cannot
+    /// pass the restore epoch; then it is the outputs before the sinks that
+    /// must keep up, and the records after them wait in the sinks, counted.
+    fn held_back(&self) -> bool {
+        if self.sender.waiting() > MAX_RECORDS_WAITING {
+            return true;
+        }
+        let behind = self.pipeline.epoch().saturating_sub(MAX_MS_IN_FLIGHT);
+        match self.restore_epoch {
+            Some(epoch) if self.pipeline.probe().less_equal(&epoch) => {
+                self.computed.less_than(&behind)
+            }
+            _ => self.pipeline.lagging(MAX_MS_IN_FLIGHT),
         }
     }
 
@@ -651,6 +684,7 @@ impl<'j> Service<'j> {
             frontier_delay_ms: promised.map(|p| now_ms().saturating_sub(p)),
             window: self.pipeline.window_stats().get(),
             output_frontier: self.pipeline.probe().with_frontier(|f| f.first().copied()),
+            output_waiting: self.sender.held(),
         };
         let index = self.index;
         self.metrics.update(|f| {
@@ -744,7 +778,7 @@ fn serve(
 fn build(
     worker: &mut Worker,
     job: &RunJob,
-    producer: &Rc<BaseProducer<DeliveryTracker>>,
+    sender: &upsert::Sender,
     metrics: &Metrics,
     computed: &ProbeHandle<Time>,
     published: &ProbeHandle<Time>,
@@ -753,7 +787,8 @@ fn build(
     tails: [upsert::Restored; 4],
 ) -> Pipeline {
     let t = job.topics.clone();
-    let (producer, metrics) = (Rc::clone(producer), metrics.clone());
+    let (producer, metrics) = (Rc::clone(sender.producer()), metrics.clone());
+    let sender = sender.clone();
     let (computed, published) = (computed.clone(), published.clone());
     let delay = job.instrument.delay_outputs;
     let interval = job.progress_interval;
@@ -770,7 +805,7 @@ fn build(
                     .clone()
                     .flat_map(move |row| (row.topic == index).then_some(row))
             };
-            let (p, c) = (&producer, &computed);
+            let (p, c) = (&sender, &computed);
             let written = vec![
                 upsert_sink(
                     outputs.walkins,
@@ -816,13 +851,8 @@ fn build(
                     c,
                     probe,
                 ),
-                upsert::rejected(
-                    sides.rejected,
-                    existing(4),
-                    t.rejected,
-                    Rc::clone(&producer),
-                )
-                .probe_with(probe),
+                upsert::rejected(sides.rejected, existing(4), t.rejected, sender.clone())
+                    .probe_with(probe),
                 sides.notes,
             ];
             let scope = written[0].scope();
@@ -865,7 +895,7 @@ fn upsert_sink<'s, D>(
     existing: StreamVec<'s, Time, upsert::Existing>,
     restored: upsert::Restored,
     topic: String,
-    producer: &Rc<BaseProducer<DeliveryTracker>>,
+    sender: &upsert::Sender,
     counted: Option<Metrics>,
     delay: Duration,
     computed: &ProbeHandle<Time>,
@@ -883,7 +913,7 @@ where
         existing,
         restored,
         topic,
-        Rc::clone(producer),
+        sender.clone(),
         counted,
         delay,
     )

@@ -368,6 +368,25 @@ fn check_rows(brokers: &str, topics: &Topics, out: &Path, what: &str) {
 
 #[test]
 fn a_backfill_hands_its_state_over_to_run() {
+    hand_off(&[]);
+}
+
+/// With room for 64 records in the producer's queue, the sinks keep the
+/// rest in order and the worker goes on: the same rows arrive, none lost,
+/// none out of order, none repeated.
+#[test]
+fn a_hand_off_through_a_full_producer_queue_writes_every_row_once_in_order() {
+    let metrics = hand_off(&["queue.buffering.max.messages=64"]);
+    let full = metrics.read(|f| f.output_queue_full);
+    assert!(full > 0, "the queue was full at times");
+    let waiting: usize = metrics.read(|f| f.workers.values().map(|w| w.output_waiting).sum());
+    assert_eq!(waiting, 0, "nothing waits after a clean stop");
+}
+
+/// Backfills a day of history into a checkpoint, runs the service on it
+/// with the next day in the input topics and client `settings`, and checks
+/// the output topics against one backfill of both days.
+fn hand_off(settings: &[&str]) -> Metrics {
     let mock = mock_with_inputs();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -395,8 +414,33 @@ fn a_backfill_hands_its_state_over_to_run() {
     std::fs::create_dir_all(&live).unwrap();
     let mut input = Input::new(&brokers, &live);
     let read = input.add(&day(2, 1));
-    let summary = run_job(job(&brokers, &state), 2).unwrap();
+    let mut run_job = job(&brokers, &state);
+    for setting in settings {
+        run_job
+            .kafka
+            .settings
+            .add_pair(setting, "the test".into())
+            .unwrap();
+    }
+    let metrics = Metrics::default();
+    let summary = run(
+        timely::Config::process(2),
+        run_job,
+        Arc::new(AtomicBool::new(false)),
+        metrics.clone(),
+    )
+    .unwrap();
     assert_eq!(summary.lines, read, "the topics are read from their start");
+    let t = Topics::default();
+    for topic in [
+        &t.walkins,
+        &t.device_contacts,
+        &t.enriched_walkins,
+        &t.walkin_counts,
+    ] {
+        let repeated = repeats(&brokers, topic);
+        assert!(repeated.is_empty(), "{repeated:?}");
+    }
     // One backfill over the history files and the live records.
     input.backfill("live-only"); // writes the live records' files
     let path = |kind: Kind, p: u64| live.join(format!("{kind:?}-{p}.jsonl"));
@@ -438,6 +482,7 @@ fn a_backfill_hands_its_state_over_to_run() {
     )
     .unwrap();
     check_rows(&brokers, &Topics::default(), &both, "after the hand-off");
+    metrics
 }
 
 #[test]

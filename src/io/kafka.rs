@@ -382,6 +382,17 @@ impl Deliveries {
         }
     }
 
+    /// Takes back one record of `time` counted by [`Deliveries::sent`] that
+    /// the producer did not take.
+    fn unsent(&mut self, time: u64) {
+        if let Some(count) = self.pending.get_mut(&time) {
+            *count -= 1;
+            if *count == 0 {
+                self.pending.remove(&time);
+            }
+        }
+    }
+
     /// Whether every record of `time` sent so far was acknowledged.
     pub fn acknowledged(&self, time: u64) -> bool {
         !self.pending.contains_key(&time)
@@ -567,8 +578,68 @@ pub fn producer(
 /// (progress messages).
 pub const UNTRACKED: u64 = u64::MAX;
 
-/// Sends one record, waiting while the producer's queue is full; its
-/// acknowledgement is counted against `time` unless that is [`UNTRACKED`].
+/// Hands one record to the producer, unless its queue is full
+/// (`Ok(false)`: nothing was sent); its acknowledgement is counted against
+/// `time` unless that is [`UNTRACKED`].
+pub fn offer(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&str>,
+    value: Option<&str>,
+    time: u64,
+) -> Result<bool, KafkaError> {
+    let mut record = BaseRecord::with_opaque_to(topic, time as usize);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    let tracked = time != UNTRACKED;
+    let deliveries = || {
+        producer
+            .context()
+            .0
+            .lock()
+            .expect("no thread panics holding the lock")
+    };
+    if tracked {
+        // The record's logical time as its Kafka timestamp: tombstones
+        // carry their time too (a restart's times are above them all).
+        record = record.timestamp(time as i64);
+        // Counted before it is handed over, so that its report cannot come
+        // first. (A cut crossed here keeps the offsets seen acknowledged
+        // now even if the queue is full: earlier is as valid a floor.)
+        deliveries().sent(time);
+    }
+    match producer.send(record) {
+        Ok(()) => {
+            if tracked {
+                producer
+                    .context()
+                    .1
+                    .update(|f| *f.produced.entry(topic.to_owned()).or_default() += 1);
+            }
+            Ok(true)
+        }
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            if tracked {
+                deliveries().unsent(time);
+            }
+            Ok(false)
+        }
+        // It will never be delivered: its time stays pending for good (the
+        // service fails on it, see `send_or_fail`).
+        Err((error, _)) => Err(error),
+    }
+}
+
+/// Sends one record, waiting while the producer's queue is full (see
+/// [`offer`]).
 pub fn send(
     producer: &BaseProducer<DeliveryTracker>,
     topic: &str,
@@ -577,42 +648,33 @@ pub fn send(
     value: Option<&str>,
     time: u64,
 ) -> Result<(), KafkaError> {
-    if time != UNTRACKED {
-        producer
-            .context()
-            .0
-            .lock()
-            .expect("no thread panics holding the lock")
-            .sent(time);
-        producer
-            .context()
-            .1
-            .update(|f| *f.produced.entry(topic.to_owned()).or_default() += 1);
+    while !offer(producer, topic, partition, key, value, time)? {
+        producer.poll(Duration::from_millis(10));
     }
-    loop {
-        let mut record = BaseRecord::with_opaque_to(topic, time as usize);
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        if time != UNTRACKED {
-            // The record's logical time as its Kafka timestamp: tombstones
-            // carry their time too (a restart's times are above them all).
-            record = record.timestamp(time as i64);
-        }
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(10));
-            }
-            // It will never be delivered: its time stays pending for good
-            // (the service fails on it, see `send_or_fail`).
-            Err((error, _)) => return Err(error),
+    Ok(())
+}
+
+/// Offers an output record (see [`offer`]); a record that cannot even be
+/// queued is a failure the service reports (see [`Deliveries::failure`]),
+/// never a silent loss. Returns whether the producer took the record or
+/// refused it for good: `false` only while its queue is full.
+pub fn offer_or_fail(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&str>,
+    time: u64,
+) -> bool {
+    match offer(producer, topic, None, key, value, time) {
+        Ok(taken) => taken,
+        Err(error) => {
+            producer
+                .context()
+                .0
+                .lock()
+                .expect("no thread panics holding the lock")
+                .fail(topic, error);
+            true
         }
     }
 }

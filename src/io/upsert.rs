@@ -7,8 +7,17 @@
 //! acknowledged: that is what the progress topic publishes. A sink's output
 //! is one [`Note::Written`] per time at which it wrote something (see
 //! [`crate::io::progress`]).
+//!
+//! A sink never waits for the producer: records its queue has no room for
+//! wait in the sink's [`Outbox`], in order, and the worker goes on stepping
+//! the dataflow, reading, reporting and checkpointing. The worker holds
+//! back reading while the sinks hold too many records of its input (see
+//! [`Sender::waiting`]); the rows of a restore epoch are not counted, so a
+//! hand-off that writes a whole state to empty topics reads live input
+//! while it does.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,7 +31,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::dataflow::Time;
-use crate::io::kafka::{send_or_fail, DeliveryTracker};
+use crate::io::kafka::{offer_or_fail, DeliveryTracker};
 use crate::io::progress::Note;
 use crate::metrics::Metrics;
 use crate::records::Rejected;
@@ -85,6 +94,114 @@ pub enum Restored {
     Unchanged(Time),
 }
 
+/// A worker's producer, shared by its sinks, and how many records they hold
+/// that its queue had no room for yet.
+#[derive(Clone)]
+pub struct Sender {
+    producer: Rc<BaseProducer<DeliveryTracker>>,
+    /// Records waiting, of times after the restore epoch.
+    waiting: Rc<Cell<usize>>,
+    /// Records waiting, of any time.
+    held: Rc<Cell<usize>>,
+    restore_epoch: Option<Time>,
+    metrics: Metrics,
+}
+
+impl Sender {
+    /// The sinks' handle on `producer`; the records of `restore_epoch` (the
+    /// restored state, bounded by it) are not counted as waiting.
+    pub fn new(
+        producer: Rc<BaseProducer<DeliveryTracker>>,
+        restore_epoch: Option<Time>,
+        metrics: Metrics,
+    ) -> Self {
+        Sender {
+            producer,
+            waiting: Rc::default(),
+            held: Rc::default(),
+            restore_epoch,
+            metrics,
+        }
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &Rc<BaseProducer<DeliveryTracker>> {
+        &self.producer
+    }
+
+    /// Records of times after the restore epoch that the sinks hold because
+    /// the producer's queue was full: past a bound, reading waits.
+    pub fn waiting(&self) -> usize {
+        self.waiting.get()
+    }
+
+    /// Records the sinks hold, of any time (the restored rows included).
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    /// Counts `records` more (or fewer) of `time` waiting.
+    fn add(&self, time: Time, records: isize) {
+        let add = |cell: &Cell<usize>| cell.set(cell.get().saturating_add_signed(records));
+        add(&self.held);
+        if self.restore_epoch != Some(time) {
+            add(&self.waiting);
+        }
+    }
+}
+
+/// The records of one sink that the producer has not taken yet, by time in
+/// order: each with its message key and row (`None`: a tombstone), with the
+/// capability that holds the time until they are acknowledged.
+struct Outbox<R> {
+    times: VecDeque<(Capability<Time>, VecDeque<(String, Option<R>)>)>,
+}
+
+impl<R> Outbox<R> {
+    fn new() -> Self {
+        Outbox {
+            times: VecDeque::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        sender: &Sender,
+        capability: Capability<Time>,
+        records: VecDeque<(String, Option<R>)>,
+    ) {
+        sender.add(*capability.time(), records.len() as isize);
+        self.times.push_back((capability, records));
+    }
+
+    /// Hands the producer the records its queue takes, in order, each
+    /// rendered by `render` at its time; a time whose records are all taken
+    /// goes to `taken`. Returns whether records still wait.
+    fn send(
+        &mut self,
+        sender: &Sender,
+        topic: &str,
+        render: impl Fn(&R, Time) -> String,
+        mut taken: impl FnMut(Capability<Time>),
+    ) -> bool {
+        while let Some((capability, records)) = self.times.front_mut() {
+            let time = *capability.time();
+            while let Some((key, row)) = records.front() {
+                let value = row.as_ref().map(|row| render(row, time));
+                if !offer_or_fail(&sender.producer, topic, Some(key), value.as_deref(), time) {
+                    sender.metrics.update(|f| f.output_queue_full += 1);
+                    return true;
+                }
+                records.pop_front();
+                sender.add(time, -1);
+            }
+            let (capability, _) = self.times.pop_front().expect("the front entry");
+            taken(capability);
+        }
+        false
+    }
+}
+
 /// Capabilities held until the records sent at their times are acknowledged.
 struct Unacknowledged {
     held: BTreeMap<Time, Capability<Time>>,
@@ -129,7 +246,7 @@ pub fn upsert<'scope, D>(
     existing: StreamVec<'scope, Time, Existing>,
     restored: Restored,
     topic: String,
-    producer: Rc<BaseProducer<DeliveryTracker>>,
+    sender: Sender,
     inserted: Option<Metrics>,
     delay: Duration,
 ) -> StreamVec<'scope, Time, Note>
@@ -159,6 +276,7 @@ where
             let mut unacknowledged = Unacknowledged {
                 held: BTreeMap::new(),
             };
+            let mut outbox = Outbox::new();
             move |(input, frontier), (existing_input, existing_frontier), output| {
                 existing_input.for_each_stamp(|capability, data| {
                     let time = *capability.least().expect("a total order has a least time");
@@ -234,14 +352,13 @@ where
                     if rows.is_empty() {
                         continue; // the updates cancelled out
                     }
-                    for (key, row) in rows {
-                        let value = row.map(|row| value(&row, time));
-                        send_or_fail(&producer, &topic, None, Some(&key), value.as_deref(), time);
-                    }
                     output.session(&capability).give(Note::Written);
-                    unacknowledged.hold(&capability);
+                    outbox.push(&sender, capability, rows.into_iter().collect());
                 }
-                if unacknowledged.release(&producer) {
+                let waiting = outbox.send(&sender, &topic, value, |capability| {
+                    unacknowledged.hold(&capability)
+                });
+                if unacknowledged.release(&sender.producer) || waiting {
                     activator.activate_after(ACK_POLL);
                 }
             }
@@ -258,7 +375,7 @@ pub fn rejected<'scope>(
     rejected: StreamVec<'scope, Time, Rejected>,
     existing: StreamVec<'scope, Time, Existing>,
     topic: String,
-    producer: Rc<BaseProducer<DeliveryTracker>>,
+    sender: Sender,
 ) -> StreamVec<'scope, Time, Note> {
     let scope = rejected.scope();
     let by_key = Exchange::new(|record: &Rejected| record.key().hashed());
@@ -274,6 +391,7 @@ pub fn rejected<'scope>(
             };
             let mut written: std::collections::HashSet<String> = Default::default();
             let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<Rejected>)> = BTreeMap::new();
+            let mut outbox = Outbox::new();
             move |(input, _frontier), (existing_input, existing_frontier), output| {
                 existing_input.for_each(|_, data| {
                     written.extend(data.drain(..).map(|row| row.key));
@@ -294,22 +412,24 @@ pub fn rejected<'scope>(
                         break;
                     }
                     let (capability, records) = entry.remove();
-                    let mut sent = false;
-                    for record in records {
-                        let key = record.key();
-                        if written.contains(&key) {
-                            continue; // in the topic since before the restart
-                        }
-                        let value = serde_json::to_string(&record).expect("records serialize");
-                        send_or_fail(&producer, &topic, None, Some(&key), Some(&value), time);
-                        sent = true;
-                    }
-                    if sent {
+                    let records: VecDeque<_> = records
+                        .into_iter()
+                        .map(|record| (record.key(), Some(record)))
+                        // Those in the topic since before the restart are not written again.
+                        .filter(|(key, _)| !written.contains(key))
+                        .collect();
+                    if !records.is_empty() {
                         output.session(&capability).give(Note::Written);
-                        unacknowledged.hold(&capability);
+                        outbox.push(&sender, capability, records);
                     }
                 }
-                if unacknowledged.release(&producer) {
+                let render = |record: &Rejected, _| {
+                    serde_json::to_string(record).expect("records serialize")
+                };
+                let waiting = outbox.send(&sender, &topic, render, |capability| {
+                    unacknowledged.hold(&capability)
+                });
+                if unacknowledged.release(&sender.producer) || waiting {
                     activator.activate_after(ACK_POLL);
                 }
             }

@@ -19,7 +19,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 
-use super::{file_rows, hostfile, read_messages, read_topic, PROBE_PARTITIONS, TIMEOUT};
+use super::{content, file_rows, hostfile, read_messages, read_topic, PROBE_PARTITIONS, TIMEOUT};
 
 /// A tiny seeded generator (xorshift), so that a failure names its seed.
 pub struct Seeded(u64);
@@ -49,13 +49,6 @@ pub struct CrashLoop {
     /// a partition's end as its last batch's base offset + 1, so the final
     /// `--stop-at-end` run reads everything only then.
     pub one_record_tail: bool,
-}
-
-/// A row's content without its `"time"`.
-fn content(value: &str) -> String {
-    let mut v: Value = serde_json::from_str(value).unwrap();
-    v.as_object_mut().unwrap().remove("time");
-    v.to_string()
 }
 
 /// The files of the input as produced, per (kind, partition), in order.

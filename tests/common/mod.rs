@@ -276,6 +276,32 @@ pub fn read_messages(brokers: &str, topic: &str) -> Vec<TopicMessage> {
 }
 
 /// Every message of `topic` (all partitions), as (partition, offset, key, value).
+/// A row's content without its `"time"`.
+pub fn content(value: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(value).unwrap();
+    v.as_object_mut().unwrap().remove("time");
+    v.to_string()
+}
+
+/// The messages of upsert topic `topic` that repeat their key's value
+/// before them (its content, tombstones included), as text.
+pub fn repeats(brokers: &str, topic: &str) -> Vec<String> {
+    let mut current: BTreeMap<(i32, Option<String>), Option<String>> = BTreeMap::new();
+    let mut found = Vec::new();
+    for m in read_messages(brokers, topic) {
+        let now = m.value.as_deref().map(content);
+        let key = (m.partition, m.key.clone());
+        if current.get(&key) == Some(&now) {
+            found.push(format!(
+                "{topic}/{} offset {}: {:?} again",
+                m.partition, m.offset, m.key
+            ));
+        }
+        current.insert(key, now);
+    }
+    found
+}
+
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
     read_messages(brokers, topic)
         .into_iter()

@@ -713,6 +713,9 @@ impl<'j> Service<'j> {
             published,
             mut entered,
             summary,
+            sender,
+            metrics,
+            index,
             ..
         } = self;
         drop(pipeline);
@@ -724,6 +727,12 @@ impl<'j> Service<'j> {
             worker.step_or_park(Some(Duration::from_millis(1)));
             serve(job, &producer, &computed, &mut entered)?;
         }
+        // The figures reported above were taken before the sinks drained.
+        metrics.update(|f| {
+            if let Some(figures) = f.workers.get_mut(&index) {
+                figures.output_waiting = sender.held();
+            }
+        });
         kafka::flush(&producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
             brokers: job.kafka.brokers.clone(),
             topic: job.topics.progress.clone(),

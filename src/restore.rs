@@ -394,12 +394,7 @@ fn client_failure(
     job: &RunJob,
     action: String,
 ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaFailure {
-    let brokers = job.kafka.brokers.clone();
-    move |source| KafkaFailure::Client {
-        brokers,
-        action,
-        source: Box::new(source),
-    }
+    KafkaFailure::client(&job.kafka.brokers, action)
 }
 
 /// A partition to read: from `start` to (at least) `end`.

@@ -423,11 +423,9 @@ struct Service<'j> {
     index: usize,
     pipeline: Pipeline,
     source: KafkaSource,
-    producer: Rc<BaseProducer<DeliveryTracker>>,
-    /// The sinks' handle on it: how many records wait for room in its queue.
+    /// The producer, as the sinks share it: how many records wait for room
+    /// in its queue, and the restore epoch.
     sender: upsert::Sender,
-    /// The restore epoch, if the run restored a checkpoint.
-    restore_epoch: Option<Time>,
     /// The frontier of the outputs before the sinks (in-dataflow latency).
     computed: ProbeHandle<Time>,
     /// Done once the final progress message is handed to the producer.
@@ -566,8 +564,6 @@ impl<'j> Service<'j> {
             index: worker.index(),
             pipeline,
             source,
-            producer,
-            restore_epoch: restore.manifest.as_ref().map(|_| first),
             sender,
             computed,
             published,
@@ -585,7 +581,7 @@ impl<'j> Service<'j> {
     fn hold_back(&mut self, worker: &mut Worker, shutdown: &AtomicBool) {
         while self.held_back() && !shutdown.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            kafka::serve(&self.producer);
+            kafka::serve(self.sender.producer());
         }
     }
 
@@ -601,7 +597,7 @@ impl<'j> Service<'j> {
             return true;
         }
         let behind = self.pipeline.epoch().saturating_sub(MAX_MS_IN_FLIGHT);
-        match self.restore_epoch {
+        match self.sender.restore_epoch() {
             Some(epoch) if self.pipeline.probe().less_equal(&epoch) => {
                 self.computed.less_than(&behind)
             }
@@ -667,7 +663,12 @@ impl<'j> Service<'j> {
                 });
             }
         }
-        serve(self.job, &self.producer, &self.computed, &mut self.entered)
+        serve(
+            self.job,
+            self.sender.producer(),
+            &self.computed,
+            &mut self.entered,
+        )
     }
 
     /// Publishes this worker's figures, at most every [`METRICS_EVERY`]
@@ -708,7 +709,6 @@ impl<'j> Service<'j> {
         let Service {
             job,
             pipeline,
-            producer,
             computed,
             published,
             mut entered,
@@ -719,13 +719,14 @@ impl<'j> Service<'j> {
             ..
         } = self;
         drop(pipeline);
+        let producer = sender.producer();
         while !published.done() {
             if failed.load(Ordering::Relaxed) {
                 abandon(worker);
                 return Ok(summary);
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
-            serve(job, &producer, &computed, &mut entered)?;
+            serve(job, producer, &computed, &mut entered)?;
         }
         // The figures reported above were taken before the sinks drained.
         metrics.update(|f| {
@@ -733,7 +734,7 @@ impl<'j> Service<'j> {
                 figures.output_waiting = sender.held();
             }
         });
-        kafka::flush(&producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
+        kafka::flush(producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
             brokers: job.kafka.brokers.clone(),
             topic: job.topics.progress.clone(),
             source: Box::new(source),

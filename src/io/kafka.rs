@@ -60,6 +60,18 @@ pub enum KafkaFailure {
     },
 }
 
+impl KafkaFailure {
+    /// For `map_err`: a [`KafkaFailure::Client`] of `action` at `brokers`.
+    pub fn client(brokers: &str, action: String) -> impl FnOnce(KafkaError) -> Self + use<> {
+        let brokers = brokers.to_owned();
+        move |source| KafkaFailure::Client {
+            brokers,
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
 /// What to check when a client could not talk to the brokers at all.
 fn hint(error: &KafkaError) -> &'static str {
     match error.rdkafka_error_code() {
@@ -307,14 +319,7 @@ pub fn assign(
     starts: &[Option<i64>],
     timeout: Duration,
 ) -> Result<Vec<(i64, i64)>, KafkaFailure> {
-    let failure = |action: String| {
-        let brokers = brokers.to_owned();
-        move |source| KafkaFailure::Client {
-            brokers,
-            action,
-            source: Box::new(source),
-        }
-    };
+    let failure = |action: String| KafkaFailure::client(brokers, action);
     // Watermarks first: fetching them after assign() delayed the first
     // message by about half a second.
     let asked: Vec<(String, i32)> = partitions
@@ -668,15 +673,20 @@ pub fn offer_or_fail(
     match offer(producer, topic, None, key, value, time) {
         Ok(taken) => taken,
         Err(error) => {
-            producer
-                .context()
-                .0
-                .lock()
-                .expect("no thread panics holding the lock")
-                .fail(topic, error);
+            fail(producer, topic, error);
             true
         }
     }
+}
+
+/// Records that a record for `topic` could not be sent at all.
+fn fail(producer: &BaseProducer<DeliveryTracker>, topic: &str, error: KafkaError) {
+    producer
+        .context()
+        .0
+        .lock()
+        .expect("no thread panics holding the lock")
+        .fail(topic, error);
 }
 
 /// Sends an output record; a record that cannot even be queued is a failure
@@ -690,12 +700,7 @@ pub fn send_or_fail(
     time: u64,
 ) {
     if let Err(error) = send(producer, topic, partition, key, value, time) {
-        producer
-            .context()
-            .0
-            .lock()
-            .expect("no thread panics holding the lock")
-            .fail(topic, error);
+        fail(producer, topic, error);
     }
 }
 
@@ -726,14 +731,7 @@ pub fn create_missing_topics(
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
 
-    let failure = |action: &str| {
-        let (brokers, action) = (kafka.brokers.clone(), action.to_owned());
-        move |source| KafkaFailure::Client {
-            brokers,
-            action,
-            source: Box::new(source),
-        }
-    };
+    let failure = |action: &str| KafkaFailure::client(&kafka.brokers, action.to_owned());
     let consumer = consumer(kafka)?;
     // All topics' metadata: asking for one by name would auto-create it.
     let metadata = consumer

@@ -267,11 +267,10 @@ impl KafkaSource {
                     self.fetcher
                         .consumer()
                         .seek(&topic, number, Offset::Offset(offset + 1), Duration::ZERO)
-                        .map_err(|error| KafkaFailure::Client {
-                            brokers: self.options.kafka.brokers.clone(),
-                            action: format!("skipping offset {offset} of {topic}/{number}"),
-                            source: Box::new(error),
-                        })?;
+                        .map_err(KafkaFailure::client(
+                            &self.options.kafka.brokers,
+                            format!("skipping offset {offset} of {topic}/{number}"),
+                        ))?;
                     read.records += 1;
                     give(Ingested::Rejected(ingest::corrupt(
                         &topic,
@@ -315,13 +314,7 @@ impl KafkaSource {
     /// was recreated: the service cannot go on without losing them.
     fn reposition(&self, at: usize, fetched: i64, detail: &str) -> Result<(), KafkaFailure> {
         let brokers = &self.options.kafka.brokers;
-        let failure = |action: String| {
-            move |source| KafkaFailure::Client {
-                brokers: brokers.clone(),
-                action,
-                source: Box::new(source),
-            }
-        };
+        let failure = |action: String| KafkaFailure::client(brokers, action);
         let partition = &self.partitions[at];
         let (topic, number, next) = (&partition.topic, partition.number, partition.next);
         let place = (topic.clone(), number);
@@ -446,15 +439,18 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
-    fn source(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> KafkaSource {
-        let options = SourceOptions {
+    fn options(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> SourceOptions {
+        SourceOptions {
             kafka: mock.bootstrap_servers().into(),
             params: Params::default(),
             stop_at_end: false,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             keep_open: false,
-        };
+        }
+    }
+
+    fn source(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> KafkaSource {
         let all: Vec<InputPartition> = (0..2)
             .map(|partition| InputPartition {
                 kind: Kind::Probe,
@@ -462,7 +458,7 @@ mod tests {
                 partition,
             })
             .collect();
-        KafkaSource::open(options, &all, 0, 1, &BTreeMap::new()).unwrap()
+        KafkaSource::open(options(mock), &all, 0, 1, &BTreeMap::new()).unwrap()
     }
 
     fn accept(source: &mut KafkaSource, partition: usize, ts: u64) {
@@ -611,9 +607,8 @@ mod tests {
                 floor: 0,
             },
         )]);
-        let mut source = source(&mock);
-        source = KafkaSource::open(
-            source.options.clone(),
+        let mut source = KafkaSource::open(
+            options(&mock),
             &[InputPartition {
                 kind: Kind::Probe,
                 topic: "probes".into(),

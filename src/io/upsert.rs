@@ -129,6 +129,11 @@ impl Sender {
         &self.producer
     }
 
+    /// The restore epoch, if the run restored a checkpoint.
+    pub fn restore_epoch(&self) -> Option<Time> {
+        self.restore_epoch
+    }
+
     /// Records of times after the restore epoch that the sinks hold because
     /// the producer's queue was full: past a bound, reading waits.
     pub fn waiting(&self) -> usize {

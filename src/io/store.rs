@@ -89,27 +89,28 @@ pub enum Row {
     },
 }
 
-/// What identifies a row: its kind and key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RowKey(u8, String, String, u64);
+/// What identifies a row: its kind and key, borrowed from the row (made
+/// for every comparison of a sort, so it allocates nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowKey<'a>(u8, &'a str, &'a str, u64);
 
 impl Row {
     /// The row's key: a later row with the same key replaces it.
-    pub fn key(&self) -> RowKey {
+    pub fn key(&self) -> RowKey<'_> {
         match self {
             Row::Window {
                 business, device, ..
-            } => RowKey(0, business.to_string(), device.to_string(), 0),
+            } => RowKey(0, business, device, 0),
             Row::WalkIn {
                 business,
                 device,
                 start,
                 ..
-            } => RowKey(1, business.to_string(), device.to_string(), *start),
-            Row::Login { device, .. } => RowKey(2, device.clone(), String::new(), 0),
+            } => RowKey(1, business, device, *start),
+            Row::Login { device, .. } => RowKey(2, device, "", 0),
             Row::BaseCount {
                 business, contact, ..
-            } => RowKey(3, business.clone(), contact.clone(), 0),
+            } => RowKey(3, business, contact, 0),
         }
     }
 
@@ -147,19 +148,19 @@ impl Row {
 }
 
 /// Rows merged in order: later rows replace earlier ones with the same key,
-/// and removals leave nothing.
+/// and removals leave nothing. The result is sorted by key.
+///
+/// The sort is stable, so rows of one key stay in their order, and it takes
+/// linear time on runs already sorted: a piece's sections are written
+/// sorted by key, so merging a checkpoint's pieces costs about one pass per
+/// piece, not a sort of the state.
 pub fn merge_rows(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
-    // Each key made once (it allocates), not at every comparison of a sort.
-    let mut keyed: Vec<(RowKey, usize, Row)> = rows
-        .into_iter()
-        .enumerate()
-        .map(|(order, row)| (row.key(), order, row))
-        .collect();
-    keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    let mut merged = Vec::with_capacity(keyed.len());
-    let mut keyed = keyed.into_iter().peekable();
-    while let Some((key, _, row)) = keyed.next() {
-        let replaced = keyed.peek().is_some_and(|(next, _, _)| *next == key);
+    let mut rows: Vec<Row> = rows.into_iter().collect();
+    rows.sort_by(|a, b| a.key().cmp(&b.key()));
+    let mut merged = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while let Some(row) = rows.next() {
+        let replaced = rows.peek().is_some_and(|next| next.key() == row.key());
         if !replaced && !row.removes() {
             merged.push(row);
         }
@@ -250,7 +251,22 @@ impl<W: Write> Write for Checksummed<W> {
 pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceInfo, StoreError> {
     let path = dir.join(name);
     let temporary = dir.join(format!(".{name}.tmp"));
-    rows.sort_by_key(Row::group);
+    // By key group, and by key within a group (stable: a key's rows stay in
+    // order, and only its last is kept), so that a restore merges sorted
+    // runs.
+    let mut grouped: Vec<(u32, Row)> = rows.drain(..).map(|row| (row.group(), row)).collect();
+    grouped.sort_by(|(g, a), (h, b)| (g, a.key()).cmp(&(h, b.key())));
+    let mut groups = Vec::new();
+    let mut grouped = grouped.into_iter().peekable();
+    while let Some((group, row)) = grouped.next() {
+        let replaced = grouped
+            .peek()
+            .is_some_and(|(next, later)| *next == group && later.key() == row.key());
+        if !replaced {
+            groups.push(group);
+            rows.push(row);
+        }
+    }
     let count = rows.len() as u64;
     let file = File::create(&temporary).map_err(io_error(&temporary))?;
     let mut out = Checksummed {
@@ -264,8 +280,8 @@ pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceIn
     let mut sections = Vec::new();
     let mut start = 0;
     while start < rows.len() {
-        let group = rows[start].group();
-        let end = start + rows[start..].partition_point(|r| r.group() == group);
+        let group = groups[start];
+        let end = start + groups[start..].partition_point(|g| *g == group);
         let bytes = bincode::serialize(&rows[start..end]).expect("rows serialize");
         sections.push(Section {
             group,
@@ -331,6 +347,17 @@ pub fn read_piece(
     name: &str,
     wanted: impl Fn(u32) -> bool,
 ) -> Result<Vec<Row>, StoreError> {
+    let sections = read_sections(dir, name, wanted)?;
+    Ok(sections.into_iter().flat_map(|(_, rows)| rows).collect())
+}
+
+/// The sections of the key groups `wanted` selects in the piece `name`:
+/// each group's rows, in the order written.
+fn read_sections(
+    dir: &Path,
+    name: &str,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<Vec<(u32, Vec<Row>)>, StoreError> {
     let path = dir.join(name);
     let mut file = File::open(&path).map_err(io_error(&path))?;
     let size = file.metadata().map_err(io_error(&path))?.len();
@@ -373,7 +400,7 @@ pub fn read_piece(
         }
         let section_rows: Vec<Row> = bincode::deserialize(&bytes)
             .map_err(|e| damaged(&path, format!("key group {}: {e}", section.group)))?;
-        rows.extend(section_rows);
+        rows.push((section.group, section_rows));
     }
     Ok(rows)
 }
@@ -614,11 +641,15 @@ pub fn restore_rows(
     manifest: &Manifest,
     wanted: impl Fn(u32) -> bool,
 ) -> Result<Vec<Row>, StoreError> {
-    let mut rows = Vec::new();
+    // Merged key group by key group: each group's rows of every piece, in
+    // the pieces' order, are sorted runs.
+    let mut groups: BTreeMap<u32, Vec<Row>> = BTreeMap::new();
     for piece in &manifest.pieces {
-        rows.extend(read_piece(dir, &piece.name, &wanted)?);
+        for (group, rows) in read_sections(dir, &piece.name, &wanted)? {
+            groups.entry(group).or_default().extend(rows);
+        }
     }
-    Ok(merge_rows(rows))
+    Ok(groups.into_values().flat_map(merge_rows).collect())
 }
 
 /// Rewrites `manifest`'s pieces as one (`name`), key group by key group, so
@@ -883,8 +914,13 @@ mod tests {
             }])
             .collect();
         let a = write_piece(dir.path(), "a.piece", first.clone()).unwrap();
-        // The second piece removes one walk-in and moves another.
-        let second = vec![walkin("d0", 0, None), walkin("d1", 1, Some(7))];
+        // The second piece removes one walk-in and moves another (twice: a
+        // row carried from a failed cut, then the cut's own).
+        let second = vec![
+            walkin("d0", 0, None),
+            walkin("d1", 1, Some(6)),
+            walkin("d1", 1, Some(7)),
+        ];
         let b = write_piece(dir.path(), "b.piece", second).unwrap();
         verify_piece(dir.path(), &a).unwrap();
         let mut manifest = Manifest::new(100, Origin::Run, &Params::default(), 2);
@@ -896,9 +932,11 @@ mod tests {
         // Reading by halves of the key groups gives the same rows.
         let even = restore_rows(dir.path(), &manifest, |g| g % 2 == 0).unwrap();
         let odd = restore_rows(dir.path(), &manifest, |g| g % 2 == 1).unwrap();
-        let mut halves: Vec<Row> = even.into_iter().chain(odd).collect();
-        halves.sort_by_key(Row::key);
-        assert_eq!(halves, all);
+        let by_key = |mut rows: Vec<Row>| {
+            rows.sort_by(|a, b| a.key().cmp(&b.key()));
+            rows
+        };
+        assert_eq!(by_key(even.into_iter().chain(odd).collect()), by_key(all.clone()));
         // Merging keeps the state and makes one piece.
         let merged = merge(dir.path(), &manifest, "m.piece").unwrap();
         assert_eq!(merged.pieces.len(), 1);

@@ -258,7 +258,7 @@ impl Metrics {
     /// Records one acknowledged output record of `topic` written `latency_ms` after its input.
     pub fn acknowledged(&self, topic: &str, latency_ms: u64) {
         self.update(|f| {
-            *f.acknowledged.entry(topic.to_owned()).or_default() += 1;
+            count(&mut f.acknowledged, topic);
             let bucket = LATENCY_BUCKETS_MS
                 .iter()
                 .position(|&b| latency_ms <= b)
@@ -266,6 +266,11 @@ impl Metrics {
             f.latency_buckets[bucket] += 1;
             f.latency_sum_ms += latency_ms;
         });
+    }
+
+    /// Counts a record produced to `topic`.
+    pub fn produced(&self, topic: &str) {
+        self.update(|f| count(&mut f.produced, topic));
     }
 
     /// The figures in Prometheus' text format.
@@ -689,6 +694,17 @@ impl LatencyRecorder {
             .lock()
             .expect("no panics holding the lock")
             .clone()
+    }
+}
+
+/// Adds one to `topic`'s count (its name is copied only the first time:
+/// this runs for every record produced and acknowledged).
+fn count(counts: &mut BTreeMap<String, u64>, topic: &str) {
+    match counts.get_mut(topic) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(topic.to_owned(), 1);
+        }
     }
 }
 

@@ -624,10 +624,7 @@ pub fn offer(
     match producer.send(record) {
         Ok(()) => {
             if tracked {
-                producer
-                    .context()
-                    .1
-                    .update(|f| *f.produced.entry(topic.to_owned()).or_default() += 1);
+                producer.context().1.produced(topic);
             }
             Ok(true)
         }

@@ -41,18 +41,85 @@ const ACK_POLL: Duration = Duration::from_millis(1);
 
 /// A record of an upsert topic: its key, and its value at a logical time.
 pub trait Row {
+    /// The fields that identify the row, in the message key's order.
+    type Key<'a>: Ord + Serialize
+    where
+        Self: 'a;
+
+    /// The row's key fields, borrowed: rows are compared by key without
+    /// making the message key.
+    fn key_fields(&self) -> Self::Key<'_>;
+
     /// The message key (JSON text) that identifies the row.
-    fn key(&self) -> String;
+    fn key(&self) -> String {
+        serde_json::to_string(&self.key_fields()).expect("keys serialize")
+    }
 }
 
-/// The JSON value of `row` at `time`: the row's fields plus `"time"`.
-fn value<D: Serialize>(row: &D, time: Time) -> String {
-    let mut value = serde_json::to_value(row).expect("records serialize");
-    value
-        .as_object_mut()
-        .expect("records serialize as objects")
-        .insert("time".to_owned(), time.into());
-    value.to_string()
+/// Writes the JSON value of `row` at `time` to `out`: the row's fields, in
+/// their order, then `"time"`.
+fn write_value<D: Serialize>(row: &D, time: Time, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, row).expect("records serialize");
+    debug_assert_eq!(out.last(), Some(&b'}'), "records serialize as objects");
+    out.pop();
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    use std::io::Write as _;
+    write!(out, "\"time\":{time}}}").expect("writing to memory succeeds");
+}
+
+/// A message to write: a row at its key, a tombstone at a retracted row's
+/// key, or either at a key already made.
+#[derive(Debug, PartialEq)]
+enum Message<R> {
+    /// The row, at its key.
+    Row(R),
+    /// A tombstone at this row's key.
+    Removed(R),
+    /// A row (`None`: a tombstone) at this key.
+    Keyed(String, Option<R>),
+}
+
+impl<R: Row> Message<R> {
+    /// The message with its key made: the key and the row (`None`: a
+    /// tombstone).
+    fn keyed(self) -> (String, Option<R>) {
+        match self {
+            Message::Row(row) => (row.key(), Some(row)),
+            Message::Removed(row) => (row.key(), None),
+            Message::Keyed(key, row) => (key, row),
+        }
+    }
+
+    /// Whether it writes a row, not a tombstone.
+    fn is_row(&self) -> bool {
+        matches!(self, Message::Row(_) | Message::Keyed(_, Some(_)))
+    }
+}
+
+/// Per key of consolidated `updates`, the message that brings the topic to
+/// them: the inserted row if any (a key has at most one row at a time),
+/// else a tombstone. Sorted by key; the sort is stable and takes linear time
+/// on updates already in key order (rows order by their key fields first).
+fn messages<R: Row>(mut updates: Vec<(R, isize)>) -> Vec<Message<R>> {
+    updates.sort_by(|(a, _), (b, _)| a.key_fields().cmp(&b.key_fields()));
+    let mut messages: Vec<Message<R>> = Vec::with_capacity(updates.len());
+    for (row, diff) in updates {
+        let same = match messages.last() {
+            Some(Message::Row(last) | Message::Removed(last)) => {
+                last.key_fields() == row.key_fields()
+            }
+            _ => false,
+        };
+        match (same, diff > 0) {
+            (true, true) => *messages.last_mut().expect("a last message") = Message::Row(row),
+            (true, false) => {}
+            (false, true) => messages.push(Message::Row(row)),
+            (false, false) => messages.push(Message::Removed(row)),
+        }
+    }
+    messages
 }
 
 /// Updates by logical time, with a capability to send them at that time.
@@ -156,25 +223,25 @@ impl Sender {
 }
 
 /// The records of one sink that the producer has not taken yet, by time in
-/// order: each with its message key and row (`None`: a tombstone), with the
-/// capability that holds the time until they are acknowledged.
+/// order, with the capability that holds the time until they are
+/// acknowledged; and the buffers each record's key and value are rendered
+/// in (the producer copies them).
 struct Outbox<R> {
-    times: VecDeque<(Capability<Time>, VecDeque<(String, Option<R>)>)>,
+    times: VecDeque<(Capability<Time>, VecDeque<Message<R>>)>,
+    key: Vec<u8>,
+    value: Vec<u8>,
 }
 
-impl<R> Outbox<R> {
+impl<R: Row> Outbox<R> {
     fn new() -> Self {
         Outbox {
             times: VecDeque::new(),
+            key: Vec::new(),
+            value: Vec::new(),
         }
     }
 
-    fn push(
-        &mut self,
-        sender: &Sender,
-        capability: Capability<Time>,
-        records: VecDeque<(String, Option<R>)>,
-    ) {
+    fn push(&mut self, sender: &Sender, capability: Capability<Time>, records: VecDeque<Message<R>>) {
         sender.add(*capability.time(), records.len() as isize);
         self.times.push_back((capability, records));
     }
@@ -186,14 +253,24 @@ impl<R> Outbox<R> {
         &mut self,
         sender: &Sender,
         topic: &str,
-        render: impl Fn(&R, Time) -> String,
+        render: impl Fn(&R, Time, &mut Vec<u8>),
         mut taken: impl FnMut(Capability<Time>),
     ) -> bool {
+        let (key_buffer, value_buffer) = (&mut self.key, &mut self.value);
         while let Some((capability, records)) = self.times.front_mut() {
             let time = *capability.time();
-            while let Some((key, row)) = records.front() {
-                let value = row.as_ref().map(|row| render(row, time));
-                if !offer_or_fail(&sender.producer, topic, Some(key), value.as_deref(), time) {
+            while let Some(message) = records.front() {
+                let (key, row) = match message {
+                    Message::Row(row) => (render_key(row, key_buffer), Some(row)),
+                    Message::Removed(row) => (render_key(row, key_buffer), None),
+                    Message::Keyed(key, row) => (key.as_str(), row.as_ref()),
+                };
+                let value = row.map(|row| {
+                    value_buffer.clear();
+                    render(row, time, value_buffer);
+                    utf8(value_buffer)
+                });
+                if !offer_or_fail(&sender.producer, topic, Some(key), value, time) {
                     sender.metrics.update(|f| f.output_queue_full += 1);
                     return true;
                 }
@@ -205,6 +282,27 @@ impl<R> Outbox<R> {
         }
         false
     }
+}
+
+/// The hash of `row`'s message key, as [`Existing::hashed`] has it, made in
+/// a buffer the thread keeps (this runs for every update).
+fn key_hash<R: Row>(row: &R) -> u64 {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| render_key(row, buffer).hashed())
+}
+
+/// Renders `row`'s message key in `buffer`.
+fn render_key<'b, R: Row>(row: &R, buffer: &'b mut Vec<u8>) -> &'b str {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, &row.key_fields()).expect("keys serialize");
+    utf8(buffer)
+}
+
+/// JSON text as rendered by serde_json (always UTF-8).
+fn utf8(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("JSON is UTF-8")
 }
 
 /// Capabilities held until the records sent at their times are acknowledged.
@@ -258,7 +356,7 @@ pub fn upsert<'scope, D>(
 where
     D: differential_dataflow::ExchangeData + Row + Serialize + serde::de::DeserializeOwned,
 {
-    let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| row.key().hashed());
+    let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| key_hash(row));
     let existing_by_key = Exchange::new(Existing::hashed);
     let scope = collection.inner.scope();
     let tail_only = match restored {
@@ -336,31 +434,30 @@ where
                         }
                     }
                     differential_dataflow::consolidation::consolidate(&mut updates);
-                    // Per key: the inserted row if any (there is at most one
-                    // row per key at a time), else a tombstone.
-                    let mut rows: BTreeMap<String, Option<D>> = BTreeMap::new();
-                    for (row, diff) in updates {
-                        let current = rows.entry(row.key()).or_insert(None);
-                        if diff > 0 {
-                            *current = Some(row);
-                        }
-                    }
-                    if tail_only == Some(time) {
-                        rows = reconcile(rows, topic_rows.unwrap_or_default(), true);
-                    } else if let Some(topic_rows) = topic_rows {
-                        rows = reconcile(rows, topic_rows, false);
+                    let mut messages = messages(updates);
+                    let reconciling = if tail_only == Some(time) {
+                        Some((topic_rows.unwrap_or_default(), true))
+                    } else {
+                        topic_rows.map(|rows| (rows, false))
+                    };
+                    if let Some((topic_rows, tail)) = reconciling {
+                        let rows = messages.into_iter().map(Message::keyed).collect();
+                        messages = reconcile(rows, topic_rows, tail)
+                            .into_iter()
+                            .map(|(key, row)| Message::Keyed(key, row))
+                            .collect();
                     }
                     if let Some(metrics) = &inserted {
-                        let rows = rows.values().filter(|row| row.is_some()).count() as u64;
+                        let rows = messages.iter().filter(|m| m.is_row()).count() as u64;
                         metrics.update(|f| f.walkins_emitted += rows);
                     }
-                    if rows.is_empty() {
+                    if messages.is_empty() {
                         continue; // the updates cancelled out
                     }
                     output.session(&capability).give(Note::Written);
-                    outbox.push(&sender, capability, rows.into_iter().collect());
+                    outbox.push(&sender, capability, messages.into());
                 }
-                let waiting = outbox.send(&sender, &topic, value, |capability| {
+                let waiting = outbox.send(&sender, &topic, write_value, |capability| {
                     unacknowledged.hold(&capability)
                 });
                 if unacknowledged.release(&sender.producer) || waiting {
@@ -419,17 +516,18 @@ pub fn rejected<'scope>(
                     let (capability, records) = entry.remove();
                     let records: VecDeque<_> = records
                         .into_iter()
-                        .map(|record| (record.key(), Some(record)))
+                        .map(|record| (record.key(), record))
                         // Those in the topic since before the restart are not written again.
                         .filter(|(key, _)| !written.contains(key))
+                        .map(|(key, record)| Message::Keyed(key, Some(record)))
                         .collect();
                     if !records.is_empty() {
                         output.session(&capability).give(Note::Written);
                         outbox.push(&sender, capability, records);
                     }
                 }
-                let render = |record: &Rejected, _| {
-                    serde_json::to_string(record).expect("records serialize")
+                let render = |record: &Rejected, _, out: &mut Vec<u8>| {
+                    serde_json::to_writer(out, record).expect("records serialize")
                 };
                 let waiting = outbox.send(&sender, &topic, render, |capability| {
                     unacknowledged.hold(&capability)
@@ -476,37 +574,38 @@ fn reconcile<D: Row + PartialEq + serde::de::DeserializeOwned>(
     out
 }
 
-fn key_of<T: Serialize>(key: T) -> String {
-    serde_json::to_string(&key).expect("keys serialize")
-}
-
 impl Row for crate::records::WalkIn {
-    fn key(&self) -> String {
-        key_of((&self.business, &self.device, self.start))
+    type Key<'a> = (&'a str, &'a str, u64);
+    fn key_fields(&self) -> Self::Key<'_> {
+        (&self.business, &self.device, self.start)
     }
 }
 
 impl Row for crate::records::EnrichedWalkIn {
-    fn key(&self) -> String {
-        key_of((&self.business, &self.device, self.start))
+    type Key<'a> = (&'a str, &'a str, u64);
+    fn key_fields(&self) -> Self::Key<'_> {
+        (&self.business, &self.device, self.start)
     }
 }
 
 impl Row for crate::records::DeviceContact {
-    fn key(&self) -> String {
-        key_of(&self.device)
+    type Key<'a> = &'a str;
+    fn key_fields(&self) -> Self::Key<'_> {
+        &self.device
     }
 }
 
 impl Row for Rejected {
-    fn key(&self) -> String {
-        key_of((&self.source, self.partition, self.offset))
+    type Key<'a> = (&'a str, u64, u64);
+    fn key_fields(&self) -> Self::Key<'_> {
+        (&self.source, self.partition, self.offset)
     }
 }
 
 impl Row for crate::records::WalkinCount {
-    fn key(&self) -> String {
-        key_of((&self.business, &self.contact))
+    type Key<'a> = (&'a str, &'a str);
+    fn key_fields(&self) -> Self::Key<'_> {
+        (&self.business, &self.contact)
     }
 }
 
@@ -524,7 +623,11 @@ mod tests {
 
     fn held(rows: &[(&DeviceContact, u64)]) -> BTreeMap<String, Option<String>> {
         rows.iter()
-            .map(|(row, time)| (row.key(), Some(value(row, *time))))
+            .map(|(row, time)| {
+                let mut value = Vec::new();
+                write_value(row, *time, &mut value);
+                (row.key(), Some(String::from_utf8(value).unwrap()))
+            })
             .collect()
     }
 
@@ -546,5 +649,35 @@ mod tests {
         // Nothing read: a full read writes every row, a tail read none.
         assert_eq!(reconcile(state.clone(), BTreeMap::new(), false), state);
         assert!(reconcile(state, BTreeMap::new(), true).is_empty());
+    }
+
+    #[test]
+    fn each_key_gets_one_message_its_inserted_row_else_a_tombstone() {
+        let (old, new) = (contact("a", "old"), contact("a", "new"));
+        let (gone, added) = (contact("b", "x"), contact("c", "y"));
+        // Not in key order, and a key's retraction after its insertion.
+        let updates = vec![(added.clone(), 1), (new.clone(), 1), (gone.clone(), -1), (old, -1)];
+        assert_eq!(
+            messages(updates),
+            vec![Message::Row(new), Message::Removed(gone), Message::Row(added)]
+        );
+    }
+
+    #[test]
+    fn a_value_is_the_row_in_field_order_then_its_time_and_reads_back_as_the_row() {
+        let row = contact("d\"1", "x");
+        let mut value = Vec::new();
+        write_value(&row, 7, &mut value);
+        let text = String::from_utf8(value).unwrap();
+        assert_eq!(text, r#"{"device":"d\"1","contact":"x","time":7}"#);
+        assert_eq!(serde_json::from_str::<DeviceContact>(&text).unwrap(), row);
+        // A row and what a topic holds at its key meet at one worker.
+        let existing = Existing {
+            topic: 0,
+            key: row.key(),
+            value: Some(text),
+        };
+        assert_eq!(key_hash(&row), existing.hashed());
+        assert_eq!(row.key(), r#""d\"1""#);
     }
 }

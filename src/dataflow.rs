@@ -38,7 +38,7 @@
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
 
@@ -120,8 +120,22 @@ pub fn build<'scope>(
         min_probes: params.min_probes,
     };
 
-    let restored = inputs.restored;
-    let restored_windows = restored.clone().flat_map(|row| match row {
+    // Each restored row is moved to the one part of the dataflow that holds
+    // its kind (a stream used four times would copy every row to each).
+    let mut parts = inputs
+        .restored
+        .partition(4, |row| {
+            let part = match row {
+                Row::Window { .. } => 0,
+                Row::WalkIn { .. } => 1,
+                Row::Login { .. } => 2,
+                Row::BaseCount { .. } => 3,
+            };
+            (part, row)
+        })
+        .into_iter();
+    let mut part = || parts.next().expect("a part per kind of row");
+    let restored_windows = part().flat_map(|row| match row {
         Row::Window {
             business,
             device,
@@ -129,7 +143,7 @@ pub fn build<'scope>(
         } => Some(((business, device), state)),
         _ => None,
     });
-    let restored_walkins = inserted(restored.clone().flat_map(|row| match row {
+    let restored_walkins = inserted(part().flat_map(|row| match row {
         Row::WalkIn {
             business,
             device,
@@ -138,7 +152,7 @@ pub fn build<'scope>(
         } => Some(((business, device), Window { start, detected_at })),
         _ => None,
     }));
-    let restored_logins = restored.clone().flat_map(|row| match row {
+    let restored_logins = part().flat_map(|row| match row {
         Row::Login {
             device,
             ts,
@@ -146,7 +160,7 @@ pub fn build<'scope>(
         } => Some((device, (ts, contact))),
         _ => None,
     });
-    let restored_base_counts = restored.flat_map(|row| match row {
+    let restored_base_counts = part().flat_map(|row| match row {
         Row::BaseCount {
             business,
             contact,

@@ -428,7 +428,10 @@ where
                         // restored state: the rest need no work at all.
                         match &topic_rows {
                             Some(tail) if !tail.is_empty() => {
-                                updates.retain(|(row, _)| tail.contains_key(&row.key()))
+                                let mut key = Vec::new();
+                                updates.retain(|(row, _)| {
+                                    tail.contains_key(render_key(row, &mut key))
+                                })
                             }
                             _ => updates.clear(),
                         }

@@ -155,17 +155,22 @@ impl Row {
 /// sorted by key, so merging a checkpoint's pieces costs about one pass per
 /// piece, not a sort of the state.
 pub fn merge_rows(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
-    let mut rows: Vec<Row> = rows.into_iter().collect();
+    let mut merged = last_per_key(rows.into_iter().collect());
+    merged.retain(|row| !row.removes());
+    merged
+}
+
+/// Of `rows` in order, the last of each key, sorted by key (a stable sort).
+fn last_per_key(mut rows: Vec<Row>) -> Vec<Row> {
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
-    let mut merged = Vec::with_capacity(rows.len());
-    let mut rows = rows.into_iter().peekable();
-    while let Some(row) = rows.next() {
-        let replaced = rows.peek().is_some_and(|next| next.key() == row.key());
-        if !replaced && !row.removes() {
-            merged.push(row);
+    let mut last: Vec<Row> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match last.last_mut() {
+            Some(previous) if previous.key() == row.key() => *previous = row,
+            _ => last.push(row),
         }
     }
-    merged
+    last
 }
 
 /// A piece file as a manifest names it.
@@ -248,26 +253,14 @@ impl<W: Write> Write for Checksummed<W> {
 /// Writes `rows` as the piece `name` in `dir`: to a temporary name, synced,
 /// then renamed (the folder itself is synced with the manifest that names
 /// it).
-pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceInfo, StoreError> {
+pub fn write_piece(dir: &Path, name: &str, rows: Vec<Row>) -> Result<PieceInfo, StoreError> {
     let path = dir.join(name);
     let temporary = dir.join(format!(".{name}.tmp"));
-    // By key group, and by key within a group (stable: a key's rows stay in
-    // order, and only its last is kept), so that a restore merges sorted
-    // runs.
-    let mut grouped: Vec<(u32, Row)> = rows.drain(..).map(|row| (row.group(), row)).collect();
-    grouped.sort_by(|(g, a), (h, b)| (g, a.key()).cmp(&(h, b.key())));
-    let mut groups = Vec::new();
-    let mut grouped = grouped.into_iter().peekable();
-    while let Some((group, row)) = grouped.next() {
-        let replaced = grouped
-            .peek()
-            .is_some_and(|(next, later)| *next == group && later.key() == row.key());
-        if !replaced {
-            groups.push(group);
-            rows.push(row);
-        }
+    let mut groups: BTreeMap<u32, Vec<Row>> = BTreeMap::new();
+    for row in rows {
+        groups.entry(row.group()).or_default().push(row);
     }
-    let count = rows.len() as u64;
+    let mut count = 0;
     let file = File::create(&temporary).map_err(io_error(&temporary))?;
     let mut out = Checksummed {
         inner: BufWriter::with_capacity(1 << 20, file),
@@ -278,11 +271,13 @@ pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceIn
         |out: &mut Checksummed<_>, bytes: &[u8]| out.write_all(bytes).map_err(io_error(&temporary));
     write(&mut out, PIECE_MAGIC)?;
     let mut sections = Vec::new();
-    let mut start = 0;
-    while start < rows.len() {
-        let group = groups[start];
-        let end = start + groups[start..].partition_point(|g| *g == group);
-        let bytes = bincode::serialize(&rows[start..end]).expect("rows serialize");
+    for (group, rows) in groups {
+        // Sorted by key with one row per key (the last: a row carried from
+        // a failed cut and the cut's own), so that a restore merges sorted
+        // runs.
+        let rows = last_per_key(rows);
+        count += rows.len() as u64;
+        let bytes = bincode::serialize(&rows).expect("rows serialize");
         sections.push(Section {
             group,
             offset: out.written,
@@ -290,7 +285,6 @@ pub fn write_piece(dir: &Path, name: &str, mut rows: Vec<Row>) -> Result<PieceIn
             crc32: crc32fast::hash(&bytes),
         });
         write(&mut out, &bytes)?;
-        start = end;
     }
     let index = bincode::serialize(&sections).expect("an index serializes");
     write(&mut out, &index)?;
@@ -339,16 +333,6 @@ pub fn verify_piece(dir: &Path, piece: &PieceInfo) -> Result<(), StoreError> {
         return Err(damaged(&path, "its checksum does not match its manifest's"));
     }
     Ok(())
-}
-
-/// The rows of the key groups `wanted` selects in the piece `name`.
-pub fn read_piece(
-    dir: &Path,
-    name: &str,
-    wanted: impl Fn(u32) -> bool,
-) -> Result<Vec<Row>, StoreError> {
-    let sections = read_sections(dir, name, wanted)?;
-    Ok(sections.into_iter().flat_map(|(_, rows)| rows).collect())
 }
 
 /// The sections of the key groups `wanted` selects in the piece `name`:
@@ -936,7 +920,10 @@ mod tests {
             rows.sort_by(|a, b| a.key().cmp(&b.key()));
             rows
         };
-        assert_eq!(by_key(even.into_iter().chain(odd).collect()), by_key(all.clone()));
+        assert_eq!(
+            by_key(even.into_iter().chain(odd).collect()),
+            by_key(all.clone())
+        );
         // Merging keeps the state and makes one piece.
         let merged = merge(dir.path(), &manifest, "m.piece").unwrap();
         assert_eq!(merged.pieces.len(), 1);

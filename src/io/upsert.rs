@@ -98,11 +98,12 @@ impl<R: Row> Message<R> {
     }
 }
 
-/// Per key of consolidated `updates`, the message that brings the topic to
-/// them: the inserted row if any (a key has at most one row at a time),
-/// else a tombstone. Sorted by key; the sort is stable and takes linear time
-/// on updates already in key order (rows order by their key fields first).
-fn messages<R: Row>(mut updates: Vec<(R, isize)>) -> Vec<Message<R>> {
+/// Per key of `updates`, the message that brings the topic to them: the
+/// inserted row if any (a key has at most one row at a time), else a
+/// tombstone. Sorted by key; the sort is stable and takes linear time on
+/// consolidated updates (rows order by their key fields first).
+fn messages<R: Row + Ord>(mut updates: Vec<(R, isize)>) -> Vec<Message<R>> {
+    differential_dataflow::consolidation::consolidate(&mut updates);
     updates.sort_by(|(a, _), (b, _)| a.key_fields().cmp(&b.key_fields()));
     let mut messages: Vec<Message<R>> = Vec::with_capacity(updates.len());
     for (row, diff) in updates {
@@ -241,7 +242,12 @@ impl<R: Row> Outbox<R> {
         }
     }
 
-    fn push(&mut self, sender: &Sender, capability: Capability<Time>, records: VecDeque<Message<R>>) {
+    fn push(
+        &mut self,
+        sender: &Sender,
+        capability: Capability<Time>,
+        records: VecDeque<Message<R>>,
+    ) {
         sender.add(*capability.time(), records.len() as isize);
         self.times.push_back((capability, records));
     }
@@ -429,14 +435,12 @@ where
                         match &topic_rows {
                             Some(tail) if !tail.is_empty() => {
                                 let mut key = Vec::new();
-                                updates.retain(|(row, _)| {
-                                    tail.contains_key(render_key(row, &mut key))
-                                })
+                                updates
+                                    .retain(|(row, _)| tail.contains_key(render_key(row, &mut key)))
                             }
                             _ => updates.clear(),
                         }
                     }
-                    differential_dataflow::consolidation::consolidate(&mut updates);
                     let mut messages = messages(updates);
                     let reconciling = if tail_only == Some(time) {
                         Some((topic_rows.unwrap_or_default(), true))
@@ -519,10 +523,11 @@ pub fn rejected<'scope>(
                     let (capability, records) = entry.remove();
                     let records: VecDeque<_> = records
                         .into_iter()
-                        .map(|record| (record.key(), record))
-                        // Those in the topic since before the restart are not written again.
-                        .filter(|(key, _)| !written.contains(key))
-                        .map(|(key, record)| Message::Keyed(key, Some(record)))
+                        .filter_map(|record| {
+                            let key = record.key();
+                            // Those in the topic since before the restart are not written again.
+                            (!written.contains(&key)).then_some(Message::Keyed(key, Some(record)))
+                        })
                         .collect();
                     if !records.is_empty() {
                         output.session(&capability).give(Note::Written);
@@ -659,10 +664,19 @@ mod tests {
         let (old, new) = (contact("a", "old"), contact("a", "new"));
         let (gone, added) = (contact("b", "x"), contact("c", "y"));
         // Not in key order, and a key's retraction after its insertion.
-        let updates = vec![(added.clone(), 1), (new.clone(), 1), (gone.clone(), -1), (old, -1)];
+        let updates = vec![
+            (added.clone(), 1),
+            (new.clone(), 1),
+            (gone.clone(), -1),
+            (old, -1),
+        ];
         assert_eq!(
             messages(updates),
-            vec![Message::Row(new), Message::Removed(gone), Message::Row(added)]
+            vec![
+                Message::Row(new),
+                Message::Removed(gone),
+                Message::Row(added)
+            ]
         );
     }
 

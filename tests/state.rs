@@ -371,14 +371,17 @@ fn a_backfill_hands_its_state_over_to_run() {
     hand_off(&[]);
 }
 
-/// With room for 64 records in the producer's queue, the sinks keep the
+/// With room for 16 records in the producer's queue, the sinks keep the
 /// rest in order and the worker goes on: the same rows arrive, none lost,
-/// none out of order, none repeated.
+/// none out of order, none repeated. (Each worker's walk-ins sink alone has
+/// more than 16 restored rows to write at once, and a record stays queued
+/// for at least the producer's linger: the queue fills every time. With 64
+/// it filled only when the live records came in large epochs.)
 #[test]
 fn a_hand_off_through_a_full_producer_queue_writes_every_row_once_in_order() {
-    let metrics = hand_off(&["queue.buffering.max.messages=64"]);
+    let metrics = hand_off(&["queue.buffering.max.messages=16"]);
     let full = metrics.read(|f| f.output_queue_full);
-    assert!(full > 0, "the queue was full at times");
+    assert!(full > 0, "the queue was never full");
     let waiting: usize = metrics.read(|f| f.workers.values().map(|w| w.output_waiting).sum());
     assert_eq!(waiting, 0, "nothing waits after a clean stop");
 }

@@ -32,6 +32,11 @@ use presence::metrics::Metrics;
 use presence::run::{CheckpointSettings, RunJob, Topics};
 use rdkafka::mocking::MockCluster;
 
+/// The allocator the `presence` binary uses: both the replay and the
+/// restores run in this process, as they would in the binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = env_flag("PRESENCE_BENCH_QUICK") || std::env::args().any(|a| a == "--quick");
     let days = env_u64("PRESENCE_BENCH_DAYS", if quick { 3 } else { 28 });

@@ -257,20 +257,36 @@ impl Metrics {
 
     /// Records one acknowledged output record of `topic` written `latency_ms` after its input.
     pub fn acknowledged(&self, topic: &str, latency_ms: u64) {
-        self.update(|f| {
-            count(&mut f.acknowledged, topic);
-            let bucket = LATENCY_BUCKETS_MS
-                .iter()
-                .position(|&b| latency_ms <= b)
-                .unwrap_or(LATENCY_BUCKETS_MS.len());
-            f.latency_buckets[bucket] += 1;
-            f.latency_sum_ms += latency_ms;
-        });
+        let mut counts = OutputCounts::default();
+        counts.acknowledged(topic, latency_ms);
+        self.add(&mut counts);
     }
 
-    /// Counts a record produced to `topic`.
-    pub fn produced(&self, topic: &str) {
-        self.update(|f| count(&mut f.produced, topic));
+    /// Adds `counts` to the figures, and clears them.
+    pub fn add(&self, counts: &mut OutputCounts) {
+        if counts.is_empty() {
+            return;
+        }
+        self.update(|f| {
+            for (totals, counted) in [
+                (&mut f.produced, &mut counts.produced),
+                (&mut f.acknowledged, &mut counts.acknowledged),
+            ] {
+                for (topic, n) in counted.iter_mut().filter(|(_, n)| *n > 0) {
+                    match totals.get_mut(topic.as_str()) {
+                        Some(total) => *total += *n,
+                        None => {
+                            totals.insert(topic.clone(), *n);
+                        }
+                    }
+                    *n = 0;
+                }
+            }
+            for (total, n) in f.latency_buckets.iter_mut().zip(&mut counts.latency_buckets) {
+                *total += std::mem::take(n);
+            }
+            f.latency_sum_ms += std::mem::take(&mut counts.latency_sum_ms);
+        });
     }
 
     /// The figures in Prometheus' text format.
@@ -699,12 +715,44 @@ impl LatencyRecorder {
 
 /// Adds one to `topic`'s count (its name is copied only the first time:
 /// this runs for every record produced and acknowledged).
-fn count(counts: &mut BTreeMap<String, u64>, topic: &str) {
-    match counts.get_mut(topic) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(topic.to_owned(), 1);
-        }
+/// Output records produced and acknowledged, counted by one producer
+/// between two [`Metrics::add`]s: a record's counts take no lock that
+/// other threads contend for.
+#[derive(Debug, Default)]
+pub struct OutputCounts {
+    produced: Vec<(String, u64)>,
+    acknowledged: Vec<(String, u64)>,
+    latency_buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    latency_sum_ms: u64,
+}
+
+impl OutputCounts {
+    /// Counts a record produced to `topic`.
+    pub fn produced(&mut self, topic: &str) {
+        add_one(&mut self.produced, topic);
+    }
+
+    /// Counts an acknowledged record of `topic`, written `latency_ms` after its input.
+    pub fn acknowledged(&mut self, topic: &str, latency_ms: u64) {
+        add_one(&mut self.acknowledged, topic);
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| latency_ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_buckets[bucket] += 1;
+        self.latency_sum_ms += latency_ms;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.produced.iter().chain(&self.acknowledged).all(|(_, n)| *n == 0)
+    }
+}
+
+/// One more for `topic` (a producer writes a handful of topics).
+fn add_one(counts: &mut Vec<(String, u64)>, topic: &str) {
+    match counts.iter_mut().find(|(t, _)| t == topic) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((topic.to_owned(), 1)),
     }
 }
 

@@ -581,7 +581,7 @@ impl<'j> Service<'j> {
     fn hold_back(&mut self, worker: &mut Worker, shutdown: &AtomicBool) {
         while self.held_back() && !shutdown.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            kafka::serve(self.sender.producer());
+            kafka::serve_outputs(self.sender.producer());
         }
     }
 
@@ -752,7 +752,7 @@ fn serve(
     computed: &ProbeHandle<Time>,
     entered: &mut VecDeque<(Time, Instant, u64)>,
 ) -> Result<(), RunError> {
-    kafka::serve(producer);
+    kafka::serve_outputs(producer);
     if let Some((topic, source)) = producer
         .context()
         .0

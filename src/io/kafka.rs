@@ -372,6 +372,8 @@ pub struct Deliveries {
     /// Per cut first reached by a record sent (and every cut between it
     /// and the one before), `acked` just before that record was sent.
     at_crossing: BTreeMap<u64, Floors>,
+    /// Records produced and acknowledged since the metrics last had them.
+    counts: crate::metrics::OutputCounts,
 }
 
 impl Deliveries {
@@ -487,9 +489,27 @@ impl Deliveries {
 }
 
 /// The producer's context: acknowledgements decrement [`Deliveries`] and
-/// feed the metrics.
+/// feed the metrics (counted per producer, added to the metrics by
+/// [`serve`] and when the producer goes).
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryTracker(pub Arc<Mutex<Deliveries>>, pub crate::metrics::Metrics);
+
+impl DeliveryTracker {
+    /// Adds what was produced and acknowledged since the last call to the
+    /// metrics.
+    pub fn publish(&self) {
+        let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
+        self.1.add(&mut deliveries.counts);
+    }
+}
+
+impl Drop for DeliveryTracker {
+    fn drop(&mut self) {
+        if let Ok(mut deliveries) = self.0.lock() {
+            self.1.add(&mut deliveries.counts);
+        }
+    }
+}
 
 impl ClientContext for DeliveryTracker {}
 
@@ -509,18 +529,14 @@ impl ProducerContext for DeliveryTracker {
                     .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
                 return;
             }
-            // A record's logical time is the millisecond its input was read.
-            Ok(message) if time != UNTRACKED => {
-                let latency = crate::clock::now_ms().saturating_sub(time);
-                self.1.acknowledged(message.topic(), latency);
-            }
+            Ok(_) if time == UNTRACKED => return,
             Ok(_) => {}
-        }
-        if time == UNTRACKED {
-            return;
         }
         let mut deliveries = self.0.lock().expect("no thread panics holding the lock");
         if let Ok(message) = result {
+            // A record's logical time is the millisecond its input was read.
+            let latency = crate::clock::now_ms().saturating_sub(time);
+            deliveries.counts.acknowledged(message.topic(), latency);
             deliveries.delivered(message.topic(), message.partition(), message.offset());
         }
         let count = deliveries
@@ -558,6 +574,13 @@ pub fn serve<C: ProducerContext>(producer: &BaseProducer<C>) {
     }
     // SAFETY: releases the reference taken above, once.
     unsafe { rdkafka::bindings::rd_kafka_queue_destroy(queue) };
+}
+
+/// Serves an output producer's delivery reports (see [`serve`]) and adds
+/// its counts to the metrics.
+pub fn serve_outputs(producer: &BaseProducer<DeliveryTracker>) {
+    serve(producer);
+    producer.context().publish();
 }
 
 /// A producer for the output topics.
@@ -624,7 +647,7 @@ pub fn offer(
     match producer.send(record) {
         Ok(()) => {
             if tracked {
-                producer.context().1.produced(topic);
+                deliveries().counts.produced(topic);
             }
             Ok(true)
         }

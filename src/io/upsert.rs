@@ -42,7 +42,7 @@ const ACK_POLL: Duration = Duration::from_millis(1);
 /// A record of an upsert topic: its key, and its value at a logical time.
 pub trait Row {
     /// The fields that identify the row, in the message key's order.
-    type Key<'a>: Ord + Serialize
+    type Key<'a>: Ord + std::hash::Hash + Serialize
     where
         Self: 'a;
 
@@ -100,19 +100,36 @@ impl<R: Row> Message<R> {
 
 /// Per key of `updates`, the message that brings the topic to them: the
 /// inserted row if any (a key has at most one row at a time), else a
-/// tombstone. Sorted by key; the sort is stable and takes linear time on
-/// consolidated updates (rows order by their key fields first).
-fn messages<R: Row + Ord>(mut updates: Vec<(R, isize)>) -> Vec<Message<R>> {
-    differential_dataflow::consolidation::consolidate(&mut updates);
-    updates.sort_by(|(a, _), (b, _)| a.key_fields().cmp(&b.key_fields()));
-    let mut messages: Vec<Message<R>> = Vec::with_capacity(updates.len());
-    for (row, diff) in updates {
-        let same = match messages.last() {
-            Some(Message::Row(last) | Message::Removed(last)) => {
-                last.key_fields() == row.key_fields()
-            }
-            _ => false,
-        };
+/// tombstone. In no particular order of keys: the updates are sorted by a
+/// hash of their key fields first, so that a sort's comparisons are mostly
+/// of two integers, and rows are compared only within one hash (a row's
+/// order begins with its key fields, so the rows of a key are adjacent).
+fn messages<R: Row + Ord>(updates: Vec<(R, isize)>) -> Vec<Message<R>> {
+    use std::hash::BuildHasher as _;
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let mut hashed: Vec<(u64, R, isize)> = updates
+        .into_iter()
+        .map(|(row, diff)| (hasher.hash_one(row.key_fields()), row, diff))
+        .collect();
+    hashed.sort_unstable_by(|(h1, r1, _), (h2, r2, _)| h1.cmp(h2).then_with(|| r1.cmp(r2)));
+    let mut messages: Vec<Message<R>> = Vec::with_capacity(hashed.len());
+    let mut updates = hashed.into_iter().peekable();
+    let mut last_hash = None;
+    while let Some((hash, row, mut diff)) = updates.next() {
+        while let Some((_, _, more)) = updates.next_if(|(h, next, _)| *h == hash && *next == row) {
+            diff += more;
+        }
+        if diff == 0 {
+            continue; // the row's updates cancel out
+        }
+        let same = last_hash == Some(hash)
+            && match messages.last() {
+                Some(Message::Row(last) | Message::Removed(last)) => {
+                    last.key_fields() == row.key_fields()
+                }
+                _ => false,
+            };
+        last_hash = Some(hash);
         match (same, diff > 0) {
             (true, true) => *messages.last_mut().expect("a last message") = Message::Row(row),
             (true, false) => {}
@@ -326,7 +343,7 @@ impl Unacknowledged {
     /// Serves delivery reports and releases the times fully acknowledged.
     /// Returns whether anything is still waiting.
     fn release(&mut self, producer: &BaseProducer<DeliveryTracker>) -> bool {
-        crate::io::kafka::serve(producer);
+        crate::io::kafka::serve_outputs(producer);
         let deliveries = producer
             .context()
             .0
@@ -663,15 +680,24 @@ mod tests {
     fn each_key_gets_one_message_its_inserted_row_else_a_tombstone() {
         let (old, new) = (contact("a", "old"), contact("a", "new"));
         let (gone, added) = (contact("b", "x"), contact("c", "y"));
-        // Not in key order, and a key's retraction after its insertion.
+        let cancelled = contact("d", "z");
+        // Not in key order, a key's retraction after its insertion, and a
+        // row inserted and retracted at the same time.
         let updates = vec![
             (added.clone(), 1),
+            (cancelled.clone(), 1),
             (new.clone(), 1),
             (gone.clone(), -1),
             (old, -1),
+            (cancelled, -1),
         ];
+        let mut out = messages(updates);
+        out.sort_by_key(|message| match message {
+            Message::Row(row) | Message::Removed(row) => row.key(),
+            Message::Keyed(key, _) => key.clone(),
+        });
         assert_eq!(
-            messages(updates),
+            out,
             vec![
                 Message::Row(new),
                 Message::Removed(gone),

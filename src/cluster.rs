@@ -1,7 +1,11 @@
 //! Timely's cluster flags (`-w -n -p -h`), parsed by clap, and the
 //! `timely::Config` they describe.
 
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use timely::{CommunicationConfig, WorkerConfig};
 
@@ -199,6 +203,165 @@ impl ClusterArgs {
     }
 }
 
+/// The other processes of a cluster, watched for signs of life: a process
+/// that hangs (stopped, or cut off by the network) keeps its connections
+/// open, and timely waits for it forever. Every process sends a datagram to
+/// every other one's hostfile address (UDP, on the port of timely's TCP)
+/// several times per timeout; one not heard from for a timeout (less one
+/// beat, so that it is reported within the timeout) is lost, reported in one line as a broken connection is, and the process
+/// exits 1. A process that stops cleanly says goodbye, so the others do not
+/// mistake the end of its run for a loss.
+pub struct Liveness {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A cluster's processes and which one this is.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    process: usize,
+    addresses: Vec<String>,
+}
+
+impl Peers {
+    /// The processes of `config`, if it has more than one.
+    pub fn of(config: &timely::Config) -> Option<Peers> {
+        match &config.communication {
+            CommunicationConfig::Cluster {
+                process, addresses, ..
+            } if addresses.len() > 1 => Some(Peers {
+                process: *process,
+                addresses: addresses.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Starts watching the others (call it once the cluster is connected):
+    /// one lost for `timeout` ends this process. Without a socket to watch
+    /// with, warns and watches nothing (a lost connection is still seen).
+    pub fn watch(self, timeout: Duration) -> Liveness {
+        let stop = Arc::new(AtomicBool::new(false));
+        let socket = self.addresses[self.process]
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .map(UdpSocket::bind);
+        let thread = match socket {
+            Some(Ok(socket)) => {
+                let stop = Arc::clone(&stop);
+                std::thread::Builder::new()
+                    .name("presence:liveness".into())
+                    .spawn(move || self.beat(&socket, timeout, &stop))
+                    .ok()
+            }
+            other => {
+                let why = match other {
+                    Some(Err(error)) => error.to_string(),
+                    _ => "the address does not resolve".to_owned(),
+                };
+                tracing::warn!(address = %self.addresses[self.process], %why, "cannot watch the other processes for signs of life: only lost connections are detected");
+                None
+            }
+        };
+        Liveness { stop, thread }
+    }
+
+    /// Sends and hears heartbeats until `stop`, then says goodbye.
+    fn beat(&self, socket: &UdpSocket, timeout: Duration, stop: &AtomicBool) {
+        let every = (timeout / 5).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let _ = socket.set_read_timeout(Some(every / 2));
+        let n = self.addresses.len();
+        let peers: Vec<Option<SocketAddr>> = (0..n)
+            .map(|i| {
+                (i != self.process)
+                    .then(|| self.addresses[i].to_socket_addrs().ok()?.next())
+                    .flatten()
+            })
+            .collect();
+        let send = |what: &str| {
+            let message = format!("presence {what} {} of {n}", self.process);
+            for peer in peers.iter().flatten() {
+                let _ = socket.send_to(message.as_bytes(), peer);
+            }
+        };
+        let start = Instant::now();
+        let mut heard: Vec<Option<Instant>> = vec![Some(start); n];
+        heard[self.process] = None;
+        let mut sent = start - every;
+        let mut buffer = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            if sent.elapsed() >= every {
+                send("alive");
+                sent = Instant::now();
+            }
+            if let Ok((length, _)) = socket.recv_from(&mut buffer) {
+                match parse_heartbeat(&buffer[..length], n) {
+                    Some((peer, true)) => {
+                        if let Some(at) = &mut heard[peer] {
+                            *at = Instant::now();
+                        }
+                    }
+                    Some((peer, false)) => heard[peer] = None, // it stopped cleanly
+                    None => {}
+                }
+            }
+            let silent = heard
+                .iter()
+                .enumerate()
+                .find(|(_, at)| at.is_some_and(|at| at.elapsed() > timeout.saturating_sub(every)));
+            if let Some((peer, _)) = silent {
+                if !LOST_REPORTED.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "presence: error: lost process {peer} ({}) of the cluster: no sign of life from it within --connect-timeout ({}); restart every process to resume",
+                        self.addresses[peer],
+                        humantime::format_duration(timeout)
+                    );
+                }
+                std::process::exit(1);
+            }
+        }
+        for _ in 0..3 {
+            send("bye");
+        }
+    }
+}
+
+/// A heartbeat's sender and whether it is alive (or says goodbye).
+fn parse_heartbeat(datagram: &[u8], processes: usize) -> Option<(usize, bool)> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    let mut words = text.split(' ');
+    let (Some("presence"), Some(what), Some(peer), Some("of"), Some(n), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return None;
+    };
+    let peer: usize = peer.parse().ok()?;
+    if n.parse::<usize>().ok()? != processes || peer >= processes {
+        return None;
+    }
+    match what {
+        "alive" => Some((peer, true)),
+        "bye" => Some((peer, false)),
+        _ => None,
+    }
+}
+
+impl Liveness {
+    /// Stops watching, and tells the others this process stopped cleanly.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +383,16 @@ mod tests {
             Some((None, "its connection failed".to_owned()))
         );
         assert_eq!(lost_process(Some("main"), "index out of bounds"), None);
+    }
+
+    #[test]
+    fn heartbeats_name_their_process_and_say_whether_it_lives() {
+        assert_eq!(parse_heartbeat(b"presence alive 1 of 2", 2), Some((1, true)));
+        assert_eq!(parse_heartbeat(b"presence bye 0 of 2", 2), Some((0, false)));
+        // Another cluster's, a process out of range, or anything else.
+        assert_eq!(parse_heartbeat(b"presence alive 1 of 3", 2), None);
+        assert_eq!(parse_heartbeat(b"presence alive 2 of 2", 2), None);
+        assert_eq!(parse_heartbeat(b"presence alive 1 of 2 x", 2), None);
+        assert_eq!(parse_heartbeat(b"\xff", 2), None);
     }
 }

@@ -344,6 +344,8 @@ pub fn run(
             None => ServiceState::CatchingUp,
         });
     });
+    let peers = crate::cluster::Peers::of(&config);
+    let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(config, move |worker| {
@@ -359,6 +361,8 @@ pub fn run(
         result
     })
     .map_err(RunError::Timely)?;
+    // The cluster is connected: from now on a process that hangs is lost.
+    let liveness = peers.map(|peers| peers.watch(connect_timeout));
     let mut summary = Summary::default();
     let mut failure = None;
     for result in guards.join() {
@@ -368,6 +372,9 @@ pub fn run(
                 failure.get_or_insert(error);
             }
         }
+    }
+    if let Some(liveness) = liveness {
+        liveness.stop();
     }
     failure.map_or(Ok(summary), Err)
 }

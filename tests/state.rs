@@ -293,6 +293,31 @@ fn has_checkpoint(dir: &Path) -> bool {
 
 #[test]
 fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
+    // Its connections break: the survivor stops at once.
+    lose_a_process(|victim| victim.kill().unwrap(), Duration::from_secs(5));
+}
+
+#[test]
+fn when_a_process_hangs_the_other_exits_within_the_connect_timeout_and_a_restart_resumes() {
+    // Stopped, its connections stay open: only its silence tells. (The
+    // stopped process is killed before the restart.)
+    lose_a_process(
+        |victim| {
+            let status = std::process::Command::new("kill")
+                .args(["-STOP", &victim.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        },
+        Duration::from_secs(5) + Duration::from_millis(500),
+    );
+}
+
+/// Two processes of [`service`]; once a checkpoint is written, `lose` makes
+/// process 1 die or hang. Process 0 must exit 1 within `limit` (the 5 s
+/// connect timeout of [`service`], plus scheduling) with one line naming
+/// process 1, and a restart of both must end with whole outputs.
+fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) {
     let mock = mock_with_inputs();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -310,8 +335,7 @@ fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
         );
         std::thread::yield_now();
     }
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    lose(&mut victim);
     let killed = std::time::Instant::now();
     let status = loop {
         if let Some(status) = survivor.try_wait().unwrap() {
@@ -324,11 +348,13 @@ fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
         std::thread::yield_now();
     };
     let within = killed.elapsed();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        within < Duration::from_secs(5),
+        within < limit,
         "it took {within:?}: {stderr}"
     );
     let last = stderr.trim().lines().last().unwrap_or_default();

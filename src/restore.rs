@@ -41,10 +41,17 @@ use crate::io::store::{self, Manifest, Origin, RecordedParams, StoreError};
 use crate::io::upsert::{Existing, Restored};
 use crate::run::{RunError, RunJob};
 
-/// How long, past the end offsets a broker reports, a topic being read back
-/// must stay quiet to be read: tansu reports a partition's end as its last
-/// batch's base offset + 1, short of the batch's later records.
-const QUIET: Duration = Duration::from_millis(200);
+/// Reading a partition to the end a broker reports needs no waiting for
+/// records it did not report: the read starts one record before that end at
+/// the latest, so it fetches the batch holding the record at `end - 1`, and
+/// a broker returns that batch whole and the client hands over a fetched
+/// batch's records together. tansu reports a partition's end as its last
+/// batch's base offset + 1, short of the batch's later records: they come
+/// with the record at `end - 1`, and once every partition is past its end,
+/// what is left in the client's queue is all there is.
+fn fetch_from(start: i64, end: i64) -> i64 {
+    start.min(end - 1)
+}
 
 /// What a restart starts from.
 #[derive(Clone, Debug, Default)]
@@ -521,8 +528,9 @@ fn read_back(
     Ok(back)
 }
 
-/// Reads `spans` to their ends (and until nothing more arrives for
-/// [`QUIET`]) into `back`; returns each partition's next offset.
+/// Reads `spans` into `back`: their records from `start`, to their ends and
+/// past them while the client has more (see [`fetch_from`]); returns each
+/// partition's next offset.
 fn read_spans(
     consumer: &BaseConsumer<Rebalances>,
     job: &RunJob,
@@ -533,13 +541,16 @@ fn read_spans(
     let failure = |action: String| client_failure(job, action);
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut list = TopicPartitionList::new();
     for span in spans {
         let topic = topics[span.topic];
-        list.add_partition_offset(topic, span.partition, Offset::Offset(span.start))
+        let from = fetch_from(span.start, span.end);
+        list.add_partition_offset(topic, span.partition, Offset::Offset(from))
             .map_err(failure(format!("assigning {topic}")))?;
-        next.insert((topic.to_string(), span.partition), span.start);
+        next.insert((topic.to_string(), span.partition), from);
         ends.insert((topic.to_string(), span.partition), span.end);
+        starts.insert((topic.to_string(), span.partition), span.start);
     }
     if spans.is_empty() {
         return Ok(next);
@@ -552,7 +563,7 @@ fn read_spans(
     loop {
         let past_ends = next.iter().all(|(p, n)| *n >= ends[p]);
         let wait = if past_ends {
-            QUIET
+            Duration::ZERO
         } else {
             Duration::from_millis(100)
         };
@@ -561,7 +572,10 @@ fn read_spans(
                 let at = (message.topic().to_owned(), message.partition());
                 let end = back.ends.entry(at.clone()).or_default();
                 *end = (*end).max(message.offset() + 1);
-                next.insert(at, message.offset() + 1);
+                next.insert(at.clone(), message.offset() + 1);
+                if starts.get(&at).is_some_and(|&start| message.offset() < start) {
+                    continue; // before the span: read only to find the end
+                }
                 back.records += 1;
                 if let Some(ms) = message.timestamp().to_millis() {
                     back.max_time = back.max_time.max(ms.max(0) as u64);
@@ -613,22 +627,25 @@ fn last_frontier(consumer: &BaseConsumer<Rebalances>, job: &RunJob) -> Result<u6
     if high <= low {
         return Ok(0);
     }
-    // The last few messages: frontiers only grow, and a broker that reports
-    // the end short of a batch (tansu) still has it after this offset.
+    // The last few messages: frontiers only grow, and what a broker that
+    // reports the end short of a batch (tansu) holds past it comes with the
+    // record before that end (see `fetch_from`).
+    let from = (high - 64).max(low);
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Offset((high - 64).max(low)))
+    list.add_partition_offset(topic, 0, Offset::Offset(from))
         .map_err(failure)?;
     consumer.assign(&list).map_err(failure)?;
     let mut frontier = 0;
-    let mut next = 0;
+    let mut next = from;
     let deadline = Instant::now() + job.connect_timeout.max(Duration::from_secs(30));
     loop {
         let wait = if next >= high {
-            QUIET
+            Duration::ZERO
         } else {
             Duration::from_millis(100)
         };
         match consumer.poll(wait) {
+            Some(Ok(message)) if message.topic() != topic.as_str() => {}
             Some(Ok(message)) => {
                 next = message.offset() + 1;
                 let value: Option<serde_json::Value> = message

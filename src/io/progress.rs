@@ -17,7 +17,9 @@
 //! published at most once per `interval` while outputs change (a time below
 //! the new frontier was written), and at most once per [`QUIET_INTERVAL`]
 //! while they do not: downstream readers see the frontier move through a
-//! quiet night without a message per epoch.
+//! quiet night without a message per epoch. The first frontier of a run
+//! goes at once: after a restart, it is the sign that the outputs are
+//! reconciled.
 //!
 //! # The final frontier
 //!
@@ -114,7 +116,9 @@ pub fn publish<'scope>(
             let mut closed = 0;
             let peers = scope.peers();
             let mut changed = false;
-            let mut last_sent = Instant::now();
+            // None until the first frontier, which goes at once: after a
+            // restart, it says that the outputs are reconciled.
+            let mut last_sent: Option<Instant> = None;
             let mut wake_at: Option<Instant> = None;
             move |(input, frontier), _output| {
                 input.for_each_stamp(|stamp, data| {
@@ -158,9 +162,9 @@ pub fn publish<'scope>(
                         } else {
                             interval.max(QUIET_INTERVAL)
                         };
-                        let since = last_sent.elapsed();
-                        if since < due {
-                            let wake = last_sent + due;
+                        let since = last_sent.map_or(due, |sent| sent.elapsed());
+                        if let (Some(sent), true) = (last_sent, since < due) {
+                            let wake = sent + due;
                             if wake_at.is_none_or(|at| at <= Instant::now() || wake < at) {
                                 activator.activate_after(due - since);
                                 wake_at = Some(wake);
@@ -179,7 +183,7 @@ pub fn publish<'scope>(
                     published = target;
                     messages += 1;
                     changed = false;
-                    last_sent = Instant::now();
+                    last_sent = Some(Instant::now());
                     let value = message(published, &offsets);
                     send_or_fail(&producer, &topic, Some(0), None, Some(&value), UNTRACKED);
                     if let Some(group) = &mut group {

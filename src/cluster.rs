@@ -387,7 +387,10 @@ mod tests {
 
     #[test]
     fn heartbeats_name_their_process_and_say_whether_it_lives() {
-        assert_eq!(parse_heartbeat(b"presence alive 1 of 2", 2), Some((1, true)));
+        assert_eq!(
+            parse_heartbeat(b"presence alive 1 of 2", 2),
+            Some((1, true))
+        );
         assert_eq!(parse_heartbeat(b"presence bye 0 of 2", 2), Some((0, false)));
         // Another cluster's, a process out of range, or anything else.
         assert_eq!(parse_heartbeat(b"presence alive 1 of 3", 2), None);

@@ -282,7 +282,11 @@ impl Metrics {
                     *n = 0;
                 }
             }
-            for (total, n) in f.latency_buckets.iter_mut().zip(&mut counts.latency_buckets) {
+            for (total, n) in f
+                .latency_buckets
+                .iter_mut()
+                .zip(&mut counts.latency_buckets)
+            {
                 *total += std::mem::take(n);
             }
             f.latency_sum_ms += std::mem::take(&mut counts.latency_sum_ms);
@@ -744,7 +748,10 @@ impl OutputCounts {
     }
 
     fn is_empty(&self) -> bool {
-        self.produced.iter().chain(&self.acknowledged).all(|(_, n)| *n == 0)
+        self.produced
+            .iter()
+            .chain(&self.acknowledged)
+            .all(|(_, n)| *n == 0)
     }
 }
 

@@ -573,7 +573,10 @@ fn read_spans(
                 let end = back.ends.entry(at.clone()).or_default();
                 *end = (*end).max(message.offset() + 1);
                 next.insert(at.clone(), message.offset() + 1);
-                if starts.get(&at).is_some_and(|&start| message.offset() < start) {
+                if starts
+                    .get(&at)
+                    .is_some_and(|&start| message.offset() < start)
+                {
                     continue; // before the span: read only to find the end
                 }
                 back.records += 1;

@@ -887,6 +887,7 @@ fn build(
                 interval,
                 metrics.clone(),
                 frontier_group,
+                sender.restore_epoch(),
             )
             .probe_with(&published);
             if let Some(config) = checkpoint {

@@ -167,6 +167,9 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
     let before = counts(&brokers, &topics);
     outputs_read_back_from_their_ends(&brokers, &topics, &state);
 
+    let progress = progress_messages(&brokers, &topics);
+    let last = progress.last().unwrap()["frontier"].as_u64().unwrap();
+
     // Restarted with nothing new: nothing read, nothing written again.
     let summary = run_job(job(&brokers, &state), 1).unwrap();
     assert_eq!(
@@ -174,6 +177,16 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
         "a clean stop's checkpoint covers every record"
     );
     assert_eq!(counts(&brokers, &topics), before, "no row written twice");
+    // Its first frontier is above its restore epoch (the first run's final
+    // frontier + 1): none is published before the restore is through.
+    let again = progress_messages(&brokers, &topics);
+    assert!(again.len() > progress.len());
+    for message in &again[progress.len()..] {
+        assert!(
+            message["frontier"].as_u64().unwrap() > last + 1,
+            "{message} after {last}"
+        );
+    }
     check_outputs(&brokers, &topics, &input.backfill("out-2"), "restart");
 
     // New input: read once, on top of the restored state, at another shape.
@@ -353,10 +366,7 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) 
     let mut stderr = String::new();
     std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        within < limit,
-        "it took {within:?}: {stderr}"
-    );
+    assert!(within < limit, "it took {within:?}: {stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert!(
         last.starts_with("presence: error: lost process 1 (127.0.0.1:"),

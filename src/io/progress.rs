@@ -97,6 +97,7 @@ pub fn publish<'scope>(
     interval: Duration,
     metrics: Metrics,
     mut group: Option<GroupOffsets>,
+    restore_epoch: Option<Time>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = notes.scope();
     let publisher = scope.index() == 0;
@@ -110,7 +111,10 @@ pub fn publish<'scope>(
             let mut held = publisher.then_some(capability);
             let mut pending: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
             let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
-            let mut published: Time = 0;
+            // After a restart, frontiers up to the restore epoch say nothing
+            // new, and the outputs of times below it are reconciled only at
+            // it: the first frontier published is above it.
+            let mut published: Time = restore_epoch.unwrap_or(0);
             let mut messages = 0;
             let mut last_epoch: Option<Time> = None;
             let mut closed = 0;

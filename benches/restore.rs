@@ -278,9 +278,21 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
     }
     let mut parts: Vec<Vec<(String, String, String)>> = vec![Vec::new(); workers];
     rendered::<WalkIn>(&out.join("walkins"), &topics.walkins, &mut parts);
-    rendered::<DeviceContact>(&out.join("device-contacts"), &topics.device_contacts, &mut parts);
-    rendered::<EnrichedWalkIn>(&out.join("enriched-walkins"), &topics.enriched_walkins, &mut parts);
-    rendered::<WalkinCount>(&out.join("walkin-counts"), &topics.walkin_counts, &mut parts);
+    rendered::<DeviceContact>(
+        &out.join("device-contacts"),
+        &topics.device_contacts,
+        &mut parts,
+    );
+    rendered::<EnrichedWalkIn>(
+        &out.join("enriched-walkins"),
+        &topics.enriched_walkins,
+        &mut parts,
+    );
+    rendered::<WalkinCount>(
+        &out.join("walkin-counts"),
+        &topics.walkin_counts,
+        &mut parts,
+    );
     let mock = MockCluster::new(1).unwrap();
     for name in [
         &topics.walkins,
@@ -314,6 +326,7 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
 
 /// A stable hash of a key, to split the rows among the producers.
 fn foldhash_like(key: &str) -> u64 {
-    key.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }

@@ -52,6 +52,10 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    if let Some(restore) = std::env::var_os(CHILD) {
+        let restore: serde_json::Value = serde_json::from_str(restore.to_str().unwrap()).unwrap();
+        return restore_child(&restore, workers);
+    }
     let temporary = tempfile::tempdir().unwrap();
     let kept = std::env::var_os("PRESENCE_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = kept.as_deref().unwrap_or(temporary.path());
@@ -164,57 +168,36 @@ fn main() {
         mock.create_topic(name, 128, 1).unwrap();
     }
     mock.create_topic(&topics.progress, 1, 1).unwrap();
-    // One run of the service on the checkpoint: from its start to ready
-    // (restored, no input lag) and to the restored rows being in the output
-    // topics (the first frontier above the restore epoch); then a clean stop.
+    // One run of the service on the checkpoint, in a new process (as a
+    // restart is: a process that ran before has its memory mapped and
+    // faulted in already): from its start to ready (restored, no input
+    // lag) and to the restored rows being in the output topics (the first
+    // frontier above the restore epoch); then a clean stop.
     let restore = || {
         let restoring = presence::io::store::newest_complete(&state, &mut Vec::new())
             .unwrap()
             .expect("a checkpoint");
-        let metrics = Metrics::default();
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let job = RunJob {
-            checkpoint: Some(CheckpointSettings {
-                dir: state.clone(),
-                interval: Duration::from_secs(10),
-                reset: false,
-            }),
-            ..RunJob::new(mock.bootstrap_servers(), topics.clone())
-        };
-        let started = Instant::now();
-        let service = {
-            let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));
-            std::thread::spawn(move || {
-                presence::run::run(timely::Config::process(workers), job, shutdown, metrics)
-            })
-        };
-        let (mut ready, mut written_s) = (None, None);
-        while written_s.is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(3600),
-                "the restore did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-            let (restored, lag, frontier, rows) = metrics.read(|f| {
-                (
-                    f.checkpoints.restore_seconds.is_some(),
-                    f.lag(),
-                    f.progress.frontier,
-                    f.checkpoints.restored_rows,
-                )
-            });
-            if ready.is_none() && restored && lag == 0 {
-                ready = Some((started.elapsed().as_secs_f64(), rows));
-            }
-            if ready.is_some() && frontier > restoring.time + 1 {
-                written_s = Some(started.elapsed().as_secs_f64());
-            }
-        }
-        let produced: u64 = metrics.read(|f| f.produced.values().sum());
-        shutdown.store(true, Ordering::Relaxed);
-        service.join().unwrap().unwrap();
-        let (ready_s, rows) = ready.unwrap();
-        (ready_s, written_s.unwrap(), rows, produced)
+        let asked = serde_json::json!({
+            "brokers": mock.bootstrap_servers(),
+            "state": state,
+            "restoring": restoring.time,
+        });
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(CHILD, asked.to_string())
+            .env("PRESENCE_BENCH_WORKERS", workers.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "the restore failed");
+        let line = String::from_utf8(output.stdout).unwrap();
+        let got: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        let f = |k: &str| got[k].as_f64().unwrap();
+        (
+            f("ready_s"),
+            f("written_s"),
+            f("rows") as u64,
+            f("produced") as u64,
+        )
     };
     let (ready_s, written_s, rows, produced) = restore();
     // A restart: the same state, the rows already in the topics.
@@ -329,4 +312,67 @@ fn foldhash_like(key: &str) -> u64 {
     key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
     })
+}
+
+/// The environment variable that makes this bench a restore's process.
+const CHILD: &str = "PRESENCE_BENCH_RESTORE";
+
+/// A restore's process: runs the service on the checkpoint in `asked`
+/// until the first frontier above the restore epoch, then stops it, and
+/// prints its times (from the process's start) as JSON.
+fn restore_child(asked: &serde_json::Value, workers: usize) {
+    let started = Instant::now();
+    let state = std::path::PathBuf::from(asked["state"].as_str().unwrap());
+    let restoring = asked["restoring"].as_u64().unwrap();
+    let metrics = Metrics::default();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let job = RunJob {
+        checkpoint: Some(CheckpointSettings {
+            dir: state,
+            interval: Duration::from_secs(10),
+            reset: false,
+        }),
+        ..RunJob::new(
+            asked["brokers"].as_str().unwrap().to_owned(),
+            Topics::default(),
+        )
+    };
+    let service = {
+        let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));
+        std::thread::spawn(move || {
+            presence::run::run(timely::Config::process(workers), job, shutdown, metrics)
+        })
+    };
+    let (mut ready, mut written_s) = (None, None);
+    while written_s.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the restore did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let (restored, lag, frontier, rows) = metrics.read(|f| {
+            (
+                f.checkpoints.restore_seconds.is_some(),
+                f.lag(),
+                f.progress.frontier,
+                f.checkpoints.restored_rows,
+            )
+        });
+        if ready.is_none() && restored && lag == 0 {
+            ready = Some((started.elapsed().as_secs_f64(), rows));
+        }
+        if ready.is_some() && frontier > restoring + 1 {
+            written_s = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    let produced: u64 = metrics.read(|f| f.produced.values().sum());
+    shutdown.store(true, Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+    let (ready_s, rows) = ready.unwrap();
+    println!(
+        "{}",
+        serde_json::json!({
+            "ready_s": ready_s, "written_s": written_s.unwrap(), "rows": rows, "produced": produced,
+        })
+    );
 }

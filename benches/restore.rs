@@ -2,13 +2,16 @@
 //!
 //! Builds state from generated history by `backfill --checkpoint-dir` (the
 //! replay: the history read and computed once), then times `run
-//! --checkpoint-dir` restoring it on librdkafka's in-process broker: from
-//! the call to `run` to the restored state being in the dataflow with no
-//! input lag (ready), and to every restored row being written to the
-//! (empty) output topics and acknowledged (the first progress frontier above
-//! the restore epoch). Prints the history's size, the walk-ins, the
-//! checkpoint's size on disk and per walk-in, and the ratio of the replay to
-//! the restore, all measured in the same run.
+//! --checkpoint-dir` restoring it, each time in a new process, on
+//! librdkafka's in-process broker (in this process): from the start of that
+//! process to the restored state being in the dataflow with no input lag
+//! (ready), and to every restored row being written to the (empty) output
+//! topics and acknowledged (the first progress frontier above the restore
+//! epoch); first the hand-off, then a restart. Then, as a floor for the
+//! hand-off, writes the same rows, rendered beforehand, with one producer
+//! per worker and nothing else. Prints the history's size, the walk-ins,
+//! the checkpoint's size on disk and per walk-in, and the ratio of the
+//! replay to the restores, all measured in the same run.
 //!
 //! Sizing, through the environment:
 //!   PRESENCE_BENCH_DAYS     days of history  (default 28)

@@ -53,6 +53,12 @@ fn fetch_from(start: i64, end: i64) -> i64 {
     start.min(end - 1)
 }
 
+/// How long a read that only looks for a partition's end (nothing to read
+/// before it) waits for the record before that end: one a compacted topic
+/// no longer holds (a tombstone removed, an empty batch) never comes, and
+/// then nothing past the end is there either.
+const LOOKING: Duration = Duration::from_millis(200);
+
 /// What a restart starts from.
 #[derive(Clone, Debug, Default)]
 pub struct Restore {
@@ -560,8 +566,13 @@ fn read_spans(
         .map_err(failure("assigning the output topics".to_owned()))?;
     let limit = job.connect_timeout.max(Duration::from_secs(30));
     let deadline = Instant::now() + limit;
+    let mut heard = Instant::now();
     loop {
         let past_ends = next.iter().all(|(p, n)| *n >= ends[p]);
+        // Only partitions with nothing to read are short of their ends.
+        let looking = next
+            .iter()
+            .all(|(p, n)| *n >= ends[p] || starts[p] >= ends[p]);
         let wait = if past_ends {
             Duration::ZERO
         } else {
@@ -569,6 +580,7 @@ fn read_spans(
         };
         match consumer.poll(wait) {
             Some(Ok(message)) => {
+                heard = Instant::now();
                 let at = (message.topic().to_owned(), message.partition());
                 let end = back.ends.entry(at.clone()).or_default();
                 *end = (*end).max(message.offset() + 1);
@@ -599,7 +611,7 @@ fn read_spans(
             Some(Err(error)) => {
                 return Err(failure("reading back the output topics".to_owned())(error).into())
             }
-            None if past_ends => break,
+            None if past_ends || (looking && heard.elapsed() > LOOKING) => break,
             None if Instant::now() > deadline => {
                 return Err(RunError::Refused(format!(
                     "could not read the output topics back to their end offsets within {limit:?}"

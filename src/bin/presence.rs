@@ -501,6 +501,7 @@ fn end_live(bar: Option<indicatif::ProgressBar>) {
 }
 
 fn main() -> ExitCode {
+    presence::io::kafka::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             // presence's own events (status lines, topics created, files

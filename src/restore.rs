@@ -182,12 +182,14 @@ fn describe(params: &RecordedParams, ours: &RecordedParams) -> String {
         .join("; ")
 }
 
-/// Prepares `job`'s restart from its checkpoint folder (see the module docs).
+/// Prepares `job`'s restart from its checkpoint folder (see the module
+/// docs), asking the brokers with `consumer`.
 pub fn prepare(
     job: &RunJob,
     dir: &std::path::Path,
     reset: bool,
     inputs: &[InputPartition],
+    consumer: &BaseConsumer<Rebalances>,
 ) -> Result<Restore, RunError> {
     let began = Instant::now();
     store::prepare(dir)?;
@@ -235,7 +237,6 @@ pub fn prepare(
         }
         .into());
     }
-    let consumer = kafka::consumer(&job.kafka)?;
     let mut next_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
     if manifest.origin == Origin::Run {
         // Partitions gone have nothing to read.
@@ -253,7 +254,7 @@ pub fn prepare(
             .map(|state| (state.topic.clone(), state.partition))
             .collect();
         let watermarks =
-            kafka::watermarks(&consumer, &asked, job.connect_timeout).map_err(client_failure(
+            kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(client_failure(
                 job,
                 "reading the offsets of the input partitions".to_owned(),
             ))?;
@@ -289,7 +290,7 @@ pub fn prepare(
                 .map(|f| ((f.topic.clone(), f.partition), f.offset))
                 .collect()
         });
-    let back = read_back(&consumer, job, &rows, floors.as_ref())?;
+    let back = read_back(consumer, job, &rows, floors.as_ref())?;
     let mut latest = manifest.time.max(back.max_time);
     let mut existing = Vec::new();
     let mut rejections = Vec::new();
@@ -326,7 +327,7 @@ pub fn prepare(
             })
         }));
     }
-    latest = latest.max(last_frontier(&consumer, job)?);
+    latest = latest.max(last_frontier(consumer, job)?);
     let mut tails = [false; 4];
     tails.copy_from_slice(&back.tails[..4]);
     Ok(Restore {

@@ -295,9 +295,10 @@ pub fn run(
         &job.inputs(),
         job.connect_timeout,
     )?;
-    drop(consumer);
     let restore = match &job.checkpoint {
-        Some(settings) => restore::prepare(&job, &settings.dir, settings.reset, &inputs)?,
+        Some(settings) => {
+            restore::prepare(&job, &settings.dir, settings.reset, &inputs, &consumer)?
+        }
         None => Restore::default(),
     };
     if let Some(manifest) = &restore.manifest {
@@ -328,7 +329,9 @@ pub fn run(
     .map(|topic| (topic.as_str(), job.output_partitions, true))
     .collect();
     create.push((&t.progress, 1, false));
-    kafka::create_missing_topics(&job.kafka, &create, job.connect_timeout)?;
+    kafka::create_missing_topics_with(&consumer, &job.kafka, &create, job.connect_timeout)?;
+    // One client asked the brokers everything above; its teardown waits for nobody.
+    kafka::drop_in_background(consumer);
     let workers = match &config.communication {
         timely::CommunicationConfig::Thread => 1,
         timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {

@@ -773,11 +773,33 @@ pub fn create_missing_topics(
     topics: &[NewTopicSpec<'_>],
     timeout: Duration,
 ) -> Result<(), KafkaFailure> {
+    let consumer = consumer(kafka)?;
+    let created = create_missing_topics_with(&consumer, kafka, topics, timeout);
+    drop_in_background(consumer);
+    created
+}
+
+/// Drops a Kafka client on a thread of its own: librdkafka takes about
+/// 100 ms to tear one down, and nothing needs to wait for that (a restart
+/// paid it three times before its workers started).
+pub fn drop_in_background<T: Send + 'static>(client: T) {
+    // If no thread can be made, the closure and the client are dropped here.
+    let _ = std::thread::Builder::new()
+        .name("presence:drop-client".into())
+        .spawn(move || drop(client));
+}
+
+/// [`create_missing_topics`], reading the topic list with `consumer`.
+pub fn create_missing_topics_with(
+    consumer: &BaseConsumer<Rebalances>,
+    kafka: &Connection,
+    topics: &[NewTopicSpec<'_>],
+    timeout: Duration,
+) -> Result<(), KafkaFailure> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
 
     let failure = |action: &str| KafkaFailure::client(&kafka.brokers, action.to_owned());
-    let consumer = consumer(kafka)?;
     // All topics' metadata: asking for one by name would auto-create it.
     let metadata = consumer
         .fetch_metadata(None, timeout)

@@ -92,9 +92,13 @@ fn a_stall_shows_as_latency_for_every_record_due_during_it() {
         .unwrap();
     assert!(above >= 0.05, "{above} of samples above 750 ms: {e2e:?}");
     // The timeline shows latency growing in the stall and recovering after.
+    // The stall is timed from the workers' start, the timeline from the
+    // load's, which comes up to a second or so later: the stall ends in
+    // second 2, 3 or 4 of the timeline, where latency peaks.
     let p99 = |second: usize| report.timeline[second].e2e_p99.unwrap();
     assert!(p99(1) < 500.0, "{:?}", report.timeline);
-    assert!(p99(3) >= 900.0, "{:?}", report.timeline);
+    let peak = (2..=4).map(p99).fold(0.0, f64::max);
+    assert!(peak >= 900.0, "{:?}", report.timeline);
     assert!(p99(5) < 500.0, "{:?}", report.timeline);
 }
 

@@ -253,13 +253,16 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
         topic: &str,
         into: &mut [Vec<(String, String, String)>],
     ) {
+        use std::hash::BuildHasher as _;
+        // Splits the rows among the producers by key.
+        let split = foldhash::fast::FixedState::with_seed(0);
         for entry in std::fs::read_dir(folder).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             for line in text.lines() {
                 let row: R = serde_json::from_str(line).unwrap();
                 let key = row.key();
                 let value = format!("{},\"time\":1796226671846}}", &line[..line.len() - 1]);
-                let worker = (foldhash_like(&key) % into.len() as u64) as usize;
+                let worker = (split.hash_one(&key) % into.len() as u64) as usize;
                 into[worker].push((topic.to_owned(), key, value));
             }
         }
@@ -310,13 +313,6 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
         }
     });
     started.elapsed().as_secs_f64()
-}
-
-/// A stable hash of a key, to split the rows among the producers.
-fn foldhash_like(key: &str) -> u64 {
-    key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
 }
 
 /// The environment variable that makes this bench a restore's process.

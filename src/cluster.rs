@@ -208,9 +208,10 @@ impl ClusterArgs {
 /// open, and timely waits for it forever. Every process sends a datagram to
 /// every other one's hostfile address (UDP, on the port of timely's TCP)
 /// several times per timeout; one not heard from for a timeout (less one
-/// beat, so that it is reported within the timeout) is lost, reported in one line as a broken connection is, and the process
-/// exits 1. A process that stops cleanly says goodbye, so the others do not
-/// mistake the end of its run for a loss.
+/// beat, so that it is reported within the timeout) is lost, reported in
+/// one line as a broken connection is, and the process exits 1. A process
+/// that stops cleanly says goodbye, so the others do not mistake the end of
+/// its run for a loss.
 pub struct Liveness {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,

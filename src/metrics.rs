@@ -255,7 +255,9 @@ impl Metrics {
         )
     }
 
-    /// Records one acknowledged output record of `topic` written `latency_ms` after its input.
+    /// Records one acknowledged output record of `topic` written `latency_ms`
+    /// after its input (producers count through [`OutputCounts`]).
+    #[cfg(test)]
     pub fn acknowledged(&self, topic: &str, latency_ms: u64) {
         let mut counts = OutputCounts::default();
         counts.acknowledged(topic, latency_ms);
@@ -717,8 +719,6 @@ impl LatencyRecorder {
     }
 }
 
-/// Adds one to `topic`'s count (its name is copied only the first time:
-/// this runs for every record produced and acknowledged).
 /// Output records produced and acknowledged, counted by one producer
 /// between two [`Metrics::add`]s: a record's counts take no lock that
 /// other threads contend for.
@@ -755,7 +755,8 @@ impl OutputCounts {
     }
 }
 
-/// One more for `topic` (a producer writes a handful of topics).
+/// One more for `topic` (a producer writes a handful of topics; its name is
+/// copied only the first time).
 fn add_one(counts: &mut Vec<(String, u64)>, topic: &str) {
     match counts.iter_mut().find(|(t, _)| t == topic) {
         Some((_, n)) => *n += 1,

@@ -547,8 +547,8 @@ fn read_spans(
 ) -> Result<BTreeMap<(String, i32), i64>, RunError> {
     let failure = |action: String| client_failure(job, action);
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    // Per partition, where its span starts and ends.
+    let mut bounds: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
     let mut list = TopicPartitionList::new();
     for span in spans {
         let topic = topics[span.topic];
@@ -556,8 +556,7 @@ fn read_spans(
         list.add_partition_offset(topic, span.partition, Offset::Offset(from))
             .map_err(failure(format!("assigning {topic}")))?;
         next.insert((topic.to_string(), span.partition), from);
-        ends.insert((topic.to_string(), span.partition), span.end);
-        starts.insert((topic.to_string(), span.partition), span.start);
+        bounds.insert((topic.to_string(), span.partition), (span.start, span.end));
     }
     if spans.is_empty() {
         return Ok(next);
@@ -569,11 +568,12 @@ fn read_spans(
     let deadline = Instant::now() + limit;
     let mut heard = Instant::now();
     loop {
-        let past_ends = next.iter().all(|(p, n)| *n >= ends[p]);
+        let past_ends = next.iter().all(|(p, n)| *n >= bounds[p].1);
         // Only partitions with nothing to read are short of their ends.
-        let looking = next
-            .iter()
-            .all(|(p, n)| *n >= ends[p] || starts[p] >= ends[p]);
+        let looking = next.iter().all(|(p, n)| {
+            let (start, end) = bounds[p];
+            *n >= end || start >= end
+        });
         let wait = if past_ends {
             Duration::ZERO
         } else {
@@ -586,9 +586,9 @@ fn read_spans(
                 let end = back.ends.entry(at.clone()).or_default();
                 *end = (*end).max(message.offset() + 1);
                 next.insert(at.clone(), message.offset() + 1);
-                if starts
+                if bounds
                     .get(&at)
-                    .is_some_and(|&start| message.offset() < start)
+                    .is_some_and(|&(start, _)| message.offset() < start)
                 {
                     continue; // before the span: read only to find the end
                 }

@@ -40,7 +40,7 @@ const CHUNK_LINES: u64 = 1 << 12;
 pub const MAX_EPOCHS_IN_FLIGHT: u64 = 4;
 
 /// What to backfill.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Job {
     /// Probe files, one partition each.
     pub probes: Vec<PathBuf>,
@@ -58,6 +58,28 @@ pub struct Job {
     /// Write the final state as a checkpoint here, for `run` to continue
     /// from (the hand-off).
     pub checkpoint_dir: Option<PathBuf>,
+    /// In a cluster, how long another process may show no sign of life
+    /// before this one stops (see [`crate::cluster::Peers::watch`]).
+    pub connect_timeout: Duration,
+    /// Test hook: sleep this long before writing each piece of the final
+    /// checkpoint (holds a backfill at its end, for a test to act on).
+    pub checkpoint_write_delay: Duration,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job {
+            probes: Vec::new(),
+            logins: Vec::new(),
+            base_counts: Vec::new(),
+            out: PathBuf::new(),
+            params: Params::default(),
+            parse_only: false,
+            checkpoint_dir: None,
+            connect_timeout: Duration::from_secs(10),
+            checkpoint_write_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// A backfill that failed.
@@ -140,7 +162,7 @@ pub fn run_with_epochs(
             run: now_ms(),
             restored_at: None,
             rejections: None,
-            write_delay: std::time::Duration::ZERO,
+            write_delay: job.checkpoint_write_delay,
         })
     });
     let metrics = Metrics::default();
@@ -153,6 +175,9 @@ pub fn run_with_epochs(
         } => threads * addresses.len(),
     };
     let job_out = (!job.parse_only).then(|| job.out.clone());
+    // Heard by the others from before this process connects, however late
+    // it leaves the connection step.
+    let liveness = crate::cluster::Peers::of(&config).map(|peers| peers.start(job.connect_timeout));
     let job = Arc::new((job, files, checkpoint.clone()));
     let worker_metrics = metrics.clone();
     let guards = timely::execute(config, move |worker| {
@@ -168,10 +193,17 @@ pub fn run_with_epochs(
         )
     })
     .map_err(BackfillError::Timely)?;
+    // The cluster is connected: from now on a process that hangs is lost.
+    if let Some(liveness) = &liveness {
+        liveness.connected();
+    }
 
     let mut results = Vec::new();
     for result in guards.join() {
         results.push(result.map_err(BackfillError::Worker).and_then(|r| r));
+    }
+    if let Some(liveness) = liveness {
+        liveness.stop();
     }
     if let Some(position) = results.iter().position(Result::is_err) {
         for (_, parts) in results.iter_mut().filter_map(|r| r.as_mut().ok()) {

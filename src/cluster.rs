@@ -207,13 +207,15 @@ impl ClusterArgs {
 /// that hangs (stopped, or cut off by the network) keeps its connections
 /// open, and timely waits for it forever. Every process sends a datagram to
 /// every other one's hostfile address (UDP, on the port of timely's TCP)
-/// several times per timeout; one not heard from for a timeout (less one
-/// beat, so that it is reported within the timeout) is lost, reported in
-/// one line as a broken connection is, and the process exits 1. A process
-/// that stops cleanly says goodbye, so the others do not mistake the end of
-/// its run for a loss.
+/// several times per timeout, from before it connects to the cluster; once
+/// connected, one not heard from for a timeout (less one beat, so that it
+/// is reported within the timeout) is lost, reported in one line as a
+/// broken connection is, and the process exits 1. A process that stops
+/// cleanly says goodbye, so the others do not mistake the end of its run
+/// for a loss. Dropping it stops it.
 pub struct Liveness {
     stop: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -238,38 +240,59 @@ impl Peers {
         }
     }
 
-    /// Starts watching the others (call it once the cluster is connected):
-    /// one lost for `timeout` ends this process. Without a socket to watch
-    /// with, warns and watches nothing (a lost connection is still seen).
-    pub fn watch(self, timeout: Duration) -> Liveness {
+    /// Starts sending heartbeats (call it before connecting, so that the
+    /// others hear this process as soon as they are connected, however
+    /// late it leaves timely's connection step); watching starts with
+    /// [`Liveness::connected`], and then one silent for `timeout` ends this
+    /// process. Without its own port to hear on, warns and only sends (from
+    /// any port), so that the others still watch it; it sees only lost
+    /// connections.
+    pub fn start(self, timeout: Duration) -> Liveness {
         let stop = Arc::new(AtomicBool::new(false));
-        let socket = self.addresses[self.process]
+        let connected = Arc::new(AtomicBool::new(false));
+        let own = self.addresses[self.process]
             .to_socket_addrs()
             .ok()
-            .and_then(|mut addresses| addresses.next())
-            .map(UdpSocket::bind);
-        let thread = match socket {
-            Some(Ok(socket)) => {
-                let stop = Arc::clone(&stop);
-                std::thread::Builder::new()
-                    .name("presence:liveness".into())
-                    .spawn(move || self.beat(&socket, timeout, &stop))
-                    .ok()
-            }
+            .and_then(|mut addresses| addresses.next());
+        let (socket, hears) = match own.map(UdpSocket::bind) {
+            Some(Ok(socket)) => (Some(socket), true),
             other => {
                 let why = match other {
                     Some(Err(error)) => error.to_string(),
                     _ => "the address does not resolve".to_owned(),
                 };
-                tracing::warn!(address = %self.addresses[self.process], %why, "cannot watch the other processes for signs of life: only lost connections are detected");
-                None
+                tracing::warn!(address = %self.addresses[self.process], %why, "cannot hear the other processes' heartbeats on this process's port: it detects only lost connections (the others still hear it)");
+                let any = match own {
+                    Some(SocketAddr::V6(_)) => "[::]:0",
+                    _ => "0.0.0.0:0",
+                };
+                (UdpSocket::bind(any).ok(), false)
             }
         };
-        Liveness { stop, thread }
+        let thread = socket.and_then(|socket| {
+            let (stop, connected) = (Arc::clone(&stop), Arc::clone(&connected));
+            std::thread::Builder::new()
+                .name("presence:liveness".into())
+                .spawn(move || self.beat(&socket, hears, timeout, &stop, &connected))
+                .ok()
+        });
+        Liveness {
+            stop,
+            connected,
+            thread,
+        }
     }
 
-    /// Sends and hears heartbeats until `stop`, then says goodbye.
-    fn beat(&self, socket: &UdpSocket, timeout: Duration, stop: &AtomicBool) {
+    /// Sends (and, if `hears`, hears) heartbeats until `stop`, watching the
+    /// others once `connected`, then says goodbye.
+    fn beat(
+        &self,
+        socket: &UdpSocket,
+        hears: bool,
+        timeout: Duration,
+        stop: &AtomicBool,
+        connected: &AtomicBool,
+    ) {
         let every = (timeout / 5).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let _ = socket.set_read_timeout(Some(every / 2));
         let n = self.addresses.len();
@@ -286,15 +309,22 @@ impl Peers {
                 let _ = socket.send_to(message.as_bytes(), peer);
             }
         };
+        // When each was last heard from (`None`: this process, or one that
+        // said goodbye), and whether the watch has begun.
         let start = Instant::now();
         let mut heard: Vec<Option<Instant>> = vec![Some(start); n];
         heard[self.process] = None;
+        let mut watching = false;
         let mut sent = start - every;
         let mut buffer = [0u8; 64];
         while !stop.load(Ordering::Relaxed) {
             if sent.elapsed() >= every {
                 send("alive");
                 sent = Instant::now();
+            }
+            if !hears {
+                std::thread::sleep(every / 2);
+                continue;
             }
             if let Ok((length, _)) = socket.recv_from(&mut buffer) {
                 match parse_heartbeat(&buffer[..length], n) {
@@ -307,11 +337,20 @@ impl Peers {
                     None => {}
                 }
             }
+            if !watching {
+                if !connected.load(Ordering::Relaxed) {
+                    continue;
+                }
+                // Connected: every other process sends from before its own
+                // connection step, so each gets one timeout from now.
+                watching = true;
+                let now = Instant::now();
+                heard.iter_mut().flatten().for_each(|at| *at = now);
+            }
             let silent = heard
                 .iter()
-                .enumerate()
-                .find(|(_, at)| at.is_some_and(|at| at.elapsed() > timeout.saturating_sub(every)));
-            if let Some((peer, _)) = silent {
+                .position(|at| at.is_some_and(|at| at.elapsed() > timeout.saturating_sub(every)));
+            if let Some(peer) = silent {
                 if !LOST_REPORTED.swap(true, Ordering::SeqCst) {
                     eprintln!(
                         "presence: error: lost process {peer} ({}) of the cluster: no sign of life from it within --connect-timeout ({}); restart every process to resume",
@@ -354,8 +393,18 @@ fn parse_heartbeat(datagram: &[u8], processes: usize) -> Option<(usize, bool)> {
 }
 
 impl Liveness {
+    /// The cluster is connected: from now on, a process silent for the
+    /// timeout is lost.
+    pub fn connected(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
     /// Stops watching, and tells the others this process stopped cleanly.
-    pub fn stop(mut self) {
+    pub fn stop(self) {}
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

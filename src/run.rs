@@ -347,8 +347,9 @@ pub fn run(
             None => ServiceState::CatchingUp,
         });
     });
-    let peers = crate::cluster::Peers::of(&config);
-    let connect_timeout = job.connect_timeout;
+    // Heard by the others from before this process connects, however late
+    // it leaves the connection step.
+    let liveness = crate::cluster::Peers::of(&config).map(|peers| peers.start(job.connect_timeout));
     let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(config, move |worker| {
@@ -365,7 +366,9 @@ pub fn run(
     })
     .map_err(RunError::Timely)?;
     // The cluster is connected: from now on a process that hangs is lost.
-    let liveness = peers.map(|peers| peers.watch(connect_timeout));
+    if let Some(liveness) = &liveness {
+        liveness.connected();
+    }
     let mut summary = Summary::default();
     let mut failure = None;
     for result in guards.join() {

@@ -142,6 +142,119 @@ fn workers_and_processes_agree_with_one_worker() {
     );
 }
 
+/// A backfill over two processes whose process 1 hangs (SIGSTOP) while
+/// both are working: process 0 exits 1 within `--connect-timeout` with one
+/// line naming process 1, instead of waiting for it forever; a rerun of
+/// both writes the whole collections and a complete checkpoint.
+#[test]
+fn a_hung_backfill_process_ends_the_other_within_the_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = workload(&dir.path().join("input"));
+    let single = dir.path().join("w1");
+    let output = run(&mut backfill_command(&inputs, &single));
+    assert!(output.status.success(), "-w 1 failed: {}", stderr(&output));
+
+    let out = dir.path().join("n2");
+    let state = dir.path().join("state");
+    let hosts = common::hostfile(dir.path());
+    let command = |p: usize| {
+        let mut command = backfill_command(&inputs, &out);
+        command
+            .args(["-w", "1", "--connect-timeout", "1s", "--checkpoint-dir"])
+            .arg(&state)
+            .args(["-n", "2", "-p", &p.to_string(), "-h"])
+            .arg(&hosts);
+        command
+    };
+    // The final checkpoint's pieces wait a minute: the backfill cannot end
+    // before the survivor notices the hung process.
+    let spawn = |p: usize| {
+        command(p)
+            .args(["--inject-checkpoint-delay", "60s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut survivor = spawn(0);
+    let mut victim = spawn(1);
+    // Each worker opens its part of the rejected records once the cluster
+    // is connected.
+    let parts = [0, 1].map(|i| {
+        out.join("rejected")
+            .join(format!("{}.tmp", presence::io::output::part_name(i, 2)))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !parts.iter().all(|part| part.exists()) {
+        for child in [&mut survivor, &mut victim] {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut message = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut message)
+                    .unwrap();
+                panic!("a process ended before the cluster started ({status}): {message}");
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster did not start"
+        );
+        std::thread::yield_now();
+    }
+    let stopped = Command::new("kill")
+        .args(["-STOP", &victim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let hung = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            hung.elapsed() < std::time::Duration::from_secs(15),
+            "the survivor did not stop"
+        );
+        std::thread::yield_now();
+    };
+    let within = hung.elapsed();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let mut message = String::new();
+    std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut message).unwrap();
+    assert_eq!(status.code(), Some(1), "{message}");
+    // The 1 s timeout, plus scheduling.
+    assert!(
+        within < std::time::Duration::from_millis(2500),
+        "it took {within:?}: {message}"
+    );
+    // One line says it, the last (the lines before it are progress logs).
+    let last = message.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("presence: error: lost process 1 (127.0.0.1:")
+            && last.contains("no sign of life from it within --connect-timeout (1s)"),
+        "{message}"
+    );
+    assert_eq!(message.matches("lost process").count(), 1, "{message}");
+    assert!(
+        !message.contains("panicked") && !message.contains("backtrace"),
+        "{message}"
+    );
+
+    // Both again, unhindered: whole collections and a complete checkpoint.
+    run_two_processes(dir.path(), || {
+        let mut command = backfill_command(&inputs, &out);
+        command.args(["-w", "1", "--checkpoint-dir"]).arg(&state);
+        command
+    });
+    assert_eq!(collections(&out), collections(&single), "the rerun differs");
+    assert!(
+        presence::io::store::newest_complete(&state, &mut Vec::new())
+            .unwrap()
+            .is_some(),
+        "the rerun wrote no complete checkpoint"
+    );
+}
+
 #[test]
 fn missing_input_file_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -145,6 +145,14 @@ struct BackfillArgs {
     /// --checkpoint-dir DIR` to continue from (load history once, then go live).
     #[arg(long, value_name = "DIR", conflicts_with = "parse_only")]
     checkpoint_dir: Option<PathBuf>,
+    /// In a cluster (-n), how long another process may show no sign of life
+    /// before this one stops (heartbeats over UDP on the hostfile ports).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    connect_timeout: u64,
+    /// Test hook: sleep this long before writing each piece of the final checkpoint.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true,
+          requires = "checkpoint_dir")]
+    inject_checkpoint_delay: Option<u64>,
     #[command(flatten)]
     params: ParamArgs,
     #[command(flatten)]
@@ -568,6 +576,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 params: args.params.params(),
                 parse_only: args.parse_only,
                 checkpoint_dir: args.checkpoint_dir,
+                connect_timeout: Duration::from_millis(args.connect_timeout),
+                checkpoint_write_delay: Duration::from_millis(
+                    args.inject_checkpoint_delay.unwrap_or(0),
+                ),
             };
             backfill_with_progress(&args.cluster, job)?;
             Ok(())
@@ -614,8 +626,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 base_counts: written.base_counts,
                 out: out.clone(),
                 params: Params::default(),
-                parse_only: false,
-                checkpoint_dir: None,
+                ..Job::default()
             };
             backfill_with_progress(&args.cluster, job)?;
             let counts: Vec<presence::records::WalkinCount> =

@@ -59,7 +59,7 @@ pub struct Job {
     /// from (the hand-off).
     pub checkpoint_dir: Option<PathBuf>,
     /// In a cluster, how long another process may show no sign of life
-    /// before this one stops (see [`crate::cluster::Peers::watch`]).
+    /// before this one stops (see [`crate::cluster::execute`]).
     pub connect_timeout: Duration,
     /// Test hook: sleep this long before writing each piece of the final
     /// checkpoint (holds a backfill at its end, for a test to act on).
@@ -175,12 +175,10 @@ pub fn run_with_epochs(
         } => threads * addresses.len(),
     };
     let job_out = (!job.parse_only).then(|| job.out.clone());
-    // Heard by the others from before this process connects, however late
-    // it leaves the connection step.
-    let liveness = crate::cluster::Peers::of(&config).map(|peers| peers.start(job.connect_timeout));
+    let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, files, checkpoint.clone()));
     let worker_metrics = metrics.clone();
-    let guards = timely::execute(config, move |worker| {
+    let mut results: Vec<_> = crate::cluster::execute(config, connect_timeout, move |worker| {
         let (job, files, checkpoint) = &*job;
         run_worker(
             worker,
@@ -192,19 +190,10 @@ pub fn run_with_epochs(
             epoch_lines.max(1),
         )
     })
-    .map_err(BackfillError::Timely)?;
-    // The cluster is connected: from now on a process that hangs is lost.
-    if let Some(liveness) = &liveness {
-        liveness.connected();
-    }
-
-    let mut results = Vec::new();
-    for result in guards.join() {
-        results.push(result.map_err(BackfillError::Worker).and_then(|r| r));
-    }
-    if let Some(liveness) = liveness {
-        liveness.stop();
-    }
+    .map_err(BackfillError::Timely)?
+    .into_iter()
+    .map(|result| result.map_err(BackfillError::Worker).and_then(|r| r))
+    .collect();
     if let Some(position) = results.iter().position(Result::is_err) {
         for (_, parts) in results.iter_mut().filter_map(|r| r.as_mut().ok()) {
             std::mem::take(parts)

@@ -203,6 +203,33 @@ impl ClusterArgs {
     }
 }
 
+/// Runs `func` on every worker of `config` as `timely::execute` does, and
+/// joins them, with the other processes of a cluster watched for signs of
+/// life meanwhile: one silent for `timeout` once connected ends this
+/// process (see [`Liveness`]). The outer error is timely's, starting; the
+/// inner ones are workers' panics.
+pub fn execute<T, F>(
+    config: timely::Config,
+    timeout: Duration,
+    func: F,
+) -> Result<Vec<Result<T, String>>, String>
+where
+    T: Send + 'static,
+    F: Fn(&mut timely::worker::Worker) -> T + Send + Sync + 'static,
+{
+    // Heard by the others from before this process connects, however late
+    // it leaves the connection step.
+    let liveness = Peers::of(&config).map(|peers| peers.start(timeout));
+    let guards = timely::execute(config, func)?;
+    // The cluster is connected: from now on a process that hangs is lost.
+    if let Some(liveness) = &liveness {
+        liveness.connected();
+    }
+    let results = guards.join();
+    drop(liveness); // says goodbye
+    Ok(results)
+}
+
 /// The other processes of a cluster, watched for signs of life: a process
 /// that hangs (stopped, or cut off by the network) keeps its connections
 /// open, and timely waits for it forever. Every process sends a datagram to
@@ -221,14 +248,14 @@ pub struct Liveness {
 
 /// A cluster's processes and which one this is.
 #[derive(Clone, Debug)]
-pub struct Peers {
+struct Peers {
     process: usize,
     addresses: Vec<String>,
 }
 
 impl Peers {
     /// The processes of `config`, if it has more than one.
-    pub fn of(config: &timely::Config) -> Option<Peers> {
+    fn of(config: &timely::Config) -> Option<Peers> {
         match &config.communication {
             CommunicationConfig::Cluster {
                 process, addresses, ..
@@ -247,7 +274,7 @@ impl Peers {
     /// process. Without its own port to hear on, warns and only sends (from
     /// any port), so that the others still watch it; it sees only lost
     /// connections.
-    pub fn start(self, timeout: Duration) -> Liveness {
+    fn start(self, timeout: Duration) -> Liveness {
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let own = self.addresses[self.process]
@@ -395,15 +422,13 @@ fn parse_heartbeat(datagram: &[u8], processes: usize) -> Option<(usize, bool)> {
 impl Liveness {
     /// The cluster is connected: from now on, a process silent for the
     /// timeout is lost.
-    pub fn connected(&self) {
+    fn connected(&self) {
         self.connected.store(true, Ordering::Relaxed);
     }
-
-    /// Stops watching, and tells the others this process stopped cleanly.
-    pub fn stop(self) {}
 }
 
 impl Drop for Liveness {
+    /// Stops watching, and tells the others this process stopped cleanly.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {

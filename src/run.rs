@@ -347,12 +347,10 @@ pub fn run(
             None => ServiceState::CatchingUp,
         });
     });
-    // Heard by the others from before this process connects, however late
-    // it leaves the connection step.
-    let liveness = crate::cluster::Peers::of(&config).map(|peers| peers.start(job.connect_timeout));
+    let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
-    let guards = timely::execute(config, move |worker| {
+    let results = crate::cluster::execute(config, connect_timeout, move |worker| {
         let (job, inputs, restore) = &*job;
         let result = run_worker(worker, job, inputs, restore, &shutdown, &failed, &metrics);
         if result.is_err() {
@@ -365,22 +363,15 @@ pub fn run(
         result
     })
     .map_err(RunError::Timely)?;
-    // The cluster is connected: from now on a process that hangs is lost.
-    if let Some(liveness) = &liveness {
-        liveness.connected();
-    }
     let mut summary = Summary::default();
     let mut failure = None;
-    for result in guards.join() {
+    for result in results {
         match result.map_err(RunError::Worker).and_then(|r| r) {
             Ok(part) => summary.merge(part),
             Err(error) => {
                 failure.get_or_insert(error);
             }
         }
-    }
-    if let Some(liveness) = liveness {
-        liveness.stop();
     }
     failure.map_or(Ok(summary), Err)
 }

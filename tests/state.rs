@@ -349,33 +349,11 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) 
         std::thread::yield_now();
     }
     lose(&mut victim);
-    let killed = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = survivor.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "the survivor did not stop"
-        );
-        std::thread::yield_now();
-    };
-    let within = killed.elapsed();
-    victim.kill().unwrap();
-    victim.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(within < limit, "it took {within:?}: {stderr}");
-    let last = stderr.trim().lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("presence: error: lost process 1 (127.0.0.1:"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.matches("lost process").count(), 1, "{stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
+    common::assert_survivor_reports_process_1(
+        &mut survivor,
+        &mut victim,
+        std::time::Instant::now(),
+        limit,
     );
 
     // Both restarted, to the end of the input: the outputs are whole.

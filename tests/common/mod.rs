@@ -528,6 +528,46 @@ pub fn hostfile(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// Process 1 of a two-process cluster was lost at `lost` (it died or
+/// hangs): process 0 must exit 1 within `limit` with one line naming
+/// process 1, its last (the lines before it are logs), and no panic. Kills
+/// process 1 and returns process 0's stderr.
+pub fn assert_survivor_reports_process_1(
+    survivor: &mut std::process::Child,
+    victim: &mut std::process::Child,
+    lost: std::time::Instant,
+    limit: Duration,
+) -> String {
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(15),
+            "the survivor did not stop"
+        );
+        std::thread::yield_now();
+    };
+    let within = lost.elapsed();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(within < limit, "it took {within:?}: {stderr}");
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("presence: error: lost process 1 (127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("lost process").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    stderr
+}
+
 /// Runs `command` (a `presence` invocation without cluster flags) as two
 /// real processes of one cluster on two free loopback ports, and asserts
 /// that both succeed. Each process gets `-n 2 -p I -h HOSTFILE`.

@@ -509,6 +509,7 @@ impl<'j> Service<'j> {
         let sender = upsert::Sender::new(
             Rc::clone(&producer),
             restore.manifest.as_ref().map(|_| first),
+            computed.clone(),
             metrics.clone(),
         );
         let mut pipeline = build(

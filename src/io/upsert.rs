@@ -28,7 +28,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::operators::{Capability, Operator};
-use timely::dataflow::StreamVec;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::dataflow::Time;
 use crate::io::kafka::{offer_or_fail, DeliveryTracker};
@@ -189,15 +189,25 @@ pub struct Sender {
     /// Records waiting, of any time.
     held: Rc<Cell<usize>>,
     restore_epoch: Option<Time>,
+    /// The outputs before the sinks, of every worker: the restore epoch's
+    /// records go to the producer once it has passed that epoch.
+    computed: ProbeHandle<Time>,
     metrics: Metrics,
 }
 
 impl Sender {
     /// The sinks' handle on `producer`; the records of `restore_epoch` (the
-    /// restored state, bounded by it) are not counted as waiting.
+    /// restored state, bounded by it) are not counted as waiting, and are
+    /// handed to the producer only once `computed` (the outputs before the
+    /// sinks) has passed the restore epoch: the state is restored first.
+    /// Writing a hand-off's rows takes longer than restoring the state it
+    /// writes, on the same cores (the producer's threads and, on one
+    /// machine, the broker's), and the state is what the live input and
+    /// the checkpoints need.
     pub fn new(
         producer: Rc<BaseProducer<DeliveryTracker>>,
         restore_epoch: Option<Time>,
+        computed: ProbeHandle<Time>,
         metrics: Metrics,
     ) -> Self {
         Sender {
@@ -205,8 +215,15 @@ impl Sender {
             waiting: Rc::default(),
             held: Rc::default(),
             restore_epoch,
+            computed,
             metrics,
         }
+    }
+
+    /// Whether records of `time` may go to the producer: any time but the
+    /// restore epoch, and that one once the state is restored.
+    fn may_send(&self, time: Time) -> bool {
+        self.restore_epoch != Some(time) || !self.computed.less_equal(&time)
     }
 
     /// The producer.
@@ -282,6 +299,9 @@ impl<R: Row> Outbox<R> {
         let (key_buffer, value_buffer) = (&mut self.key, &mut self.value);
         while let Some((capability, records)) = self.times.front_mut() {
             let time = *capability.time();
+            if !sender.may_send(time) {
+                return true;
+            }
             while let Some(message) = records.front() {
                 let (key, row) = match message {
                     Message::Row(row) => (render_key(row, key_buffer), Some(row)),
@@ -428,12 +448,19 @@ where
                         }
                     }
                 });
+                let mut deferred = false;
                 while let Some(entry) = stash.first_entry() {
                     if frontier.less_equal(entry.key()) || existing_frontier.less_equal(entry.key())
                     {
                         break;
                     }
                     let time = *entry.key();
+                    // The restored rows wait until the state is restored
+                    // (see [`Sender::new`]), and with them the times after.
+                    if !sender.may_send(time) {
+                        deferred = true;
+                        break;
+                    }
                     // A synthetic delay (`presence bench` only): hold the
                     // time's rows until `delay` past it on the wall clock.
                     if !delay.is_zero() {
@@ -484,7 +511,7 @@ where
                 let waiting = outbox.send(&sender, &topic, write_value, |capability| {
                     unacknowledged.hold(&capability)
                 });
-                if unacknowledged.release(&sender.producer) || waiting {
+                if unacknowledged.release(&sender.producer) || waiting || deferred {
                     activator.activate_after(ACK_POLL);
                 }
             }
@@ -722,5 +749,90 @@ mod tests {
         };
         assert_eq!(key_hash(&row), existing.hashed());
         assert_eq!(row.key(), r#""d\"1""#);
+    }
+
+    /// A restore epoch's rows go to the producer only once the state is
+    /// restored (the outputs before the sinks have passed the epoch),
+    /// however long the sink has had them: writing them would take the
+    /// cores the restore needs. Then every one is written.
+    #[test]
+    fn a_restore_epochs_rows_wait_for_the_state_to_be_restored() {
+        use differential_dataflow::AsCollection as _;
+        use timely::dataflow::operators::Probe as _;
+        use timely::dataflow::InputHandleVec;
+
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        timely::execute_directly(move |worker| {
+            let metrics = Metrics::default();
+            let connection = crate::io::kafka::Connection::new(brokers);
+            let producer =
+                Rc::new(crate::io::kafka::producer(&connection, metrics.clone()).unwrap());
+            let epoch: Time = 5;
+            let computed = ProbeHandle::new();
+            let sender = Sender::new(
+                Rc::clone(&producer),
+                Some(epoch),
+                computed.clone(),
+                metrics.clone(),
+            );
+            let mut rows = InputHandleVec::new();
+            let mut existing = InputHandleVec::<Time, Existing>::new();
+            // The rest of the dataflow before the sinks, still restoring.
+            let mut rest = InputHandleVec::<Time, ()>::new();
+            let (seen, written) = (ProbeHandle::new(), ProbeHandle::new());
+            worker.dataflow::<Time, _, _>(|scope| {
+                let collection = rows
+                    .to_stream(scope)
+                    .probe_with(&seen)
+                    .probe_with(&computed)
+                    .as_collection();
+                rest.to_stream(scope).probe_with(&computed);
+                upsert(
+                    collection,
+                    existing.to_stream(scope),
+                    Restored::Whole,
+                    "contacts".into(),
+                    sender.clone(),
+                    None,
+                    Duration::ZERO,
+                )
+                .probe_with(&written);
+            });
+            for n in 0..100 {
+                rows.send((contact(&format!("d{n}"), "x"), epoch, 1));
+            }
+            rows.advance_to(epoch + 1);
+            existing.advance_to(epoch + 1);
+            rest.advance_to(epoch);
+            let produced = || {
+                producer.context().publish();
+                metrics.read(|f| f.produced.values().sum::<u64>())
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while seen.less_equal(&epoch) {
+                assert!(std::time::Instant::now() < deadline, "the rows never came");
+                worker.step();
+            }
+            // The sink has all of the epoch's rows; the state is not restored.
+            for _ in 0..100 {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            assert_eq!(
+                produced(),
+                0,
+                "rows were written before the state was restored"
+            );
+            assert!(written.less_equal(&epoch));
+            rest.advance_to(epoch + 1);
+            while written.less_equal(&epoch) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the rows were never written"
+                );
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            assert_eq!(produced(), 100);
+        });
     }
 }

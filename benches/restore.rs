@@ -21,6 +21,10 @@
 //!   PRESENCE_BENCH_DIR      keep the history, the checkpoint and the replay
 //!                           times there; a later run with the same folder
 //!                           measures only the restores (for profiling them)
+//!   PRESENCE_BENCH_X        Kafka client settings for the restores and the
+//!                           floor, as `-X` takes them ("k=v k=v")
+//!   PRESENCE_BENCH_NO_FLOOR=1    skip the floor
+//!   PRESENCE_BENCH_FLOOR_ONLY=1  measure only the floor
 
 mod common;
 use common::{cpu_model, env_flag, env_u64, source_version};
@@ -204,6 +208,11 @@ fn main() {
             f("produced") as u64,
         )
     };
+    if env_flag("PRESENCE_BENCH_FLOOR_ONLY") {
+        let floor_s = producer_floor(&dir.join("out"), workers, &topics);
+        println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
+        return;
+    }
     let (ready_s, written_s, rows, produced) = restore();
     // A restart: the same state, the rows already in the topics.
     let (again_ready_s, again_written_s, _, again_produced) = restore();
@@ -211,7 +220,11 @@ fn main() {
     // the backfill's rows, keyed and rendered as the sinks do it before the
     // clock starts, written by one producer per worker (the service's
     // producer settings) to empty topics of a new in-process broker.
-    let floor_s = producer_floor(&dir.join("out"), workers, &topics);
+    let floor_s = if env_flag("PRESENCE_BENCH_NO_FLOOR") {
+        f64::NAN
+    } else {
+        producer_floor(&dir.join("out"), workers, &topics)
+    };
     println!();
     println!("| measure | value |");
     println!("|---|---:|");
@@ -235,6 +248,10 @@ fn main() {
     println!("| restart: run start to the outputs reconciled | {again_written_s:.2} s ({again_produced} rows rewritten) |");
     println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
     println!("| replay / hand-off ready | {:.1}x |", replay_s / ready_s);
+    println!(
+        "| replay / hand-off every row written | {:.1}x |",
+        replay_s / written_s
+    );
     println!(
         "| replay / restart ready | {:.1}x |",
         replay_s / again_ready_s
@@ -293,7 +310,8 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
     ] {
         mock.create_topic(name, 128, 1).unwrap();
     }
-    let connection = RunJob::new(mock.bootstrap_servers(), topics.clone()).kafka;
+    let mut connection = RunJob::new(mock.bootstrap_servers(), topics.clone()).kafka;
+    connection.settings = client_settings();
     let producers: Vec<_> = (0..workers)
         .map(|_| presence::io::kafka::producer(&connection, Metrics::default()).unwrap())
         .collect();
@@ -313,6 +331,14 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
         }
     });
     started.elapsed().as_secs_f64()
+}
+
+/// Client settings for every Kafka client of the restores and the floor, as
+/// `-X` gives them: `PRESENCE_BENCH_X="key=value key=value"`.
+fn client_settings() -> presence::io::settings::ClientSettings {
+    let given = std::env::var("PRESENCE_BENCH_X").unwrap_or_default();
+    let pairs: Vec<String> = given.split_whitespace().map(str::to_owned).collect();
+    presence::io::settings::ClientSettings::load(None, &pairs).expect("valid PRESENCE_BENCH_X")
 }
 
 /// The environment variable that makes this bench a restore's process.
@@ -338,6 +364,8 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
             Topics::default(),
         )
     };
+    let mut job = job;
+    job.kafka.settings = client_settings();
     let service = {
         let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));
         std::thread::spawn(move || {

@@ -66,7 +66,9 @@ fn main() {
         return restore_child(&restore, workers);
     }
     let temporary = tempfile::tempdir().unwrap();
-    let kept = std::env::var_os("PRESENCE_BENCH_DIR").map(std::path::PathBuf::from);
+    let kept = std::env::var_os("PRESENCE_BENCH_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(std::path::PathBuf::from);
     let dir = kept.as_deref().unwrap_or(temporary.path());
     std::fs::create_dir_all(dir).unwrap();
     println!(

@@ -734,7 +734,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         per_second.push((rss_mib(), lag(&metrics)));
         let second = per_second.len();
-        if second % 5 == 0 {
+        if second.is_multiple_of(5) {
             let acked = acked
                 .get(second - 1)
                 .map_or(0, |a| a.load(Ordering::Relaxed));

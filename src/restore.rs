@@ -472,16 +472,16 @@ fn read_back(
     // The checkpoint's offset for topic `index`, partition `p`.
     let floor =
         |index: usize, p: i32| floors.and_then(|f| f.get(&(topics[index].to_string(), p)).copied());
-    for index in 0..topics.len() {
+    for (index, partitions) in watermarks.iter().enumerate() {
         let floor = |p: i32| floor(index, p);
         // A tail read only where it skips something: from floors at a
         // partition's beginning it is a full read, and a topic emptied
         // since would not show as shorter than the checkpoint knew it.
         back.tails[index] = floors.is_some()
-            && watermarks[index]
+            && partitions
                 .iter()
                 .all(|&(p, _, high)| high == 0 || floor(p).is_some())
-            && watermarks[index]
+            && partitions
                 .iter()
                 .any(|&(p, low, _)| floor(p).is_some_and(|floor| floor > low));
     }

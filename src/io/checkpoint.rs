@@ -92,12 +92,15 @@ pub struct PieceNote {
     pub outputs: Vec<(String, i32, i64)>,
 }
 
+/// A walk-in as the state holds it: (business, device) and its window.
+pub type StateWalkIn = ((Id, Id), Window);
+
 /// The state collections a checkpoint holds, as the dataflow has them.
 pub struct StateStreams<'scope> {
     /// The window operator's snapshots.
     pub windows: StreamVec<'scope, Time, WindowSnapshot<(Id, Id)>>,
     /// Walk-ins by (business, device).
-    pub walkins: VecCollection<'scope, Time, ((Id, Id), Window)>,
+    pub walkins: VecCollection<'scope, Time, StateWalkIn>,
     /// The latest login per device: `(device, (ts, contact))`.
     pub logins: VecCollection<'scope, Time, (String, (u64, String))>,
     /// The base count per (business, contact).
@@ -105,7 +108,7 @@ pub struct StateStreams<'scope> {
 }
 
 /// The rows of walk-in updates: per key the inserted walk-in, or a removal.
-fn walkin_rows(mut updates: Vec<(((Id, Id), Window), isize)>) -> Vec<Row> {
+fn walkin_rows(mut updates: Vec<(StateWalkIn, isize)>) -> Vec<Row> {
     differential_dataflow::consolidation::consolidate(&mut updates);
     let mut rows: BTreeMap<(Id, Id, u64), Option<u64>> = BTreeMap::new();
     // Removals first, so that a walk-in replaced at the same key is the insertion.

@@ -571,9 +571,12 @@ fn is_manifest(name: &str) -> bool {
     name.starts_with("manifest-") && name.ends_with(".json")
 }
 
+/// A manifest's file, and the manifest read from it or why it could not be.
+pub type Listed = (PathBuf, Result<Manifest, StoreError>);
+
 /// Every manifest in `dir`, newest first, each read or with why it could
 /// not be.
-pub fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Result<Manifest, StoreError>)>, StoreError> {
+pub fn manifests(dir: &Path) -> Result<Vec<Listed>, StoreError> {
     let mut found = Vec::new();
     for (path, name) in files(dir)? {
         if is_manifest(&name) {

@@ -355,7 +355,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
     let restoring = asked["restoring"].as_u64().unwrap();
     let metrics = Metrics::default();
     let shutdown = Arc::new(AtomicBool::new(false));
-    let job = RunJob {
+    let mut job = RunJob {
         checkpoint: Some(CheckpointSettings {
             dir: state,
             interval: Duration::from_secs(10),
@@ -366,7 +366,6 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
             Topics::default(),
         )
     };
-    let mut job = job;
     job.kafka.settings = client_settings();
     let service = {
         let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));

@@ -220,8 +220,10 @@ impl Sender {
         }
     }
 
-    /// Whether records of `time` may go to the producer: any time but the
-    /// restore epoch, and that one once the state is restored.
+    /// Whether a sink may take up the records of `time` (consolidate them
+    /// and hand them to the producer): any time but the restore epoch, and
+    /// that one once the state is restored. A sink that takes up no time
+    /// before a refused one sends nothing early: its outbox is in time order.
     fn may_send(&self, time: Time) -> bool {
         self.restore_epoch != Some(time) || !self.computed.less_equal(&time)
     }
@@ -299,9 +301,6 @@ impl<R: Row> Outbox<R> {
         let (key_buffer, value_buffer) = (&mut self.key, &mut self.value);
         while let Some((capability, records)) = self.times.front_mut() {
             let time = *capability.time();
-            if !sender.may_send(time) {
-                return true;
-            }
             while let Some(message) = records.front() {
                 let (key, row) = match message {
                     Message::Row(row) => (render_key(row, key_buffer), Some(row)),
@@ -558,10 +557,16 @@ pub fn rejected<'scope>(
                         records.append(batch);
                     }
                 });
-                // Records wait until every key already written is known.
+                // Records wait until every key already written is known,
+                // and a restore epoch's until the state is restored.
+                let mut deferred = false;
                 while let Some(entry) = waiting.first_entry() {
                     let time = *entry.key();
                     if existing_frontier.less_equal(&time) {
+                        break;
+                    }
+                    if !sender.may_send(time) {
+                        deferred = true;
                         break;
                     }
                     let (capability, records) = entry.remove();
@@ -584,7 +589,7 @@ pub fn rejected<'scope>(
                 let waiting = outbox.send(&sender, &topic, render, |capability| {
                     unacknowledged.hold(&capability)
                 });
-                if unacknowledged.release(&sender.producer) || waiting {
+                if unacknowledged.release(&sender.producer) || waiting || deferred {
                     activator.activate_after(ACK_POLL);
                 }
             }

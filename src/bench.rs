@@ -58,7 +58,7 @@ use crate::io::ingest::Kind;
 use crate::io::kafka::{self, Connection, KafkaFailure};
 use crate::metrics::{LatencyRecorder, Metrics};
 use crate::params::Params;
-use crate::run::{Instrument, RunError, RunJob, Topics};
+use crate::run::{Instrument, RunError, RunJob, Stall, Topics};
 
 use crate::metrics::{latency_histogram as histogram, MAX_LATENCY_MICROS as MAX_MICROS};
 
@@ -119,7 +119,8 @@ pub struct BenchConfig {
     pub floor: bool,
     /// Synthetic delay of every output (tests the harness).
     pub delay_outputs: Duration,
-    /// Synthetic stall of every worker: after, for how long (tests the harness).
+    /// Synthetic stall of every worker: how long after the load's schedule
+    /// starts, for how long (tests the harness).
     pub stall: Option<(Duration, Duration)>,
     /// Workers per process, processes, this process's index.
     pub workers: usize,
@@ -136,6 +137,8 @@ pub struct BenchConfig {
 /// Percentiles of one latency, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Latency {
+    /// The smallest sample.
+    pub min: f64,
     /// Median.
     pub p50: f64,
     /// 90th percentile.
@@ -157,6 +160,7 @@ impl Latency {
             return Latency::default();
         }
         Latency {
+            min: ms(h.min()),
             p50: ms(h.value_at_quantile(0.5)),
             p90: ms(h.value_at_quantile(0.9)),
             p99: ms(h.value_at_quantile(0.99)),
@@ -611,13 +615,20 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     }
 
     let recorder = Arc::new(LatencyRecorder::default());
+    // When the schedule starts, for a stall timed from it (process 0 only:
+    // the other processes' workers wait for its stalled ones anyway).
+    let stall_from = Arc::new(std::sync::OnceLock::new());
     let job = RunJob {
         params: config.params,
         output_partitions: config.partitions,
         instrument: Instrument {
             dataflow_latency: Some(Arc::clone(&recorder)),
             delay_outputs: config.delay_outputs,
-            stall: config.stall,
+            stall: config.stall.map(|(after, length)| Stall {
+                after,
+                length,
+                from: Arc::clone(&stall_from),
+            }),
             checkpoint_write_delay: Duration::ZERO,
         },
         checkpoint: config
@@ -669,6 +680,7 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     std::thread::sleep(Duration::from_millis(500));
     let lead = Duration::from_millis(200);
     let start = Instant::now() + lead;
+    let _ = stall_from.set(start);
     let start_ms = wall_us() / 1000 + lead.as_millis() as u64;
     recorder.set_window(start + config.warmup, start + config.duration);
     let samples = Arc::new(Mutex::new(Samples::new(start_ms, &config)));
@@ -945,6 +957,7 @@ impl Report {
         for name in ["e2e", "dataflow", "kafka_floor"] {
             let l = self.latency_ms.get(name).cloned().unwrap_or_default();
             for (field, value) in [
+                ("min", l.min),
                 ("p50", l.p50),
                 ("p90", l.p90),
                 ("p99", l.p99),

@@ -241,12 +241,27 @@ pub struct Instrument {
     /// Hold every upsert output this long past its logical time before
     /// writing it: a synthetic delay, to show that the harness sees it.
     pub delay_outputs: Duration,
-    /// Once this long after the start, stop every worker for this long: a
-    /// synthetic stall, to show that the harness sees it as growing latency.
-    pub stall: Option<(Duration, Duration)>,
+    /// A synthetic stall, to show that the harness sees it as growing
+    /// latency.
+    pub stall: Option<Stall>,
     /// Sleep this long before making each checkpoint piece durable: widens
     /// the window in which a crash test's kill lands inside a write.
     pub checkpoint_write_delay: Duration,
+}
+
+/// A synthetic stall of every worker of a process: once `after` has passed
+/// since `from` (the start of the load's schedule, set by the harness when
+/// it starts the schedule), each worker stops for `length`. Timed from the
+/// load, not the workers, so that it lands where the harness measures,
+/// however long the workers took to start.
+#[derive(Clone, Debug)]
+pub struct Stall {
+    /// How long after the schedule starts.
+    pub after: Duration,
+    /// How long each worker stops.
+    pub length: Duration,
+    /// When the schedule starts; unset, no stall.
+    pub from: Arc<std::sync::OnceLock<Instant>>,
 }
 
 /// A run that failed.
@@ -394,16 +409,16 @@ fn run_worker(
     metrics: &Metrics,
 ) -> Result<Summary, RunError> {
     let mut service = Service::start(worker, job, inputs, restore, metrics)?;
-    let started = Instant::now();
     let mut stalled = false;
     let stopping = |service: &Service| {
         shutdown.load(Ordering::Relaxed) || (job.stop_at_end && service.source.exhausted())
     };
     while !stopping(&service) {
-        if let Some((after, length)) = job.instrument.stall {
-            if !stalled && started.elapsed() >= after {
+        if let Some(stall) = &job.instrument.stall {
+            let due = stall.from.get().map(|from| *from + stall.after);
+            if !stalled && due.is_some_and(|due| Instant::now() >= due) {
                 stalled = true;
-                std::thread::sleep(length);
+                std::thread::sleep(stall.length);
             }
         }
         service.hold_back(worker, shutdown);

@@ -245,7 +245,7 @@ struct BenchArgs {
     /// Harness check: hold every output this long before writing it.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
     inject_delay: Option<u64>,
-    /// Harness check: AFTER:LENGTH stops every worker for LENGTH once AFTER into the run.
+    /// Harness check: AFTER:LENGTH stops every worker for LENGTH once AFTER into the load's schedule.
     #[arg(long, value_name = "AFTER:LENGTH", hide = true)]
     inject_stall: Option<String>,
     #[command(flatten)]

@@ -670,19 +670,12 @@ impl<'j> Service<'j> {
     /// Serves the producer's acknowledgements; fails if a record could not
     /// be delivered.
     fn serve(&mut self) -> Result<(), RunError> {
-        if let Some((epoch, began)) = self.restoring {
-            if !self.computed.less_equal(&epoch) {
-                self.restoring = None;
-                let seconds = began.elapsed().as_secs_f64();
-                if self.index == 0 {
-                    tracing::info!(seconds, "state restored");
-                }
-                self.metrics.update(|f| {
-                    f.life.restored += 1;
-                    f.checkpoints.restore_seconds = Some(seconds);
-                });
-            }
-        }
+        note_restored(
+            &mut self.restoring,
+            &self.computed,
+            self.index,
+            &self.metrics,
+        );
         serve(
             self.job,
             self.sender.producer(),
@@ -736,6 +729,7 @@ impl<'j> Service<'j> {
             sender,
             metrics,
             index,
+            mut restoring,
             ..
         } = self;
         drop(pipeline);
@@ -746,6 +740,8 @@ impl<'j> Service<'j> {
                 return Ok(summary);
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
+            // A restart with nothing to read restores while it drains.
+            note_restored(&mut restoring, &computed, index, &metrics);
             serve(job, producer, &computed, &mut entered)?;
         }
         // The figures reported above were taken before the sinks drained.
@@ -761,6 +757,32 @@ impl<'j> Service<'j> {
         })?;
         Ok(summary)
     }
+}
+
+/// Once the outputs before the sinks (`computed`) have passed the restore
+/// epoch in `restoring`, logs and counts that the state is restored (and
+/// forgets the epoch).
+fn note_restored(
+    restoring: &mut Option<(Time, Instant)>,
+    computed: &ProbeHandle<Time>,
+    index: usize,
+    metrics: &Metrics,
+) {
+    let Some((epoch, began)) = *restoring else {
+        return;
+    };
+    if computed.less_equal(&epoch) {
+        return;
+    }
+    *restoring = None;
+    let seconds = began.elapsed().as_secs_f64();
+    if index == 0 {
+        tracing::info!(seconds, "state restored");
+    }
+    metrics.update(|f| {
+        f.life.restored += 1;
+        f.checkpoints.restore_seconds = Some(seconds);
+    });
 }
 
 /// Serves `producer`'s acknowledgements and fails if a record could not be

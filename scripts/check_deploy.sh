@@ -2,7 +2,7 @@
 # Checks deploy/ (see deploy/README.md):
 #   1. promtool check rules deploy/prometheus/alerts.yml
 #   2. promtool test rules  deploy/prometheus/alerts_test.yml
-#   3. deploy/grafana/presence.json is valid JSON (with jq or python3, if present)
+#   3. deploy/grafana/presence.json is valid JSON (with jq or python3; neither is a failure)
 #   4. every presence_* metric named in alerts.yml and presence.json is in the
 #      metrics table of docs/operations.md (the rows between `<!-- metrics -->`
 #      and the next blank line); a histogram's _bucket, _sum and _count series
@@ -74,7 +74,7 @@ elif command -v python3 >/dev/null 2>&1; then
     python3 -m json.tool "$DASHBOARD" >/dev/null || fail "$DASHBOARD is not valid JSON"
     echo "  SUCCESS (python3)"
 else
-    echo "  skipped: neither jq nor python3 is installed"
+    fail "neither jq nor python3 is installed: the dashboard cannot be checked"
 fi
 
 # --- metric names against docs/operations.md ---------------------------------

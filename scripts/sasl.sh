@@ -33,8 +33,18 @@ start() {
 }
 
 start
-tansu user create --broker "tcp://127.0.0.1:$port" --mechanism scram512 "$user" "$password" >>tansu.log 2>&1
+timeout 60 tansu user create --broker "tcp://127.0.0.1:$port" --mechanism scram512 "$user" "$password" >>tansu.log 2>&1 ||
+    { echo "sasl.sh: creating the user failed or took over 60 s; see $dir/tansu.log" >&2; kill "$(cat pids)"; exit 1; }
 kill "$(cat pids)"
-while kill -0 "$(cat pids)" 2>/dev/null; do sleep 0.1; done
+# Stopped within 30 s, or killed.
+for _ in $(seq 300); do
+    kill -0 "$(cat pids)" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$(cat pids)" 2>/dev/null; then
+    echo "sasl.sh: tansu did not stop within 30 s after creating the user; killing it" >&2
+    kill -9 "$(cat pids)" 2>/dev/null || true
+    sleep 0.5
+fi
 start --authentication
 echo "127.0.0.1:$port $user $password"

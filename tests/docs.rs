@@ -52,6 +52,46 @@ fn fields(text: &str, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The top-level field names of the JSON object `text`, in the order
+/// written (a `serde_json::Value` keeps them sorted).
+fn field_order(text: &str) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+    serde_json::from_str::<Keys>(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .0
+}
+
+/// The first column of the table after `<!-- fields: NAME -->`, unquoted,
+/// in the documented order.
+fn ordered_fields(text: &str, name: &str) -> Vec<String> {
+    table(text, &format!("<!-- fields: {name} -->"))
+        .into_iter()
+        .map(|row| row[0].trim_matches('`').to_owned())
+        .collect()
+}
+
 fn keys(value: &Value) -> BTreeSet<String> {
     value
         .as_object()
@@ -144,7 +184,6 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     // With a checkpoint folder, so that the checkpoint families are served.
     let state = tempfile::tempdir().unwrap();
     let job = RunJob {
-        stop_at_end: true,
         output_partitions: 2,
         checkpoint: Some(presence::run::CheckpointSettings {
             dir: state.path().to_owned(),
@@ -153,11 +192,44 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
         }),
         ..RunJob::new(brokers.clone(), topics.clone())
     };
+    // The service as it runs (some families are served only then: the
+    // event-time frontier is everything once the input is exhausted),
+    // until every input record is read and every output topic has records.
+    let produced: u64 = read_topic(&brokers, &topics.probes).len() as u64
+        + read_topic(&brokers, &topics.logins).len() as u64
+        + read_topic(&brokers, &topics.base_counts).len() as u64;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (job, shutdown, metrics) = (job.clone(), Arc::clone(&shutdown), metrics.clone());
+        std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
+    };
+    wait_until("every record read and every output written", || {
+        metrics.read(|f| f.workers.values().map(|w| w.summary.lines).sum::<u64>()) == produced
+            && [
+                &topics.walkins,
+                &topics.device_contacts,
+                &topics.enriched_walkins,
+                &topics.walkin_counts,
+                &topics.rejected,
+                &topics.progress,
+            ]
+            .iter()
+            .all(|topic| !read_topic(&brokers, topic).is_empty())
+    });
+    let running = metrics.render();
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+    // And once more, to the end: it restores the first run's checkpoint, so
+    // that the restore's families are served too.
+    let restarted = Metrics::default();
     run(
         timely::Config::process(2),
-        job,
+        RunJob {
+            stop_at_end: true,
+            ..job
+        },
         Arc::new(AtomicBool::new(false)),
-        metrics.clone(),
+        restarted.clone(),
     )
     .unwrap();
 
@@ -200,17 +272,18 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
             .find(|row| row[0].trim_matches('`') == *topic)
             .unwrap();
         let template = key_fields(&row[1]);
-        let mut expected = fields(&contract, folder);
+        // A row's fields in the documented order, then `time`.
+        let mut expected = ordered_fields(&contract, folder);
         if *folder != "rejected" {
-            expected.insert("time".to_owned());
+            expected.push("time".to_owned());
         }
         let messages = read_topic(&brokers, name);
         assert!(!messages.is_empty(), "{topic}");
         for (_, _, key, value) in messages {
             let key: Value = serde_json::from_str(&key.expect("a key")).unwrap();
             let Some(value) = value else { continue }; // a tombstone
+            assert_eq!(field_order(&value), expected, "{topic}: {value}");
             let value: Value = serde_json::from_str(&value).unwrap();
-            assert_eq!(keys(&value), expected, "{topic}: {value}");
             let from_value: Vec<Value> = template.iter().map(|f| value[f].clone()).collect();
             match &key {
                 Value::Array(parts) => assert_eq!(parts, &from_value, "{topic}: key {key}"),
@@ -227,7 +300,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     }
 
     // Metrics: the documented families are the ones served, with their labels.
-    let text = metrics.render();
+    let text = running + &metrics.render() + &restarted.render();
     let served: BTreeMap<String, String> = text
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
@@ -260,6 +333,33 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
         served.keys().collect::<Vec<_>>(),
         "documented metrics against served ones"
     );
+    // Every documented family has samples (a family with none would leave
+    // its labels unchecked), each with exactly the documented labels.
+    let sampled: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .map(|name| {
+            let base = name
+                .strip_suffix("_bucket")
+                .or_else(|| name.strip_suffix("_sum"))
+                .or_else(|| name.strip_suffix("_count"))
+                .unwrap_or(name);
+            if documented.contains_key(base) {
+                base
+            } else {
+                name
+            }
+        })
+        .collect();
+    let unsampled: Vec<&String> = documented
+        .keys()
+        .filter(|name| !sampled.contains(name.as_str()))
+        .collect();
+    assert!(
+        unsampled.is_empty(),
+        "documented, but no samples: {unsampled:?}"
+    );
     for (name, (labels, kind)) in &documented {
         assert_eq!(&served[name], kind, "{name}'s type");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -268,7 +368,14 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
                 Some((n, l)) => (n, l.trim_end_matches('}')),
                 None => (sample, ""),
             };
-            if sample_name != name {
+            let mut expected = labels.clone();
+            if sample_name == format!("{name}_bucket") && kind == "histogram" {
+                expected.insert("le".to_owned());
+            } else if sample_name != name
+                && !(kind == "histogram"
+                    && [format!("{name}_sum"), format!("{name}_count")]
+                        .contains(&sample_name.to_owned()))
+            {
                 continue;
             }
             let found: BTreeSet<String> = sample_labels
@@ -276,7 +383,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
                 .filter(|l| !l.is_empty())
                 .map(|l| l.split_once('=').unwrap().0.to_owned())
                 .collect();
-            assert_eq!(&found, labels, "{line}");
+            assert_eq!(found, expected, "{line}");
         }
     }
 }
@@ -299,4 +406,36 @@ fn refused_client_settings_are_documented() {
         .map(|(key, _)| (*key).to_owned())
         .collect();
     assert_eq!(documented, refused);
+}
+
+/// The defaults docs/contract.md gives the detection parameters
+/// (`--flag` [default]) are the program's.
+#[test]
+fn documented_defaults_are_the_program_s() {
+    let contract = doc("contract.md");
+    let at = contract
+        .find("Detection parameters")
+        .expect("the contract lists the detection parameters");
+    let text: String = contract[at..]
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .replace('\n', " ");
+    let default = |flag: &str| -> String {
+        let after = text
+            .split(&format!("`{flag}` ["))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no default for {flag} in {text:?}"));
+        after.split(']').next().unwrap().to_owned()
+    };
+    let duration = |flag: &str| presence::params::parse_duration(&default(flag)).unwrap();
+    let documented = Params {
+        rssi_min: default("--rssi-min").parse().unwrap(),
+        session_gap: duration("--session-gap"),
+        min_dwell: duration("--min-dwell"),
+        min_probes: default("--min-probes").parse().unwrap(),
+        allowed_lateness: duration("--allowed-lateness"),
+        max_future: duration("--max-future"),
+    };
+    assert_eq!(documented, Params::default());
 }

@@ -3,9 +3,14 @@
 //!
 //! The reference ([`reference`]) is written from the SPEC text alone, as
 //! plainly as possible: it reads every line, decides acceptance per
-//! partition, and computes the four collections from scratch. It shares no
-//! code with `src/` — not even the JSON parser, because the documented notion of
-//! an integer ("no fraction or exponent") is about the number's text.
+//! partition, and computes the four collections from scratch. None of its
+//! logic comes from `src/`: not the JSON parser (the documented notion of
+//! an integer, "no fraction or exponent", is about the number's text), not
+//! the lateness rule, not the event-time promise it feeds the incremental
+//! runs with ([`promise`]), and not the contract's default parameters
+//! ([`contract_defaults`], checked against `Params::default()`). It uses
+//! `src/`'s record types only to compare results, and `Params` only to
+//! carry the values it chose to the pipeline.
 //!
 //! Workloads ([`Generator`]) are small and dense on purpose: few businesses
 //! and devices so visits collide, timestamps in a few hundred milliseconds so
@@ -48,6 +53,21 @@ const MAX_RECORD_BYTES: usize = 64 * 1024;
 const MAX_ID_BYTES: usize = 256;
 /// docs/contract.md, section 1: `ts` and `count` are below 2^53.
 const BELOW_2_53: RangeInclusive<i128> = 0..=(1 << 53) - 1;
+
+/// docs/contract.md, section 2: the detection parameters' defaults,
+/// `--rssi-min` [-75], `--session-gap` [15m], `--min-dwell` [5m],
+/// `--min-probes` [3], `--allowed-lateness` [5m], `--max-future` [1d].
+fn contract_defaults() -> Params {
+    const MINUTE: u64 = 60 * 1000;
+    Params {
+        rssi_min: -75,
+        session_gap: 15 * MINUTE,
+        min_dwell: 5 * MINUTE,
+        min_probes: 3,
+        allowed_lateness: 5 * MINUTE,
+        max_future: 24 * 60 * MINUTE,
+    }
+}
 
 /// A minimal JSON parser (RFC 8259) that keeps each number's text, so that
 /// `-0` (an integer) and `0.0` (not one) stay apart — the documented integer rule
@@ -384,6 +404,65 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// docs/contract.md, section 2 ("Which records are accepted"), for the
+/// first `fed` lines of `partition`: each record's line number (from 1) and
+/// its verdict, the valid record accepted or why it is rejected. Blank
+/// lines are not records.
+fn verdicts(
+    partition: &Partition,
+    fed: usize,
+    params: &Params,
+    future_limit: EventTime,
+) -> Vec<(u64, Result<Valid, Reason>)> {
+    let mut largest_accepted_ts: Option<EventTime> = None;
+    let mut verdicts = Vec::new();
+    for (line, offset) in partition.lines[..fed].iter().zip(1..) {
+        let Some(verdict) = validate(partition.kind, line) else {
+            continue;
+        };
+        let verdict = verdict.and_then(|record| match &record {
+            Valid::Probe(Probe { ts, .. }) | Valid::Login(Login { ts, .. })
+                if *ts > future_limit =>
+            {
+                Err(Reason::Future)
+            }
+            Valid::Probe(Probe { ts, .. })
+                if largest_accepted_ts.is_some_and(|largest| {
+                    largest > *ts && largest - ts > params.allowed_lateness
+                }) =>
+            {
+                Err(Reason::Late)
+            }
+            _ => Ok(record),
+        });
+        if let Ok(Valid::Probe(probe)) = &verdict {
+            largest_accepted_ts = largest_accepted_ts.max(Some(probe.ts));
+        }
+        verdicts.push((offset, verdict));
+    }
+    verdicts
+}
+
+/// What a probe partition of which `fed` lines are read promises, as
+/// docs/contract.md has it for backfill: every probe accepted from it from
+/// then on is at or above its largest accepted `ts` minus
+/// `allowed-lateness`; once all its lines are read, everything (`MAX`);
+/// nothing (`None`) before its first accepted probe.
+fn partition_promise(partition: &Partition, fed: usize, params: &Params) -> Option<EventTime> {
+    if fed == partition.lines.len() {
+        return Some(EventTime::MAX);
+    }
+    let future_limit = now_ms() + params.max_future;
+    verdicts(partition, fed, params, future_limit)
+        .into_iter()
+        .filter_map(|(_, verdict)| match verdict {
+            Ok(Valid::Probe(probe)) => Some(probe.ts),
+            _ => None,
+        })
+        .max()
+        .map(|largest| largest.saturating_sub(params.allowed_lateness))
+}
+
 /// The SPEC's outcome of the first `fed[i]` lines of each partition `i`,
 /// named `sources[i]` in rejections.
 ///
@@ -399,31 +478,9 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
 
     // SPEC sections 1, 2 (partitions and lateness) and 5.
     for ((partition, source), &fed) in workload.partitions.iter().zip(sources).zip(fed) {
-        let mut largest_accepted_ts: Option<EventTime> = None;
-        for (line, offset) in partition.lines[..fed].iter().zip(1..) {
-            let Some(verdict) = validate(partition.kind, line) else {
-                continue;
-            };
-            let verdict = verdict.and_then(|record| match &record {
-                Valid::Probe(Probe { ts, .. }) | Valid::Login(Login { ts, .. })
-                    if *ts > future_limit =>
-                {
-                    Err(Reason::Future)
-                }
-                Valid::Probe(Probe { ts, .. })
-                    if largest_accepted_ts.is_some_and(|largest| {
-                        largest > *ts && largest - ts > params.allowed_lateness
-                    }) =>
-                {
-                    Err(Reason::Late)
-                }
-                _ => Ok(record),
-            });
+        for (offset, verdict) in verdicts(partition, fed, params, future_limit) {
             match verdict {
-                Ok(Valid::Probe(probe)) => {
-                    largest_accepted_ts = largest_accepted_ts.max(Some(probe.ts));
-                    probes.push(probe);
-                }
+                Ok(Valid::Probe(probe)) => probes.push(probe),
                 Ok(Valid::Login(login)) => logins.push(login),
                 Ok(Valid::BaseCount(base_count)) => base_counts.push(base_count),
                 Err(reason) => rejected.push(RejectedRow {
@@ -431,7 +488,8 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
                     partition: partition.index,
                     offset,
                     reason,
-                    record: String::from_utf8_lossy(line).into_owned(),
+                    record: String::from_utf8_lossy(&partition.lines[offset as usize - 1])
+                        .into_owned(),
                 }),
             }
         }
@@ -867,7 +925,7 @@ fn dense_params() -> Params {
         min_probes: 3,
         allowed_lateness: 7,
         rssi_min: -75,
-        ..Params::default()
+        ..contract_defaults()
     }
 }
 
@@ -883,7 +941,7 @@ impl Generator {
                 min_probes: rng.range(0..=5),
                 allowed_lateness: rng.range(0..=30),
                 rssi_min: -(rng.range(60..=90) as i32),
-                ..Params::default()
+                ..contract_defaults()
             }
         };
         Generator { seed, rng, params }
@@ -1318,20 +1376,17 @@ struct Feed {
 }
 
 /// The event-time promise of a worker's probe partitions, as backfill makes
-/// it: the least of their watermarks, `u64::MAX` for one with no lines left
-/// (and if there are none), `None` while one has accepted no probe yet.
+/// it: the least of their promises ([`partition_promise`], computed by the
+/// reference, not by the pipeline's ingestion), `u64::MAX` if there are
+/// none, `None` while one promises nothing yet.
 fn promise(feeds: &[Feed], workload: &Workload) -> Option<EventTime> {
     feeds
         .iter()
         .filter(|feed| feed.ingest.kind() == Kind::Probe)
         .try_fold(EventTime::MAX, |least, feed| {
-            let exhausted = feed.fed == workload.partitions[feed.position].lines.len();
-            let watermark = if exhausted {
-                Some(EventTime::MAX)
-            } else {
-                feed.ingest.watermark()
-            };
-            watermark.map(|watermark| least.min(watermark))
+            let partition = &workload.partitions[feed.position];
+            partition_promise(partition, feed.fed, &workload.params)
+                .map(|promise| least.min(promise))
         })
 }
 
@@ -1639,7 +1694,7 @@ fn corner_lines_get_the_spec_verdict() {
             reference, expected,
             "the reference misjudges {kind:?} {text}"
         );
-        let mut ingest = PartitionIngest::new(kind, "corner", 0, &Params::default());
+        let mut ingest = PartitionIngest::new(kind, "corner", 0, &contract_defaults());
         let pipeline = match ingest.ingest(&line, 1, now_ms()) {
             presence::io::ingest::Ingested::Rejected(rejected) => Some(rejected.reason),
             presence::io::ingest::Ingested::Blank => panic!("{kind:?} {text} is not blank"),
@@ -1663,7 +1718,7 @@ fn corner_lines_get_the_spec_verdict() {
 fn a_huge_blank_line_is_skipped() {
     let workload = Workload {
         seed: 0,
-        params: Params::default(),
+        params: contract_defaults(),
         partitions: vec![Partition {
             kind: Kind::Probe,
             index: 0,
@@ -1680,6 +1735,12 @@ fn a_huge_blank_line_is_skipped() {
 }
 
 /// The reference itself, on cases worked out by hand from the SPEC.
+/// The contract's defaults, as the reference reads them, are the program's.
+#[test]
+fn the_program_s_defaults_are_the_contract_s() {
+    assert_eq!(Params::default(), contract_defaults());
+}
+
 #[test]
 fn the_reference_follows_the_spec_by_hand() {
     let params = dense_params();
@@ -1770,4 +1831,13 @@ fn the_reference_follows_the_spec_by_hand() {
         .map(|row| (row.offset, row.reason))
         .collect();
     assert_eq!(late, vec![(7, Reason::Late)]);
+    // The promise: the largest accepted ts less the lateness (7), the late
+    // probe 18 not counting; everything once every line is read.
+    let probes = &workload.partitions[0];
+    let promise = |fed| partition_promise(probes, fed, &params);
+    assert_eq!(promise(0), None);
+    assert_eq!(promise(4), Some(15 - 7));
+    assert_eq!(promise(7), Some(26 - 7));
+    assert_eq!(promise(9), Some(31 - 7));
+    assert_eq!(promise(probes.lines.len()), Some(EventTime::MAX));
 }

@@ -1,7 +1,7 @@
 //! Durable state (`--checkpoint-dir`): restarts, the backfill hand-off,
 //! refusals and fallbacks, against librdkafka's in-process mock broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use presence::backfill::{self, Job, Progress};
 use presence::io::generator::{Workload, WorkloadConfig};
 use presence::io::ingest::Kind;
 use presence::metrics::Metrics;
+use presence::params::Params;
 use presence::pipeline::Summary;
 use presence::run::{run, CheckpointSettings, RunError, RunJob, Topics};
-use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 /// Input produced to the topics and kept as files, partition by partition.
 struct Input {
@@ -38,10 +38,7 @@ impl Input {
 
     /// Produces `config`'s workload and appends it to the files.
     fn add(&mut self, config: &WorkloadConfig) -> u64 {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .create()
-            .unwrap();
+        let producer: BaseProducer = client(&self.brokers).create().unwrap();
         let mut n = 0;
         for record in Workload::new(config.clone()) {
             let topic = match record.kind {
@@ -49,17 +46,7 @@ impl Input {
                 Kind::Login => "logins",
                 Kind::BaseCount => "base-counts",
             };
-            let partition = record.partition as i32;
-            while producer
-                .send(
-                    BaseRecord::<(), str>::to(topic)
-                        .partition(partition)
-                        .payload(&record.line),
-                )
-                .is_err()
-            {
-                producer.poll(Duration::from_millis(10));
-            }
+            send(&producer, topic, record.partition as i32, &record.line);
             let file = self
                 .files
                 .entry((record.kind, record.partition))
@@ -260,9 +247,13 @@ fn output_topics_emptied_since_the_checkpoint_are_written_again_in_full() {
     again.add(&day(1, 0));
     let summary = run_job(job(&brokers, &state), 1).unwrap();
     assert_eq!(summary.lines, 0, "the checkpoint covers every record");
+    check_rows(&brokers, &topics, &again.backfill("out"), "rewritten");
     // Rejected records are not state: those the checkpoint covers are not
     // read, nor written, again.
-    check_rows(&brokers, &topics, &again.backfill("out"), "rewritten");
+    assert!(
+        read_topic(&brokers, &topics.rejected).is_empty(),
+        "rejections the checkpoint covers were written again"
+    );
 }
 
 /// `presence run` with durable state in `state`, as process `p` of two.
@@ -290,47 +281,39 @@ fn cluster_to_end(brokers: &str, state: &Path, hosts: &Path) {
         })
         .collect();
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (status, stderr) = finish(child, "a process of a cluster run to the end");
+        assert!(status.success(), "{stderr}");
     }
-}
-
-/// Whether `dir` holds a complete checkpoint.
-fn has_checkpoint(dir: &Path) -> bool {
-    presence::io::store::newest_complete(dir, &mut Vec::new()).is_ok_and(|m| m.is_some())
 }
 
 #[test]
 fn when_a_process_dies_the_other_exits_with_one_line_and_a_restart_resumes() {
     // Its connections break: the survivor stops at once.
-    lose_a_process(|victim| victim.kill().unwrap(), Duration::from_secs(5));
+    let message = lose_a_process(|victim| victim.kill().unwrap());
+    assert!(!message.contains("no sign of life"), "{message}");
 }
 
 #[test]
 fn when_a_process_hangs_the_other_exits_within_the_connect_timeout_and_a_restart_resumes() {
     // Stopped, its connections stay open: only its silence tells. (The
     // stopped process is killed before the restart.)
-    lose_a_process(
-        |victim| {
-            let status = std::process::Command::new("kill")
-                .args(["-STOP", &victim.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-        },
-        Duration::from_secs(5) + Duration::from_millis(500),
+    let message = lose_a_process(|victim| {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &victim.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    assert!(
+        message.contains("no sign of life from it within --connect-timeout (5s)"),
+        "{message}"
     );
 }
 
 /// Two processes of [`service`]; once a checkpoint is written, `lose` makes
-/// process 1 die or hang. Process 0 must exit 1 within `limit` (the 5 s
-/// connect timeout of [`service`], plus scheduling) with one line naming
-/// process 1, and a restart of both must end with whole outputs.
-fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) {
+/// process 1 die or hang. Process 0 must exit 1 with one line naming
+/// process 1 (returned), and a restart of both must end with whole outputs.
+fn lose_a_process(lose: impl FnOnce(&mut std::process::Child)) -> String {
     let mock = mock_with_inputs();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -340,20 +323,12 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) 
     input.add(&day(1, 0));
     let mut survivor = service(&brokers, &state, &hosts, 0).spawn().unwrap();
     let mut victim = service(&brokers, &state, &hosts, 1).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !has_checkpoint(&state) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint was written"
-        );
-        std::thread::yield_now();
-    }
+    wait_until("a checkpoint", || newest_checkpoint(&state).is_some());
     lose(&mut victim);
-    common::assert_survivor_reports_process_1(
+    let message = common::assert_survivor_reports_process_1(
         &mut survivor,
         &mut victim,
         std::time::Instant::now(),
-        limit,
     );
 
     // Both restarted, to the end of the input: the outputs are whole.
@@ -364,6 +339,7 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child), limit: Duration) 
         &input.backfill("out"),
         "after the restart",
     );
+    message
 }
 
 /// The last values of the four row topics against a backfill's folders.
@@ -380,30 +356,110 @@ fn check_rows(brokers: &str, topics: &Topics, out: &Path, what: &str) {
     }
 }
 
+/// Backfilled by two workers, handed to a run of one: the state moves to
+/// another cluster shape.
 #[test]
-fn a_backfill_hands_its_state_over_to_run() {
-    hand_off(&[]);
+fn a_backfill_hands_its_state_over_to_run_at_another_shape() {
+    let (_, first) = hand_off(HandOff {
+        backfill_workers: 2,
+        run_workers: 1,
+        settings: &[],
+        slow_broker: false,
+    });
+    every_row_below_the_first_frontier_was_there(first);
 }
 
 /// With room for 16 records in the producer's queue, the sinks keep the
 /// rest in order and the worker goes on: the same rows arrive, none lost,
 /// none out of order, none repeated. (Each worker's walk-ins sink alone has
-/// more than 16 restored rows to write at once, and a record stays queued
-/// for at least the producer's linger: the queue fills every time. With 64
-/// it filled only when the live records came in large epochs.)
+/// more than 16 restored rows to write at once, and with every request to
+/// the broker taking 50 ms, none is acknowledged while they are handed
+/// over: the queue fills.) Rows wait in the sinks for many round trips
+/// here, and still no frontier is published before they are written.
 #[test]
 fn a_hand_off_through_a_full_producer_queue_writes_every_row_once_in_order() {
-    let metrics = hand_off(&["queue.buffering.max.messages=16"]);
+    let (metrics, first) = hand_off(HandOff {
+        backfill_workers: 1,
+        run_workers: 2,
+        settings: &["queue.buffering.max.messages=16"],
+        slow_broker: true,
+    });
     let full = metrics.read(|f| f.output_queue_full);
     assert!(full > 0, "the queue was never full");
     let waiting: usize = metrics.read(|f| f.workers.values().map(|w| w.output_waiting).sum());
     assert_eq!(waiting, 0, "nothing waits after a clean stop");
+    every_row_below_the_first_frontier_was_there(first);
+}
+
+/// No frontier is published before every row below it is acknowledged: a
+/// reader who saw the first progress message of a hand-off and then read
+/// the row topics found every row below its frontier (the restored state
+/// among them) as the topics hold it in the end.
+fn every_row_below_the_first_frontier_was_there(first: FirstFrontier) {
+    let (frontier, seen, all) = first.expect("a first frontier was seen");
+    let expected = state_as_of(&all, frontier);
+    assert!(
+        !expected.is_empty(),
+        "rows below the first frontier {frontier}"
+    );
+    assert_eq!(
+        state_as_of(&seen, frontier),
+        expected,
+        "read when the first frontier {frontier} was published, the topics lacked rows below it"
+    );
+}
+
+/// How a hand-off is run.
+struct HandOff {
+    backfill_workers: usize,
+    run_workers: usize,
+    /// Client settings of the run.
+    settings: &'static [&'static str],
+    /// Every request to the broker takes 50 ms.
+    slow_broker: bool,
+}
+
+/// The first progress message's frontier, the row topics' messages read
+/// as soon as it was seen, and all of them after the run.
+type FirstFrontier = Option<(u64, Vec<TopicMessage>, Vec<TopicMessage>)>;
+
+/// The state of row topics as of `frontier`: the last value per key of the
+/// messages below it (a message's timestamp is its logical time).
+fn state_as_of(messages: &[TopicMessage], frontier: u64) -> BTreeSet<String> {
+    let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
+    for m in messages.iter().filter(|m| m.timestamp < frontier as i64) {
+        current.insert(
+            (m.partition, m.key.clone().expect("rows have keys")),
+            m.value.as_deref().map(content),
+        );
+    }
+    current.into_values().flatten().collect()
+}
+
+/// The messages of the four row topics, tagged with their topic.
+fn row_messages(brokers: &str, topics: &Topics) -> Vec<TopicMessage> {
+    [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+    ]
+    .iter()
+    .flat_map(|topic| {
+        read_messages(brokers, topic).into_iter().map(move |mut m| {
+            // Keys are unique per topic, not across topics.
+            m.key = m.key.map(|k| format!("{topic} {k}"));
+            m
+        })
+    })
+    .collect()
 }
 
 /// Backfills a day of history into a checkpoint, runs the service on it
-/// with the next day in the input topics and client `settings`, and checks
-/// the output topics against one backfill of both days.
-fn hand_off(settings: &[&str]) -> Metrics {
+/// with the next day in the input topics, and checks the output topics
+/// against one backfill of both days. Meanwhile a reader waits for the
+/// first progress message and reads the row topics when it sees it.
+fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
     let mock = mock_with_inputs();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -421,7 +477,7 @@ fn hand_off(settings: &[&str]) -> Metrics {
         ..Job::default()
     };
     backfill::run(
-        timely::Config::process(2),
+        timely::Config::process(how.backfill_workers),
         history_job,
         Arc::new(Progress::default()),
     )
@@ -432,21 +488,52 @@ fn hand_off(settings: &[&str]) -> Metrics {
     let mut input = Input::new(&brokers, &live);
     let read = input.add(&day(2, 1));
     let mut run_job = job(&brokers, &state);
-    for setting in settings {
+    for setting in how.settings {
         run_job
             .kafka
             .settings
             .add_pair(setting, "the test".into())
             .unwrap();
     }
+    if how.slow_broker {
+        mock.broker_round_trip_time(1, Duration::from_millis(50))
+            .unwrap();
+    }
+    let watcher = {
+        let brokers = brokers.clone();
+        std::thread::spawn(move || -> FirstFrontier {
+            let topics = Topics::default();
+            let consumer: rdkafka::consumer::BaseConsumer = client(&brokers)
+                .set("group.id", "presence-test")
+                .create()
+                .unwrap();
+            let mut list = rdkafka::TopicPartitionList::new();
+            list.add_partition_offset(&topics.progress, 0, rdkafka::Offset::Beginning)
+                .unwrap();
+            rdkafka::consumer::Consumer::assign(&consumer, &list).unwrap();
+            let message = wait_for("the first progress message", PATIENCE, || {
+                match consumer.poll(Duration::from_millis(100))? {
+                    Ok(m) => Some(rdkafka::Message::payload(&m).map(<[u8]>::to_vec)),
+                    Err(e) => panic!("reading the progress topic: {e}"),
+                }
+            });
+            let seen = row_messages(&brokers, &topics);
+            let value: serde_json::Value = serde_json::from_slice(&message?).unwrap();
+            Some((value["frontier"].as_u64().unwrap(), seen, Vec::new()))
+        })
+    };
     let metrics = Metrics::default();
     let summary = run(
-        timely::Config::process(2),
+        timely::Config::process(how.run_workers),
         run_job,
         Arc::new(AtomicBool::new(false)),
         metrics.clone(),
     )
     .unwrap();
+    let first = watcher
+        .join()
+        .unwrap()
+        .map(|(frontier, seen, _)| (frontier, seen, row_messages(&brokers, &Topics::default())));
     assert_eq!(summary.lines, read, "the topics are read from their start");
     let t = Topics::default();
     for topic in [
@@ -499,7 +586,7 @@ fn hand_off(settings: &[&str]) -> Metrics {
     )
     .unwrap();
     check_rows(&brokers, &Topics::default(), &both, "after the hand-off");
-    metrics
+    (metrics, first)
 }
 
 #[test]
@@ -516,11 +603,9 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
         .map(|p| service(&brokers, &state, &hosts, p).spawn().unwrap())
         .collect();
     let topics = Topics::default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while read_topic(&brokers, &topics.walkins).is_empty() || !has_checkpoint(&state) {
-        assert!(std::time::Instant::now() < deadline, "no output");
-        std::thread::yield_now();
-    }
+    wait_until("walk-ins and a checkpoint", || {
+        !read_topic(&brokers, &topics.walkins).is_empty() && newest_checkpoint(&state).is_some()
+    });
     for child in &children {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -530,31 +615,29 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
     }
     let mut read_before = 0;
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let (status, stderr) = finish(child, "a process told to stop");
+        assert_eq!(status.code(), Some(0), "{stderr}");
         let summary = stderr
             .lines()
             .find(|l| l.starts_with("stopped after"))
             .unwrap();
         read_before += summary_numbers(summary)["read"];
     }
-    let before = counts(&brokers, &topics);
     // ...then one worker to the end: the final checkpoint covered every
     // record it had read, so what it reads now is only what was left.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args([
-            "run",
-            "--brokers",
-            &brokers,
-            "--stop-at-end",
-            "--output-partitions",
-            "2",
-        ])
-        .arg("--checkpoint-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let output = common::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+            .args([
+                "run",
+                "--brokers",
+                &brokers,
+                "--stop-at-end",
+                "--output-partitions",
+                "2",
+            ])
+            .arg("--checkpoint-dir")
+            .arg(&state),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let summary = stderr
@@ -570,12 +653,19 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
         &input.backfill("out"),
         "after SIGTERM and a restart",
     );
-    // Nothing it had written before was written again.
-    let after = counts(&brokers, &topics);
-    assert!(
-        after.iter().all(|(t, n)| *n >= before[t]),
-        "{before:?} -> {after:?}"
-    );
+    // Nothing it had written before was written again: no message
+    // repeats its key's value, no rejection is written twice.
+    for topic in [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+    ] {
+        let repeated = repeats(&brokers, topic);
+        assert!(repeated.is_empty(), "{repeated:?}");
+    }
+    let twice = rejected_twice(&brokers, &topics.rejected);
+    assert!(twice.is_empty(), "rejected twice: {twice:?}");
 }
 
 #[test]
@@ -614,6 +704,31 @@ fn refused(result: Result<Summary, RunError>) -> String {
     }
 }
 
+/// `presence run` on the mock broker's default topics with durable state
+/// in `state`, to the end of its input, with `args` besides.
+fn service_to_end(brokers: &str, state: &Path, args: &[&str]) -> std::process::Output {
+    output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+            .args(["run", "--brokers", brokers, "--stop-at-end"])
+            .args(["--output-partitions", "2", "--checkpoint-dir"])
+            .arg(state)
+            .args(args),
+    )
+}
+
+/// A refusal by the binary: exit status 1, one error line, its last (the
+/// lines before it are logs, such as warnings about checkpoints skipped),
+/// no panic. Returns that line.
+fn refused_by_the_binary(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("presence: error:").count(), 1, "{stderr}");
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("presence: error:"), "{stderr}");
+    last.to_owned()
+}
+
 #[test]
 fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     let mock = mock_with_inputs();
@@ -627,13 +742,44 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     let listing = |state: &Path| presence::io::store::describe(state).unwrap();
     let before = listing(&state);
 
-    let mut other = job(&brokers, &state);
-    other.params.session_gap = 600_000;
-    let line = refused(run_job(other, 1));
-    assert!(
-        line.contains("--session-gap 900000ms, now 600000ms") && line.contains("--reset-state"),
-        "{line}"
-    );
+    // Each detection parameter, by itself: the line names it, with the
+    // checkpoint's value and this run's.
+    type Change = fn(&mut Params);
+    let changes: [(Change, &str); 6] = [
+        (|p| p.rssi_min = -60, "--rssi-min -75, now -60"),
+        (
+            |p| p.session_gap = 600_000,
+            "--session-gap 900000ms, now 600000ms",
+        ),
+        (
+            |p| p.min_dwell = 60_000,
+            "--min-dwell 300000ms, now 60000ms",
+        ),
+        (|p| p.min_probes = 4, "--min-probes 3, now 4"),
+        (
+            |p| p.allowed_lateness = 1_000,
+            "--allowed-lateness 300000ms, now 1000ms",
+        ),
+        (
+            |p| p.max_future = 3_600_000,
+            "--max-future 86400000ms, now 3600000ms",
+        ),
+    ];
+    for (change, expected) in changes {
+        let mut other = job(&brokers, &state);
+        change(&mut other.params);
+        let line = refused(run_job(other, 1));
+        assert!(
+            line.contains(expected)
+                && line.matches(", now ").count() == 1
+                && line.contains("--reset-state"),
+            "{line}"
+        );
+    }
+    // The binary says it in one line, with exit status 1.
+    let output = service_to_end(&brokers, &state, &["--min-probes", "5"]);
+    let line = refused_by_the_binary(&output);
+    assert!(line.contains("--min-probes 3, now 5"), "{line}");
 
     let mut other = job(&brokers, &state);
     other.topics.probes = "probes-2".into();
@@ -642,32 +788,6 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
         line.contains("other input topics") && line.contains("probes-2"),
         "{line}"
     );
-
-    // Retention: the broker no longer holds the checkpoint's next offset.
-    // (The mock broker cannot delete records: the manifest is made to point
-    // below the first offset instead.)
-    let (path, mut manifest) = presence::io::store::manifests(&state)
-        .unwrap()
-        .into_iter()
-        .map(|(p, m)| (p, m.unwrap()))
-        .next()
-        .unwrap();
-    let original = manifest.clone();
-    let probe = manifest
-        .partitions
-        .iter_mut()
-        .find(|p| p.topic == "probes")
-        .unwrap();
-    probe.next = -3;
-    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let line = refused(run_job(job(&brokers, &state), 1));
-    assert!(
-        line.contains("probes partition")
-            && line.contains("offset -3")
-            && line.contains("first offset is 0"),
-        "{line}"
-    );
-    std::fs::write(&path, serde_json::to_vec(&original).unwrap()).unwrap();
     assert_eq!(listing(&state), before, "refusals change nothing");
 
     // --reset-state discards the checkpoints: everything is read again.
@@ -676,6 +796,45 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     let summary = run_job(reset, 1).unwrap();
     let total: u64 = input.files.values().map(|f| f.lines().count() as u64).sum();
     assert_eq!(summary.lines, total);
+
+    // Retention: the broker no longer holds the checkpoint's next offset.
+    // The mock broker keeps about 5 MiB a partition: 7 MiB more removes
+    // the records the checkpoint resumes at.
+    let manifest = newest_checkpoint(&state).expect("the reset run's checkpoint");
+    let next = manifest
+        .partitions
+        .iter()
+        .find(|p| p.topic == "probes" && p.partition == 0)
+        .expect("probes/0 was read")
+        .next;
+    let producer: BaseProducer = client(&brokers).create().unwrap();
+    let filler = "x".repeat(60_000);
+    for _ in 0..120 {
+        send(&producer, "probes", 0, &filler);
+    }
+    producer.flush(TIMEOUT).unwrap();
+    let first = first_offset(&brokers, "probes", 0);
+    assert!(
+        first > next,
+        "retention kept offset {next}: the first offset is {first}"
+    );
+    let before = listing(&state);
+    let line = refused(run_job(job(&brokers, &state), 1));
+    assert!(
+        line.contains(&format!(
+            "probes partition 0: the checkpoint resumes at offset {next}, but the broker's first offset is {first}"
+        )),
+        "{line}"
+    );
+    assert_eq!(listing(&state), before, "refusals change nothing");
+}
+
+/// The first offset the broker holds of `topic`/`partition`.
+fn first_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
+    let consumer: rdkafka::consumer::BaseConsumer = client(brokers).create().unwrap();
+    rdkafka::consumer::Consumer::fetch_watermarks(&consumer, topic, partition, TIMEOUT)
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -719,6 +878,26 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
         &input.backfill("out"),
         "after falling back",
     );
+
+    // With every checkpoint damaged, none is left: a refusal, changing nothing.
+    let manifests: Vec<_> = presence::io::store::manifests(&state)
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.unwrap())
+        .collect();
+    assert!(!manifests.is_empty());
+    for manifest in &manifests {
+        let piece = manifest.pieces.last().expect("a checkpoint has pieces");
+        std::fs::write(state.join(&piece.name), "damaged").unwrap();
+    }
+    let before = presence::io::store::describe(&state).unwrap();
+    let output = service_to_end(&brokers, &state, &[]);
+    let line = refused_by_the_binary(&output);
+    assert!(
+        line.contains("no complete checkpoint in") && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(presence::io::store::describe(&state).unwrap(), before);
 }
 
 #[test]
@@ -729,11 +908,11 @@ fn an_unusable_checkpoint_folder_fails_at_start_and_one_made_unwritable_later_is
     // A path below a regular file can be no folder, even for root.
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["run", "--brokers", &brokers, "--checkpoint-dir"])
-        .arg(blocker.join("state"))
-        .output()
-        .unwrap();
+    let output = common::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+            .args(["run", "--brokers", &brokers, "--checkpoint-dir"])
+            .arg(blocker.join("state")),
+    );
     let message = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(
@@ -757,28 +936,16 @@ fn an_unusable_checkpoint_folder_fails_at_start_and_one_made_unwritable_later_is
         let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
         std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
     };
-    let wait = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::yield_now();
-        }
-    };
     let completed = || metrics.read(|f| f.checkpoints.completed);
-    wait("a checkpoint", &|| completed() > 0);
+    wait_until("a checkpoint", || completed() > 0);
     std::fs::rename(&state, &away).unwrap();
     std::fs::write(&state, "not a folder").unwrap();
     input.add(&day(2, 1)); // changes to write
-    wait("a failure", &|| {
-        metrics.read(|f| f.checkpoints.failures) > 0
-    });
+    wait_until("a failure", || metrics.read(|f| f.checkpoints.failures) > 0);
     let done_before = completed();
     std::fs::remove_file(&state).unwrap();
     std::fs::rename(&away, &state).unwrap();
-    wait("a checkpoint after it", &|| completed() > done_before);
+    wait_until("a checkpoint after it", || completed() > done_before);
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     service.join().unwrap().unwrap();
     // What it checkpointed then is whole: a restart to the end gives it all.
@@ -842,5 +1009,80 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
     assert!(
         only_small.is_empty() && only_large.is_empty(),
         "small epochs only: {only_small:?}\nlarge epochs only: {only_large:?}"
+    );
+}
+
+/// Without `--checkpoint-dir`, every start reads every input from its
+/// earliest offset and writes every row again, with a newer time; every
+/// rejection is written again under its own key; frontiers still only grow.
+#[test]
+fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::default();
+    let mut input = Input::new(&brokers, dir.path());
+    let total = input.add(&day(1, 0));
+    let plain = |workers: usize| {
+        let job = RunJob {
+            checkpoint: None,
+            ..job(&brokers, &dir.path().join("unused"))
+        };
+        run_job(job, workers).unwrap()
+    };
+    assert_eq!(plain(2).lines, total);
+    let rows = [
+        &topics.walkins,
+        &topics.device_contacts,
+        &topics.enriched_walkins,
+        &topics.walkin_counts,
+    ];
+    let first: Vec<Vec<TopicMessage>> = rows.iter().map(|t| read_messages(&brokers, t)).collect();
+    let first_rejected = read_topic(&brokers, &topics.rejected).len();
+
+    assert_eq!(plain(1).lines, total, "every record is read again");
+    let out = input.backfill("out");
+    check_rows(&brokers, &topics, &out, "after the restart");
+    for (topic, before) in rows.iter().zip(&first) {
+        let latest = before.iter().map(|m| m.timestamp).max().unwrap();
+        // The second run's messages: its last value per key is every row.
+        let mut again: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
+        for m in read_messages(&brokers, topic) {
+            if before
+                .iter()
+                .any(|b| b.partition == m.partition && b.offset == m.offset)
+            {
+                continue;
+            }
+            assert!(
+                m.timestamp > latest,
+                "{topic}: a time not above the first run's"
+            );
+            again.insert(
+                (m.partition, m.key.unwrap()),
+                m.value.as_deref().map(content),
+            );
+        }
+        let again: BTreeSet<String> = again.into_values().flatten().collect();
+        assert_eq!(
+            again,
+            upsert_rows(&brokers, topic),
+            "{topic}: every row is written again"
+        );
+    }
+    let twice = rejected_twice(&brokers, &topics.rejected);
+    assert!(first_rejected > 0);
+    assert_eq!(
+        twice.len(),
+        first_rejected,
+        "every rejection is written again"
+    );
+    let frontiers: Vec<u64> = progress_messages(&brokers, &topics)
+        .iter()
+        .map(|p| p["frontier"].as_u64().unwrap())
+        .collect();
+    assert!(
+        frontiers.windows(2).all(|w| w[0] < w[1]),
+        "frontiers across the restart: {frontiers:?}"
     );
 }

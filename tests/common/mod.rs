@@ -3,9 +3,10 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use presence::backfill::{self, Job, Progress};
 use presence::io::generator::{Workload, WorkloadConfig};
@@ -14,17 +15,99 @@ use presence::io::output::read_collection;
 use presence::run::Topics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 pub mod crash;
 
 pub const PROBE_PARTITIONS: i32 = 4;
+/// One request to a broker.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a topic read past its reported end must stay quiet to be done.
-pub const QUIET: Duration = Duration::from_millis(300);
+/// How long a test waits for something that must happen before it fails
+/// saying what it waited for: generous, so that a loaded machine makes a
+/// test slower, never wrong. No test asserts how fast anything is.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// Waits until `found` gives something, checking now and then (every
+/// millisecond at first, backing off to every 100 ms: no spinning), and
+/// fails naming `what` once `patience` has passed.
+pub fn wait_for<T>(what: &str, patience: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {patience:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Waits (at most [`PATIENCE`]) until `done` holds; see [`wait_for`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(what, PATIENCE, || done().then_some(()))
+}
+
+/// Waits (at most [`PATIENCE`]) for `child` to exit; past that, kills it
+/// and fails naming `what`.
+pub fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gave up after {PATIENCE:?} waiting for {what} to exit (killed it)");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Hands `payload` to `producer` for `topic`/`partition`, waiting while its
+/// queue is full (at most [`PATIENCE`]); any other error fails the test.
+pub fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &str) {
+    let mut record = BaseRecord::<(), str>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the producer's queue stayed full for {PATIENCE:?} (sending to {topic}/{partition})"
+                );
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) => panic!("sending to {topic}/{partition}: {error}"),
+        }
+    }
+}
+
+/// The newest complete checkpoint in `dir`; `None` while there is none (or
+/// no folder yet). Any other failure to read the folder fails the test: it
+/// is not "no checkpoint".
+pub fn newest_checkpoint(dir: &Path) -> Option<presence::io::store::Manifest> {
+    if !dir.exists() {
+        return None;
+    }
+    presence::io::store::newest_complete(dir, &mut Vec::new())
+        .unwrap_or_else(|e| panic!("reading the checkpoints in {}: {e}", dir.display()))
+}
 
 /// librdkafka's in-process broker with the input topics (`PROBE_PARTITIONS`
 /// probe partitions, one of logins and of base counts).
@@ -154,18 +237,7 @@ pub fn produce_and_backfill_routed(
     route: impl Fn(Kind, u64, usize) -> Route,
 ) {
     let producer: BaseProducer = client(brokers).create().unwrap();
-    let send = |topic: &str, partition: i32, line: &str| {
-        while producer
-            .send(
-                BaseRecord::<(), str>::to(topic)
-                    .partition(partition)
-                    .payload(line),
-            )
-            .is_err()
-        {
-            producer.poll(Duration::from_millis(10));
-        }
-    };
+    let send = |topic: &str, partition: i32, line: &str| send(&producer, topic, partition, line);
     // Per (kind, file): its topic and partition, and its text.
     let mut files: BTreeMap<(Kind, u64), (String, i32, String)> = BTreeMap::new();
     for (i, record) in Workload::new(config.clone()).enumerate() {
@@ -211,6 +283,93 @@ pub fn produce_and_backfill_routed(
     backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
 }
 
+/// The files of the input as produced, per (kind, partition), in order.
+pub type Files = BTreeMap<(Kind, u64), Vec<String>>;
+
+/// Backfills the first `lengths` lines of each of `files` (all of those
+/// not named) from files written in `dir`; returns the output folder.
+pub fn backfill_prefix(
+    files: &Files,
+    lengths: &BTreeMap<(Kind, u64), usize>,
+    dir: &Path,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = |kind: Kind, p: u64| dir.join(format!("{kind:?}-{p}.jsonl"));
+    let mut by_kind: BTreeMap<Kind, Vec<PathBuf>> = BTreeMap::new();
+    for ((kind, p), lines) in files {
+        let n = lengths.get(&(*kind, *p)).copied().unwrap_or(lines.len());
+        let mut text = lines[..n.min(lines.len())].join("\n");
+        text.push('\n');
+        std::fs::write(path(*kind, *p), text).unwrap();
+        by_kind.entry(*kind).or_default().push(path(*kind, *p));
+    }
+    let out = dir.join("out");
+    let job = Job {
+        probes: by_kind.remove(&Kind::Probe).unwrap_or_default(),
+        logins: by_kind.remove(&Kind::Login).unwrap_or_default(),
+        base_counts: by_kind.remove(&Kind::BaseCount).unwrap_or_default(),
+        out: out.clone(),
+        ..Job::default()
+    };
+    backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
+    out
+}
+
+/// How many records of each input partition a progress message's offsets
+/// say the state reflects, by (kind, partition), for inputs named as in
+/// `topics`.
+pub fn reflected(message: &Value, topics: &Topics) -> BTreeMap<(Kind, u64), usize> {
+    let kind_of = |topic: &str| {
+        if topic == topics.probes {
+            Kind::Probe
+        } else if topic == topics.logins {
+            Kind::Login
+        } else {
+            assert_eq!(topic, topics.base_counts, "an input topic");
+            Kind::BaseCount
+        }
+    };
+    let mut lengths = BTreeMap::new();
+    for (topic, partitions) in message["offsets"].as_object().expect("offsets") {
+        for (partition, next) in partitions.as_object().unwrap() {
+            lengths.insert(
+                (kind_of(topic), partition.parse::<u64>().unwrap()),
+                next.as_u64().unwrap() as usize,
+            );
+        }
+    }
+    lengths
+}
+
+/// The input files `produce_and_backfill` wrote in `dir`, by (kind, partition).
+pub fn files_in(dir: &Path) -> Files {
+    let mut files = Files::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((kind, partition)) = name
+            .strip_suffix(".jsonl")
+            .and_then(|stem| stem.split_once('-'))
+        else {
+            continue;
+        };
+        let kind = match kind {
+            "Probe" => Kind::Probe,
+            "Login" => Kind::Login,
+            "BaseCount" => Kind::BaseCount,
+            _ => continue,
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        files.insert(
+            (kind, partition.parse().unwrap()),
+            text.lines().map(str::to_owned).collect(),
+        );
+    }
+    files
+}
+
 /// A message of a topic, with its Kafka timestamp (ms; -1 if none).
 pub struct TopicMessage {
     pub partition: i32,
@@ -220,50 +379,59 @@ pub struct TopicMessage {
     pub timestamp: i64,
 }
 
-/// Every message of `topic` (all partitions), read to the end offsets.
+/// Every message of `topic` (all partitions), up to the end offsets the
+/// broker reports, and the rest of the batch each partition ends in; the
+/// ends are asked again once reached, until they stay put. A read that does
+/// not get there within [`PATIENCE`] fails, saying where it stopped (a
+/// broker down all that time included).
 pub fn read_messages(brokers: &str, topic: &str) -> Vec<TopicMessage> {
+    // Fetches return at once (not after the default 500 ms wait for data),
+    // and the ends are asked by a client of their own, whose requests do
+    // not queue behind the reader's fetches.
     let consumer: BaseConsumer = client(brokers)
         .set("group.id", "presence-test")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.error.backoff.ms", "10")
+        .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
+    let asker: BaseConsumer = client(brokers).create().unwrap();
+    let metadata = asker
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .unwrap_or_else(|e| panic!("reading the metadata of {topic}: {e}"));
     let partitions: Vec<i32> = metadata.topics()[0]
         .partitions()
         .iter()
         .map(|p| p.id())
         .collect();
-    let mut ends = BTreeMap::new();
+    let ends = || -> BTreeMap<i32, (i64, i64)> {
+        partitions
+            .iter()
+            .map(|&p| {
+                let watermarks = asker
+                    .fetch_watermarks(topic, p, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("reading the end offsets of {topic}/{p}: {e}"));
+                (p, watermarks)
+            })
+            .collect()
+    };
+    // Per partition: the next offset to read, and where it ends.
+    let mut spans: BTreeMap<i32, (i64, i64)> = ends();
     let mut list = TopicPartitionList::new();
-    for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap();
-        ends.insert(p, high);
-        list.add_partition_offset(topic, p, Offset::Beginning)
+    for (&p, &(low, _)) in &spans {
+        list.add_partition_offset(topic, p, Offset::Offset(low))
             .unwrap();
     }
     consumer.assign(&list).unwrap();
-    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
     let mut messages = Vec::new();
-    // tansu reports a partition's end as its last batch's base offset + 1, so
-    // past the reported ends, read on until the topic has been quiet a while.
-    let mut past_ends = false;
-    loop {
-        past_ends = past_ends || next.iter().all(|(p, n)| *n >= ends[p]);
-        let Some(message) = consumer.poll(if past_ends { QUIET } else { TIMEOUT }) else {
-            assert!(past_ends, "{topic} stopped before its end offsets {ends:?}");
-            break;
-        };
-        let message = match message {
-            Ok(message) => message,
-            // The client reports a lost connection to the in-process broker
-            // (it reconnects by itself) as an error event: not the topic's.
-            Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::AllBrokersDown
-                | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
-            )) => continue,
-            Err(error) => panic!("reading {topic}: {error}"),
-        };
-        next.insert(message.partition(), message.offset() + 1);
-        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+    let keep = |message: &rdkafka::message::BorrowedMessage<'_>,
+                spans: &mut BTreeMap<i32, (i64, i64)>,
+                messages: &mut Vec<TopicMessage>| {
+        if let Some((next, _)) = spans.get_mut(&message.partition()) {
+            *next = (*next).max(message.offset() + 1);
+        }
         messages.push(TopicMessage {
             partition: message.partition(),
             offset: message.offset(),
@@ -271,11 +439,57 @@ pub fn read_messages(brokers: &str, topic: &str) -> Vec<TopicMessage> {
             value: text(message.payload()),
             timestamp: message.timestamp().to_millis().unwrap_or(-1),
         });
+    };
+    let transient = |error: &KafkaError| {
+        // The client reports a lost connection to the broker (it
+        // reconnects by itself) as an error event: not the topic's.
+        matches!(
+            error,
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+            )
+        )
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        while spans.values().any(|(next, end)| next < end) {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic}: after {PATIENCE:?}, at (next, end) {spans:?}"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(message)) => keep(&message, &mut spans, &mut messages),
+                Some(Err(error)) if transient(&error) => {}
+                Some(Err(error)) => panic!("reading {topic}: {error}"),
+            }
+        }
+        // A broker may report an end short of its last batch (tansu: the
+        // batch's first offset + 1). A batch reaches the client whole, so
+        // the rest of it is in the client's queue already: take what is
+        // there.
+        while let Some(message) = consumer.poll(Duration::ZERO) {
+            match message {
+                Ok(message) => keep(&message, &mut spans, &mut messages),
+                Err(error) if transient(&error) => {}
+                Err(error) => panic!("reading {topic} past its end offsets: {error}"),
+            }
+        }
+        // Done when the ends, asked again, are where the read is.
+        let mut moved = false;
+        for (p, (_, high)) in ends() {
+            let (next, end) = spans.get_mut(&p).expect("every partition has a span");
+            if high > *next {
+                *end = high;
+                moved = true;
+            }
+        }
+        if !moved {
+            return messages;
+        }
     }
-    messages
 }
 
-/// Every message of `topic` (all partitions), as (partition, offset, key, value).
 /// A row's content without its `"time"`.
 pub fn content(value: &str) -> String {
     let mut v: serde_json::Value = serde_json::from_str(value).unwrap();
@@ -302,6 +516,20 @@ pub fn repeats(brokers: &str, topic: &str) -> Vec<String> {
     found
 }
 
+/// The keys of the rejected-records topic `topic` written more than once,
+/// with where (partition, offset).
+pub fn rejected_twice(brokers: &str, topic: &str) -> Vec<(String, Vec<(i32, i64)>)> {
+    let mut places: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+    for m in read_messages(brokers, topic) {
+        places
+            .entry(m.key.expect("rejected records have keys"))
+            .or_default()
+            .push((m.partition, m.offset));
+    }
+    places.into_iter().filter(|(_, at)| at.len() > 1).collect()
+}
+
+/// Every message of `topic` (all partitions), as (partition, offset, key, value).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
     read_messages(brokers, topic)
         .into_iter()
@@ -387,8 +615,8 @@ pub fn check_outputs_placed(
     }
 
     // Rejections carry the topic, the partition and the Kafka offset (a
-    // file's line number is its offset + 1).
-    let rejected: BTreeSet<(String, u64, u64, String)> = read_topic(brokers, &topics.rejected)
+    // file's line number is its offset + 1); each is written once.
+    let mut rejected: Vec<(String, u64, u64, String)> = read_topic(brokers, &topics.rejected)
         .into_iter()
         .map(|(_, _, _, value)| {
             let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
@@ -401,7 +629,10 @@ pub fn check_outputs_placed(
             )
         })
         .collect();
-    let expected: BTreeSet<(String, u64, u64, String)> =
+    rejected.sort();
+    let twice: Vec<_> = rejected.windows(2).filter(|w| w[0] == w[1]).collect();
+    assert!(twice.is_empty(), "{run}: rejected twice: {twice:?}");
+    let mut expected: Vec<(String, u64, u64, String)> =
         read_collection::<Value>(&out.join("rejected"))
             .unwrap()
             .into_iter()
@@ -418,7 +649,8 @@ pub fn check_outputs_placed(
                 )
             })
             .collect();
-    assert!(!expected.is_empty());
+    expected.sort();
+    assert!(!expected.is_empty(), "{run}: backfill rejected nothing");
     assert_eq!(rejected, expected, "{run}: rejected records differ");
 
     // Progress only grows, and ends with a real logical time above every
@@ -467,15 +699,10 @@ pub fn check_outputs_placed(
         "{run}: final offsets {last}"
     );
     for (topic, partitions) in offsets {
-        let count = if topic == &topics.probes {
-            PROBE_PARTITIONS as usize
-        } else {
-            partitions.as_object().unwrap().len()
-        };
         assert_eq!(
             partitions.as_object().unwrap().len(),
-            count,
-            "{run}: final offsets {last}"
+            partition_count(brokers, topic),
+            "{run}: final offsets of {topic}: {last}"
         );
         for (partition, next) in partitions.as_object().unwrap() {
             assert_eq!(
@@ -495,6 +722,15 @@ pub fn progress_messages(brokers: &str, topics: &Topics) -> Vec<Value> {
         .collect()
 }
 
+/// How many partitions `topic` has, as the broker says.
+pub fn partition_count(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = client(brokers).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .unwrap_or_else(|e| panic!("reading the metadata of {topic}: {e}"));
+    metadata.topics()[0].partitions().len()
+}
+
 /// The high watermark of `topic`/`partition`.
 pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
     let consumer: BaseConsumer = client(brokers).create().unwrap();
@@ -504,18 +740,60 @@ pub fn end_offset(brokers: &str, topic: &str, partition: i32) -> i64 {
         .1
 }
 
-/// A hostfile in `dir` for two processes on free loopback ports (a new
-/// file each call).
+/// `n` loopback ports for a test cluster, each handed out once (until the
+/// range wraps around) across every test thread and test binary running
+/// now. Binding to port 0 and closing would race: the port is free again
+/// for anyone until the cluster binds it. So ports come from a range below
+/// the kernel's ephemeral ports (which no outgoing connection takes), in
+/// turn, from a counter in a file that each caller locks; each port is
+/// checked to be free when handed out.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::io::{Read, Seek, Write};
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = ephemeral.saturating_sub(8000)..ephemeral;
+    assert!(range.len() > 1000, "too few ports below {ephemeral}");
+    let path = std::env::temp_dir().join("presence-test-ports");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    let mut last: u16 = text.trim().parse().unwrap_or(range.start);
+    let mut ports = Vec::new();
+    for _ in 0..range.len() {
+        if ports.len() == n {
+            break;
+        }
+        last = if last + 1 >= range.end || last < range.start {
+            range.start
+        } else {
+            last + 1
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", last)).is_ok() {
+            ports.push(last);
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} free ports in {range:?}");
+    file.set_len(0).unwrap();
+    file.rewind().unwrap();
+    write!(file, "{last}").unwrap();
+    // Unlocked when the file is closed.
+    ports
+}
+
+/// A hostfile in `dir` for two processes on loopback ports of their own
+/// ([`free_ports`]; a new file each call).
 pub fn hostfile(dir: &Path) -> std::path::PathBuf {
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports = free_ports(2);
     let path = dir.join(format!("hosts-{}", ports[0]));
     std::fs::write(
         &path,
@@ -529,32 +807,26 @@ pub fn hostfile(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Process 1 of a two-process cluster was lost at `lost` (it died or
-/// hangs): process 0 must exit 1 within `limit` with one line naming
-/// process 1, its last (the lines before it are logs), and no panic. Kills
-/// process 1 and returns process 0's stderr.
+/// hangs): process 0 must exit 1 with one line naming process 1, its last
+/// (the lines before it are logs), and no panic. How long that took is
+/// printed, not judged (the contract's bound is the benchmarks' to
+/// measure; the line says which timeout it applied). Kills process 1 and
+/// returns process 0's stderr.
 pub fn assert_survivor_reports_process_1(
     survivor: &mut std::process::Child,
     victim: &mut std::process::Child,
     lost: std::time::Instant,
-    limit: Duration,
 ) -> String {
-    let status = loop {
-        if let Some(status) = survivor.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            lost.elapsed() < Duration::from_secs(15),
-            "the survivor did not stop"
-        );
-        std::thread::yield_now();
-    };
-    let within = lost.elapsed();
+    let status = wait_child(survivor, "the survivor of a lost process");
+    eprintln!(
+        "the survivor stopped {:?} after losing process 1",
+        lost.elapsed()
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(survivor.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(within < limit, "it took {within:?}: {stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert!(
         last.starts_with("presence: error: lost process 1 (127.0.0.1:"),
@@ -585,13 +857,57 @@ pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command
         })
         .collect();
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "a -n 2 process failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (status, stderr) = finish(child, "a -n 2 process");
+        assert!(status.success(), "a -n 2 process failed: {stderr}");
     }
+}
+
+/// Waits (bounded, [`wait_child`]) for `child`, whose stderr is piped, and
+/// returns its status and stderr.
+pub fn finish(child: Child, what: &str) -> (ExitStatus, String) {
+    let output = collect(child, what);
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Waits (bounded, [`wait_child`]) for `child` and returns what it wrote to
+/// its piped stdout and stderr, which are drained meanwhile so that a
+/// talkative child never blocks on them.
+pub fn collect(mut child: Child, what: &str) -> std::process::Output {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_child(&mut child, what);
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `command.output()`, bounded: it runs at most [`PATIENCE`], then it is
+/// killed and the test fails naming it.
+pub fn output(command: &mut std::process::Command) -> std::process::Output {
+    let what = format!("{command:?}");
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    collect(child, &what)
 }
 
 /// Creates the output topics of `topics` on librdkafka's mock broker, which

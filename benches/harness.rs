@@ -17,41 +17,9 @@
 use std::time::Duration;
 
 use presence::bench::{bench, BenchConfig, Report};
-use presence::params::Params;
 
 mod common;
 use common::{cpu_model, env_u64, median, source_version};
-
-fn config() -> BenchConfig {
-    BenchConfig {
-        rate: 1_000,
-        duration: Duration::from_secs(6),
-        warmup: Duration::from_secs(1),
-        drain: Duration::from_millis(1_500),
-        brokers: None,
-        kafka_settings: Default::default(),
-        prefix: None,
-        devices: 500,
-        businesses: 20,
-        visit: Duration::from_secs(5),
-        partitions: 4,
-        linger_ms: 5,
-        params: Params {
-            session_gap: 2_000,
-            min_dwell: 1_000,
-            allowed_lateness: 1_000,
-            ..Params::default()
-        },
-        floor: false,
-        delay_outputs: Duration::ZERO,
-        stall: None,
-        workers: 1,
-        processes: 1,
-        process: 0,
-        checkpoint_dir: None,
-        checkpoint_interval: Duration::from_secs(10),
-    }
-}
 
 fn run(config: BenchConfig) -> Report {
     bench(timely::Config::process(1), config)
@@ -65,14 +33,14 @@ fn main() {
     println!("cpu: {}; source: {}", cpu_model(), source_version());
     let (mut e2e_shift, mut dataflow_shift, mut above) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let plain = run(config());
+        let plain = run(BenchConfig::harness_check(Duration::from_secs(6)));
         let delayed = run(BenchConfig {
             delay_outputs: Duration::from_millis(300),
-            ..config()
+            ..BenchConfig::harness_check(Duration::from_secs(6))
         });
         let stalled = run(BenchConfig {
             stall: Some((Duration::from_secs(3), Duration::from_millis(1_500))),
-            ..config()
+            ..BenchConfig::harness_check(Duration::from_secs(6))
         });
         let p50 = |r: &Report, name: &str| r.latency_ms[name].p50;
         e2e_shift.push(p50(&delayed, "e2e") - p50(&plain, "e2e"));

@@ -134,6 +134,44 @@ pub struct BenchConfig {
     pub checkpoint_interval: Duration,
 }
 
+impl BenchConfig {
+    /// The small point the harness's own checks run (`tests/bench.rs`,
+    /// `benches/harness.rs`): 1,000 records/s for `duration` after a 1 s
+    /// warm-up on the in-process broker, one worker, 500 phones at 20
+    /// stores staying 5 s, with detection parameters in seconds so that
+    /// walk-ins come every few milliseconds.
+    pub fn harness_check(duration: Duration) -> Self {
+        BenchConfig {
+            rate: 1_000,
+            duration,
+            warmup: Duration::from_secs(1),
+            drain: Duration::from_millis(1_500),
+            brokers: None,
+            kafka_settings: Default::default(),
+            prefix: None,
+            devices: 500,
+            businesses: 20,
+            visit: Duration::from_secs(5),
+            partitions: 4,
+            linger_ms: 5,
+            params: Params {
+                session_gap: 2_000,
+                min_dwell: 1_000,
+                allowed_lateness: 1_000,
+                ..Params::default()
+            },
+            floor: false,
+            delay_outputs: Duration::ZERO,
+            stall: None,
+            workers: 1,
+            processes: 1,
+            process: 0,
+            checkpoint_dir: None,
+            checkpoint_interval: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Percentiles of one latency, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Latency {

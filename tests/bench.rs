@@ -11,38 +11,6 @@ use std::time::Duration;
 use presence::bench::{bench, BenchConfig, Report};
 
 mod common;
-use presence::params::Params;
-
-fn config(duration: Duration) -> BenchConfig {
-    BenchConfig {
-        rate: 1_000,
-        duration,
-        warmup: Duration::from_secs(1),
-        drain: Duration::from_millis(1_500),
-        brokers: None,
-        kafka_settings: Default::default(),
-        prefix: None,
-        devices: 500,
-        businesses: 20,
-        visit: Duration::from_secs(5),
-        partitions: 4,
-        linger_ms: 5,
-        params: Params {
-            session_gap: 2_000,
-            min_dwell: 1_000,
-            allowed_lateness: 1_000,
-            ..Params::default()
-        },
-        floor: false,
-        delay_outputs: Duration::ZERO,
-        stall: None,
-        workers: 1,
-        processes: 1,
-        process: 0,
-        checkpoint_dir: None,
-        checkpoint_interval: Duration::from_secs(10),
-    }
-}
 
 fn run(config: BenchConfig) -> Report {
     bench(timely::Config::process(1), config)
@@ -55,7 +23,7 @@ fn an_injected_delay_shows_in_every_end_to_end_sample() {
     let delay = Duration::from_millis(300);
     let delayed = run(BenchConfig {
         delay_outputs: delay,
-        ..config(Duration::from_secs(4))
+        ..BenchConfig::harness_check(Duration::from_secs(4))
     });
     let e2e = &delayed.latency_ms["e2e"];
     assert!(e2e.count > 0, "{e2e:?}");
@@ -75,7 +43,7 @@ fn a_stall_shows_as_latency_for_every_record_due_during_it() {
     // earliest, and one due in second 3 at least 0.5 s late.
     let report = run(BenchConfig {
         stall: Some((Duration::from_secs(3), Duration::from_millis(1_500))),
-        ..config(Duration::from_secs(6))
+        ..BenchConfig::harness_check(Duration::from_secs(6))
     });
     let e2e = &report.latency_ms["e2e"];
     assert!(e2e.max >= 1_200.0, "{e2e:?}");
@@ -98,7 +66,7 @@ fn a_stall_shows_as_latency_for_every_record_due_during_it() {
 fn the_report_has_every_field_and_a_matching_csv() {
     let report = run(BenchConfig {
         floor: true,
-        ..config(Duration::from_secs(3))
+        ..BenchConfig::harness_check(Duration::from_secs(3))
     });
     for name in ["e2e", "dataflow", "kafka_floor"] {
         let l = &report.latency_ms[name];

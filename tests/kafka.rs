@@ -291,11 +291,8 @@ fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
 
 #[test]
 fn load_generator_produces_every_record_it_counts() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 4), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 4), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let output = common::output(
         std::process::Command::new(env!("CARGO_BIN_EXE_presence")).args([
             "produce",
@@ -354,12 +351,9 @@ fn last_frontier(brokers: &str, topics: &Topics) -> Option<u64> {
 /// frontier.
 #[test]
 fn a_silent_partition_becomes_idle_so_state_is_freed_and_shutdown_flushes() {
-    let mock = MockCluster::new(1).unwrap();
-    let brokers = mock.bootstrap_servers();
     // Probe partition 1 never receives anything.
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
+    let brokers = mock.bootstrap_servers();
     let topics = Topics::with_output_prefix("idle-");
     create_output_topics(&mock, &topics, 2);
     let producer: BaseProducer = client(&brokers).create().unwrap();
@@ -428,11 +422,8 @@ fn a_silent_partition_becomes_idle_so_state_is_freed_and_shutdown_flushes() {
 /// summary that adds up, and exits 0.
 #[test]
 fn sigterm_stops_reading_flushes_and_exits_zero() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("term-");
     create_output_topics(&mock, &topics, 2);
     // Two days of records, sent over about a minute (or until the test is
@@ -445,38 +436,13 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
         ..WorkloadConfig::default()
     })
     .collect();
-    let files: Arc<std::sync::Mutex<Files>> = Arc::default();
-    let enough = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (brokers, files, enough) = (brokers.clone(), Arc::clone(&files), Arc::clone(&enough));
-        std::thread::spawn(move || {
-            let producer: BaseProducer = client(&brokers).set("linger.ms", "1").create().unwrap();
-            let pace = Duration::from_secs(60).as_secs_f64() / records.len() as f64;
-            let started = std::time::Instant::now();
-            for (i, record) in records.into_iter().enumerate() {
-                if enough.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let due = Duration::from_secs_f64(i as f64 * pace);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    producer.poll(wait);
-                }
-                let topic = match record.kind {
-                    Kind::Probe => "probes",
-                    Kind::Login => "logins",
-                    Kind::BaseCount => "base-counts",
-                };
-                send(&producer, topic, record.partition as i32, &record.line);
-                files
-                    .lock()
-                    .unwrap()
-                    .entry((record.kind, record.partition))
-                    .or_default()
-                    .push(record.line);
-            }
-            producer.flush(TIMEOUT).unwrap();
-        })
-    };
+    let feeder = Feeder::start(
+        &brokers,
+        &Topics::default(),
+        records,
+        Duration::from_secs(60),
+        false,
+    );
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["run", "--output-prefix", "term-", "--brokers", &brokers])
@@ -508,27 +474,20 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
         .unwrap();
     assert!(killed.success());
     let status = wait_child(&mut child, "the service after SIGTERM");
-    enough.store(true, std::sync::atomic::Ordering::Relaxed);
-    feeder.join().unwrap();
+    let files = feeder.stop();
     stderr.extend(seen.iter().map(|line| line + "\n"));
     assert_eq!(status.code(), Some(0), "{stderr}");
     let last = progress_messages(&brokers, &topics).pop().unwrap();
     let frontier = last["frontier"].as_u64().unwrap();
     assert!(frontier < u64::MAX, "a real final frontier: {stderr}");
     // What it read is what it wrote.
-    let files = files.lock().unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
     let reference = backfill_prefix(
         &files,
         &reflected(&last, &Topics::default()),
         &dir.path().join("reflected"),
     );
-    for (topic, folder) in [
-        (&topics.walkins, "walkins"),
-        (&topics.device_contacts, "device-contacts"),
-        (&topics.enriched_walkins, "enriched-walkins"),
-        (&topics.walkin_counts, "walkin-counts"),
-    ] {
+    for (topic, folder) in row_topics(&topics) {
         assert_eq!(
             upsert_rows(&brokers, topic),
             file_rows(&reference.join(folder)),
@@ -557,11 +516,8 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
 /// the same records gives.
 #[test]
 fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::default();
     create_output_topics(&mock, &topics, 2);
     let probe = |device: &str, minute: u64| {
@@ -840,11 +796,8 @@ fn rejection_at(
 /// max-future) are never late because of it, and make walk-ins.
 #[test]
 fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("quiet-");
     create_output_topics(&mock, &topics, 2);
     let producer: BaseProducer = client(&brokers).create().unwrap();
@@ -943,11 +896,8 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
 /// promised the wall clock), and the outputs are backfill's.
 #[test]
 fn a_partition_with_a_backlog_is_never_idle() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 1), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 1), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("backlog-");
     create_output_topics(&mock, &topics, 1);
     let dir = tempfile::tempdir().unwrap();
@@ -993,11 +943,8 @@ fn a_partition_with_a_backlog_is_never_idle() {
 /// above every output's.
 #[test]
 fn progress_is_published_by_interval_when_busy_and_once_a_second_when_quiet() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let topics = Topics::with_output_prefix("volume-");
     create_output_topics(&mock, &topics, 2);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -1144,11 +1091,8 @@ fn a_missing_input_topic_fails_before_any_output_topic_is_created() {
 /// shoppers arriving now, which a live `run` accepts.
 #[test]
 fn live_load_is_stamped_with_the_wall_clock() {
-    let mock = MockCluster::new(1).unwrap();
+    let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    for (name, partitions) in [("probes", 2), ("logins", 1), ("base-counts", 1)] {
-        mock.create_topic(name, partitions, 1).unwrap();
-    }
     let from = presence::clock::now_ms();
     let output = common::output(
         std::process::Command::new(env!("CARGO_BIN_EXE_presence")).args([

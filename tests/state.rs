@@ -344,12 +344,7 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child)) -> String {
 
 /// The last values of the four row topics against a backfill's folders.
 fn check_rows(brokers: &str, topics: &Topics, out: &Path, what: &str) {
-    for (topic, folder) in [
-        (&topics.walkins, "walkins"),
-        (&topics.device_contacts, "device-contacts"),
-        (&topics.enriched_walkins, "enriched-walkins"),
-        (&topics.walkin_counts, "walkin-counts"),
-    ] {
+    for (topic, folder) in row_topics(topics) {
         let expected = file_rows(&out.join(folder));
         assert!(!expected.is_empty(), "{what}: {folder}");
         assert_eq!(upsert_rows(brokers, topic), expected, "{what}: {topic}");
@@ -423,36 +418,18 @@ struct HandOff {
 /// as soon as it was seen, and all of them after the run.
 type FirstFrontier = Option<(u64, Vec<TopicMessage>, Vec<TopicMessage>)>;
 
-/// The state of row topics as of `frontier`: the last value per key of the
-/// messages below it (a message's timestamp is its logical time).
-fn state_as_of(messages: &[TopicMessage], frontier: u64) -> BTreeSet<String> {
-    let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
-    for m in messages.iter().filter(|m| m.timestamp < frontier as i64) {
-        current.insert(
-            (m.partition, m.key.clone().expect("rows have keys")),
-            m.value.as_deref().map(content),
-        );
-    }
-    current.into_values().flatten().collect()
-}
-
 /// The messages of the four row topics, tagged with their topic.
 fn row_messages(brokers: &str, topics: &Topics) -> Vec<TopicMessage> {
-    [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-    ]
-    .iter()
-    .flat_map(|topic| {
-        read_messages(brokers, topic).into_iter().map(move |mut m| {
-            // Keys are unique per topic, not across topics.
-            m.key = m.key.map(|k| format!("{topic} {k}"));
-            m
+    row_topics(topics)
+        .into_iter()
+        .flat_map(|(topic, _)| {
+            read_messages(brokers, topic).into_iter().map(move |mut m| {
+                // Keys are unique per topic, not across topics.
+                m.key = m.key.map(|k| format!("{topic} {k}"));
+                m
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 /// Backfills a day of history into a checkpoint, runs the service on it
@@ -535,16 +512,7 @@ fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
         .unwrap()
         .map(|(frontier, seen, _)| (frontier, seen, row_messages(&brokers, &Topics::default())));
     assert_eq!(summary.lines, read, "the topics are read from their start");
-    let t = Topics::default();
-    for topic in [
-        &t.walkins,
-        &t.device_contacts,
-        &t.enriched_walkins,
-        &t.walkin_counts,
-    ] {
-        let repeated = repeats(&brokers, topic);
-        assert!(repeated.is_empty(), "{repeated:?}");
-    }
+    assert_no_repeats(&brokers, &Topics::default());
     // One backfill over the history files and the live records.
     input.backfill("live-only"); // writes the live records' files
     let path = |kind: Kind, p: u64| live.join(format!("{kind:?}-{p}.jsonl"));
@@ -655,15 +623,7 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
     );
     // Nothing it had written before was written again: no message
     // repeats its key's value, no rejection is written twice.
-    for topic in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-    ] {
-        let repeated = repeats(&brokers, topic);
-        assert!(repeated.is_empty(), "{repeated:?}");
-    }
+    assert_no_repeats(&brokers, &topics);
     let twice = rejected_twice(&brokers, &topics.rejected);
     assert!(twice.is_empty(), "rejected twice: {twice:?}");
 }
@@ -1031,19 +991,17 @@ fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
         run_job(job, workers).unwrap()
     };
     assert_eq!(plain(2).lines, total);
-    let rows = [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-    ];
-    let first: Vec<Vec<TopicMessage>> = rows.iter().map(|t| read_messages(&brokers, t)).collect();
+    let rows = row_topics(&topics);
+    let first: Vec<Vec<TopicMessage>> = rows
+        .iter()
+        .map(|(t, _)| read_messages(&brokers, t))
+        .collect();
     let first_rejected = read_topic(&brokers, &topics.rejected).len();
 
     assert_eq!(plain(1).lines, total, "every record is read again");
     let out = input.backfill("out");
     check_rows(&brokers, &topics, &out, "after the restart");
-    for (topic, before) in rows.iter().zip(&first) {
+    for ((topic, _), before) in rows.iter().zip(&first) {
         let latest = before.iter().map(|m| m.timestamp).max().unwrap();
         // The second run's messages: its last value per key is every row.
         let mut again: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
@@ -1077,12 +1035,5 @@ fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
         first_rejected,
         "every rejection is written again"
     );
-    let frontiers: Vec<u64> = progress_messages(&brokers, &topics)
-        .iter()
-        .map(|p| p["frontier"].as_u64().unwrap())
-        .collect();
-    assert!(
-        frontiers.windows(2).all(|w| w[0] < w[1]),
-        "frontiers across the restart: {frontiers:?}"
-    );
+    growing_frontiers(&brokers, &topics, "across the restart");
 }

@@ -7,23 +7,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::Kind;
 use presence::io::store::{Manifest, Origin};
 use presence::run::Topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, Producer};
 use serde_json::Value;
 
 use super::{
-    backfill_prefix, client, content, file_rows, finish, hostfile, newest_checkpoint,
-    read_messages, read_topic, send, wait_child, wait_for, Files, PATIENCE, PROBE_PARTITIONS,
-    TIMEOUT,
+    backfill_prefix, client, content, file_rows, finish, growing_frontiers, hostfile,
+    newest_checkpoint, progress_messages, read_messages, reflected, row_topics, state_as_of,
+    wait_child, wait_for, Feeder, PATIENCE, PROBE_PARTITIONS, TIMEOUT,
 };
 
 /// A tiny seeded generator (xorshift), so that a failure names its seed.
@@ -263,57 +259,16 @@ impl CrashLoop {
         let mut rng = Seeded::new(seed);
         let state = self.dir.join("state");
         let t = &self.topics;
-        // The input, produced at a steady pace while the service is killed
-        // and restarted, and kept as files for the reference.
-        let records: Vec<_> = Workload::new(config).collect();
-        let files: Arc<Mutex<Files>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let producer = {
-            let (brokers, files, stop) =
-                (self.brokers.clone(), Arc::clone(&files), Arc::clone(&stop));
-            let topics = [t.probes.clone(), t.logins.clone(), t.base_counts.clone()];
-            let topic_of = move |kind: Kind| match kind {
-                Kind::Probe => topics[0].clone(),
-                Kind::Login => topics[1].clone(),
-                Kind::BaseCount => topics[2].clone(),
-            };
-            let one_record_tail = self.one_record_tail;
-            std::thread::spawn(move || {
-                let producer: BaseProducer =
-                    client(&brokers).set("linger.ms", "5").create().unwrap();
-                let started = Instant::now();
-                // Spread over about 20 s.
-                let per_ms = (records.len() as f64 / 20_000.0).max(0.1);
-                for (i, record) in records.into_iter().enumerate() {
-                    let due = Duration::from_millis((i as f64 / per_ms) as u64);
-                    while started.elapsed() < due && !stop.load(Ordering::Relaxed) {
-                        producer.poll(Duration::from_millis(1));
-                    }
-                    let topic = topic_of(record.kind);
-                    send(&producer, &topic, record.partition as i32, &record.line);
-                    files
-                        .lock()
-                        .unwrap()
-                        .entry((record.kind, record.partition))
-                        .or_default()
-                        .push(record.line);
-                }
-                producer.flush(TIMEOUT).unwrap();
-                if one_record_tail {
-                    let keys: Vec<(Kind, u64)> = files.lock().unwrap().keys().copied().collect();
-                    for (kind, partition) in keys {
-                        send(&producer, &topic_of(kind), partition as i32, " ");
-                        producer.flush(TIMEOUT).unwrap();
-                        files
-                            .lock()
-                            .unwrap()
-                            .get_mut(&(kind, partition))
-                            .unwrap()
-                            .push(" ".to_owned());
-                    }
-                }
-            })
-        };
+        // The input, produced at a steady pace (over about 20 s) while the
+        // service is killed and restarted, and kept as files for the
+        // reference.
+        let feeder = Feeder::start(
+            &self.brokers,
+            t,
+            Workload::new(config).collect(),
+            Duration::from_secs(20),
+            self.one_record_tail,
+        );
         let context = |what: &str| format!("seed {seed}: {what}");
 
         // Kill at random moments, restart at random shapes. The first kill
@@ -368,8 +323,7 @@ impl CrashLoop {
                 stderr,
             });
         }
-        producer.join().unwrap();
-        stop.store(true, Ordering::Relaxed);
+        let files = feeder.finish();
         // To the end of the input.
         let shape = self.shapes[rng.below(self.shapes.len() as u64) as usize];
         let manifest = newest_checkpoint(&state);
@@ -388,8 +342,6 @@ impl CrashLoop {
             early: false,
             stderr,
         });
-
-        let files = files.lock().unwrap().clone();
 
         // Each restore resumed every partition at its checkpoint's offsets
         // and read back at least what the output topics held past the
@@ -555,14 +507,8 @@ impl CrashLoop {
         // The final state is one uninterrupted run's: every row topic's last
         // value per key equals backfill of all the records.
         let all = backfill_prefix(&files, &BTreeMap::new(), &self.dir.join("reference-all"));
-        let topics = [
-            (&t.walkins, "walkins"),
-            (&t.device_contacts, "device-contacts"),
-            (&t.enriched_walkins, "enriched-walkins"),
-            (&t.walkin_counts, "walkin-counts"),
-        ];
         let mut messages = BTreeMap::new();
-        for (topic, folder) in topics {
+        for (topic, folder) in row_topics(t) {
             let read = read_messages(&self.brokers, topic);
             // No message repeats its key's current value.
             let mut current: BTreeMap<(i32, String), (Option<String>, i64, i64)> = BTreeMap::new();
@@ -670,48 +616,20 @@ impl CrashLoop {
         );
 
         // Frontiers grow across every run, and end at a real time.
-        let progress: Vec<Value> = read_topic(&self.brokers, &t.progress)
-            .into_iter()
-            .map(|(_, _, _, v)| serde_json::from_str(&v.unwrap()).unwrap())
-            .collect();
-        let frontiers: Vec<u64> = progress
-            .iter()
-            .map(|p| p["frontier"].as_u64().unwrap())
-            .collect();
-        assert!(
-            frontiers.windows(2).all(|w| w[0] < w[1]),
-            "{}",
-            context(&format!("frontiers {frontiers:?}"))
-        );
+        let frontiers = growing_frontiers(&self.brokers, t, &context("every run"));
         assert!(*frontiers.last().unwrap() < u64::MAX);
+        let progress = progress_messages(&self.brokers, t);
 
         // A sample of frontiers: the state as of each is backfill of the
         // records before its offsets.
-        let kind_of = |topic: &str| {
-            if topic == t.probes {
-                Kind::Probe
-            } else if topic == t.logins {
-                Kind::Login
-            } else {
-                Kind::BaseCount
-            }
-        };
         let picks: BTreeSet<usize> = (0..5)
             .map(|_| rng.below(progress.len() as u64) as usize)
             .collect();
         let mut checked = 0;
         for &pick in &picks {
             let message = &progress[pick];
-            let frontier = message["frontier"].as_i64().unwrap();
-            let mut lengths = BTreeMap::new();
-            for (topic, partitions) in message["offsets"].as_object().unwrap() {
-                for (partition, next) in partitions.as_object().unwrap() {
-                    lengths.insert(
-                        (kind_of(topic), partition.parse::<u64>().unwrap()),
-                        next.as_u64().unwrap() as usize,
-                    );
-                }
-            }
+            let frontier = message["frontier"].as_u64().unwrap();
+            let lengths = reflected(message, t);
             if lengths.len() < PROBE_PARTITIONS as usize + 2 {
                 continue; // an early frontier, before every partition was noted
             }
@@ -722,16 +640,8 @@ impl CrashLoop {
                 &self.dir.join(format!("reference-{pick}")),
             );
             for (folder, read) in &messages {
-                let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
-                for m in read.iter().filter(|m| m.timestamp < frontier) {
-                    current.insert(
-                        (m.partition, m.key.clone().unwrap()),
-                        m.value.as_deref().map(content),
-                    );
-                }
-                let state: BTreeSet<String> = current.into_values().flatten().collect();
                 assert_eq!(
-                    state,
+                    state_as_of(read, frontier),
                     file_rows(&reference.join(folder)),
                     "{}",
                     context(&format!(

@@ -109,20 +109,26 @@ pub fn newest_checkpoint(dir: &Path) -> Option<presence::io::store::Manifest> {
         .unwrap_or_else(|e| panic!("reading the checkpoints in {}: {e}", dir.display()))
 }
 
-/// librdkafka's in-process broker with the input topics (`PROBE_PARTITIONS`
-/// probe partitions, one of logins and of base counts).
-#[allow(dead_code)]
-pub fn mock_inputs(
-) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+/// librdkafka's in-process broker.
+pub type Mock = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// librdkafka's in-process broker with `topics` (name, partitions).
+pub fn mock_with(topics: &[(&str, i32)]) -> Mock {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for (name, partitions) in [
-        ("probes", PROBE_PARTITIONS),
-        ("logins", 1),
-        ("base-counts", 1),
-    ] {
+    for &(name, partitions) in topics {
         mock.create_topic(name, partitions, 1).unwrap();
     }
     mock
+}
+
+/// librdkafka's in-process broker with the input topics (`PROBE_PARTITIONS`
+/// probe partitions, one of logins and of base counts).
+pub fn mock_inputs() -> Mock {
+    mock_with(&[
+        ("probes", PROBE_PARTITIONS),
+        ("logins", 1),
+        ("base-counts", 1),
+    ])
 }
 
 /// Topics named afresh for this run, inputs and outputs, created as the
@@ -313,6 +319,121 @@ pub fn backfill_prefix(
     };
     backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
     out
+}
+
+/// A workload produced to the input topics in a thread, paced over a span
+/// of time (a record is due at its index's share of it), each record kept,
+/// per (kind, partition) in order, as the files of a reference backfill.
+pub struct Feeder {
+    files: Arc<std::sync::Mutex<Files>>,
+    hurry: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feeder {
+    /// Produces `records` to the input topics of `topics` over `span`.
+    /// With `one_record_tail`, every partition then ends with a batch of one
+    /// blank record (tansu reports a partition's end as its last batch's
+    /// base offset + 1: only then is its end where its last record is).
+    pub fn start(
+        brokers: &str,
+        topics: &Topics,
+        records: Vec<presence::io::generator::Generated>,
+        span: Duration,
+        one_record_tail: bool,
+    ) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let files: Arc<std::sync::Mutex<Files>> = Arc::default();
+        let hurry: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let topic_of = {
+            let names = [
+                topics.probes.clone(),
+                topics.logins.clone(),
+                topics.base_counts.clone(),
+            ];
+            move |kind: Kind| match kind {
+                Kind::Probe => names[0].clone(),
+                Kind::Login => names[1].clone(),
+                Kind::BaseCount => names[2].clone(),
+            }
+        };
+        let thread = {
+            let (brokers, files, hurry, stop) = (
+                brokers.to_owned(),
+                Arc::clone(&files),
+                Arc::clone(&hurry),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let producer: BaseProducer =
+                    client(&brokers).set("linger.ms", "1").create().unwrap();
+                let pace = span.as_secs_f64() / records.len().max(1) as f64;
+                let started = Instant::now();
+                for (i, record) in records.into_iter().enumerate() {
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                    let due = Duration::from_secs_f64(i as f64 * pace);
+                    while started.elapsed() < due && !hurry.load(Relaxed) && !stop.load(Relaxed) {
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    send(
+                        &producer,
+                        &topic_of(record.kind),
+                        record.partition as i32,
+                        &record.line,
+                    );
+                    files
+                        .lock()
+                        .unwrap()
+                        .entry((record.kind, record.partition))
+                        .or_default()
+                        .push(record.line);
+                }
+                producer.flush(TIMEOUT).unwrap();
+                if one_record_tail && !stop.load(Relaxed) {
+                    let keys: Vec<(Kind, u64)> = files.lock().unwrap().keys().copied().collect();
+                    for (kind, partition) in keys {
+                        send(&producer, &topic_of(kind), partition as i32, " ");
+                        producer.flush(TIMEOUT).unwrap();
+                        files
+                            .lock()
+                            .unwrap()
+                            .get_mut(&(kind, partition))
+                            .unwrap()
+                            .push(" ".to_owned());
+                    }
+                }
+            })
+        };
+        Feeder {
+            files,
+            hurry,
+            stop,
+            thread,
+        }
+    }
+
+    /// Sends the rest at once, waits until all is acknowledged, and returns
+    /// the files.
+    pub fn finish(self) -> Files {
+        self.hurry.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.join()
+    }
+
+    /// Sends no more, and returns the files of what was sent.
+    pub fn stop(self) -> Files {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.join()
+    }
+
+    fn join(self) -> Files {
+        self.thread.join().expect("the feeder does not panic");
+        let files = self.files.lock().unwrap().clone();
+        files
+    }
 }
 
 /// How many records of each input partition a progress message's offsets
@@ -529,6 +650,50 @@ pub fn rejected_twice(brokers: &str, topic: &str) -> Vec<(String, Vec<(i32, i64)
     places.into_iter().filter(|(_, at)| at.len() > 1).collect()
 }
 
+/// The state of row topics as of `frontier`: the last value per key of the
+/// messages below it (a message's timestamp is its logical time).
+pub fn state_as_of(messages: &[TopicMessage], frontier: u64) -> BTreeSet<String> {
+    let mut current: BTreeMap<(i32, String), Option<String>> = BTreeMap::new();
+    for m in messages.iter().filter(|m| m.timestamp < frontier as i64) {
+        current.insert(
+            (m.partition, m.key.clone().expect("rows have keys")),
+            m.value.as_deref().map(content),
+        );
+    }
+    current.into_values().flatten().collect()
+}
+
+/// The four row topics of `topics`, with their backfill folders.
+pub fn row_topics(topics: &Topics) -> [(&String, &'static str); 4] {
+    [
+        (&topics.walkins, "walkins"),
+        (&topics.device_contacts, "device-contacts"),
+        (&topics.enriched_walkins, "enriched-walkins"),
+        (&topics.walkin_counts, "walkin-counts"),
+    ]
+}
+
+/// No message of a row topic repeats its key's value before it.
+pub fn assert_no_repeats(brokers: &str, topics: &Topics) {
+    for (topic, _) in row_topics(topics) {
+        let repeated = repeats(brokers, topic);
+        assert!(repeated.is_empty(), "{repeated:?}");
+    }
+}
+
+/// The frontiers of the progress topic, in order, checked to grow.
+pub fn growing_frontiers(brokers: &str, topics: &Topics, what: &str) -> Vec<u64> {
+    let frontiers: Vec<u64> = progress_messages(brokers, topics)
+        .iter()
+        .map(|p| p["frontier"].as_u64().unwrap())
+        .collect();
+    assert!(
+        frontiers.windows(2).all(|w| w[0] < w[1]),
+        "{what}: frontiers {frontiers:?}"
+    );
+    frontiers
+}
+
 /// Every message of `topic` (all partitions), as (partition, offset, key, value).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, i64, Option<String>, Option<String>)> {
     read_messages(brokers, topic)
@@ -595,12 +760,7 @@ pub fn check_outputs_placed(
     run: &str,
     place: impl Fn(&str, u64) -> (String, u64),
 ) {
-    for (topic, folder) in [
-        (&topics.walkins, "walkins"),
-        (&topics.device_contacts, "device-contacts"),
-        (&topics.enriched_walkins, "enriched-walkins"),
-        (&topics.walkin_counts, "walkin-counts"),
-    ] {
+    for (topic, folder) in row_topics(topics) {
         let expected = file_rows(&out.join(folder));
         assert!(!expected.is_empty(), "{folder} should not be empty");
         let actual = upsert_rows(brokers, topic);
@@ -655,15 +815,8 @@ pub fn check_outputs_placed(
 
     // Progress only grows, and ends with a real logical time above every
     // output's, whose offsets are the input topics' ends.
+    growing_frontiers(brokers, topics, run);
     let progress = progress_messages(brokers, topics);
-    let frontiers: Vec<u64> = progress
-        .iter()
-        .map(|p| p["frontier"].as_u64().unwrap())
-        .collect();
-    assert!(
-        frontiers.windows(2).all(|w| w[0] < w[1]),
-        "{run}: progress {frontiers:?}"
-    );
     let last = progress.last().expect("a final progress message");
     let final_frontier = last["frontier"].as_u64().unwrap();
     assert!(final_frontier < u64::MAX, "{run}: a real final frontier");

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use presence::io::output::FOLDERS;
+use presence::files::output::FOLDERS;
 
 /// The binary cargo built for this benchmark.
 const BUILT: &str = env!("CARGO_BIN_EXE_presence");

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use presence::bench::{bench, BenchConfig, Report};
+use presence::harness::bench::{bench, BenchConfig, Report};
 
 mod common;
 use common::{cpu_model, env_u64, median, source_version};

@@ -1,7 +1,7 @@
 //! Record parser micro-benchmark (`cargo bench --bench parser`).
 //!
 //! Times, in-process and on lines from the seeded generator
-//! ([`presence::io::generator::Workload`]), the three record parsers
+//! ([`presence::harness::generator::Workload`]), the three record parsers
 //! (`parse_probe`, `parse_login`, `parse_base_count`) and the whole per-line
 //! ingest step (`PartitionIngest::ingest`: parse, validate, the future rule
 //! and, for probes, the lateness rule), against two baselines measured in
@@ -57,11 +57,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::{
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::model::ingest::{
     parse_base_count, parse_login, parse_probe, Ingested, Kind, PartitionIngest,
 };
-use presence::params::Params;
+use presence::model::params::Params;
 
 /// The allocator the `presence` binary uses: allocation is part of parsing
 /// (rejections' strings, `serde_json::Value`'s maps).

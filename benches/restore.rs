@@ -34,9 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presence::backfill::{self, Job, Progress};
-use presence::io::generator::{write_files, WorkloadConfig};
-use presence::metrics::Metrics;
-use presence::run::{CheckpointSettings, RunJob, Topics};
+use presence::harness::generator::{write_files, WorkloadConfig};
+use presence::observe::metrics::Metrics;
+use presence::service::{CheckpointSettings, RunJob, Topics};
 use rdkafka::mocking::MockCluster;
 
 /// The allocator the `presence` binary uses: both the replay and the
@@ -46,7 +46,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     // As the binary does.
-    presence::io::kafka::keep_freed_memory();
+    presence::kafka::keep_freed_memory();
     let quick = env_flag("PRESENCE_BENCH_QUICK") || std::env::args().any(|a| a == "--quick");
     let days = env_u64("PRESENCE_BENCH_DAYS", if quick { 3 } else { 28 });
     let devices = env_u64(
@@ -156,7 +156,7 @@ fn main() {
         std::fs::copy(&path, state.join(path.file_name().unwrap())).unwrap();
     }
     let mut skipped = Vec::new();
-    let manifest = presence::io::store::newest_complete(&state, &mut skipped)
+    let manifest = presence::checkpoint::store::newest_complete(&state, &mut skipped)
         .unwrap()
         .expect("the backfill wrote a checkpoint");
     let bytes = manifest.bytes();
@@ -185,7 +185,7 @@ fn main() {
     // lag) and to the restored rows being in the output topics (the first
     // frontier above the restore epoch); then a clean stop.
     let restore = || {
-        let restoring = presence::io::store::newest_complete(&state, &mut Vec::new())
+        let restoring = presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
             .unwrap()
             .expect("a checkpoint");
         let asked = serde_json::json!({
@@ -265,8 +265,8 @@ fn main() {
 /// `workers` threads with one producer each, each writing the keys that hash
 /// to it; rendering happens before the clock starts.
 fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64 {
-    use presence::io::upsert::Row;
-    use presence::records::{DeviceContact, EnrichedWalkIn, WalkIn, WalkinCount};
+    use presence::kafka::upsert::Row;
+    use presence::model::records::{DeviceContact, EnrichedWalkIn, WalkIn, WalkinCount};
     fn rendered<R: Row + serde::de::DeserializeOwned>(
         folder: &std::path::Path,
         topic: &str,
@@ -315,20 +315,20 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
     let mut connection = RunJob::new(mock.bootstrap_servers(), topics.clone()).kafka;
     connection.settings = client_settings();
     let producers: Vec<_> = (0..workers)
-        .map(|_| presence::io::kafka::producer(&connection, Metrics::default()).unwrap())
+        .map(|_| presence::kafka::producer(&connection, Metrics::default()).unwrap())
         .collect();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (producer, part) in producers.iter().zip(&parts) {
             scope.spawn(move || {
                 for (i, (topic, key, value)) in part.iter().enumerate() {
-                    presence::io::kafka::send(producer, topic, None, Some(key), Some(value), 1)
+                    presence::kafka::send(producer, topic, None, Some(key), Some(value), 1)
                         .unwrap();
                     if i % 1024 == 0 {
-                        presence::io::kafka::serve_outputs(producer);
+                        presence::kafka::serve_outputs(producer);
                     }
                 }
-                presence::io::kafka::flush(producer, Duration::from_secs(600)).unwrap();
+                presence::kafka::flush(producer, Duration::from_secs(600)).unwrap();
             });
         }
     });
@@ -337,10 +337,10 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
 
 /// Client settings for every Kafka client of the restores and the floor, as
 /// `-X` gives them: `PRESENCE_BENCH_X="key=value key=value"`.
-fn client_settings() -> presence::io::settings::ClientSettings {
+fn client_settings() -> presence::kafka::settings::ClientSettings {
     let given = std::env::var("PRESENCE_BENCH_X").unwrap_or_default();
     let pairs: Vec<String> = given.split_whitespace().map(str::to_owned).collect();
-    presence::io::settings::ClientSettings::load(None, &pairs).expect("valid PRESENCE_BENCH_X")
+    presence::kafka::settings::ClientSettings::load(None, &pairs).expect("valid PRESENCE_BENCH_X")
 }
 
 /// The environment variable that makes this bench a restore's process.
@@ -370,7 +370,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
     let service = {
         let (metrics, shutdown) = (metrics.clone(), Arc::clone(&shutdown));
         std::thread::spawn(move || {
-            presence::run::run(timely::Config::process(workers), job, shutdown, metrics)
+            presence::service::run(timely::Config::process(workers), job, shutdown, metrics)
         })
     };
     let (mut ready, mut written_s) = (None, None);

@@ -1,7 +1,7 @@
 //! Session-window micro-benchmark (`cargo bench --bench window`).
 //!
 //! Times the state of the `SessionWindows` operator,
-//! [`presence::operators::windows::Windows`], driven directly (no timely):
+//! [`presence::dataflow::operators::windows::Windows`], driven directly (no timely):
 //! the probe stream of a generated workload arrives in epochs of
 //! `PRESENCE_BENCH_BATCH` input lines, as `backfill` cuts them; each epoch's
 //! probes go through `Windows::apply` (every emitted change is cloned into
@@ -66,11 +66,11 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use presence::backfill::EPOCH_LINES;
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::{Ingested, Kind, PartitionIngest};
-use presence::operators::windows::{Window, WindowConfig, Windows};
-use presence::params::Params;
-use presence::records::{EventTime, Id};
+use presence::dataflow::operators::windows::{Window, WindowConfig, Windows};
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::model::ingest::{Ingested, Kind, PartitionIngest};
+use presence::model::params::Params;
+use presence::model::records::{EventTime, Id};
 
 /// The allocator the `presence` binary uses.
 #[global_allocator]

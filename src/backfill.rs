@@ -16,19 +16,20 @@ use std::time::Duration;
 use serde::Serialize;
 use timely::worker::Worker;
 
-use crate::clock::now_ms;
-use crate::io::checkpoint::CheckpointConfig;
-use crate::io::files::{
+use crate::checkpoint::store::Origin;
+use crate::checkpoint::CheckpointConfig;
+use crate::dataflow::note::Note;
+use crate::files::input::{
     check_readable, plan, responsible_for, FileError, FileSource, InputFile, Read,
 };
-use crate::io::ingest::Kind;
-use crate::io::output::{self, FinishedPart, OutputError, PartWriter};
-use crate::io::progress::Note;
-use crate::io::store::Origin;
-use crate::metrics::Metrics;
-use crate::params::Params;
-use crate::pipeline::{records, Collections, Pipeline, Summary};
-use crate::records::{EventTime, Reason};
+use crate::files::output::{self, FinishedPart, OutputError, PartWriter};
+use crate::model::clock::now_ms;
+use crate::model::ingest::Kind;
+use crate::model::params::Params;
+use crate::model::records::{EventTime, Reason};
+use crate::model::summary::Summary;
+use crate::observe::metrics::Metrics;
+use crate::pipeline::{records, Collections, Pipeline};
 
 /// Lines per epoch per worker. Larger epochs amortise the per-time work of
 /// differential's operators; smaller ones bound what sits buffered in front
@@ -96,7 +97,7 @@ pub enum BackfillError {
     Output(#[from] OutputError),
     /// The checkpoint folder cannot be used.
     #[error("checkpoint folder: {0}")]
-    Checkpoint(#[from] crate::io::store::StoreError),
+    Checkpoint(#[from] crate::checkpoint::store::StoreError),
     /// The final checkpoint could not be written.
     #[error("the final checkpoint could not be written to {0} (see the warnings above)")]
     CheckpointFailed(PathBuf),
@@ -149,7 +150,7 @@ pub fn run_with_epochs(
         output::prepare(&job.out)?;
     }
     if let Some(dir) = &job.checkpoint_dir {
-        crate::io::store::prepare(dir)?;
+        crate::checkpoint::store::prepare(dir)?;
     }
     let checkpoint = job.checkpoint_dir.as_ref().map(|dir| {
         Arc::new(CheckpointConfig {

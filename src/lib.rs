@@ -1,28 +1,46 @@
 //! presence: walk-ins, device contacts, enriched walk-ins and walk-in counts
 //! from Wi-Fi probes and CRM logins, as one timely/differential dataflow.
 //!
-//! - [`records`] and [`params`]: the contract's types (docs/contract.md).
-//! - [`io`]: parsing and lateness per partition, files, the generator.
-//! - [`operators`]: the custom operators; [`dataflow`]: the one dataflow.
-//! - [`pipeline`]: one worker's inputs and outputs; [`backfill`]: file backfill.
-//! - [`run`]: the Kafka service, [`status`]: its live figures; [`demo`]: it
-//!   on an in-process broker; [`bench`]: the latency and throughput benchmark.
-//! - [`metrics`]: Prometheus figures; [`clock`]: the wall clock; [`cluster`]:
-//!   timely's cluster flags.
+//! Each folder owns one concern and imports only from the folders below it
+//! (`tests/layers.rs` fails on an import that runs upwards or in a circle):
+//!
+//! ```text
+//!   harness      bench, demo, workload generator and load (not the product)
+//!   service      `run`: its job, restore, worker loop and sinks' wiring
+//!   backfill     files to completion
+//!   pipeline     one worker's handle on the dataflow, as both drive it
+//!   checkpoint   the checkpoint format, the store, writer and coordinator
+//!   kafka        clients, settings, source, upsert sinks, progress, offsets
+//!   files        input files, output parts
+//!   cluster      timely's cluster flags, execute, liveness, assignment
+//!   observe      metrics and status lines
+//!   dataflow     the one dataflow, its operators, the state it emits
+//!   model        records, parameters, ingestion rules, summaries, clock
+//! ```
+//!
+//! `src/bin/presence` parses arguments and calls into these.
+//! docs/architecture.md says what each module owns and how a record
+//! travels from a Kafka partition to an upsert topic and a checkpoint.
 #![deny(missing_docs)]
 
-pub mod backfill;
-pub mod bench;
-pub mod clock;
-pub mod cluster;
+pub mod model;
+
 pub mod dataflow;
-pub mod demo;
-pub mod io;
-pub mod metrics;
-pub mod operators;
-pub mod params;
+
+pub mod observe;
+
+pub mod cluster;
+
+pub mod files;
+
+pub mod kafka;
+
+pub mod checkpoint;
+
 pub mod pipeline;
-pub mod records;
-pub mod restore;
-pub mod run;
-pub mod status;
+
+pub mod backfill;
+
+pub mod service;
+
+pub mod harness;

@@ -5,9 +5,9 @@
 //! per worker and repeats: [`Pipeline::give`] the records of an epoch,
 //! [`Pipeline::promise`] the event-time frontier of its probe partitions,
 //! [`Pipeline::advance`], and step the worker. The pipeline decides nothing
-//! about which records are accepted; that is [`crate::io::ingest`]'s job.
+//! about which records are accepted; that is [`crate::model::ingest`]'s job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -16,103 +16,20 @@ use timely::dataflow::operators::Probe as _;
 use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
+use crate::checkpoint::{self, CheckpointConfig};
+use crate::dataflow::note::Note;
+use crate::dataflow::operators::windows::Snapshots;
+use crate::dataflow::operators::{Watermark, WindowStats};
+use crate::dataflow::state::StateRow;
 use crate::dataflow::{self, Inputs, Outputs, Time};
-use crate::io::checkpoint::{self, CheckpointConfig};
-use crate::io::ingest::Ingested;
-use crate::io::progress::Note;
-use crate::io::store::Row;
-use crate::io::upsert::Existing;
-use crate::metrics::Metrics;
-use crate::operators::windows::Snapshots;
-use crate::operators::{Watermark, WindowStats};
-use crate::params::Params;
-use crate::records::{
+use crate::kafka::upsert::Existing;
+use crate::model::ingest::Ingested;
+use crate::model::params::Params;
+use crate::model::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Rejected, WalkIn,
     WalkinCount,
 };
-
-/// What a driver read and wrote (one worker's share, or merged).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Records read: lines of files, or Kafka messages (including
-    /// unreadable ones). Always `accepted + rejected + blank`.
-    pub lines: u64,
-    /// Bytes read.
-    pub bytes: u64,
-    /// Accepted records per kind: probes, logins, base counts.
-    pub accepted: [u64; 3],
-    /// Rejected records per reason.
-    pub rejected: BTreeMap<&'static str, u64>,
-    /// Empty or all-whitespace records (not records at all).
-    pub blank: u64,
-    /// Records written per output folder (backfill).
-    pub written: BTreeMap<&'static str, u64>,
-    /// The largest number of keys the window operator held on any worker.
-    pub peak_window_keys: usize,
-    /// The largest number of individual timestamps it held on any worker.
-    pub peak_window_timestamps: usize,
-}
-
-impl Summary {
-    /// Counts one record read and what it became.
-    pub fn count(&mut self, ingested: &Ingested) {
-        self.lines += 1;
-        match ingested {
-            Ingested::Probe(_) => self.accepted[0] += 1,
-            Ingested::Login(_) => self.accepted[1] += 1,
-            Ingested::BaseCount(_) => self.accepted[2] += 1,
-            Ingested::Rejected(r) => *self.rejected.entry(r.reason.as_str()).or_default() += 1,
-            Ingested::Blank => self.blank += 1,
-        }
-    }
-
-    /// Rejected records of every reason.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.values().sum()
-    }
-
-    /// Adds another worker's summary to this one.
-    pub fn merge(&mut self, other: Summary) {
-        self.lines += other.lines;
-        self.bytes += other.bytes;
-        for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {
-            *mine += theirs;
-        }
-        for (reason, n) in other.rejected {
-            *self.rejected.entry(reason).or_default() += n;
-        }
-        self.blank += other.blank;
-        for (folder, n) in other.written {
-            *self.written.entry(folder).or_default() += n;
-        }
-        self.peak_window_keys = self.peak_window_keys.max(other.peak_window_keys);
-        self.peak_window_timestamps = self
-            .peak_window_timestamps
-            .max(other.peak_window_timestamps);
-    }
-
-    /// `read N records: accepted ..., rejected ..., blank B` — the parts add up to N.
-    pub fn describe(&self) -> String {
-        let rejected: Vec<String> = crate::records::Reason::ALL
-            .into_iter()
-            .map(|reason| {
-                let n = self.rejected.get(reason.as_str()).copied().unwrap_or(0);
-                format!("{n} {}", reason.as_str())
-            })
-            .collect();
-        format!(
-            "read {} records: accepted {} ({} probes, {} logins, {} base counts), rejected {} ({}), blank {}",
-            self.lines,
-            self.accepted.iter().sum::<u64>(),
-            self.accepted[0],
-            self.accepted[1],
-            self.accepted[2],
-            self.rejected_total(),
-            rejected.join(", "),
-            self.blank
-        )
-    }
-}
+use crate::observe::metrics::Metrics;
 
 /// The output collections as accumulated so far, plus rejected records not
 /// yet taken by the driver.
@@ -194,7 +111,7 @@ pub struct Pipeline {
     watermarks: InputHandleVec<Time, Watermark>,
     rejected: InputHandleVec<Time, Rejected>,
     notes: InputHandleVec<Time, Note>,
-    restored: InputHandleVec<Time, Row>,
+    restored: InputHandleVec<Time, StateRow>,
     existing: InputHandleVec<Time, Existing>,
     probe: ProbeHandle<Time>,
     /// Done once the final checkpoint is written (a backfill's), if any.
@@ -336,7 +253,7 @@ impl Pipeline {
     }
 
     /// Sends a restored checkpoint's row at the current epoch.
-    pub fn restore(&mut self, row: Row) {
+    pub fn restore(&mut self, row: StateRow) {
         self.restored.send(row);
     }
 

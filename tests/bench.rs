@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use presence::bench::{bench, BenchConfig, Report};
+use presence::harness::bench::{bench, BenchConfig, Report};
 
 mod common;
 

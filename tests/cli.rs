@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use presence::io::output::FOLDERS;
+use presence::files::output::FOLDERS;
 
 mod common;
 use common::run_two_processes;
@@ -182,7 +182,7 @@ fn a_hung_backfill_process_ends_the_other_within_the_connect_timeout() {
     // is connected.
     let parts = [0, 1].map(|i| {
         out.join("rejected")
-            .join(format!("{}.tmp", presence::io::output::part_name(i, 2)))
+            .join(format!("{}.tmp", presence::files::output::part_name(i, 2)))
     });
     common::wait_until("the cluster to start", || {
         for child in [&mut survivor, &mut victim] {
@@ -218,7 +218,7 @@ fn a_hung_backfill_process_ends_the_other_within_the_connect_timeout() {
     });
     assert_eq!(collections(&out), collections(&single), "the rerun differs");
     assert!(
-        presence::io::store::newest_complete(&state, &mut Vec::new())
+        presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
             .unwrap()
             .is_some(),
         "the rerun wrote no complete checkpoint"

@@ -8,8 +8,8 @@ mod common;
 use common::crash::CrashLoop;
 use common::*;
 
-use presence::io::generator::WorkloadConfig;
-use presence::run::Topics;
+use presence::harness::generator::WorkloadConfig;
+use presence::service::Topics;
 use rdkafka::mocking::MockCluster;
 
 #[test]

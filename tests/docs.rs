@@ -11,11 +11,11 @@ use std::sync::Arc;
 mod common;
 use common::*;
 
-use presence::io::generator::WorkloadConfig;
-use presence::io::ingest::{Ingested, Kind, PartitionIngest};
-use presence::metrics::Metrics;
-use presence::params::Params;
-use presence::run::{run, RunJob, Topics};
+use presence::harness::generator::WorkloadConfig;
+use presence::model::ingest::{Ingested, Kind, PartitionIngest};
+use presence::model::params::Params;
+use presence::observe::metrics::Metrics;
+use presence::service::{run, RunJob, Topics};
 use serde_json::Value;
 
 fn doc(name: &str) -> String {
@@ -130,7 +130,7 @@ fn input_fields_are_exactly_what_is_required() {
             PartitionIngest::new(kind, "docs", 0, &Params::default()).ingest(
                 text,
                 1,
-                presence::clock::now_ms(),
+                presence::model::clock::now_ms(),
             )
         };
         // The documented fields make a valid record...
@@ -185,7 +185,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     let state = tempfile::tempdir().unwrap();
     let job = RunJob {
         output_partitions: 2,
-        checkpoint: Some(presence::run::CheckpointSettings {
+        checkpoint: Some(presence::service::CheckpointSettings {
             dir: state.path().to_owned(),
             interval: std::time::Duration::from_secs(10),
             reset: false,
@@ -235,9 +235,9 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
 
     // Files: every record of every folder has exactly the documented fields.
     let out = dir.path().join("out");
-    for folder in presence::io::output::FOLDERS {
+    for folder in presence::files::output::FOLDERS {
         let documented = fields(&contract, folder);
-        let records = presence::io::output::read_collection::<Value>(&out.join(folder)).unwrap();
+        let records = presence::files::output::read_collection::<Value>(&out.join(folder)).unwrap();
         assert!(!records.is_empty(), "{folder}");
         for record in &records {
             assert_eq!(keys(record), documented, "{folder}: {record}");
@@ -401,7 +401,7 @@ fn refused_client_settings_are_documented() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let refused: BTreeSet<String> = presence::io::settings::REFUSED
+    let refused: BTreeSet<String> = presence::kafka::settings::REFUSED
         .iter()
         .map(|(key, _)| (*key).to_owned())
         .collect();
@@ -428,7 +428,7 @@ fn documented_defaults_are_the_program_s() {
             .unwrap_or_else(|| panic!("no default for {flag} in {text:?}"));
         after.split(']').next().unwrap().to_owned()
     };
-    let duration = |flag: &str| presence::params::parse_duration(&default(flag)).unwrap();
+    let duration = |flag: &str| presence::model::params::parse_duration(&default(flag)).unwrap();
     let documented = Params {
         rssi_min: default("--rssi-min").parse().unwrap(),
         session_gap: duration("--session-gap"),

@@ -10,10 +10,10 @@ use std::time::Duration;
 mod common;
 use common::*;
 
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::Kind;
-use presence::metrics::Metrics;
-use presence::run::{run, RunJob, Topics};
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::model::ingest::Kind;
+use presence::observe::metrics::Metrics;
+use presence::service::{run, RunJob, Topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -86,7 +86,7 @@ fn stop_at_end_equals_backfill_on_one_and_two_workers() {
 }
 
 /// The figures `/metrics` would serve agree with what the run did.
-fn check_metrics(text: &str, summary: &presence::pipeline::Summary, topics: &Topics) {
+fn check_metrics(text: &str, summary: &presence::model::summary::Summary, topics: &Topics) {
     let sum = |prefix: &str| -> u64 {
         text.lines()
             .filter(|line| line.starts_with(prefix))
@@ -464,7 +464,7 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
     let mut stderr = String::new();
     wait_until("a status line and walk-ins", || {
         stderr.extend(seen.try_iter().map(|line| line + "\n"));
-        stderr.contains("presence::status")
+        stderr.contains("presence::observe::status")
             && stderr.contains("records_per_second=")
             && !read_topic(&brokers, &topics.walkins).is_empty()
     });
@@ -726,8 +726,8 @@ fn visit_at(device: &str, from: u64) -> Vec<String> {
 }
 
 /// Detection parameters in seconds: visits qualify and end within a test.
-fn quick_params() -> presence::params::Params {
-    presence::params::Params {
+fn quick_params() -> presence::model::params::Params {
+    presence::model::params::Params {
         session_gap: 1_000,
         min_dwell: 1_000,
         min_probes: 3,
@@ -814,7 +814,7 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
         let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
         std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
     };
-    let start = presence::clock::now_ms();
+    let start = presence::model::clock::now_ms();
     send_all(&producer, "probes", 0, &visit_at("before-0", start));
     send_all(&producer, "probes", 1, &visit_at("before-1", start));
     wait_until("the first walk-ins", || {
@@ -861,7 +861,9 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
             match rejection_at(&brokers, &topics.rejected, 0, offset) {
                 Some(rejection) => Some(Some(rejection)),
                 // Accepted: no rejection once every output of its time is out.
-                None => state_freed_after(&metrics, 2, presence::clock::now_ms()).then_some(None),
+                None => {
+                    state_freed_after(&metrics, 2, presence::model::clock::now_ms()).then_some(None)
+                }
             }
         });
         offset += 1;
@@ -870,7 +872,7 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
     assert_eq!(reason, "late", "{detail}");
     assert!(detail.contains("idle"), "{detail}");
     // Shoppers arrive again, stamped a minute ahead of the wall clock.
-    let ahead = presence::clock::now_ms() + 60_000;
+    let ahead = presence::model::clock::now_ms() + 60_000;
     send_all(&producer, "probes", 0, &visit_at("after-0", ahead));
     send_all(&producer, "probes", 1, &visit_at("after-1", ahead));
     wait_until("walk-ins after the quiet spell", || {
@@ -1093,7 +1095,7 @@ fn a_missing_input_topic_fails_before_any_output_topic_is_created() {
 fn live_load_is_stamped_with_the_wall_clock() {
     let mock = mock_with(&[("probes", 2), ("logins", 1), ("base-counts", 1)]);
     let brokers = mock.bootstrap_servers();
-    let from = presence::clock::now_ms();
+    let from = presence::model::clock::now_ms();
     let output = common::output(
         std::process::Command::new(env!("CARGO_BIN_EXE_presence")).args([
             "produce",
@@ -1106,7 +1108,7 @@ fn live_load_is_stamped_with_the_wall_clock() {
             "1s",
         ]),
     );
-    let until = presence::clock::now_ms();
+    let until = presence::model::clock::now_ms();
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
     // As many as it says it produced (how many fit in 1 s is the machine's

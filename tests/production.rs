@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use presence::io::generator::WorkloadConfig;
-use presence::io::ingest::Kind;
-use presence::io::kafka::{Connection, REBALANCES};
-use presence::io::store;
-use presence::metrics::Metrics;
-use presence::run::{run, CheckpointSettings, RunJob, Topics};
+use presence::checkpoint::store;
+use presence::harness::generator::WorkloadConfig;
+use presence::kafka::{Connection, REBALANCES};
+use presence::model::ingest::Kind;
+use presence::observe::metrics::Metrics;
+use presence::service::{run, CheckpointSettings, RunJob, Topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;

@@ -33,15 +33,15 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use presence::backfill::{self, Job, Progress};
-use presence::io::files::{kind_name, responsible_for};
-use presence::io::ingest::{Kind, PartitionIngest};
-use presence::io::output::read_collection;
-use presence::params::Params;
-use presence::pipeline::{records, Collections, Pipeline};
-use presence::records::{
+use presence::files::input::{kind_name, responsible_for};
+use presence::files::output::read_collection;
+use presence::model::ingest::{Kind, PartitionIngest};
+use presence::model::params::Params;
+use presence::model::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Reason, Rejected, WalkIn,
     WalkinCount,
 };
+use presence::pipeline::{records, Collections, Pipeline};
 
 // ---------------------------------------------------------------------------
 // The reference: docs/contract.md, sections 1 to 4, as a batch computation.
@@ -1571,7 +1571,7 @@ fn incremental_matches_the_reference_after_every_batch() {
 /// Each output folder's lines, parsed and sorted. A `future` rejection's
 /// detail quotes the wall clock, so it is left out.
 fn output_lines(out: &Path) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
-    presence::io::output::FOLDERS
+    presence::files::output::FOLDERS
         .into_iter()
         .map(|folder| {
             let mut lines: Vec<serde_json::Value> =
@@ -1696,8 +1696,8 @@ fn corner_lines_get_the_spec_verdict() {
         );
         let mut ingest = PartitionIngest::new(kind, "corner", 0, &contract_defaults());
         let pipeline = match ingest.ingest(&line, 1, now_ms()) {
-            presence::io::ingest::Ingested::Rejected(rejected) => Some(rejected.reason),
-            presence::io::ingest::Ingested::Blank => panic!("{kind:?} {text} is not blank"),
+            presence::model::ingest::Ingested::Rejected(rejected) => Some(rejected.reason),
+            presence::model::ingest::Ingested::Blank => panic!("{kind:?} {text} is not blank"),
             _ => None,
         };
         if pipeline != expected {

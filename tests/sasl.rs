@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
-use presence::io::generator::WorkloadConfig;
-use presence::io::kafka::Connection;
-use presence::io::settings::ClientSettings;
+use presence::harness::generator::WorkloadConfig;
+use presence::kafka::settings::ClientSettings;
+use presence::kafka::Connection;
 
 mod common;
 use common::*;

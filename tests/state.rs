@@ -11,12 +11,12 @@ mod common;
 use common::*;
 
 use presence::backfill::{self, Job, Progress};
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::Kind;
-use presence::metrics::Metrics;
-use presence::params::Params;
-use presence::pipeline::Summary;
-use presence::run::{run, CheckpointSettings, RunError, RunJob, Topics};
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::model::ingest::Kind;
+use presence::model::params::Params;
+use presence::model::summary::Summary;
+use presence::observe::metrics::Metrics;
+use presence::service::{run, CheckpointSettings, RunError, RunJob, Topics};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -191,13 +191,13 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
 /// The newest checkpoint in `state` reads every output partition back from
 /// its end: after a clean stop, a restart reads nothing back.
 fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Path) {
-    let manifest = presence::io::store::newest_complete(state, &mut Vec::new())
+    let manifest = presence::checkpoint::store::newest_complete(state, &mut Vec::new())
         .unwrap()
         .unwrap();
     let floors = manifest
         .outputs
         .expect("a run's checkpoint says where its outputs are read back from");
-    let listing = presence::io::store::describe(state).unwrap();
+    let listing = presence::checkpoint::store::describe(state).unwrap();
     let walkins = format!(
         "{}/0 {}",
         topics.walkins,
@@ -444,7 +444,7 @@ fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
     // History as files, backfilled into a checkpoint.
     let history = dir.path().join("history");
     std::fs::create_dir_all(&history).unwrap();
-    let written = presence::io::generator::write_files(&day(1, 0), &history).unwrap();
+    let written = presence::harness::generator::write_files(&day(1, 0), &history).unwrap();
     let history_job = Job {
         probes: written.probes.clone(),
         logins: written.logins.clone(),
@@ -699,7 +699,7 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     let mut input = Input::new(&brokers, dir.path());
     input.add(&day(1, 0));
     run_job(job(&brokers, &state), 1).unwrap();
-    let listing = |state: &Path| presence::io::store::describe(state).unwrap();
+    let listing = |state: &Path| presence::checkpoint::store::describe(state).unwrap();
     let before = listing(&state);
 
     // Each detection parameter, by itself: the line names it, with the
@@ -810,7 +810,7 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     input.add(&day(2, 1));
     run_job(job(&brokers, &state), 2).unwrap();
     // Damage a piece only the newest checkpoint names.
-    let manifests: Vec<_> = presence::io::store::manifests(&state)
+    let manifests: Vec<_> = presence::checkpoint::store::manifests(&state)
         .unwrap()
         .into_iter()
         .map(|(_, m)| m.unwrap())
@@ -826,7 +826,7 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    assert!(presence::io::store::describe(&state)
+    assert!(presence::checkpoint::store::describe(&state)
         .unwrap()
         .contains("NOT usable"));
     // The restart falls back and re-reads what the damaged one covered.
@@ -840,7 +840,7 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     );
 
     // With every checkpoint damaged, none is left: a refusal, changing nothing.
-    let manifests: Vec<_> = presence::io::store::manifests(&state)
+    let manifests: Vec<_> = presence::checkpoint::store::manifests(&state)
         .unwrap()
         .into_iter()
         .map(|(_, m)| m.unwrap())
@@ -850,14 +850,17 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
         let piece = manifest.pieces.last().expect("a checkpoint has pieces");
         std::fs::write(state.join(&piece.name), "damaged").unwrap();
     }
-    let before = presence::io::store::describe(&state).unwrap();
+    let before = presence::checkpoint::store::describe(&state).unwrap();
     let output = service_to_end(&brokers, &state, &[]);
     let line = refused_by_the_binary(&output);
     assert!(
         line.contains("no complete checkpoint in") && line.contains("--reset-state"),
         "{line}"
     );
-    assert_eq!(presence::io::store::describe(&state).unwrap(), before);
+    assert_eq!(
+        presence::checkpoint::store::describe(&state).unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -927,7 +930,7 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history");
     std::fs::create_dir_all(&history).unwrap();
-    let written = presence::io::generator::write_files(&day(1, 0), &history).unwrap();
+    let written = presence::harness::generator::write_files(&day(1, 0), &history).unwrap();
     let rows = |epoch_lines: u64, name: &str| {
         let state = dir.path().join(format!("state-{name}"));
         let job = Job {
@@ -945,14 +948,15 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
             epoch_lines,
         )
         .unwrap();
-        let manifest = presence::io::store::newest_complete(&state, &mut Vec::new())
+        let manifest = presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
             .unwrap()
             .expect("a checkpoint");
-        let mut rows: Vec<String> = presence::io::store::restore_rows(&state, &manifest, |_| true)
-            .unwrap()
-            .iter()
-            .map(|row| format!("{row:?}"))
-            .collect();
+        let mut rows: Vec<String> =
+            presence::checkpoint::store::restore_rows(&state, &manifest, |_| true)
+                .unwrap()
+                .iter()
+                .map(|row| format!("{row:?}"))
+                .collect();
         rows.sort();
         (rows, manifest.partitions.len())
     };

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use presence::backfill::{run_with_epochs, Job, Progress};
-use presence::io::generator::{write_files, WorkloadConfig};
-use presence::pipeline::Summary;
+use presence::harness::generator::{write_files, WorkloadConfig};
+use presence::model::summary::Summary;
 
 fn backfill_days(days: u64, dir: &std::path::Path) -> Summary {
     let config = WorkloadConfig {

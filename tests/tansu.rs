@@ -7,9 +7,9 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use presence::io::generator::WorkloadConfig;
-use presence::metrics::Metrics;
-use presence::run::{run, RunJob, Topics};
+use presence::harness::generator::WorkloadConfig;
+use presence::observe::metrics::Metrics;
+use presence::service::{run, RunJob, Topics};
 
 mod common;
 use common::*;

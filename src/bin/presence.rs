@@ -13,11 +13,11 @@ use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use presence::backfill::{self, Job, Progress};
 use presence::cluster::ClusterArgs;
-use presence::io::generator::{self, LiveConfig, WorkloadConfig};
-use presence::params::{
+use presence::harness::generator::{self, LiveConfig, WorkloadConfig};
+use presence::model::params::{
     parse_at_least_one, parse_duration, parse_positive_duration, parse_topics, Params,
 };
-use presence::pipeline::Summary;
+use presence::model::summary::Summary;
 
 /// Walk-ins, device contacts, enriched walk-ins and walk-in counts from Wi-Fi
 /// probes and CRM logins, as one timely/differential dataflow.
@@ -303,13 +303,13 @@ struct KafkaArgs {
 
 impl KafkaArgs {
     /// The brokers with these settings (checked before any work).
-    fn connection(&self, brokers: String) -> anyhow::Result<presence::io::kafka::Connection> {
-        Ok(presence::io::kafka::Connection {
-            settings: presence::io::settings::ClientSettings::load(
+    fn connection(&self, brokers: String) -> anyhow::Result<presence::kafka::Connection> {
+        Ok(presence::kafka::Connection {
+            settings: presence::kafka::settings::ClientSettings::load(
                 self.kafka_config.as_deref(),
                 &self.kafka_setting,
             )?,
-            ..presence::io::kafka::Connection::new(brokers)
+            ..presence::kafka::Connection::new(brokers)
         })
     }
 }
@@ -344,7 +344,7 @@ struct RunArgs {
     /// The consumer group presence commits its offsets to after each
     /// checkpoint (or progress frontier without --checkpoint-dir), for lag
     /// tools; never joined, and never read back to decide where to start.
-    #[arg(long, default_value = presence::io::kafka::GROUP_ID, value_name = "GROUP")]
+    #[arg(long, default_value = presence::kafka::GROUP_ID, value_name = "GROUP")]
     group_id: String,
     /// Prefix of every output topic (walkins, device-contacts, enriched-walkins,
     /// walkin-counts, presence-rejected, presence-progress).
@@ -376,7 +376,7 @@ struct RunArgs {
     metrics_addr: Option<std::net::SocketAddr>,
     /// /ready answers 200 once the state is restored and this process's
     /// consumer lag is below this many records.
-    #[arg(long, default_value_t = presence::run::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = presence::service::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one)]
     ready_lag: u64,
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
@@ -509,7 +509,7 @@ fn end_live(bar: Option<indicatif::ProgressBar>) {
 }
 
 fn main() -> ExitCode {
-    presence::io::kafka::keep_freed_memory();
+    presence::kafka::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             // presence's own events (status lines, topics created, files
@@ -589,7 +589,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => produce(args),
         Command::Run(args) => run_service(args),
         Command::Checkpoints(args) => {
-            let listing = presence::io::store::describe(&args.checkpoint_dir)
+            let listing = presence::checkpoint::store::describe(&args.checkpoint_dir)
                 .with_context(|| format!("cannot list {}", args.checkpoint_dir.display()))?;
             print!("{listing}");
             Ok(())
@@ -629,8 +629,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 ..Job::default()
             };
             backfill_with_progress(&args.cluster, job)?;
-            let counts: Vec<presence::records::WalkinCount> =
-                presence::io::output::read_collection(&out.join("walkin-counts"))
+            let counts: Vec<presence::model::records::WalkinCount> =
+                presence::files::output::read_collection(&out.join("walkin-counts"))
                     .with_context(|| format!("cannot read {}", out.display()))?;
             let mut top = counts;
             top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.cmp(b)));
@@ -652,18 +652,18 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn run_service(args: RunArgs) -> anyhow::Result<()> {
     let config = args.cluster.timely_config()?;
-    let kafka = presence::io::kafka::Connection {
+    let kafka = presence::kafka::Connection {
         group_id: args.group_id.clone(),
         ..args.kafka.connection(args.brokers.clone())?
     };
     let prefix = &args.output_prefix;
-    let topics = presence::run::Topics {
+    let topics = presence::service::Topics {
         probes: args.inputs.probes_topic,
         logins: args.inputs.logins_topic,
         base_counts: args.inputs.base_counts_topic,
-        ..presence::run::Topics::with_output_prefix(prefix)
+        ..presence::service::Topics::with_output_prefix(prefix)
     };
-    let job = presence::run::RunJob {
+    let job = presence::service::RunJob {
         params: args.params.params(),
         stop_at_end: args.stop_at_end,
         connect_timeout: Duration::from_millis(args.connect_timeout),
@@ -673,23 +673,23 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
         ready_lag: args.ready_lag.min(i64::MAX as u64) as i64,
         checkpoint: args
             .checkpoint_dir
-            .map(|dir| presence::run::CheckpointSettings {
+            .map(|dir| presence::service::CheckpointSettings {
                 dir,
                 interval: Duration::from_millis(args.checkpoint_interval),
                 reset: args.reset_state,
             }),
-        instrument: presence::run::Instrument {
+        instrument: presence::service::Instrument {
             checkpoint_write_delay: Duration::from_millis(
                 args.inject_checkpoint_delay.unwrap_or(0),
             ),
             ..Default::default()
         },
-        ..presence::run::RunJob::new(kafka, topics)
+        ..presence::service::RunJob::new(kafka, topics)
     };
     // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
     let shutdown = stop_on_signals()?;
     let started = Instant::now();
-    let metrics = presence::metrics::Metrics::default();
+    let metrics = presence::observe::metrics::Metrics::default();
     if let Some(addr) = args.metrics_addr {
         let bound = metrics
             .serve(addr)
@@ -697,7 +697,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(%bound, "serving metrics at http://{bound}/metrics");
     }
     let status = watch_status(metrics.clone(), Duration::from_millis(args.status_interval));
-    let result = presence::run::run(config, job, shutdown, metrics.clone());
+    let result = presence::service::run(config, job, shutdown, metrics.clone());
     drop(status);
     let summary = result?;
     let progress = metrics.read(|f| f.progress);
@@ -721,12 +721,12 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
 /// A thread that reports the service's status: a structured log line every
 /// `interval`, and on a terminal a line redrawn every second. It stops when
 /// the returned handle is dropped.
-fn watch_status(metrics: presence::metrics::Metrics, interval: Duration) -> StatusWatch {
+fn watch_status(metrics: presence::observe::metrics::Metrics, interval: Duration) -> StatusWatch {
     let (done, ticks) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
         let bar = live_line("{spinner} {elapsed} {msg}");
-        let mut log = presence::status::Sampler::new(metrics.clone());
-        let mut live = presence::status::Sampler::new(metrics);
+        let mut log = presence::observe::status::Sampler::new(metrics.clone());
+        let mut live = presence::observe::status::Sampler::new(metrics);
         let tick = if bar.is_some() {
             interval.min(Duration::from_secs(1))
         } else {
@@ -771,7 +771,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         anyhow::bail!("--live needs a rate: records are stamped with the time they are due, so --rate 0 (as fast as possible) means nothing");
     }
     let records = if args.live {
-        presence::io::load::Records::Live(LiveConfig {
+        presence::harness::load::Records::Live(LiveConfig {
             seed: args.workload.seed,
             devices: args.workload.devices,
             businesses: args.workload.businesses,
@@ -780,7 +780,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             ..LiveConfig::default()
         })
     } else {
-        presence::io::load::Records::Historical(args.workload.config())
+        presence::harness::load::Records::Historical(args.workload.config())
     };
     for (flag, list) in [
         ("probes", &args.inputs.probes_topic),
@@ -791,7 +791,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             anyhow::bail!("--{flag}-topic {list}: produce writes one topic per kind");
         }
     }
-    let load = presence::io::load::Load {
+    let load = presence::harness::load::Load {
         kafka: args.kafka.connection(args.brokers.clone())?,
         topics: [
             args.inputs.probes_topic,
@@ -834,7 +834,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             end_live(bar);
         })
     };
-    let result = presence::io::load::produce(&load, &stop, &produced);
+    let result = presence::harness::load::produce(&load, &stop, &produced);
     drop(done);
     painter.join().expect("the progress thread does not panic");
     result?;
@@ -857,7 +857,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     let terminal = std::io::stderr().is_terminal();
     let mut lines_shown = 0;
-    let outcome = presence::demo::run(
+    let outcome = presence::harness::demo::run(
         Duration::from_millis(args.duration),
         args.rate,
         config,
@@ -879,7 +879,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The demo's live panel, a few lines of text.
-fn demo_panel(status: &presence::demo::Status) -> String {
+fn demo_panel(status: &presence::harness::demo::Status) -> String {
     let seconds = status.elapsed.as_secs_f64().max(1e-3);
     let mut text = format!(
         "presence demo  {:>5.1} s  input {} records ({:.0}/s)  (Ctrl-C ends it)\n",
@@ -926,7 +926,7 @@ fn rejected_text(rejected: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 /// What the demo did, once it ends.
-fn demo_summary(outcome: &presence::demo::Outcome) -> String {
+fn demo_summary(outcome: &presence::harness::demo::Outcome) -> String {
     let status = &outcome.status;
     let seconds = status.elapsed.as_secs_f64().max(1e-3);
     let mut text = format!(
@@ -966,12 +966,12 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             Some((ms(parse_duration(after)?), ms(parse_duration(length)?)))
         }
     };
-    let bench = presence::bench::BenchConfig {
+    let bench = presence::harness::bench::BenchConfig {
         rate: args.rate,
         duration: ms(args.duration),
         warmup: ms(args.warmup),
         drain: ms(args.drain),
-        kafka_settings: presence::io::settings::ClientSettings::load(
+        kafka_settings: presence::kafka::settings::ClientSettings::load(
             args.kafka.kafka_config.as_deref(),
             &args.kafka.kafka_setting,
         )?,
@@ -998,7 +998,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         checkpoint_dir: args.checkpoint_dir,
         checkpoint_interval: ms(args.checkpoint_interval),
     };
-    let Some(report) = presence::bench::bench(config, bench)? else {
+    let Some(report) = presence::harness::bench::bench(config, bench)? else {
         eprintln!("bench: this process ran its share of the pipeline; process 0 reports");
         return Ok(());
     };
@@ -1025,7 +1025,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 /// The report of `presence bench`, as a table for a terminal, with what
 /// each row measures.
-fn bench_summary(report: &presence::bench::Report) -> String {
+fn bench_summary(report: &presence::harness::bench::Report) -> String {
     let mut text = format!(
         "offered {}/s, achieved {:.0}/s, lag at end {}, {} (commit {})\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         report.rate_offered,
@@ -1048,7 +1048,7 @@ fn bench_summary(report: &presence::bench::Report) -> String {
         ));
     }
     text.push_str("where:\n");
-    for (name, meaning) in presence::bench::LATENCIES {
+    for (name, meaning) in presence::harness::bench::LATENCIES {
         if report.latency_ms.contains_key(name) {
             text.push_str(&format!("  {name:<12} {meaning}\n"));
         }
@@ -1118,7 +1118,7 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
         seconds,
         summary.lines as f64 / seconds
     );
-    if let Some(peak) = presence::bench::peak_rss_mib() {
+    if let Some(peak) = presence::harness::bench::peak_rss_mib() {
         eprintln!("peak RSS {peak:.1} MiB");
     }
     if !job.parse_only {

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::store::{Manifest, Origin};
-use presence::run::Topics;
+use presence::checkpoint::store::{Manifest, Origin};
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::service::Topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
@@ -591,7 +591,7 @@ impl CrashLoop {
             }
         };
         let expected_rejected: BTreeSet<(String, u64, u64, String)> =
-            presence::io::output::read_collection::<Value>(&all.join("rejected"))
+            presence::files::output::read_collection::<Value>(&all.join("rejected"))
                 .unwrap()
                 .into_iter()
                 .map(|v| {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presence::backfill::{self, Job, Progress};
-use presence::io::generator::{Workload, WorkloadConfig};
-use presence::io::ingest::Kind;
-use presence::io::output::read_collection;
-use presence::run::Topics;
+use presence::files::output::read_collection;
+use presence::harness::generator::{Workload, WorkloadConfig};
+use presence::model::ingest::Kind;
+use presence::service::Topics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -101,11 +101,11 @@ pub fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &str)
 /// The newest complete checkpoint in `dir`; `None` while there is none (or
 /// no folder yet). Any other failure to read the folder fails the test: it
 /// is not "no checkpoint".
-pub fn newest_checkpoint(dir: &Path) -> Option<presence::io::store::Manifest> {
+pub fn newest_checkpoint(dir: &Path) -> Option<presence::checkpoint::store::Manifest> {
     if !dir.exists() {
         return None;
     }
-    presence::io::store::newest_complete(dir, &mut Vec::new())
+    presence::checkpoint::store::newest_complete(dir, &mut Vec::new())
         .unwrap_or_else(|e| panic!("reading the checkpoints in {}: {e}", dir.display()))
 }
 
@@ -135,7 +135,7 @@ pub fn mock_inputs() -> Mock {
 /// inputs on `kafka` (a real broker may outlive the test and creates no
 /// topic on first use; `run` creates the outputs).
 #[allow(dead_code)]
-pub fn fresh_topics(tag: &str, kafka: &presence::io::kafka::Connection) -> Topics {
+pub fn fresh_topics(tag: &str, kafka: &presence::kafka::Connection) -> Topics {
     let unique = format!(
         "{tag}{}-{}-",
         std::process::id(),
@@ -150,7 +150,7 @@ pub fn fresh_topics(tag: &str, kafka: &presence::io::kafka::Connection) -> Topic
         (topics.logins.as_str(), 1, false),
         (topics.base_counts.as_str(), 1, false),
     ];
-    presence::io::kafka::create_missing_topics(kafka, &inputs, TIMEOUT).unwrap();
+    presence::kafka::create_missing_topics(kafka, &inputs, TIMEOUT).unwrap();
     topics
 }
 
@@ -339,7 +339,7 @@ impl Feeder {
     pub fn start(
         brokers: &str,
         topics: &Topics,
-        records: Vec<presence::io::generator::Generated>,
+        records: Vec<presence::harness::generator::Generated>,
         span: Duration,
         one_record_tail: bool,
     ) -> Self {

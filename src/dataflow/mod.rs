@@ -1,0 +1,274 @@
+//! The one dataflow: accepted input records to the four output collections.
+//!
+//! ```text
+//!  probes ──filter rssi──► SessionWindows ──► walk-ins ─────────────┐ (arranged by device)
+//!  watermarks (broadcast) ─────┘                  │                 │
+//!                                                 └─► walk-ins out  ├─► join ─► enriched walk-ins out
+//!  logins ──► LatestByKey (device → (ts, contact)) ─► device contacts┘      │
+//!                                            (arranged by device) ─► out    │
+//!                                                                           ▼ (business, contact)
+//!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► count ─► walk-in counts out
+//! ```
+//!
+//! State is data: the checkpointed state (the window operator's changed
+//! keys at each cut, walk-ins, the latest login per device, base counts)
+//! leaves as [`State`], and a restored checkpoint enters as [`StateRow`]s at one
+//! restore epoch, through the same exchanges as live data, so that any
+//! number of workers and processes restores any checkpoint.
+//!
+//! Logical time is a `u64` ingestion epoch chosen by the driver, not event
+//! time: a walk-in is emitted at the epoch of the probe that made it qualify,
+//! so latency is never held back by the lateness horizon. Event time lives in
+//! the data; its progress arrives as [`Watermark`]s and only decides when the
+//! window state can be freed.
+//!
+//! # Guarantees
+//!
+//! At every logical time `t` the frontier has passed, each output collection
+//! accumulated over times `<= t` is exactly the docs/contract.md, section 2 function of the
+//! accepted input sent at times `<= t` — whatever the number of workers and
+//! processes, which worker read which partition, and how input was batched.
+//! Each output record has multiplicity 0 or 1.
+//!
+//! Memory: windows hold open visits only (see [`crate::dataflow::operators::windows`]);
+//! contacts and base counts one value per key; the join holds every walk-in
+//! (a later login must enrich them all) and one contact per device; the count
+//! one entry per (business, contact).
+
+pub mod note;
+pub mod operators;
+pub mod state;
+pub mod time;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::{Concat, Operator};
+use timely::dataflow::StreamVec;
+
+use crate::dataflow::operators::windows::{Snapshots, Window};
+use crate::dataflow::operators::{
+    LatestByKey, SessionWindows, Watermark, WindowConfig, WindowStats,
+};
+use crate::model::params::Params;
+use crate::model::records::{
+    BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Probe, WalkIn, WalkinCount,
+};
+use state::{StateRow, StateStreams as State};
+
+pub use time::Time;
+
+/// The accepted input, as streams (records are inserted, never retracted).
+pub struct Inputs<'scope> {
+    /// Accepted probes (including those below `rssi-min`).
+    pub probes: StreamVec<'scope, Time, Probe>,
+    /// Accepted logins.
+    pub logins: StreamVec<'scope, Time, Login>,
+    /// Accepted base counts.
+    pub base_counts: StreamVec<'scope, Time, BaseCount>,
+    /// Event-time promises of every worker's probe sources.
+    pub watermarks: StreamVec<'scope, Time, Watermark>,
+    /// A restored checkpoint's rows (at the restore epoch).
+    pub restored: StreamVec<'scope, Time, StateRow>,
+}
+
+/// The four collections of docs/contract.md, section 2.
+pub struct Outputs<'scope> {
+    /// Walk-ins.
+    pub walkins: VecCollection<'scope, Time, WalkIn>,
+    /// The latest contact per device.
+    pub device_contacts: VecCollection<'scope, Time, DeviceContact>,
+    /// Walk-ins with their device's current contact.
+    pub enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
+    /// Walk-ins per (business, contact), plus base counts.
+    pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
+    /// The state to checkpoint.
+    pub state: State<'scope>,
+}
+
+/// A stream's records as a collection, each inserted at its time.
+fn inserted<'scope, D: differential_dataflow::ExchangeData>(
+    stream: StreamVec<'scope, Time, D>,
+) -> VecCollection<'scope, Time, D> {
+    stream
+        .unary::<CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
+            Pipeline,
+            "Inserted",
+            |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|capability, data| {
+                        let at = *capability.least().expect("a total order has a least time");
+                        let capability = capability.delayed(&at, 0);
+                        output.session(&capability).give_iterator(
+                            data.flat_map(|batch| batch.drain(..)).map(|d| (d, at, 1)),
+                        );
+                    })
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Builds the dataflow in the inputs' scope; with `snapshots`, the window
+/// operator snapshots its state at those cuts.
+pub fn build<'scope>(
+    inputs: Inputs<'scope>,
+    params: &Params,
+    snapshots: Option<Snapshots>,
+    window_stats: WindowStats,
+) -> Outputs<'scope> {
+    let rssi_min = params.rssi_min;
+    let window_config = WindowConfig {
+        session_gap: params.session_gap,
+        min_dwell: params.min_dwell,
+        min_probes: params.min_probes,
+    };
+
+    // Each restored row is moved to the one part of the dataflow that holds
+    // its kind (a stream used four times would copy every row to each).
+    let mut parts = inputs
+        .restored
+        .partition(4, |row| {
+            let part = match row {
+                StateRow::Window { .. } => 0,
+                StateRow::WalkIn { .. } => 1,
+                StateRow::Login { .. } => 2,
+                StateRow::BaseCount { .. } => 3,
+            };
+            (part, row)
+        })
+        .into_iter();
+    let mut part = || parts.next().expect("a part per kind of row");
+    let restored_windows = part().flat_map(|row| match row {
+        StateRow::Window {
+            business,
+            device,
+            state: Some(state),
+        } => Some(((business, device), state)),
+        _ => None,
+    });
+    let restored_walkins = inserted(part().flat_map(|row| match row {
+        StateRow::WalkIn {
+            business,
+            device,
+            start,
+            detected_at: Some(detected_at),
+        } => Some(((business, device), Window { start, detected_at })),
+        _ => None,
+    }));
+    let restored_logins = part().flat_map(|row| match row {
+        StateRow::Login {
+            device,
+            ts,
+            contact,
+        } => Some((device, (ts, contact))),
+        _ => None,
+    });
+    let restored_base_counts = part().flat_map(|row| match row {
+        StateRow::BaseCount {
+            business,
+            contact,
+            count,
+        } => Some(((business, contact), count)),
+        _ => None,
+    });
+    let (windows, window_snapshots) = inputs
+        .probes
+        .flat_map(move |probe| {
+            (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
+        })
+        .session_windows(
+            inputs.watermarks,
+            restored_windows,
+            window_config,
+            snapshots,
+            window_stats,
+        );
+    let walkin_windows: VecCollection<'scope, Time, ((Id, Id), Window)> =
+        windows.concat(restored_walkins);
+    let walkins = walkin_windows
+        .clone()
+        .map(|((business, device), window)| WalkIn {
+            business: business.into(),
+            device: device.into(),
+            start: window.start,
+            detected_at: window.detected_at,
+        });
+
+    let latest_logins = inputs
+        .logins
+        .map(|login| (login.device, (login.ts, login.contact)))
+        .concat(restored_logins)
+        .latest_by_key("DeviceContacts");
+    let contacts = latest_logins
+        .clone()
+        .map(|(device, (_ts, contact))| (device, contact))
+        .arrange_by_key_named("ContactsByDevice");
+    let device_contacts = contacts
+        .clone()
+        .as_collection(|device, contact| DeviceContact {
+            device: device.clone(),
+            contact: contact.clone(),
+        });
+
+    let enriched_walkins = walkins
+        .clone()
+        .map(|walkin| {
+            (
+                walkin.device,
+                (walkin.business, walkin.start, walkin.detected_at),
+            )
+        })
+        .arrange_by_key_named("WalkinsByDevice")
+        .join_core(
+            contacts,
+            |device, (business, start, detected_at), contact| {
+                Some(EnrichedWalkIn {
+                    business: business.clone(),
+                    device: device.clone(),
+                    start: *start,
+                    detected_at: *detected_at,
+                    contact: contact.clone(),
+                })
+            },
+        );
+
+    // A base count of n is the pair (business, contact) with multiplicity n,
+    // so that counting adds it to the walk-ins.
+    let latest_base_counts = inputs
+        .base_counts
+        .map(|base| ((base.business, base.contact), base.count))
+        .concat(restored_base_counts)
+        .latest_by_key("BaseCounts");
+    let base_weights = latest_base_counts.clone().explode(|(pair, count)| {
+        let weight = isize::try_from(count).expect("counts are below 2^53");
+        Some((pair, weight))
+    });
+    let walkin_counts = enriched_walkins
+        .clone()
+        .map(|enriched| (enriched.business, enriched.contact))
+        .concat(base_weights)
+        .count()
+        .map(|((business, contact), count)| {
+            debug_assert!(count > 0, "walk-ins and base counts are never negative");
+            WalkinCount {
+                business,
+                contact,
+                count: count as u64,
+            }
+        });
+
+    Outputs {
+        walkins,
+        device_contacts,
+        enriched_walkins,
+        walkin_counts,
+        state: State {
+            windows: window_snapshots,
+            walkins: walkin_windows,
+            logins: latest_logins,
+            base_counts: latest_base_counts,
+        },
+    }
+}

@@ -1,0 +1,12 @@
+//! The custom operators of the dataflow, one per module.
+//!
+//! Both process their input a logical time at a time, in time order, once the
+//! input frontier has passed it: their outputs are differential collections
+//! whose contents at a time are a function of all input up to that time.
+
+pub mod latest;
+mod stash;
+pub mod windows;
+
+pub use latest::LatestByKey;
+pub use windows::{SessionWindows, Watermark, Window, WindowConfig, WindowStats};

@@ -1,0 +1,892 @@
+//! Session windows: timestamps per key (accepted probes per (business, device))
+//! to the walk-ins of docs/contract.md, section 2, as a differential collection.
+//!
+//! For each key, the distinct timestamps are split into *visits* wherever two
+//! neighbours differ by more than `session_gap`; a visit with at least
+//! `min_probes` timestamps whose last is at least `min_dwell` after its first
+//! is a [`Window`] `{start, detected_at}`, where `detected_at` is the
+//! timestamp at which the visit first qualified.
+//!
+//! # Notes
+//!
+//! Logical times must be totally ordered (`u64`); the operator handles a
+//! logical time once both input frontiers have passed it, in time order, and
+//! emits at that same time. A window is emitted at the logical time of the
+//! probe that made its visit qualify — the lateness horizon never delays it.
+//! A probe that arrives out of order but is not late (it lands inside, before
+//! or between visits) retracts the windows it changes and inserts their
+//! corrections at its logical time. Duplicate timestamps count once.
+//!
+//! Event-time progress comes from the second input, a broadcast stream of
+//! [`Watermark`]s: worker `source` promises that every timestamp it sends at
+//! a logical time after the watermark's is at least `frontier`. Sources start
+//! at 0 (no promise) and only their largest watermark counts; the operator's
+//! event-time frontier `F` is the least over all workers.
+//!
+//! # State
+//!
+//! Per key: a summary of the last visit below `F` (first, last, count,
+//! detection; O(1)) and the distinct timestamps at or above `F`. A visit
+//! whose last timestamp is more than `session_gap` below `F` can no longer
+//! change, so it is dropped, and a key with nothing left is removed. The state
+//! is therefore O(keys with an open visit + timestamps within the lateness
+//! window), plus the input not yet passed by the frontier — never the
+//! number of probes ever read. A heap of wake-up times finds the keys to fold
+//! when `F` advances without visiting the others. [`WindowStats`] reports the
+//! current and peak sizes.
+//!
+//! # Contract
+//!
+//! Timestamps at or above `F` only (`assert!`ed: a source that breaks its
+//! watermark promise would corrupt visits silently otherwise). Within a key,
+//! the emitted windows accumulate to exactly the windows of its visits; each
+//! output record has multiplicity 0 or 1 (`debug_assert!`ed).
+//!
+//! # Example
+//!
+//! ```
+//! use presence::dataflow::operators::windows::{Window, WindowConfig, Windows};
+//!
+//! let config = WindowConfig { session_gap: 10, min_dwell: 5, min_probes: 3 };
+//! let mut windows = Windows::new(config);
+//! let mut out = Vec::new();
+//! windows.apply(vec![("shop-phone", 0), ("shop-phone", 3)], |k, w, d| out.push((*k, w, d)));
+//! assert!(out.is_empty());
+//! windows.apply(vec![("shop-phone", 6)], |k, w, d| out.push((*k, w, d)));
+//! assert_eq!(out, vec![("shop-phone", Window { start: 0, detected_at: 6 }, 1)]);
+//! windows.advance(100); // every visit ended long ago: the state is empty
+//! assert_eq!(windows.stats().keys, 0);
+//! ```
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::hash::Hash;
+use std::rc::Rc;
+
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use super::stash::Stash;
+use crate::model::records::EventTime;
+
+/// The parameters of a visit (docs/contract.md, section 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Neighbours more than this apart split a visit.
+    pub session_gap: u64,
+    /// A walk-in's last timestamp is at least this after its first.
+    pub min_dwell: u64,
+    /// A walk-in has at least this many distinct timestamps.
+    pub min_probes: u64,
+}
+
+/// A qualified visit: what becomes a walk-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// The visit's first timestamp.
+    pub start: EventTime,
+    /// The timestamp at which the visit first qualified.
+    pub detected_at: EventTime,
+}
+
+/// An event-time promise from one worker's sources (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The index of the worker that reads the partitions.
+    pub source: usize,
+    /// Every timestamp it sends later is at least this.
+    pub frontier: EventTime,
+}
+
+/// The size of a [`Windows`] state: its memory bound, observable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Keys with an open visit or pending timestamps.
+    pub keys: usize,
+    /// Timestamps held individually (at or above the event-time frontier).
+    pub timestamps: usize,
+    /// The largest `keys` seen.
+    pub peak_keys: usize,
+    /// The largest `timestamps` seen.
+    pub peak_timestamps: usize,
+}
+
+/// A shared view of one worker's window state size (for metrics and tests).
+#[derive(Clone, Debug, Default)]
+pub struct WindowStats(Rc<Cell<StateSize>>);
+
+impl WindowStats {
+    /// The latest reported size.
+    pub fn get(&self) -> StateSize {
+        self.0.get()
+    }
+}
+
+/// The summary of a visit's timestamps, in the order they were folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visit {
+    /// The visit's first timestamp.
+    pub first: EventTime,
+    /// Its last timestamp so far.
+    pub last: EventTime,
+    /// How many distinct timestamps it has.
+    pub probes: u64,
+    /// The timestamp at which it qualified, if it has.
+    pub detected_at: Option<EventTime>,
+}
+
+/// One key's state as it is checkpointed and restored: the folded last
+/// visit below the event-time frontier, and the distinct timestamps above it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySnapshot {
+    /// The last visit below the frontier, if still open.
+    pub head: Option<Visit>,
+    /// Distinct timestamps, sorted, all greater than `head.last`.
+    pub tail: Vec<EventTime>,
+}
+
+/// A consistent cut of state: at a logical time (every time below it is
+/// reflected), or at the end of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Cut {
+    /// Every logical time below this one.
+    At(u64),
+    /// All of the input.
+    Final,
+}
+
+/// The changes of one worker's window state since its previous snapshot:
+/// each changed key's state, or `None` for a key that has none any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSnapshot<K> {
+    /// What the snapshot reflects.
+    pub cut: Cut,
+    /// The changed keys.
+    pub changes: Vec<(K, Option<KeySnapshot>)>,
+}
+
+impl Visit {
+    fn start(ts: EventTime, config: &WindowConfig) -> Visit {
+        let mut visit = Visit {
+            first: ts,
+            last: ts,
+            probes: 0,
+            detected_at: None,
+        };
+        visit.push(ts, config);
+        visit
+    }
+
+    /// Appends `ts`, which is greater than `last` and within the gap.
+    fn push(&mut self, ts: EventTime, config: &WindowConfig) {
+        self.last = ts;
+        self.probes += 1;
+        if self.detected_at.is_none()
+            && self.probes >= config.min_probes
+            && ts - self.first >= config.min_dwell
+        {
+            self.detected_at = Some(ts);
+        }
+    }
+
+    fn window(&self) -> Option<Window> {
+        self.detected_at.map(|detected_at| Window {
+            start: self.first,
+            detected_at,
+        })
+    }
+}
+
+/// One key's state: a folded head visit and the timestamps above it.
+#[derive(Debug, Default)]
+struct KeyState {
+    /// The last visit of the timestamps below the frontier, if still open.
+    head: Option<Visit>,
+    /// Distinct timestamps, sorted, all greater than `head.last`.
+    tail: Vec<EventTime>,
+    /// The frontier value this key is queued to wake at, if any.
+    scheduled: Option<EventTime>,
+    /// The last batch that touched this key.
+    touched: u64,
+}
+
+impl KeyState {
+    /// Appends the windows of this key's visits to `out`, in start order.
+    fn windows(&self, config: &WindowConfig, out: &mut Vec<Window>) {
+        let mut current = self.head;
+        for &ts in &self.tail {
+            match &mut current {
+                Some(visit) if ts - visit.last <= config.session_gap => visit.push(ts, config),
+                _ => {
+                    out.extend(current.and_then(|visit| visit.window()));
+                    current = Some(Visit::start(ts, config));
+                }
+            }
+        }
+        out.extend(current.and_then(|visit| visit.window()));
+    }
+
+    /// Folds the timestamps below `frontier` into the head, dropping visits
+    /// that can no longer change.
+    fn fold(&mut self, frontier: EventTime, config: &WindowConfig) {
+        let below = self.tail.partition_point(|&ts| ts < frontier);
+        for ts in self.tail.drain(..below) {
+            match &mut self.head {
+                Some(visit) if ts - visit.last <= config.session_gap => visit.push(ts, config),
+                head => *head = Some(Visit::start(ts, config)),
+            }
+        }
+        // Every later timestamp is >= frontier > last + gap: nothing can join.
+        if self
+            .head
+            .is_some_and(|visit| visit.last.saturating_add(config.session_gap) < frontier)
+        {
+            self.head = None;
+        }
+    }
+
+    /// The frontier value past which `fold` has work to do.
+    fn wake_at(&self, config: &WindowConfig) -> Option<EventTime> {
+        match (self.tail.first(), &self.head) {
+            (Some(&ts), _) => Some(ts),
+            (None, Some(visit)) => Some(visit.last.saturating_add(config.session_gap)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The state of the session-window operator on one worker, usable on its own.
+#[derive(Debug)]
+pub struct Windows<K: Hash + Eq> {
+    config: WindowConfig,
+    keys: HashMap<K, KeyState, foldhash::fast::RandomState>,
+    wakeups: BinaryHeap<Reverse<(EventTime, K)>>,
+    frontier: EventTime,
+    size: StateSize,
+    /// Batches applied so far (identifies the current batch).
+    batches: u64,
+    /// Keys whose state changed since the last [`Windows::take_changes`],
+    /// when changes are tracked (for checkpoints).
+    changed: Option<HashSet<K, foldhash::fast::RandomState>>,
+}
+
+impl<K: Ord + Hash + Clone> Windows<K> {
+    /// Empty state.
+    pub fn new(config: WindowConfig) -> Self {
+        Windows {
+            config,
+            keys: HashMap::default(),
+            wakeups: BinaryHeap::new(),
+            frontier: 0,
+            size: StateSize::default(),
+            batches: 0,
+            changed: None,
+        }
+    }
+
+    /// From now on, remembers which keys change, for [`Windows::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::default);
+    }
+
+    /// The state of every key that changed since the last call (`None`:
+    /// the key has no state any more), in key order.
+    pub fn take_changes(&mut self) -> Vec<(K, Option<KeySnapshot>)> {
+        let Some(changed) = &mut self.changed else {
+            return Vec::new();
+        };
+        let mut changes: Vec<_> = changed
+            .drain()
+            .map(|key| {
+                let snapshot = self.keys.get(&key).map(|state| KeySnapshot {
+                    head: state.head,
+                    tail: state.tail.clone(),
+                });
+                (key, snapshot)
+            })
+            .collect();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes
+    }
+
+    /// Loads a key's checkpointed state (before any timestamp of it is
+    /// applied): its windows count as already emitted.
+    pub fn restore(&mut self, key: K, snapshot: KeySnapshot) {
+        debug_assert!(!self.keys.contains_key(&key), "each key is restored once");
+        self.size.timestamps += snapshot.tail.len();
+        let mut state = KeyState {
+            head: snapshot.head,
+            tail: snapshot.tail,
+            scheduled: None,
+            touched: 0,
+        };
+        Self::schedule(&mut self.wakeups, &self.config, &key, &mut state);
+        self.keys.insert(key, state);
+        self.note_size();
+    }
+
+    /// The current and peak state size.
+    pub fn stats(&self) -> StateSize {
+        self.size
+    }
+
+    /// Adds one logical time's timestamps and reports each change to the
+    /// windows as `(key, window, +1 or -1)`.
+    pub fn apply(
+        &mut self,
+        batch: impl IntoIterator<Item = (K, EventTime)>,
+        mut emit: impl FnMut(&K, Window, isize),
+    ) {
+        let config = self.config;
+        self.batches += 1;
+        // Each key's windows before this batch, for the keys it touches.
+        let mut touched: Vec<(K, Vec<Window>)> = Vec::new();
+        for (key, ts) in batch {
+            assert!(
+                ts >= self.frontier,
+                "a timestamp arrived below the event-time frontier: a source broke its watermark promise"
+            );
+            let state = match self.keys.get_mut(&key) {
+                Some(state) => state,
+                None => self.keys.entry(key.clone()).or_default(),
+            };
+            if state.touched != self.batches {
+                state.touched = self.batches;
+                let mut before = Vec::new();
+                state.windows(&config, &mut before);
+                if let Some(changed) = &mut self.changed {
+                    changed.insert(key.clone());
+                }
+                touched.push((key, before));
+            }
+            if let Err(at) = state.tail.binary_search(&ts) {
+                state.tail.insert(at, ts);
+                self.size.timestamps += 1;
+            }
+        }
+        let mut after = Vec::new();
+        for (key, before) in touched {
+            let state = self.keys.get_mut(&key).expect("touched keys have state");
+            after.clear();
+            state.windows(&config, &mut after);
+            if before != after {
+                // Both lists are sorted by start, and a start identifies a visit.
+                let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
+                loop {
+                    match (old.peek(), new.peek()) {
+                        (Some(o), Some(n)) if o == n => {
+                            old.next();
+                            new.next();
+                        }
+                        (Some(o), Some(n)) if o < n => emit(&key, *old.next().expect("peeked"), -1),
+                        (Some(_), Some(_)) | (None, Some(_)) => {
+                            emit(&key, *new.next().expect("peeked"), 1)
+                        }
+                        (Some(_), None) => emit(&key, *old.next().expect("peeked"), -1),
+                        (None, None) => break,
+                    }
+                }
+            }
+            Self::schedule(&mut self.wakeups, &config, &key, state);
+        }
+        self.note_size();
+    }
+
+    fn schedule(
+        wakeups: &mut BinaryHeap<Reverse<(EventTime, K)>>,
+        config: &WindowConfig,
+        key: &K,
+        state: &mut KeyState,
+    ) {
+        if let Some(wake) = state.wake_at(config) {
+            if state.scheduled.is_none_or(|scheduled| wake < scheduled) {
+                state.scheduled = Some(wake);
+                wakeups.push(Reverse((wake, key.clone())));
+            }
+        }
+    }
+
+    /// Raises the event-time frontier: folds timestamps below it and frees
+    /// visits that can no longer change.
+    pub fn advance(&mut self, frontier: EventTime) {
+        if frontier <= self.frontier {
+            return;
+        }
+        self.frontier = frontier;
+        let config = self.config;
+        while let Some(Reverse((wake, _))) = self.wakeups.peek() {
+            if *wake >= frontier {
+                break;
+            }
+            let Reverse((wake, key)) = self.wakeups.pop().expect("peeked");
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            if state.scheduled != Some(wake) {
+                continue; // superseded by an earlier wake-up
+            }
+            state.scheduled = None;
+            let held = state.tail.len();
+            state.fold(frontier, &config);
+            self.size.timestamps -= held - state.tail.len();
+            if let Some(changed) = &mut self.changed {
+                changed.insert(key.clone());
+            }
+            if state.head.is_none() && state.tail.is_empty() {
+                self.keys.remove(&key);
+            } else {
+                Self::schedule(&mut self.wakeups, &config, &key, state);
+            }
+        }
+        self.note_size();
+    }
+
+    fn note_size(&mut self) {
+        self.size.keys = self.keys.len();
+        self.size.peak_keys = self.size.peak_keys.max(self.size.keys);
+        self.size.peak_timestamps = self.size.peak_timestamps.max(self.size.timestamps);
+        // The heap holds at most one live entry per key, plus superseded ones;
+        // rebuild it when the superseded ones dominate, so it stays O(keys).
+        if self.wakeups.len() > 2 * self.keys.len() + 1024 {
+            let keys = &self.keys;
+            self.wakeups.retain(|Reverse((wake, key))| {
+                keys.get(key)
+                    .is_some_and(|state| state.scheduled == Some(*wake))
+            });
+        }
+    }
+}
+
+/// When the window operator snapshots its state changes (see
+/// [`WindowSnapshot`]): the cuts a checkpoint is taken at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshots {
+    /// At every multiple of this logical time; `None`: only at the end of
+    /// the input.
+    pub every: Option<u64>,
+}
+
+/// Session windows over a stream of `(key, timestamp)`.
+pub trait SessionWindows<'scope, K: ExchangeData + Hash> {
+    /// Windows of each key's visits, as a collection of `(key, window)`;
+    /// `watermarks` carries event-time progress from every worker, and
+    /// `restored` checkpointed key states to load (their windows count as
+    /// already in the output). With `snapshots`, the second stream carries,
+    /// at each cut `Cut::At(c)` (at time `c - 1`) and at the end, the state of
+    /// every key that changed since the previous cut.
+    #[allow(clippy::type_complexity)]
+    fn session_windows(
+        self,
+        watermarks: StreamVec<'scope, u64, Watermark>,
+        restored: StreamVec<'scope, u64, (K, KeySnapshot)>,
+        config: WindowConfig,
+        snapshots: Option<Snapshots>,
+        stats: WindowStats,
+    ) -> (
+        VecCollection<'scope, u64, (K, Window)>,
+        StreamVec<'scope, u64, WindowSnapshot<K>>,
+    );
+}
+
+impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
+    for StreamVec<'scope, u64, (K, EventTime)>
+{
+    fn session_windows(
+        self,
+        watermarks: StreamVec<'scope, u64, Watermark>,
+        restored: StreamVec<'scope, u64, (K, KeySnapshot)>,
+        config: WindowConfig,
+        snapshots: Option<Snapshots>,
+        stats: WindowStats,
+    ) -> (
+        VecCollection<'scope, u64, (K, Window)>,
+        StreamVec<'scope, u64, WindowSnapshot<K>>,
+    ) {
+        let scope = self.scope();
+        let peers = scope.peers();
+        let mut builder = OperatorBuilder::new("SessionWindows".to_owned(), scope);
+        let by_key = Exchange::new(|(key, _): &(K, EventTime)| key.hashed());
+        let mut probe_input = builder.new_input(self, by_key);
+        let mut mark_input = builder.new_input(watermarks.broadcast(), Pipeline);
+        let restore_by_key = Exchange::new(|(key, _): &(K, KeySnapshot)| key.hashed());
+        let mut restore_input = builder.new_input(restored, restore_by_key);
+        let (windows_output, windows_stream) = builder.new_output();
+        let (snapshot_output, snapshot_stream) = builder.new_output();
+        let mut windows_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<((K, Window), u64, isize)>>,
+        >::from(windows_output);
+        let mut snapshot_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<WindowSnapshot<K>>>,
+        >::from(snapshot_output);
+        builder.build(move |mut capabilities| {
+            // Held at the last cut, so that the next cut's snapshot can be
+            // sent at its time; dropped after the final one.
+            let mut snapshot_capability = capabilities.pop().filter(|_| snapshots.is_some());
+            drop(capabilities);
+            let every = snapshots.and_then(|s| s.every);
+            let mut windows = Windows::new(config);
+            if snapshots.is_some() {
+                windows.track_changes();
+            }
+            let mut probes = Stash::new();
+            let mut marks: BTreeMap<u64, Vec<Watermark>> = BTreeMap::new();
+            let mut restores: BTreeMap<u64, Vec<(K, KeySnapshot)>> = BTreeMap::new();
+            let mut promised = vec![0; peers];
+            move |frontiers| {
+                let (probe_frontier, mark_frontier, restore_frontier) =
+                    (&frontiers[0], &frontiers[1], &frontiers[2]);
+                probe_input.for_each_stamp(|capability, data| probes.hold(capability, data));
+                mark_input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    data.for_each(|data| marks.entry(time).or_default().append(data));
+                });
+                restore_input.for_each_stamp(|capability, data| {
+                    let time = *capability.least().expect("a total order has a least time");
+                    data.for_each(|data| restores.entry(time).or_default().append(data));
+                });
+                let mut windows_out = windows_output.activate();
+                let mut snapshot_out = snapshot_output.activate();
+                // Sends the changes since the previous cut as the snapshot of `cut`.
+                let mut snapshot =
+                    |windows: &mut Windows<K>, cut: Cut, capability: &mut Capability<u64>| {
+                        let time = match cut {
+                            Cut::At(c) => c - 1,
+                            Cut::Final => *capability.time(),
+                        };
+                        let changes = windows.take_changes();
+                        let at = capability.delayed(&time);
+                        snapshot_out
+                            .session(&at)
+                            .give(WindowSnapshot { cut, changes });
+                        if let Cut::At(c) = cut {
+                            capability.downgrade(&c);
+                        }
+                    };
+                let ready = |time: &u64| {
+                    !probe_frontier.less_equal(time)
+                        && !mark_frontier.less_equal(time)
+                        && !restore_frontier.less_equal(time)
+                };
+                // The cut due before `time` is processed, if any.
+                let due = |time: u64, capability: &Option<Capability<u64>>| {
+                    let (every, capability) = (every?, capability.as_ref()?);
+                    let cut = time / every * every;
+                    (cut > *capability.time()).then_some(cut)
+                };
+                loop {
+                    let next = [
+                        probes.first_time(),
+                        marks.keys().next().copied(),
+                        restores.keys().next().copied(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let Some(next) = next.filter(|next| ready(next)) else {
+                        break;
+                    };
+                    if let Some(cut) = due(next, &snapshot_capability) {
+                        let capability = snapshot_capability.as_mut().expect("a cut is due");
+                        snapshot(&mut windows, Cut::At(cut), capability);
+                    }
+                    for (key, state) in restores.remove(&next).into_iter().flatten() {
+                        windows.restore(key, state);
+                    }
+                    if let Some((capability, batch)) = probes.take(next) {
+                        let mut session = windows_out.session(&capability);
+                        windows.apply(batch, |key, window, diff| {
+                            session.give(((key.clone(), window), next, diff))
+                        });
+                    }
+                    for mark in marks.remove(&next).into_iter().flatten() {
+                        promised[mark.source] = promised[mark.source].max(mark.frontier);
+                    }
+                    windows.advance(promised.iter().copied().min().unwrap_or(u64::MAX));
+                }
+                let done = probe_frontier.is_empty()
+                    && mark_frontier.is_empty()
+                    && restore_frontier.is_empty();
+                if done {
+                    if let Some(mut capability) = snapshot_capability.take() {
+                        snapshot(&mut windows, Cut::Final, &mut capability);
+                    }
+                    windows.advance(u64::MAX); // no input will ever come: free everything
+                } else {
+                    // Every time below the least frontier is processed.
+                    let least = [probe_frontier, mark_frontier, restore_frontier]
+                        .iter()
+                        .filter_map(|f| f.frontier().first().copied())
+                        .min();
+                    if let Some(cut) = least.and_then(|least| due(least, &snapshot_capability)) {
+                        let capability = snapshot_capability.as_mut().expect("a cut is due");
+                        snapshot(&mut windows, Cut::At(cut), capability);
+                    }
+                }
+                stats.0.set(windows.stats());
+            }
+        });
+        (windows_stream.as_collection(), snapshot_stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: WindowConfig = WindowConfig {
+        session_gap: 10,
+        min_dwell: 5,
+        min_probes: 3,
+    };
+
+    /// The windows of a sorted set of distinct timestamps, straight from the definition.
+    fn reference(ts: &[u64], config: &WindowConfig) -> Vec<Window> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for end in 1..=ts.len() {
+            if end == ts.len() || ts[end] - ts[end - 1] > config.session_gap {
+                let visit = &ts[start..end];
+                let f = visit[0];
+                let min_index = (config.min_probes.max(1) - 1) as usize;
+                if let Some(&d) = visit
+                    .iter()
+                    .enumerate()
+                    .find(|(i, s)| *i >= min_index && **s - f >= config.min_dwell)
+                    .map(|(_, s)| s)
+                {
+                    out.push(Window {
+                        start: f,
+                        detected_at: d,
+                    });
+                }
+                start = end;
+            }
+        }
+        out
+    }
+
+    fn accumulate(updates: &[(Window, isize)]) -> Vec<Window> {
+        let mut counts: BTreeMap<Window, isize> = BTreeMap::new();
+        for (w, d) in updates {
+            *counts.entry(*w).or_default() += d;
+        }
+        assert!(
+            counts.values().all(|&c| c == 0 || c == 1),
+            "multiplicities {counts:?}"
+        );
+        counts
+            .into_iter()
+            .filter(|(_, c)| *c == 1)
+            .map(|(w, _)| w)
+            .collect()
+    }
+
+    #[test]
+    fn gap_dwell_and_count_thresholds_are_inclusive() {
+        let mut windows = Windows::new(CONFIG);
+        let mut out = Vec::new();
+        // 0, 5 (dwell exactly 5 but only 2 probes), 15 (gap exactly 10): qualifies at 15.
+        windows.apply(vec![((), 0), ((), 5), ((), 15)], |_, w, d| out.push((w, d)));
+        assert_eq!(
+            accumulate(&out),
+            vec![Window {
+                start: 0,
+                detected_at: 15
+            }]
+        );
+        // 26 is 11 after 15: a new visit.
+        windows.apply(vec![((), 26)], |_, w, d| out.push((w, d)));
+        assert_eq!(
+            accumulate(&out),
+            vec![Window {
+                start: 0,
+                detected_at: 15
+            }]
+        );
+    }
+
+    #[test]
+    fn late_probe_merges_visits_and_moves_detection() {
+        let mut windows = Windows::new(CONFIG);
+        let mut out = Vec::new();
+        windows.apply(
+            vec![((), 0), ((), 3), ((), 6), ((), 30), ((), 33), ((), 36)],
+            |_, w, d| out.push((w, d)),
+        );
+        assert_eq!(
+            accumulate(&out),
+            vec![
+                Window {
+                    start: 0,
+                    detected_at: 6
+                },
+                Window {
+                    start: 30,
+                    detected_at: 36
+                }
+            ]
+        );
+        // 15 and 25 bridge the two visits into one.
+        windows.apply(vec![((), 15), ((), 25)], |_, w, d| out.push((w, d)));
+        assert_eq!(
+            accumulate(&out),
+            vec![Window {
+                start: 0,
+                detected_at: 6
+            }]
+        );
+        // A probe before the start moves the start and the detection.
+        let mut early = Windows::new(CONFIG);
+        let mut out = Vec::new();
+        early.apply(vec![((), 10), ((), 13), ((), 16)], |_, w, d| {
+            out.push((w, d))
+        });
+        early.apply(vec![((), 8)], |_, w, d| out.push((w, d)));
+        assert_eq!(
+            accumulate(&out),
+            vec![Window {
+                start: 8,
+                detected_at: 13
+            }]
+        );
+    }
+
+    #[test]
+    fn random_orders_and_frontiers_match_the_definition() {
+        let mut seed = 0x5eed_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..300 {
+            let config = WindowConfig {
+                session_gap: next(20),
+                min_dwell: next(15),
+                min_probes: next(5),
+            };
+            let mut windows = Windows::new(config);
+            let mut out = Vec::new();
+            let mut seen: Vec<u64> = Vec::new();
+            let mut frontier = 0;
+            for _ in 0..next(12) + 1 {
+                let batch: Vec<((), u64)> =
+                    (0..next(6)).map(|_| ((), frontier + next(40))).collect();
+                seen.extend(batch.iter().map(|(_, ts)| *ts));
+                windows.apply(batch, |_, w, d| out.push((w, d)));
+                frontier += next(15);
+                windows.advance(frontier);
+                let mut distinct = seen.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(
+                    accumulate(&out),
+                    reference(&distinct, &config),
+                    "case {case} config {config:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn restored_from_its_snapshots_the_state_goes_on_exactly_as_the_original() {
+        let mut seed = 0x5eed_0001_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..200 {
+            let mut original = Windows::new(CONFIG);
+            original.track_changes();
+            // The checkpoint: every snapshot's changes, merged in order.
+            let mut checkpoint: BTreeMap<u64, Option<KeySnapshot>> = BTreeMap::new();
+            let mut emitted: BTreeMap<(u64, Window), isize> = BTreeMap::new();
+            let mut frontier = 0;
+            let cut = next(8) + 1;
+            let mut batches = Vec::new();
+            for _ in 0..12 {
+                let batch: Vec<(u64, u64)> = (0..next(6))
+                    .map(|_| (next(3), frontier + next(40)))
+                    .collect();
+                frontier += next(12);
+                batches.push((batch, frontier));
+            }
+            let (before, after) = batches.split_at(cut as usize);
+            for (batch, frontier) in before {
+                original.apply(batch.clone(), |k, w, d| {
+                    *emitted.entry((*k, w)).or_default() += d
+                });
+                original.advance(*frontier);
+                checkpoint.extend(original.take_changes());
+            }
+            let mut restored = Windows::new(CONFIG);
+            for (key, state) in checkpoint.into_iter() {
+                if let Some(state) = state {
+                    restored.restore(key, state);
+                }
+            }
+            assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
+            // The restored state starts at frontier 0: feeding both the same
+            // later batches emits the same changes.
+            for (batch, frontier) in after {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                original.apply(batch.clone(), |k, w, d| a.push((*k, w, d)));
+                restored.apply(batch.clone(), |k, w, d| b.push((*k, w, d)));
+                assert_eq!(a, b, "case {case}");
+                original.advance(*frontier);
+                restored.advance(*frontier);
+                assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_is_bounded_by_open_visits_over_many_days() {
+        // 1,000 devices, 30 days, each device visits for an hour every day with a probe a minute.
+        let minute = 60_000;
+        let config = WindowConfig {
+            session_gap: 15 * minute,
+            min_dwell: 5 * minute,
+            min_probes: 3,
+        };
+        let lateness = 5 * minute;
+        let mut windows = Windows::new(config);
+        let mut walkins = 0isize;
+        for day in 0..30u64 {
+            for m in 0..24 * 60u64 {
+                let now = (day * 24 * 60 + m) * minute;
+                let batch: Vec<(u32, u64)> = (0..1000u32)
+                    .filter(|device| {
+                        (*device as u64 % 1380..*device as u64 % 1380 + 60).contains(&m)
+                    })
+                    .map(|device| (device, now))
+                    .collect();
+                windows.apply(batch, |_, _, d| walkins += d);
+                windows.advance(now.saturating_sub(lateness));
+            }
+        }
+        assert_eq!(walkins, 30 * 1000);
+        let size = windows.stats();
+        // A device's visit is open for its hour plus the gap and the lateness:
+        // never more than ~60 devices at once, each with at most the lateness's probes.
+        assert!(size.peak_keys <= 100, "{size:?}");
+        assert!(size.peak_timestamps <= 100 * 6, "{size:?}");
+        windows.advance(u64::MAX);
+        assert_eq!(windows.stats().keys, 0);
+        assert_eq!(windows.stats().timestamps, 0);
+    }
+}

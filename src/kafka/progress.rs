@@ -1,0 +1,185 @@
+//! The progress topic: `{"frontier": T, "offsets": {TOPIC: {PARTITION: N}}}`
+//! (docs/contract.md, section 3), published by worker 0 from facts that flow to it
+//! through the dataflow as [`Note`]s.
+//!
+//! Every sink notes the logical times at which it wrote something, and holds
+//! each time until the broker has acknowledged it; every worker notes, at
+//! each epoch, the next offset of each of its input partitions that moved,
+//! and its last epoch when it stops. All notes go to worker 0, so when the
+//! frontier of its input passes `T`, every update below `T` of every worker
+//! is acknowledged, and the offsets noted below `T` say which input that
+//! state reflects. No coordination message is needed beyond the dataflow's
+//! own progress tracking.
+//!
+//! # Volume
+//!
+//! The frontier advances every millisecond (the service's epochs), so it is
+//! published at most once per `interval` while outputs change (a time below
+//! the new frontier was written), and at most once per [`QUIET_INTERVAL`]
+//! while they do not: downstream readers see the frontier move through a
+//! quiet night without a message per epoch. The first frontier of a run
+//! goes at once: after a restart, it is the sign that the outputs are
+//! reconciled.
+//!
+//! # The final frontier
+//!
+//! When every worker has stopped (the input frontier is empty, and every
+//! worker noted its last epoch), the last message carries the least time
+//! above every worker's last epoch: a real logical time, which a restart's
+//! times are above. A worker that failed notes no last epoch, so a failed
+//! run publishes no final frontier.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::BaseProducer;
+
+use crate::kafka::offsets::GroupOffsets;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::dataflow::note::Note;
+use crate::dataflow::Time;
+use crate::kafka::{send_or_fail, DeliveryTracker, UNTRACKED};
+use crate::observe::metrics::Metrics;
+use crate::observe::metrics::Published;
+
+/// How often the frontier is published while no output changes.
+pub const QUIET_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The progress message for `frontier` and `offsets`.
+pub fn message(frontier: Time, offsets: &BTreeMap<String, BTreeMap<i32, i64>>) -> String {
+    serde_json::json!({ "frontier": frontier, "offsets": offsets }).to_string()
+}
+
+/// Publishes progress to `topic` (partition 0, so that the topic's order is
+/// the frontiers' order) from the notes of every worker; see the module
+/// docs. The returned stream's frontier is empty once the final frontier
+/// has been handed to the producer.
+pub fn publish<'scope>(
+    notes: StreamVec<'scope, Time, Note>,
+    topic: String,
+    producer: Rc<BaseProducer<DeliveryTracker>>,
+    interval: Duration,
+    metrics: Metrics,
+    mut group: Option<GroupOffsets>,
+    restore_epoch: Option<Time>,
+) -> StreamVec<'scope, Time, ()> {
+    let scope = notes.scope();
+    let publisher = scope.index() == 0;
+    notes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &Note| 0),
+        "Progress",
+        move |capability, info| {
+            let activator = scope.activator_for(info.address.clone());
+            // Held until the final frontier is sent, so that a probe on the
+            // output is done only then.
+            let mut held = publisher.then_some(capability);
+            let mut pending: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
+            let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+            // After a restart, frontiers up to the restore epoch say nothing
+            // new, and the outputs of times below it are reconciled only at
+            // it: the first frontier published is above it.
+            let mut published: Time = restore_epoch.unwrap_or(0);
+            let mut messages = 0;
+            let mut last_epoch: Option<Time> = None;
+            let mut closed = 0;
+            let peers = scope.peers();
+            let mut changed = false;
+            // None until the first frontier, which goes at once: after a
+            // restart, it says that the outputs are reconciled.
+            let mut last_sent: Option<Instant> = None;
+            let mut wake_at: Option<Instant> = None;
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|stamp, data| {
+                    let time = *stamp.least().expect("a total order has a least time");
+                    let notes = pending.entry(time).or_default();
+                    for batch in data {
+                        notes.append(batch);
+                    }
+                });
+                if held.is_none() {
+                    return;
+                }
+                let bound = frontier.frontier().first().copied();
+                while let Some(entry) = pending.first_entry() {
+                    if bound.is_some_and(|bound| *entry.key() >= bound) {
+                        break;
+                    }
+                    let (time, notes) = entry.remove_entry();
+                    for note in notes {
+                        match note {
+                            Note::Written => changed = true,
+                            Note::Read {
+                                topic,
+                                partition,
+                                next,
+                                ..
+                            } => {
+                                offsets.entry(topic).or_default().insert(partition, next);
+                            }
+                            Note::Closed => {
+                                closed += 1;
+                                last_epoch = Some(last_epoch.map_or(time, |e| e.max(time)));
+                            }
+                        }
+                    }
+                }
+                let target = match bound {
+                    Some(bound) if bound > published => {
+                        let due = if changed {
+                            interval
+                        } else {
+                            interval.max(QUIET_INTERVAL)
+                        };
+                        let since = last_sent.map_or(due, |sent| sent.elapsed());
+                        if let (Some(sent), true) = (last_sent, since < due) {
+                            let wake = sent + due;
+                            if wake_at.is_none_or(|at| at <= Instant::now() || wake < at) {
+                                activator.activate_after(due - since);
+                                wake_at = Some(wake);
+                            }
+                            return;
+                        }
+                        bound
+                    }
+                    Some(_) => return,
+                    None if closed == peers => {
+                        last_epoch.map_or(published, |e| e + 1).max(published)
+                    }
+                    None => published, // a worker failed: no final frontier
+                };
+                if target > published {
+                    published = target;
+                    messages += 1;
+                    changed = false;
+                    last_sent = Some(Instant::now());
+                    let value = message(published, &offsets);
+                    send_or_fail(&producer, &topic, Some(0), None, Some(&value), UNTRACKED);
+                    if let Some(group) = &mut group {
+                        group.commit(
+                            offsets.iter().flat_map(|(topic, partitions)| {
+                                partitions.iter().map(move |(&partition, &next)| {
+                                    (topic.clone(), partition, next)
+                                })
+                            }),
+                            bound.is_none(),
+                        );
+                    }
+                    metrics.update(|f| {
+                        f.progress = Published {
+                            frontier: published,
+                            messages,
+                        }
+                    });
+                }
+                if bound.is_none() {
+                    held = None;
+                }
+            }
+        },
+    )
+}

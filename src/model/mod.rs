@@ -1,0 +1,9 @@
+//! The contract's model: records, detection parameters, the ingestion
+//! rules per partition, summaries and the wall clock. No timely, no Kafka,
+//! no I/O.
+
+pub mod clock;
+pub mod ingest;
+pub mod params;
+pub mod records;
+pub mod summary;

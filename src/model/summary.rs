@@ -1,0 +1,89 @@
+//! What a run read and wrote: the summary every command prints, and that
+//! adds up (every record read is accepted, rejected or blank).
+
+use std::collections::BTreeMap;
+
+use crate::model::ingest::Ingested;
+
+/// What a driver read and wrote (one worker's share, or merged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records read: lines of files, or Kafka messages (including
+    /// unreadable ones). Always `accepted + rejected + blank`.
+    pub lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Accepted records per kind: probes, logins, base counts.
+    pub accepted: [u64; 3],
+    /// Rejected records per reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Empty or all-whitespace records (not records at all).
+    pub blank: u64,
+    /// Records written per output folder (backfill).
+    pub written: BTreeMap<&'static str, u64>,
+    /// The largest number of keys the window operator held on any worker.
+    pub peak_window_keys: usize,
+    /// The largest number of individual timestamps it held on any worker.
+    pub peak_window_timestamps: usize,
+}
+
+impl Summary {
+    /// Counts one record read and what it became.
+    pub fn count(&mut self, ingested: &Ingested) {
+        self.lines += 1;
+        match ingested {
+            Ingested::Probe(_) => self.accepted[0] += 1,
+            Ingested::Login(_) => self.accepted[1] += 1,
+            Ingested::BaseCount(_) => self.accepted[2] += 1,
+            Ingested::Rejected(r) => *self.rejected.entry(r.reason.as_str()).or_default() += 1,
+            Ingested::Blank => self.blank += 1,
+        }
+    }
+
+    /// Rejected records of every reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Adds another worker's summary to this one.
+    pub fn merge(&mut self, other: Summary) {
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        for (mine, theirs) in self.accepted.iter_mut().zip(other.accepted) {
+            *mine += theirs;
+        }
+        for (reason, n) in other.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        self.blank += other.blank;
+        for (folder, n) in other.written {
+            *self.written.entry(folder).or_default() += n;
+        }
+        self.peak_window_keys = self.peak_window_keys.max(other.peak_window_keys);
+        self.peak_window_timestamps = self
+            .peak_window_timestamps
+            .max(other.peak_window_timestamps);
+    }
+
+    /// `read N records: accepted ..., rejected ..., blank B` — the parts add up to N.
+    pub fn describe(&self) -> String {
+        let rejected: Vec<String> = crate::model::records::Reason::ALL
+            .into_iter()
+            .map(|reason| {
+                let n = self.rejected.get(reason.as_str()).copied().unwrap_or(0);
+                format!("{n} {}", reason.as_str())
+            })
+            .collect();
+        format!(
+            "read {} records: accepted {} ({} probes, {} logins, {} base counts), rejected {} ({}), blank {}",
+            self.lines,
+            self.accepted.iter().sum::<u64>(),
+            self.accepted[0],
+            self.accepted[1],
+            self.accepted[2],
+            self.rejected_total(),
+            rejected.join(", "),
+            self.blank
+        )
+    }
+}

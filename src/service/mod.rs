@@ -1,0 +1,768 @@
+//! `presence run`: the streaming service, from Kafka input topics to upsert
+//! output topics and a progress topic (docs/contract.md, section 3).
+//!
+//! Each worker of each process reads the input partitions its
+//! [`KafkaSource`] is assigned (from the topics' metadata, the same in every
+//! process), validates and ingests them exactly as file backfill does, and
+//! feeds the one dataflow; its outputs go to the upsert topics through
+//! [`crate::kafka::upsert`], and worker 0 publishes progress through
+//! [`crate::kafka::progress`]. Logical time is the wall clock in milliseconds
+//! at ingestion (strictly increasing per worker), so an output's `"time"`
+//! says when its input arrived.
+//!
+//! A worker's loop is its story: wait while the outputs lag, close the epoch
+//! when the millisecond changes (with its event-time promise and the
+//! offsets it reflects), read a batch from the source into the pipeline,
+//! step the dataflow, serve the producer's acknowledgements, report figures.
+//! When told to stop (or, with `--stop-at-end`, once the input is read), it
+//! notes its last epoch, closes its inputs and steps until the final
+//! frontier is published.
+//!
+//! With `--checkpoint-dir`, the state is checkpointed every
+//! `--checkpoint-interval` of logical time and at a clean stop
+//! ([`crate::checkpoint`]), and a start restores the newest complete
+//! checkpoint ([`crate::service::restore`]): its rows enter the dataflow at the
+//! restore epoch, the sinks reconcile them with what the output topics hold,
+//! and the inputs resume at the checkpoint's offsets with its lateness
+//! state.
+//!
+//! Idle partitions, unreadable records and what becomes late: see
+//! [`crate::kafka::source`].
+
+pub mod job;
+pub mod restore;
+
+pub use job::{
+    topic_list, CheckpointSettings, Instrument, RunError, RunJob, Stall, Topics,
+    CHECKPOINT_INTERVAL, IDLE_TIMEOUT, PROGRESS_INTERVAL, READY_LAG,
+};
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::{AsCollection, VecCollection};
+use rdkafka::producer::{BaseProducer, Producer};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe as _};
+use timely::dataflow::{ProbeHandle, StreamVec};
+use timely::worker::Worker;
+
+use crate::checkpoint::store::{self, Origin};
+use crate::checkpoint::{self, CheckpointConfig};
+use crate::dataflow::note::Note;
+use crate::dataflow::operators::windows::Snapshots;
+use crate::dataflow::Time;
+use crate::files::input::responsible_for;
+use crate::kafka::offsets::GroupOffsets;
+use crate::kafka::progress;
+use crate::kafka::source::KafkaSource;
+use crate::kafka::upsert;
+use crate::kafka::{self, DeliveryTracker, InputPartition, KafkaFailure};
+use crate::model::clock::now_ms;
+use crate::model::ingest::Ingested;
+use crate::model::records::EventTime;
+use crate::model::summary::Summary;
+use crate::observe::metrics::{Metrics, ServiceState, WorkerFigures};
+use crate::pipeline::Pipeline;
+use restore::Restore;
+
+/// How often a worker publishes its figures to the metrics.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+/// Messages read per epoch per worker at most (as backfill's epoch lines).
+const EPOCH_MESSAGES: usize = 1 << 16;
+/// How far (ms of logical time) a worker may read ahead of the acknowledged outputs.
+const MAX_MS_IN_FLIGHT: u64 = 2_000;
+/// How many records of its input a worker's sinks may hold that the
+/// producer's queue (100,000 messages by default) had no room for.
+const MAX_RECORDS_WAITING: usize = 100_000;
+/// Runs the service on the cluster `config` until `shutdown` is set (or, with
+/// `stop_at_end`, until the input is consumed), then flushes.
+///
+/// The input topics are checked before any output topic is created, so a
+/// misnamed input leaves nothing behind.
+pub fn run(
+    config: timely::Config,
+    job: RunJob,
+    shutdown: Arc<AtomicBool>,
+    metrics: Metrics,
+) -> Result<Summary, RunError> {
+    let mut named = std::collections::BTreeSet::new();
+    for (_, topic) in job.inputs() {
+        if !named.insert(topic.clone()) {
+            return Err(RunError::Refused(format!(
+                "input topic {topic} is named twice: each input topic holds one kind of record"
+            )));
+        }
+    }
+    let consumer = kafka::consumer(&job.kafka)?;
+    let inputs = kafka::input_partitions(
+        &consumer,
+        &job.kafka.brokers,
+        &job.inputs(),
+        job.connect_timeout,
+    )?;
+    let restore = match &job.checkpoint {
+        Some(settings) => {
+            restore::prepare(&job, &settings.dir, settings.reset, &inputs, &consumer)?
+        }
+        None => Restore::default(),
+    };
+    if let Some(manifest) = &restore.manifest {
+        tracing::info!(
+            dir = %restore.dir.display(),
+            time = manifest.time,
+            rows = manifest.rows(),
+            bytes = manifest.bytes(),
+            restore_epoch = restore.epoch,
+            existing_rows = restore.existing.len(),
+            read_back = restore.read_back,
+            tails = ?restore.tails,
+            seconds = restore.began.map_or(0.0, |b| b.elapsed().as_secs_f64()),
+            "restoring a checkpoint"
+        );
+    }
+    let t = &job.topics;
+    // Row and rejected topics are upserts, compacted; progress has one
+    // partition, so that its order is the frontiers' order.
+    let mut create: Vec<kafka::NewTopicSpec> = [
+        &t.walkins,
+        &t.device_contacts,
+        &t.enriched_walkins,
+        &t.walkin_counts,
+        &t.rejected,
+    ]
+    .iter()
+    .map(|topic| (topic.as_str(), job.output_partitions, true))
+    .collect();
+    create.push((&t.progress, 1, false));
+    kafka::create_missing_topics_with(&consumer, &job.kafka, &create, job.connect_timeout)?;
+    // One client asked the brokers everything above; its teardown waits for nobody.
+    kafka::drop_in_background(consumer);
+    let workers = match &config.communication {
+        timely::CommunicationConfig::Thread => 1,
+        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
+            *n
+        }
+        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+    };
+    metrics.update(|f| {
+        f.life.workers = workers;
+        f.life.ready_lag = job.ready_lag;
+        f.enter(match restore.manifest {
+            Some(_) => ServiceState::Restoring,
+            None => ServiceState::CatchingUp,
+        });
+    });
+    let connect_timeout = job.connect_timeout;
+    let job = Arc::new((job, inputs, restore));
+    let failed = Arc::new(AtomicBool::new(false));
+    let results = crate::cluster::execute(config, connect_timeout, move |worker| {
+        let (job, inputs, restore) = &*job;
+        let result = run_worker(worker, job, inputs, restore, &shutdown, &failed, &metrics);
+        if result.is_err() {
+            // The other workers of this process stop too, without waiting
+            // for outputs this worker will never acknowledge.
+            failed.store(true, Ordering::Relaxed);
+            shutdown.store(true, Ordering::Relaxed);
+            abandon(worker);
+        }
+        result
+    })
+    .map_err(RunError::Timely)?;
+    let mut summary = Summary::default();
+    let mut failure = None;
+    for result in results {
+        match result.map_err(RunError::Worker).and_then(|r| r) {
+            Ok(part) => summary.merge(part),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    failure.map_or(Ok(summary), Err)
+}
+
+/// Drops the worker's dataflows: after a failure they may never complete,
+/// and timely would step them forever.
+fn abandon(worker: &mut Worker) {
+    for dataflow in worker.installed_dataflows() {
+        worker.drop_dataflow(dataflow);
+    }
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    job: &RunJob,
+    inputs: &[InputPartition],
+    restore: &Restore,
+    shutdown: &AtomicBool,
+    failed: &AtomicBool,
+    metrics: &Metrics,
+) -> Result<Summary, RunError> {
+    let mut service = Service::start(worker, job, inputs, restore, metrics)?;
+    let mut stalled = false;
+    let stopping = |service: &Service| {
+        shutdown.load(Ordering::Relaxed) || (job.stop_at_end && service.source.exhausted())
+    };
+    while !stopping(&service) {
+        if let Some(stall) = &job.instrument.stall {
+            let due = stall.from.get().map(|from| *from + stall.after);
+            if !stalled && due.is_some_and(|due| Instant::now() >= due) {
+                stalled = true;
+                std::thread::sleep(stall.length);
+            }
+        }
+        service.hold_back(worker, shutdown);
+        service.tick();
+        let read = service.read()?;
+        worker.step_or_park(Some(if read > 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1)
+        }));
+        service.serve()?;
+        service.report(false);
+    }
+    service.drain(worker, failed)
+}
+
+/// One worker's part of the service: its pipeline and sinks, its source, and
+/// what it counted.
+struct Service<'j> {
+    job: &'j RunJob,
+    index: usize,
+    pipeline: Pipeline,
+    source: KafkaSource,
+    /// The producer, as the sinks share it: how many records wait for room
+    /// in its queue, and the restore epoch.
+    sender: upsert::Sender,
+    /// The frontier of the outputs before the sinks (in-dataflow latency).
+    computed: ProbeHandle<Time>,
+    /// Done once the final progress message is handed to the producer.
+    published: ProbeHandle<Time>,
+    summary: Summary,
+    /// For in-dataflow latency, per epoch given probes: the epoch, when its
+    /// first probe entered, and how many did.
+    entered: VecDeque<(Time, Instant, u64)>,
+    metrics: Metrics,
+    reported: Instant,
+    /// Logical time: the wall clock, but never below where it started (a
+    /// restart's epochs are above every earlier time).
+    clock: Clock,
+    /// The restore epoch and when preparing the restore began, until the
+    /// dataflow has passed it.
+    restoring: Option<(Time, Instant)>,
+}
+
+/// The service's logical clock: the wall clock in milliseconds, or, while
+/// the wall clock is behind where the run started, that start plus the time
+/// since (strictly increasing across restarts either way).
+struct Clock {
+    floor: Time,
+    since: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Time {
+        now_ms().max(self.floor + self.since.elapsed().as_millis() as u64)
+    }
+}
+
+impl<'j> Service<'j> {
+    /// Builds the dataflow, gives it the restored state (if any) at the
+    /// restore epoch, and opens the source.
+    fn start(
+        worker: &mut Worker,
+        job: &'j RunJob,
+        inputs: &[InputPartition],
+        restore: &Restore,
+        metrics: &Metrics,
+    ) -> Result<Self, RunError> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let producer = Rc::new(kafka::producer(&job.kafka, metrics.clone())?);
+        {
+            let mut deliveries = producer
+                .context()
+                .0
+                .lock()
+                .expect("no thread panics holding the lock");
+            deliveries.share(Arc::clone(&restore.outputs));
+        }
+        let computed = ProbeHandle::new();
+        let published = ProbeHandle::new();
+        let first = match &restore.manifest {
+            Some(_) => restore.epoch,
+            None => now_ms(),
+        };
+        let checkpoint = job.checkpoint.as_ref().map(|settings| {
+            Arc::new(CheckpointConfig {
+                dir: settings.dir.clone(),
+                every: Some((settings.interval.as_millis() as u64).max(1)),
+                origin: Origin::Run,
+                params: job.params,
+                inputs: Some(job.recorded_inputs()),
+                base: restore.manifest.clone(),
+                run: first,
+                restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
+                rejections: Some((job.topics.rejected.clone(), restore.rejections.clone())),
+                write_delay: job.instrument.checkpoint_write_delay,
+            })
+        });
+        // Worker 0 commits the offsets its outputs reflect to the group.
+        let group = (index == 0)
+            .then(|| GroupOffsets::new(&job.kafka))
+            .transpose()?;
+        let sender = upsert::Sender::new(
+            Rc::clone(&producer),
+            restore.manifest.as_ref().map(|_| first),
+            computed.clone(),
+            metrics.clone(),
+        );
+        let mut pipeline = build(
+            worker,
+            job,
+            &sender,
+            metrics,
+            &computed,
+            &published,
+            checkpoint,
+            group,
+            restore.sinks(),
+        );
+        pipeline.advance_to(first);
+        let mut restored = BTreeMap::new();
+        let mut restoring = None;
+        if let Some(manifest) = &restore.manifest {
+            // This worker's key groups of the state, and its share of what
+            // the output topics hold, at the restore epoch.
+            let loading = Instant::now();
+            let rows = store::restore_rows(&restore.dir, manifest, |group| {
+                responsible_for(group as usize, peers) == index
+            })?;
+            let count = rows.len() as u64;
+            tracing::debug!(
+                worker = index,
+                rows = count,
+                seconds = loading.elapsed().as_secs_f64(),
+                "read this worker's part of the checkpoint"
+            );
+            for row in rows {
+                pipeline.restore(row);
+            }
+            for (i, existing) in restore.existing.iter().enumerate() {
+                if responsible_for(i, peers) == index {
+                    pipeline.existing(existing.clone());
+                }
+            }
+            metrics.update(|f| f.checkpoints.restored_rows += count);
+            pipeline.advance_to(first + 1);
+            if manifest.origin == Origin::Run {
+                restored = manifest
+                    .partitions
+                    .iter()
+                    .map(|p| ((p.topic.clone(), p.partition), p.clone()))
+                    .collect();
+            }
+            restoring = restore.began.map(|began| (first, began));
+        }
+        let source = KafkaSource::open(job.source_options(), inputs, index, peers, &restored)?;
+        let clock = Clock {
+            floor: pipeline.epoch(),
+            since: Instant::now(),
+        };
+        Ok(Service {
+            job,
+            index: worker.index(),
+            pipeline,
+            source,
+            sender,
+            computed,
+            published,
+            summary: Summary::default(),
+            entered: VecDeque::new(),
+            metrics: metrics.clone(),
+            reported: Instant::now(),
+            clock,
+            restoring,
+        })
+    }
+
+    /// Steps the dataflow without reading while [`Service::held_back`]:
+    /// memory stays bounded however fast the input arrives.
+    fn hold_back(&mut self, worker: &mut Worker, shutdown: &AtomicBool) {
+        while self.held_back() && !shutdown.load(Ordering::Relaxed) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            kafka::serve_outputs(self.sender.producer());
+        }
+    }
+
+    /// Whether reading must wait: the sinks hold more than
+    /// [`MAX_RECORDS_WAITING`] records of the input that the producer had no
+    /// room for, or the acknowledged outputs are more than
+    /// [`MAX_MS_IN_FLIGHT`] behind. While the restored rows are being
+    /// written (seconds, for a hand-off to empty topics), the outputs cannot
+    /// pass the restore epoch; then it is the outputs before the sinks that
+    /// must keep up, and the records after them wait in the sinks, counted.
+    fn held_back(&self) -> bool {
+        if self.sender.waiting() > MAX_RECORDS_WAITING {
+            return true;
+        }
+        let behind = self.pipeline.epoch().saturating_sub(MAX_MS_IN_FLIGHT);
+        match self.sender.restore_epoch() {
+            Some(epoch) if self.pipeline.probe().less_equal(&epoch) => {
+                self.computed.less_than(&behind)
+            }
+            _ => self.pipeline.lagging(MAX_MS_IN_FLIGHT),
+        }
+    }
+
+    /// The logical time of a record is the millisecond it was read in: a new
+    /// millisecond closes the previous epoch, with the source's event-time
+    /// promise and the offsets it reflects. The epoch advances even when
+    /// nothing was read: every worker's input frontier holds back every
+    /// output, so a worker with idle (or no) partitions must not hold an old
+    /// epoch open.
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        if now > self.pipeline.epoch() {
+            self.close_epoch();
+            self.pipeline.advance_to(now);
+        }
+    }
+
+    fn close_epoch(&mut self) {
+        if let Some(promise) = self.source.promise(Instant::now(), now_ms()) {
+            self.pipeline.promise(promise);
+        }
+        for note in self.source.offsets() {
+            self.pipeline.note(note);
+        }
+    }
+
+    /// Reads a batch from the source into the pipeline.
+    fn read(&mut self) -> Result<usize, RunError> {
+        let (pipeline, summary, entered) =
+            (&mut self.pipeline, &mut self.summary, &mut self.entered);
+        let timed = self.job.instrument.dataflow_latency.is_some();
+        let read = self.source.read(EPOCH_MESSAGES, now_ms(), |ingested| {
+            summary.count(&ingested);
+            if timed && matches!(ingested, Ingested::Probe(_)) {
+                match entered.back_mut() {
+                    Some((epoch, _, n)) if *epoch == pipeline.epoch() => *n += 1,
+                    _ => entered.push_back((pipeline.epoch(), Instant::now(), 1)),
+                }
+            }
+            pipeline.give(ingested);
+        })?;
+        summary.bytes += read.bytes;
+        Ok(read.records)
+    }
+
+    /// Serves the producer's acknowledgements; fails if a record could not
+    /// be delivered.
+    fn serve(&mut self) -> Result<(), RunError> {
+        note_restored(
+            &mut self.restoring,
+            &self.computed,
+            self.index,
+            &self.metrics,
+        );
+        serve(
+            self.job,
+            self.sender.producer(),
+            &self.computed,
+            &mut self.entered,
+        )
+    }
+
+    /// Publishes this worker's figures, at most every [`METRICS_EVERY`]
+    /// unless `now`.
+    fn report(&mut self, now: bool) {
+        if !now && self.reported.elapsed() < METRICS_EVERY {
+            return;
+        }
+        self.reported = Instant::now();
+        let partitions: Vec<_> = self.source.figures().collect();
+        let promised = self.pipeline.promised().filter(|&p| p < EventTime::MAX);
+        let figures = WorkerFigures {
+            summary: self.summary.clone(),
+            frontier_delay_ms: promised.map(|p| now_ms().saturating_sub(p)),
+            window: self.pipeline.window_stats().get(),
+            output_frontier: self.pipeline.probe().with_frontier(|f| f.first().copied()),
+            output_waiting: self.sender.held(),
+        };
+        let index = self.index;
+        self.metrics.update(|f| {
+            f.partitions.extend(partitions);
+            f.workers.insert(index, figures);
+            f.refresh_state();
+        });
+    }
+
+    /// Notes the last epoch's offsets and that this worker stops, closes the
+    /// inputs, and steps until every output is acknowledged and the final
+    /// frontier is published; then flushes. Gives up at once if another
+    /// worker of this process `failed` (the process reports its error).
+    fn drain(mut self, worker: &mut Worker, failed: &AtomicBool) -> Result<Summary, RunError> {
+        self.report(true);
+        self.metrics.update(|f| f.enter(ServiceState::Stopping));
+        for note in self.source.offsets() {
+            self.pipeline.note(note);
+        }
+        self.pipeline.note(Note::Closed);
+        let Service {
+            job,
+            pipeline,
+            computed,
+            published,
+            mut entered,
+            summary,
+            sender,
+            metrics,
+            index,
+            mut restoring,
+            ..
+        } = self;
+        drop(pipeline);
+        let producer = sender.producer();
+        while !published.done() {
+            if failed.load(Ordering::Relaxed) {
+                abandon(worker);
+                return Ok(summary);
+            }
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            // A restart with nothing to read restores while it drains.
+            note_restored(&mut restoring, &computed, index, &metrics);
+            serve(job, producer, &computed, &mut entered)?;
+        }
+        // The figures reported above were taken before the sinks drained.
+        metrics.update(|f| {
+            if let Some(figures) = f.workers.get_mut(&index) {
+                figures.output_waiting = sender.held();
+            }
+        });
+        kafka::flush(producer, job.connect_timeout).map_err(|source| KafkaFailure::Delivery {
+            brokers: job.kafka.brokers.clone(),
+            topic: job.topics.progress.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(summary)
+    }
+}
+
+/// Once the outputs before the sinks (`computed`) have passed the restore
+/// epoch in `restoring`, logs and counts that the state is restored (and
+/// forgets the epoch).
+fn note_restored(
+    restoring: &mut Option<(Time, Instant)>,
+    computed: &ProbeHandle<Time>,
+    index: usize,
+    metrics: &Metrics,
+) {
+    let Some((epoch, began)) = *restoring else {
+        return;
+    };
+    if computed.less_equal(&epoch) {
+        return;
+    }
+    *restoring = None;
+    let seconds = began.elapsed().as_secs_f64();
+    if index == 0 {
+        tracing::info!(seconds, "state restored");
+    }
+    metrics.update(|f| {
+        f.life.restored += 1;
+        f.checkpoints.restore_seconds = Some(seconds);
+    });
+}
+
+/// Serves `producer`'s acknowledgements and fails if a record could not be
+/// delivered; records the in-dataflow latency of the epochs in `entered`
+/// that the outputs' frontier before the sinks (`computed`) has passed.
+fn serve(
+    job: &RunJob,
+    producer: &BaseProducer<DeliveryTracker>,
+    computed: &ProbeHandle<Time>,
+    entered: &mut VecDeque<(Time, Instant, u64)>,
+) -> Result<(), RunError> {
+    kafka::serve_outputs(producer);
+    if let Some((topic, source)) = producer
+        .context()
+        .0
+        .lock()
+        .expect("no thread panics holding the lock")
+        .failure()
+    {
+        return Err(KafkaFailure::Delivery {
+            brokers: job.kafka.brokers.clone(),
+            topic: topic.clone(),
+            source: Box::new(source.clone()),
+        }
+        .into());
+    }
+    if let Some(recorder) = &job.instrument.dataflow_latency {
+        let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+        while let Some(&(epoch, at, n)) = entered.front() {
+            if epoch >= frontier {
+                break;
+            }
+            recorder.record(at, at.elapsed(), n);
+            entered.pop_front();
+        }
+    }
+    Ok(())
+}
+
+/// Builds the dataflow on `worker` with Kafka sinks: the four upsert topics,
+/// the rejected topic and, on worker 0, the progress topic. `computed`
+/// probes the outputs before the sinks; `published` is done once the final
+/// frontier is handed to the producer.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    worker: &mut Worker,
+    job: &RunJob,
+    sender: &upsert::Sender,
+    metrics: &Metrics,
+    computed: &ProbeHandle<Time>,
+    published: &ProbeHandle<Time>,
+    checkpoint: Option<Arc<CheckpointConfig>>,
+    group: Option<GroupOffsets>,
+    tails: [upsert::Restored; 4],
+) -> Pipeline {
+    let t = job.topics.clone();
+    let (producer, metrics) = (Rc::clone(sender.producer()), metrics.clone());
+    let sender = sender.clone();
+    let (computed, published) = (computed.clone(), published.clone());
+    let delay = job.instrument.delay_outputs;
+    let interval = job.progress_interval;
+    let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
+    Pipeline::with_sinks(
+        worker,
+        &job.params,
+        snapshots,
+        move |outputs, sides, probe| {
+            // What the topics hold at a restore, per sink (by its index).
+            let existing = |index: u8| {
+                sides
+                    .existing
+                    .clone()
+                    .flat_map(move |row| (row.topic == index).then_some(row))
+            };
+            let (p, c) = (&sender, &computed);
+            let written = vec![
+                upsert_sink(
+                    outputs.walkins,
+                    existing(0),
+                    tails[0],
+                    t.walkins,
+                    p,
+                    Some(metrics.clone()),
+                    delay,
+                    c,
+                    probe,
+                ),
+                upsert_sink(
+                    outputs.device_contacts,
+                    existing(1),
+                    tails[1],
+                    t.device_contacts,
+                    p,
+                    None,
+                    delay,
+                    c,
+                    probe,
+                ),
+                upsert_sink(
+                    outputs.enriched_walkins,
+                    existing(2),
+                    tails[2],
+                    t.enriched_walkins,
+                    p,
+                    None,
+                    delay,
+                    c,
+                    probe,
+                ),
+                upsert_sink(
+                    outputs.walkin_counts,
+                    existing(3),
+                    tails[3],
+                    t.walkin_counts,
+                    p,
+                    None,
+                    delay,
+                    c,
+                    probe,
+                ),
+                upsert::rejected(sides.rejected, existing(4), t.rejected, sender.clone())
+                    .probe_with(probe),
+                sides.notes,
+            ];
+            let scope = written[0].scope();
+            let notes = scope.concatenate(written);
+            // With checkpoints, the group gets the checkpoints' offsets
+            // (where a restart resumes); without, the frontiers'.
+            let (frontier_group, checkpoint_group) = match checkpoint {
+                Some(_) => (None, group),
+                None => (group, None),
+            };
+            progress::publish(
+                notes.clone(),
+                t.progress,
+                Rc::clone(&producer),
+                interval,
+                metrics.clone(),
+                frontier_group,
+                sender.restore_epoch(),
+            )
+            .probe_with(&published);
+            if let Some(config) = checkpoint {
+                let deliveries = Arc::clone(&producer.context().0);
+                let pieces = checkpoint::checkpoint(
+                    outputs.state,
+                    Arc::clone(&config),
+                    metrics.clone(),
+                    Some(deliveries),
+                );
+                checkpoint::coordinate(pieces, notes, config, metrics, checkpoint_group)
+                    .probe_with(&published);
+            }
+        },
+    )
+}
+
+/// Writes `collection` to its upsert topic, probed before the sink by
+/// `computed` and after it by `probe`; returns the sink's notes.
+#[allow(clippy::too_many_arguments)]
+fn upsert_sink<'s, D>(
+    collection: VecCollection<'s, Time, D>,
+    existing: StreamVec<'s, Time, upsert::Existing>,
+    restored: upsert::Restored,
+    topic: String,
+    sender: &upsert::Sender,
+    counted: Option<Metrics>,
+    delay: Duration,
+    computed: &ProbeHandle<Time>,
+    probe: &ProbeHandle<Time>,
+) -> StreamVec<'s, Time, Note>
+where
+    D: differential_dataflow::ExchangeData
+        + upsert::Row
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let collection = collection.inner.probe_with(computed).as_collection();
+    upsert::upsert(
+        collection,
+        existing,
+        restored,
+        topic,
+        sender.clone(),
+        counted,
+        delay,
+    )
+    .probe_with(probe)
+}

@@ -1,0 +1,665 @@
+//! Before `run` starts its workers with `--checkpoint-dir`: the newest
+//! complete checkpoint, the checks that refuse a restore, what the output
+//! topics already hold, and the restore epoch.
+//!
+//! - **Which checkpoint.** The newest manifest whose pieces all pass their
+//!   checksums; a damaged one is skipped with a warning, falling back to the
+//!   one before. No manifest at all is a first start.
+//! - **Refusals** (one line, exit status 1, nothing changed): no checkpoint
+//!   left that is complete; other detection parameters; other input topics;
+//!   a partition whose checkpointed offset is below the first offset the
+//!   broker still holds (retention removed records the state never saw).
+//!   `--reset-state` discards the checkpoints instead.
+//! - **The outputs.** Each output topic is read back from the offsets the
+//!   checkpoint records for its partitions (at or above them is every
+//!   record written at or after its cut) to its end: the last value (or
+//!   tombstone) per key of that tail, which the sinks reconcile with the
+//!   restored state at the restore epoch (rewrite what differs, tombstone
+//!   what should not exist, skip what is equal; a key not in the tail is
+//!   as the checkpoint has it), and the keys of the rejected records that
+//!   will be read again. A topic the checkpoint has no offsets for (after
+//!   a backfill hand-off), or that is shorter than it knew (deleted or
+//!   truncated since), is read in full, and every row it lacks is written.
+//!   Every process reads them the same, so all agree on the restore epoch.
+//! - **The restore epoch** is above the checkpoint's time, every time in
+//!   the output topics (records carry their logical time as Kafka
+//!   timestamp, tombstones too) and the last published frontier: a
+//!   restart's logical times are above every earlier one, even if the wall
+//!   clock went back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::checkpoint::store::{self, Manifest, Origin, RecordedParams, StoreError};
+use crate::dataflow::Time;
+use crate::kafka::upsert::{Existing, Restored, WrittenRejection};
+use crate::kafka::{self, InputPartition, KafkaFailure, Rebalances};
+use crate::service::job::{RunError, RunJob};
+
+/// Reading a partition to the end a broker reports needs no waiting for
+/// records it did not report: the read starts one record before that end at
+/// the latest, so it fetches the batch holding the record at `end - 1`, and
+/// a broker returns that batch whole and the client hands over a fetched
+/// batch's records together. tansu reports a partition's end as its last
+/// batch's base offset + 1, short of the batch's later records: they come
+/// with the record at `end - 1`, and once every partition is past its end,
+/// what is left in the client's queue is all there is.
+fn fetch_from(start: i64, end: i64) -> i64 {
+    start.min(end - 1)
+}
+
+/// How long a read that only looks for a partition's end (nothing to read
+/// before it) waits for the record before that end: one a compacted topic
+/// no longer holds (a tombstone removed, an empty batch) never comes, and
+/// then nothing past the end is there either.
+const LOOKING: Duration = Duration::from_millis(200);
+
+/// What a restart starts from.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// The checkpoint folder.
+    pub dir: PathBuf,
+    /// The checkpoint restored (`None`: a first start).
+    pub manifest: Option<Manifest>,
+    /// The restore epoch (with a manifest).
+    pub epoch: Time,
+    /// What the output topics hold, for the sinks to reconcile.
+    pub existing: Vec<Existing>,
+    /// The rejected records in `existing` (of input this run reads again)
+    /// and where they are in the rejected topic: this run does not write
+    /// them again, so its checkpoints read that topic back from no higher
+    /// while their input is still to be read again after them.
+    pub rejections: Vec<WrittenRejection>,
+    /// Per upsert topic (walk-ins, device contacts, enriched walk-ins,
+    /// counts), whether `existing` is only its tail after the checkpoint's
+    /// output offsets (rows not in it are as the checkpoint has them), not
+    /// all it holds.
+    pub tails: [bool; 4],
+    /// Records read back from the output topics.
+    pub read_back: u64,
+    /// Where each output partition ends: what was read back, then what the
+    /// process's producers see acknowledged (shared by its workers).
+    pub outputs: kafka::Acked,
+    /// When preparing began.
+    pub began: Option<Instant>,
+}
+
+/// A restore `run` refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No complete checkpoint is left.
+    #[error("no complete checkpoint in {dir}: {skipped}; repair the folder, or start over with --reset-state")]
+    NoneComplete {
+        /// The folder.
+        dir: PathBuf,
+        /// What was skipped and why.
+        skipped: String,
+    },
+    /// Other detection parameters.
+    #[error("the checkpoint in {dir} was made with other detection parameters ({differences}); run with the same ones, or start over with --reset-state")]
+    Params {
+        /// The folder.
+        dir: PathBuf,
+        /// Which differ.
+        differences: String,
+    },
+    /// Other input topics.
+    #[error("the checkpoint in {dir} reads other input topics ({checkpoint}, not {now}); name the same ones, or start over with --reset-state")]
+    Topics {
+        /// The folder.
+        dir: PathBuf,
+        /// The checkpoint's.
+        checkpoint: String,
+        /// This run's.
+        now: String,
+    },
+    /// Retention removed records the checkpoint does not reflect.
+    #[error("{topic} partition {partition}: the checkpoint resumes at offset {next}, but the broker's first offset is {first} (retention removed records the state never saw); restore a newer checkpoint, or start over with --reset-state")]
+    Retention {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The checkpoint's next offset.
+        next: i64,
+        /// The broker's first offset.
+        first: i64,
+    },
+}
+
+fn describe(params: &RecordedParams, ours: &RecordedParams) -> String {
+    let ms = |v: u64| format!("{v}ms");
+    let pairs = [
+        (
+            "--rssi-min",
+            params.rssi_min.to_string(),
+            ours.rssi_min.to_string(),
+        ),
+        (
+            "--session-gap",
+            ms(params.session_gap),
+            ms(ours.session_gap),
+        ),
+        ("--min-dwell", ms(params.min_dwell), ms(ours.min_dwell)),
+        (
+            "--min-probes",
+            params.min_probes.to_string(),
+            ours.min_probes.to_string(),
+        ),
+        (
+            "--allowed-lateness",
+            ms(params.allowed_lateness),
+            ms(ours.allowed_lateness),
+        ),
+        ("--max-future", ms(params.max_future), ms(ours.max_future)),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(flag, a, b)| format!("{flag} {a}, now {b}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Prepares `job`'s restart from its checkpoint folder (see the module
+/// docs), asking the brokers with `consumer`.
+pub fn prepare(
+    job: &RunJob,
+    dir: &std::path::Path,
+    reset: bool,
+    inputs: &[InputPartition],
+    consumer: &BaseConsumer<Rebalances>,
+) -> Result<Restore, RunError> {
+    let began = Instant::now();
+    store::prepare(dir)?;
+    if reset {
+        let removed = store::reset(dir)?;
+        tracing::warn!(dir = %dir.display(), files = removed, "--reset-state: discarded the checkpoints; reading every input from its earliest offset");
+    }
+    let mut skipped = Vec::new();
+    let manifest = store::newest_complete(dir, &mut skipped)?;
+    for what in &skipped {
+        tracing::warn!(%what, "skipped a checkpoint that is not complete");
+    }
+    let Some(manifest) = manifest else {
+        if !skipped.is_empty() {
+            return Err(Refusal::NoneComplete {
+                dir: dir.to_owned(),
+                skipped: skipped.join("; "),
+            }
+            .into());
+        }
+        return Ok(Restore {
+            dir: dir.to_owned(),
+            began: Some(began),
+            ..Restore::default()
+        });
+    };
+    let ours = RecordedParams::from(&job.params);
+    if manifest.params != ours {
+        return Err(Refusal::Params {
+            dir: dir.to_owned(),
+            differences: describe(&manifest.params, &ours),
+        }
+        .into());
+    }
+    let t = &job.topics;
+    let topics = job.recorded_inputs();
+    if manifest.origin == Origin::Run && manifest.inputs.as_ref() != Some(&topics) {
+        return Err(Refusal::Topics {
+            dir: dir.to_owned(),
+            checkpoint: manifest
+                .inputs
+                .as_ref()
+                .map_or("none".to_owned(), |i| i.join(", ")),
+            now: topics.join(", "),
+        }
+        .into());
+    }
+    let mut next_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    if manifest.origin == Origin::Run {
+        // Partitions gone have nothing to read.
+        let known: Vec<_> = manifest
+            .partitions
+            .iter()
+            .filter(|state| {
+                inputs
+                    .iter()
+                    .any(|p| p.topic == state.topic && p.partition == state.partition)
+            })
+            .collect();
+        let asked: Vec<(String, i32)> = known
+            .iter()
+            .map(|state| (state.topic.clone(), state.partition))
+            .collect();
+        let watermarks =
+            kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(client_failure(
+                job,
+                "reading the offsets of the input partitions".to_owned(),
+            ))?;
+        for state in known {
+            let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
+            if state.next < first {
+                return Err(Refusal::Retention {
+                    topic: state.topic.clone(),
+                    partition: state.partition,
+                    next: state.next,
+                    first,
+                }
+                .into());
+            }
+            next_of.insert((state.topic.clone(), state.partition), state.next);
+        }
+    }
+    // What the outputs hold, and the times written so far.
+    let rows = [
+        &t.walkins,
+        &t.device_contacts,
+        &t.enriched_walkins,
+        &t.walkin_counts,
+        &t.rejected,
+    ];
+    let floors: Option<BTreeMap<(String, i32), i64>> = manifest
+        .outputs
+        .as_ref()
+        .filter(|_| manifest.origin == Origin::Run)
+        .map(|floors| {
+            floors
+                .iter()
+                .map(|f| ((f.topic.clone(), f.partition), f.offset))
+                .collect()
+        });
+    let back = read_back(consumer, job, &rows, floors.as_ref())?;
+    let mut latest = manifest.time.max(back.max_time);
+    let mut existing = Vec::new();
+    let mut rejections = Vec::new();
+    let placed = back.placed;
+    for (index, values) in back.values.into_iter().enumerate() {
+        let rejected = index == rows.len() - 1;
+        existing.extend(values.into_iter().filter_map(|(key, value)| {
+            if rejected {
+                // Only records read again matter: at or after their
+                // partition's next offset.
+                let (source, partition, offset): (String, i32, i64) =
+                    serde_json::from_str(&key).ok()?;
+                let next = next_of
+                    .get(&(source.clone(), partition))
+                    .copied()
+                    .unwrap_or(0);
+                if offset < next {
+                    return None;
+                }
+                if let Some(&(out_partition, out_offset)) = placed.get(&key) {
+                    rejections.push(WrittenRejection {
+                        source,
+                        partition,
+                        offset,
+                        out_partition,
+                        out_offset,
+                    });
+                }
+            }
+            Some(Existing {
+                topic: index as u8,
+                key,
+                value,
+            })
+        }));
+    }
+    latest = latest.max(last_frontier(consumer, job)?);
+    let mut tails = [false; 4];
+    tails.copy_from_slice(&back.tails[..4]);
+    Ok(Restore {
+        dir: dir.to_owned(),
+        epoch: latest + 1,
+        existing,
+        rejections,
+        tails,
+        read_back: back.records,
+        outputs: {
+            let mut ends: std::collections::HashMap<String, BTreeMap<i32, i64>> =
+                Default::default();
+            for ((topic, partition), end) in back.ends {
+                ends.entry(topic).or_default().insert(partition, end);
+            }
+            std::sync::Arc::new(std::sync::Mutex::new(ends))
+        },
+        manifest: Some(manifest),
+        began: Some(began),
+    })
+}
+
+impl Restore {
+    /// What each upsert sink (walk-ins, device contacts, enriched walk-ins,
+    /// counts) knows of its topic at the restore epoch.
+    pub fn sinks(&self) -> [Restored; 4] {
+        let mut sinks = [Restored::Whole; 4];
+        if self.manifest.is_none() {
+            return sinks;
+        }
+        for (index, sink) in sinks.iter_mut().enumerate() {
+            if self.tails[index] {
+                let read = self.existing.iter().any(|e| e.topic as usize == index);
+                *sink = match read {
+                    true => Restored::Tail(self.epoch),
+                    false => Restored::Unchanged(self.epoch),
+                };
+            }
+        }
+        sinks
+    }
+}
+
+impl From<Refusal> for RunError {
+    fn from(refusal: Refusal) -> Self {
+        RunError::Refused(refusal.to_string())
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(error: StoreError) -> Self {
+        RunError::Checkpoint(error)
+    }
+}
+
+/// What the output topics hold, as far as a restore needs to know.
+#[derive(Debug, Default)]
+struct ReadBack {
+    /// Per topic (in the order asked), the last value (or tombstone) per
+    /// key of the records read.
+    values: Vec<BTreeMap<String, Option<String>>>,
+    /// Per topic, whether only its tail was read (from the checkpoint's
+    /// output offsets on).
+    tails: Vec<bool>,
+    /// The greatest record timestamp read.
+    max_time: u64,
+    /// Per partition, where it ends (nothing of this run is below).
+    ends: BTreeMap<(String, i32), i64>,
+    /// Records read.
+    records: u64,
+    /// Per key of the last topic asked (the rejected records), where its
+    /// last record is: (partition, offset).
+    placed: BTreeMap<String, (i32, i64)>,
+}
+
+/// A Kafka client's failure while `job` was `action`.
+fn client_failure(
+    job: &RunJob,
+    action: String,
+) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaFailure {
+    KafkaFailure::client(&job.kafka.brokers, action)
+}
+
+/// A partition to read: from `start` to (at least) `end`.
+struct Span {
+    topic: usize,
+    partition: i32,
+    start: i64,
+    end: i64,
+}
+
+/// What `topics` hold: each topic with an offset in `floors` for every
+/// partition that has records is read from those offsets on (its tail
+/// after the checkpoint); any other, or one that turns out shorter than the
+/// checkpoint knew it (deleted or truncated since), in full. Every record
+/// at or after the checkpoint's cut is at or above its partition's floor,
+/// so a key not in the tail is in the topic as the checkpoint has it.
+fn read_back(
+    consumer: &BaseConsumer<Rebalances>,
+    job: &RunJob,
+    topics: &[&String],
+    floors: Option<&BTreeMap<(String, i32), i64>>,
+) -> Result<ReadBack, RunError> {
+    let failure = |action: String| client_failure(job, action);
+    // All topics' metadata: asking for one by name may create it.
+    let metadata = consumer
+        .fetch_metadata(None, job.connect_timeout)
+        .map_err(failure("reading the topic list".to_owned()))?;
+    let mut back = ReadBack {
+        values: vec![BTreeMap::new(); topics.len()],
+        tails: vec![false; topics.len()],
+        ..ReadBack::default()
+    };
+    // Per topic, its partitions' (partition, low, high).
+    let mut watermarks: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); topics.len()];
+    let mut asked = Vec::new();
+    for topic in topics {
+        if let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+        {
+            asked.extend(
+                found
+                    .partitions()
+                    .iter()
+                    .map(|p| (topic.to_string(), p.id())),
+            );
+        }
+    }
+    let found = kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(failure(
+        "reading the offsets of the output topics".to_owned(),
+    ))?;
+    for ((topic, partition), (low, high)) in found {
+        let index = topics
+            .iter()
+            .position(|t| **t == topic)
+            .expect("asked for these topics");
+        back.ends.insert((topic, partition), high);
+        watermarks[index].push((partition, low, high));
+    }
+    // The checkpoint's offset for topic `index`, partition `p`.
+    let floor =
+        |index: usize, p: i32| floors.and_then(|f| f.get(&(topics[index].to_string(), p)).copied());
+    for (index, partitions) in watermarks.iter().enumerate() {
+        let floor = |p: i32| floor(index, p);
+        // A tail read only where it skips something: from floors at a
+        // partition's beginning it is a full read, and a topic emptied
+        // since would not show as shorter than the checkpoint knew it.
+        back.tails[index] = floors.is_some()
+            && partitions
+                .iter()
+                .all(|&(p, _, high)| high == 0 || floor(p).is_some())
+            && partitions
+                .iter()
+                .any(|&(p, low, _)| floor(p).is_some_and(|floor| floor > low));
+    }
+    let spans = |back: &ReadBack, which: &[usize]| -> Vec<Span> {
+        let mut spans = Vec::new();
+        for &index in which {
+            for &(partition, low, high) in &watermarks[index] {
+                let start = match (back.tails[index], floor(index, partition)) {
+                    // A broker may report an end short of its last batch
+                    // (tansu): from there, the rest is read.
+                    (true, Some(floor)) => floor.min(high).max(low),
+                    _ => low,
+                };
+                if high > low {
+                    spans.push(Span {
+                        topic: index,
+                        partition,
+                        start,
+                        end: high,
+                    });
+                }
+            }
+        }
+        spans
+    };
+    let all: Vec<usize> = (0..topics.len()).collect();
+    let first = spans(&back, &all);
+    let next = read_spans(consumer, job, topics, &first, &mut back)?;
+    // A tail read must reach the floor: a topic that ends below it was
+    // deleted or truncated since the checkpoint, and is read again in full.
+    let short: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&index| back.tails[index])
+        .filter(|&index| {
+            watermarks[index].iter().any(|&(partition, low, _)| {
+                let key = (topics[index].to_string(), partition);
+                next.get(&key).copied().unwrap_or(low) < floor(index, partition).unwrap_or(0)
+            })
+        })
+        .collect();
+    for &index in &short {
+        tracing::warn!(topic = %topics[index], "the output topic holds less than the checkpoint knew it did (deleted or truncated?): reading it in full, and writing every row it lacks");
+        back.tails[index] = false;
+        back.values[index].clear();
+    }
+    if !short.is_empty() {
+        let spans = spans(&back, &short);
+        read_spans(consumer, job, topics, &spans, &mut back)?;
+    }
+    Ok(back)
+}
+
+/// Reads `spans` into `back`: their records from `start`, to their ends and
+/// past them while the client has more (see [`fetch_from`]); returns each
+/// partition's next offset.
+fn read_spans(
+    consumer: &BaseConsumer<Rebalances>,
+    job: &RunJob,
+    topics: &[&String],
+    spans: &[Span],
+    back: &mut ReadBack,
+) -> Result<BTreeMap<(String, i32), i64>, RunError> {
+    let failure = |action: String| client_failure(job, action);
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    // Per partition, where its span starts and ends.
+    let mut bounds: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for span in spans {
+        let topic = topics[span.topic];
+        let from = fetch_from(span.start, span.end);
+        list.add_partition_offset(topic, span.partition, Offset::Offset(from))
+            .map_err(failure(format!("assigning {topic}")))?;
+        next.insert((topic.to_string(), span.partition), from);
+        bounds.insert((topic.to_string(), span.partition), (span.start, span.end));
+    }
+    if spans.is_empty() {
+        return Ok(next);
+    }
+    consumer
+        .assign(&list)
+        .map_err(failure("assigning the output topics".to_owned()))?;
+    let limit = job.connect_timeout.max(Duration::from_secs(30));
+    let deadline = Instant::now() + limit;
+    let mut heard = Instant::now();
+    loop {
+        let past_ends = next.iter().all(|(p, n)| *n >= bounds[p].1);
+        // Only partitions with nothing to read are short of their ends.
+        let looking = next.iter().all(|(p, n)| {
+            let (start, end) = bounds[p];
+            *n >= end || start >= end
+        });
+        let wait = if past_ends {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                heard = Instant::now();
+                let at = (message.topic().to_owned(), message.partition());
+                let end = back.ends.entry(at.clone()).or_default();
+                *end = (*end).max(message.offset() + 1);
+                next.insert(at.clone(), message.offset() + 1);
+                if bounds
+                    .get(&at)
+                    .is_some_and(|&(start, _)| message.offset() < start)
+                {
+                    continue; // before the span: read only to find the end
+                }
+                back.records += 1;
+                if let Some(ms) = message.timestamp().to_millis() {
+                    back.max_time = back.max_time.max(ms.max(0) as u64);
+                }
+                let index = topics.iter().position(|t| t.as_str() == message.topic());
+                if let (Some(index), Some(key)) = (index, message.key()) {
+                    let key = String::from_utf8_lossy(key).into_owned();
+                    if index == topics.len() - 1 {
+                        back.placed
+                            .insert(key.clone(), (message.partition(), message.offset()));
+                    }
+                    let value = message
+                        .payload()
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    back.values[index].insert(key, value);
+                }
+            }
+            Some(Err(error)) => {
+                return Err(failure("reading back the output topics".to_owned())(error).into())
+            }
+            None if past_ends || (looking && heard.elapsed() > LOOKING) => break,
+            None if Instant::now() > deadline => {
+                return Err(RunError::Refused(format!(
+                    "could not read the output topics back to their end offsets within {limit:?}"
+                )))
+            }
+            None => {}
+        }
+    }
+    consumer
+        .unassign()
+        .map_err(failure("releasing the output topics".to_owned()))?;
+    Ok(next)
+}
+
+/// The greatest frontier in the progress topic (its last messages).
+fn last_frontier(consumer: &BaseConsumer<Rebalances>, job: &RunJob) -> Result<u64, RunError> {
+    let topic = &job.topics.progress;
+    let failure = |source| client_failure(job, format!("reading {topic}"))(source);
+    let metadata = consumer
+        .fetch_metadata(None, job.connect_timeout)
+        .map_err(failure)?;
+    if !metadata.topics().iter().any(|t| t.name() == topic.as_str()) {
+        return Ok(0);
+    }
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, job.connect_timeout)
+        .map_err(failure)?;
+    if high <= low {
+        return Ok(0);
+    }
+    // The last few messages: frontiers only grow, and what a broker that
+    // reports the end short of a batch (tansu) holds past it comes with the
+    // record before that end (see `fetch_from`).
+    let from = (high - 64).max(low);
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Offset(from))
+        .map_err(failure)?;
+    consumer.assign(&list).map_err(failure)?;
+    let mut frontier = 0;
+    let mut next = from;
+    let deadline = Instant::now() + job.connect_timeout.max(Duration::from_secs(30));
+    loop {
+        let wait = if next >= high {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) if message.topic() != topic.as_str() => {}
+            Some(Ok(message)) => {
+                next = message.offset() + 1;
+                let value: Option<serde_json::Value> = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok());
+                if let Some(f) = value.and_then(|v| v["frontier"].as_u64()) {
+                    frontier = frontier.max(f);
+                }
+            }
+            Some(Err(error)) => return Err(failure(error).into()),
+            None if next >= high || Instant::now() > deadline => break,
+            None => {}
+        }
+    }
+    consumer.unassign().map_err(failure)?;
+    Ok(frontier)
+}

@@ -28,6 +28,7 @@
 
 mod common;
 use common::{cpu_model, env_flag, env_u64, source_version};
+use presence::model::output::Output;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -169,13 +170,7 @@ fn main() {
     for name in [&topics.probes, &topics.logins, &topics.base_counts] {
         mock.create_topic(name, 4, 1).unwrap();
     }
-    for name in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
-    ] {
+    for name in Output::ALL.map(|output| &topics[output]) {
         mock.create_topic(name, 128, 1).unwrap();
     }
     mock.create_topic(&topics.progress, 1, 1).unwrap();
@@ -287,29 +282,24 @@ fn producer_floor(out: &std::path::Path, workers: usize, topics: &Topics) -> f64
         }
     }
     let mut parts: Vec<Vec<(String, String, String)>> = vec![Vec::new(); workers];
-    rendered::<WalkIn>(&out.join("walkins"), &topics.walkins, &mut parts);
+    rendered::<WalkIn>(&out.join("walkins"), &topics[Output::Walkins], &mut parts);
     rendered::<DeviceContact>(
         &out.join("device-contacts"),
-        &topics.device_contacts,
+        &topics[Output::DeviceContacts],
         &mut parts,
     );
     rendered::<EnrichedWalkIn>(
         &out.join("enriched-walkins"),
-        &topics.enriched_walkins,
+        &topics[Output::EnrichedWalkins],
         &mut parts,
     );
     rendered::<WalkinCount>(
         &out.join("walkin-counts"),
-        &topics.walkin_counts,
+        &topics[Output::WalkinCounts],
         &mut parts,
     );
     let mock = MockCluster::new(1).unwrap();
-    for name in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-    ] {
+    for name in Output::UPSERTS.map(|output| &topics[output]) {
         mock.create_topic(name, 128, 1).unwrap();
     }
     let mut connection = RunJob::new(mock.bootstrap_servers(), topics.clone()).kafka;

@@ -25,9 +25,11 @@ use crate::files::input::{
 use crate::files::output::{self, FinishedPart, OutputError, PartWriter};
 use crate::model::clock::now_ms;
 use crate::model::ingest::Kind;
+use crate::model::output::Output;
 use crate::model::params::Params;
 use crate::model::records::{EventTime, Reason};
 use crate::model::summary::Summary;
+use crate::observe::hooks::{no_hooks, SharedHooks};
 use crate::observe::metrics::Metrics;
 use crate::pipeline::{records, Collections, Pipeline};
 
@@ -62,9 +64,9 @@ pub struct Job {
     /// In a cluster, how long another process may show no sign of life
     /// before this one stops (see [`crate::cluster::execute`]).
     pub connect_timeout: Duration,
-    /// Test hook: sleep this long before writing each piece of the final
-    /// checkpoint (holds a backfill at its end, for a test to act on).
-    pub checkpoint_write_delay: Duration,
+    /// Where a harness disturbs the run: a test holds a backfill at its end
+    /// with a delay before each piece of the final checkpoint.
+    pub hooks: SharedHooks,
 }
 
 impl Default for Job {
@@ -78,7 +80,7 @@ impl Default for Job {
             parse_only: false,
             checkpoint_dir: None,
             connect_timeout: Duration::from_secs(10),
-            checkpoint_write_delay: Duration::ZERO,
+            hooks: no_hooks(),
         }
     }
 }
@@ -163,7 +165,7 @@ pub fn run_with_epochs(
             run: now_ms(),
             restored_at: None,
             rejections: None,
-            write_delay: job.checkpoint_write_delay,
+            hooks: Arc::clone(&job.hooks),
         })
     });
     let metrics = Metrics::default();
@@ -271,13 +273,7 @@ fn run_worker(
     let mut summary = Summary::default();
 
     if job.parse_only {
-        let mut sources = open()?;
-        while let Some(next) = next_source(&sources) {
-            let read =
-                sources[next].read(epoch_lines, now_ms(), |ingested| summary.count(&ingested))?;
-            note(&mut summary, progress, read);
-        }
-        return Ok((summary, Vec::new()));
+        return Ok((parse_only(open()?, progress, epoch_lines)?, Vec::new()));
     }
 
     // Every worker builds the dataflow before anything can fail: the other
@@ -293,7 +289,7 @@ fn run_worker(
         metrics.clone(),
     );
     let mut sources = open()?;
-    let mut rejected = PartWriter::create(&job.out.join("rejected"), index, peers)?;
+    let mut rejected = PartWriter::create(&job.out.join(Output::Rejected.folder()), index, peers)?;
     let drain_rejected = |rejected: &mut PartWriter| -> Result<(), OutputError> {
         let batch = std::mem::take(
             &mut collections
@@ -342,45 +338,63 @@ fn run_worker(
             .lock()
             .expect("no worker panics holding the lock"),
     );
-    let dir = |folder: &str| job.out.join(folder);
-    summary.written.insert("rejected", rejected.records());
+    let parts = write_parts(job, (index, peers), rejected, &collections, &mut summary)?;
+    Ok((summary, parts))
+}
+
+/// `--parse-only`: reads this worker's `sources` and counts what ingestion
+/// makes of them, without a dataflow.
+fn parse_only(
+    mut sources: Vec<FileSource>,
+    progress: &Progress,
+    epoch_lines: u64,
+) -> Result<Summary, BackfillError> {
+    let mut summary = Summary::default();
+    while let Some(next) = next_source(&sources) {
+        let read =
+            sources[next].read(epoch_lines, now_ms(), |ingested| summary.count(&ingested))?;
+        note(&mut summary, progress, read);
+    }
+    Ok(summary)
+}
+
+/// Writes this worker's part of each collection (sorted, under a temporary
+/// name), counting the records per folder in `summary`.
+fn write_parts(
+    job: &Job,
+    (index, peers): (usize, usize),
+    rejected: PartWriter,
+    collections: &Collections,
+    summary: &mut Summary,
+) -> Result<Vec<FinishedPart>, BackfillError> {
+    let dir = |output: Output| job.out.join(output.folder());
+    summary
+        .written
+        .insert(Output::Rejected.folder(), rejected.records());
     let mut parts = vec![rejected.finish()?];
-    let mut publish = |folder: &'static str, part: (u64, FinishedPart)| {
-        summary.written.insert(folder, part.0);
+    let mut publish = |output: Output, part: (u64, FinishedPart)| {
+        summary.written.insert(output.folder(), part.0);
         parts.push(part.1);
     };
+    let c = collections;
+    let w = Output::Walkins;
+    publish(w, write_collection(&dir(w), index, peers, &c.walkins)?);
+    let w = Output::DeviceContacts;
     publish(
-        "walkins",
-        write_collection(&dir("walkins"), index, peers, &collections.walkins)?,
+        w,
+        write_collection(&dir(w), index, peers, &c.device_contacts)?,
     );
+    let w = Output::EnrichedWalkins;
     publish(
-        "device-contacts",
-        write_collection(
-            &dir("device-contacts"),
-            index,
-            peers,
-            &collections.device_contacts,
-        )?,
+        w,
+        write_collection(&dir(w), index, peers, &c.enriched_walkins)?,
     );
+    let w = Output::WalkinCounts;
     publish(
-        "enriched-walkins",
-        write_collection(
-            &dir("enriched-walkins"),
-            index,
-            peers,
-            &collections.enriched_walkins,
-        )?,
+        w,
+        write_collection(&dir(w), index, peers, &c.walkin_counts)?,
     );
-    publish(
-        "walkin-counts",
-        write_collection(
-            &dir("walkin-counts"),
-            index,
-            peers,
-            &collections.walkin_counts,
-        )?,
-    );
-    Ok((summary, parts))
+    Ok(parts)
 }
 
 /// Writes a worker's part of a collection, sorted, under a temporary name.

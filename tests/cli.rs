@@ -534,3 +534,56 @@ fn example_keeps_its_input_and_output() {
         "{line}"
     );
 }
+
+/// The detection flags are defined once: every command that takes them
+/// shows the same six, `run`'s and `backfill`'s defaults are the model's
+/// (`Params::default()`), and `bench` only scales its durations down.
+#[test]
+fn detection_flags_and_defaults_are_the_models() {
+    use presence::model::params::{parse_duration, Params};
+    let defaults = |command: &str| -> Vec<(String, String)> {
+        let help = String::from_utf8(run(presence().args([command, "--help"])).stdout).unwrap();
+        Params::FLAGS
+            .iter()
+            .map(|flag| {
+                // Long help: the flag's line, then its description's lines.
+                let lines: Vec<&str> = help.lines().collect();
+                let at = lines
+                    .iter()
+                    .position(|line| line.trim_start().starts_with(&format!("{flag} ")))
+                    .unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{help}"));
+                let entry = lines[at..]
+                    .iter()
+                    .take_while(|line| *line == &lines[at] || !line.trim_start().starts_with('-'))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let default = entry
+                    .split("[default: ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(']').next())
+                    .unwrap_or_else(|| panic!("{command}: no default for {flag}: {entry}"));
+                (flag.to_string(), default.to_owned())
+            })
+            .collect()
+    };
+    let model = Params::default();
+    for command in ["run", "backfill"] {
+        let shown = defaults(command);
+        let parsed = Params {
+            rssi_min: shown[0].1.parse().unwrap(),
+            session_gap: parse_duration(&shown[1].1).unwrap(),
+            min_dwell: parse_duration(&shown[2].1).unwrap(),
+            min_probes: shown[3].1.parse().unwrap(),
+            allowed_lateness: parse_duration(&shown[4].1).unwrap(),
+            max_future: parse_duration(&shown[5].1).unwrap(),
+        };
+        assert_eq!(parsed, model, "{command}: {shown:?}");
+    }
+    let bench = defaults("bench");
+    assert_eq!(bench[1].1, "2s", "{bench:?}");
+    assert_eq!(
+        (&bench[0].1, &bench[3].1),
+        (&"-75".to_owned(), &"3".to_owned())
+    );
+}

@@ -3,6 +3,7 @@
 //! `docs/operations.md` (metrics) against a backfill, a Kafka run and the
 //! metrics it served.
 
+use presence::model::output::Output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -205,16 +206,12 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     };
     wait_until("every record read and every output written", || {
         metrics.read(|f| f.workers.values().map(|w| w.summary.lines).sum::<u64>()) == produced
-            && [
-                &topics.walkins,
-                &topics.device_contacts,
-                &topics.enriched_walkins,
-                &topics.walkin_counts,
-                &topics.rejected,
-                &topics.progress,
-            ]
-            .iter()
-            .all(|topic| !read_topic(&brokers, topic).is_empty())
+            && topics
+                .outputs
+                .0
+                .iter()
+                .chain([&topics.progress])
+                .all(|topic| !read_topic(&brokers, topic).is_empty())
     });
     let running = metrics.render();
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -252,17 +249,20 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
         .map(|row| row[0].trim_matches('`').to_owned())
         .collect();
     let folder_of: BTreeMap<&str, (&str, &String)> = [
-        ("walkins", ("walkins", &topics.walkins)),
+        ("walkins", ("walkins", &topics[Output::Walkins])),
         (
             "enriched-walkins",
-            ("enriched-walkins", &topics.enriched_walkins),
+            ("enriched-walkins", &topics[Output::EnrichedWalkins]),
         ),
         (
             "device-contacts",
-            ("device-contacts", &topics.device_contacts),
+            ("device-contacts", &topics[Output::DeviceContacts]),
         ),
-        ("walkin-counts", ("walkin-counts", &topics.walkin_counts)),
-        ("presence-rejected", ("rejected", &topics.rejected)),
+        (
+            "walkin-counts",
+            ("walkin-counts", &topics[Output::WalkinCounts]),
+        ),
+        ("presence-rejected", ("rejected", &topics[Output::Rejected])),
     ]
     .into();
     for (topic, (folder, name)) in &folder_of {

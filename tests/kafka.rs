@@ -2,6 +2,7 @@
 //! the last value per key of each upsert topic equals what file backfill
 //! computes from the same records, and the progress topic only grows.
 
+use presence::model::output::Output;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -96,7 +97,11 @@ fn check_metrics(text: &str, summary: &presence::model::summary::Summary, topics
     assert_eq!(sum("presence_records_read_total{"), summary.lines, "{text}");
     let rejected: u64 = summary.rejected.values().sum();
     assert_eq!(sum("presence_records_rejected_total{"), rejected, "{text}");
-    for topic in [&topics.walkins, &topics.walkin_counts, &topics.rejected] {
+    for topic in [
+        &topics[Output::Walkins],
+        &topics[Output::WalkinCounts],
+        &topics[Output::Rejected],
+    ] {
         let produced = sum(&format!(
             "presence_output_records_produced_total{{topic=\"{topic}\"}}"
         ));
@@ -387,7 +392,7 @@ fn a_silent_partition_becomes_idle_so_state_is_freed_and_shutdown_flushes() {
     // event-time frontier passed them while the service runs, promised by
     // both workers from the wall clock less the lateness (never more).
     wait_until("walk-ins, then the window state freed", || {
-        latest_time(&brokers, &topics.walkins).is_some()
+        latest_time(&brokers, &topics[Output::Walkins]).is_some()
             && metrics.read(|f| {
                 f.workers.len() == 2
                     && f.workers
@@ -402,7 +407,7 @@ fn a_silent_partition_becomes_idle_so_state_is_freed_and_shutdown_flushes() {
         "each worker promises at most the wall clock less {lateness} ms: delays {delays:?}"
     );
     // Progress covers the walk-ins while it runs.
-    let latest = latest_time(&brokers, &topics.walkins).unwrap();
+    let latest = latest_time(&brokers, &topics[Output::Walkins]).unwrap();
     wait_until("progress past the walk-ins", || {
         last_frontier(&brokers, &topics).is_some_and(|f| f > latest)
     });
@@ -466,7 +471,7 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
         stderr.extend(seen.try_iter().map(|line| line + "\n"));
         stderr.contains("presence::observe::status")
             && stderr.contains("records_per_second=")
-            && !read_topic(&brokers, &topics.walkins).is_empty()
+            && !read_topic(&brokers, &topics[Output::Walkins]).is_empty()
     });
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -580,19 +585,20 @@ fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
     assert_eq!(summary.rejected.get("corrupt"), Some(&11), "{summary:?}");
     assert_eq!(summary.accepted[0], 16, "{summary:?}");
 
-    let rejected: Vec<(String, u64, u64, String, String)> = read_topic(&brokers, &topics.rejected)
-        .into_iter()
-        .map(|(_, _, _, value)| {
-            let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
-            (
-                v["source"].as_str().unwrap().to_owned(),
-                v["partition"].as_u64().unwrap(),
-                v["offset"].as_u64().unwrap(),
-                v["reason"].as_str().unwrap().to_owned(),
-                v["detail"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let rejected: Vec<(String, u64, u64, String, String)> =
+        read_topic(&brokers, &topics[Output::Rejected])
+            .into_iter()
+            .map(|(_, _, _, value)| {
+                let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
+                (
+                    v["source"].as_str().unwrap().to_owned(),
+                    v["partition"].as_u64().unwrap(),
+                    v["offset"].as_u64().unwrap(),
+                    v["reason"].as_str().unwrap().to_owned(),
+                    v["detail"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
     let mut places: Vec<_> = rejected
         .iter()
         .map(|(topic, partition, offset, reason, _)| {
@@ -629,7 +635,7 @@ fn corrupt_batches_are_rejected_once_and_reading_goes_on() {
     .unwrap();
     let expected = file_rows(&out.join("walkins"));
     assert_eq!(expected.len(), 2, "{expected:?}");
-    assert_eq!(upsert_rows(&brokers, &topics.walkins), expected);
+    assert_eq!(upsert_rows(&brokers, &topics[Output::Walkins]), expected);
 }
 
 /// Every worker's input frontier holds back every output, so a worker with
@@ -693,7 +699,7 @@ fn a_worker_without_partitions_does_not_hold_back_outputs() {
         .send(BaseRecord::<(), str>::to("probes").payload("not json"))
         .unwrap();
     producer.flush(TIMEOUT).unwrap();
-    first_message(&topics.rejected);
+    first_message(&topics[Output::Rejected]);
     for minute in 0..8u64 {
         let line = format!(
             r#"{{"device":"d","business":"b","ts":{},"rssi":-50}}"#,
@@ -705,7 +711,7 @@ fn a_worker_without_partitions_does_not_hold_back_outputs() {
     }
     producer.flush(TIMEOUT).unwrap();
 
-    let walkin = first_message(&topics.walkins);
+    let walkin = first_message(&topics[Output::Walkins]);
     let walkin: Value = serde_json::from_slice(&walkin).unwrap();
     assert_eq!(walkin["device"], "d");
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -745,7 +751,7 @@ fn send_all(producer: &BaseProducer, topic: &str, partition: i32, lines: &[Strin
 
 /// The walk-ins of `device` in the walk-ins topic.
 fn walkins_of(brokers: &str, topics: &Topics, device: &str) -> usize {
-    upsert_rows(brokers, &topics.walkins)
+    upsert_rows(brokers, &topics[Output::Walkins])
         .iter()
         .filter(|row| row.contains(&format!("\"device\":\"{device}\"")))
         .count()
@@ -822,7 +828,7 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
             && walkins_of(&brokers, &topics, "before-1") == 1
     });
     // Silence on every partition: the visits end and their state is freed.
-    let made = latest_time(&brokers, &topics.walkins).unwrap();
+    let made = latest_time(&brokers, &topics[Output::Walkins]).unwrap();
     wait_until("the window state to be freed", || {
         state_freed_after(&metrics, 2, made)
     });
@@ -858,7 +864,7 @@ fn after_a_quiet_spell_old_probes_are_late_and_probes_ahead_of_the_clock_are_not
         };
         wait_until("the old probe to be read", || read(&metrics) > offset);
         let verdict = wait_for("the old probe's verdict", PATIENCE, || {
-            match rejection_at(&brokers, &topics.rejected, 0, offset) {
+            match rejection_at(&brokers, &topics[Output::Rejected], 0, offset) {
                 Some(rejection) => Some(Some(rejection)),
                 // Accepted: no rejection once every output of its time is out.
                 None => {
@@ -999,11 +1005,11 @@ fn progress_is_published_by_interval_when_busy_and_once_a_second_when_quiet() {
     );
     producer.flush(TIMEOUT).unwrap();
     wait_until("the rejections to be written", || {
-        read_topic(&brokers, &topics.rejected).len() as u64 == sent
+        read_topic(&brokers, &topics[Output::Rejected]).len() as u64 == sent
     });
     // Quiet: once a message's frontier is above the last rejection's time
     // (its Kafka timestamp), no output changes: messages still come.
-    let last_output = read_messages(&brokers, &topics.rejected)
+    let last_output = read_messages(&brokers, &topics[Output::Rejected])
         .iter()
         .map(|m| m.timestamp)
         .max()
@@ -1045,7 +1051,7 @@ fn progress_is_published_by_interval_when_busy_and_once_a_second_when_quiet() {
         quiet.iter().all(|&ms| ms >= 999),
         "at most one message a second while quiet: spacing {quiet:?}"
     );
-    let latest_output = read_topic(&brokers, &topics.rejected).len();
+    let latest_output = read_topic(&brokers, &topics[Output::Rejected]).len();
     assert_eq!(latest_output as u64, sent);
     assert!(final_frontier < u64::MAX, "final frontier {final_frontier}");
 }

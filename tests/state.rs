@@ -1,6 +1,7 @@
 //! Durable state (`--checkpoint-dir`): restarts, the backfill hand-off,
 //! refusals and fallbacks, against librdkafka's in-process mock broker.
 
+use presence::model::output::Output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -128,11 +129,11 @@ fn run_job(job: RunJob, workers: usize) -> Result<Summary, RunError> {
 /// Messages per output topic.
 fn counts(brokers: &str, topics: &Topics) -> BTreeMap<String, usize> {
     [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
+        &topics[Output::Walkins],
+        &topics[Output::DeviceContacts],
+        &topics[Output::EnrichedWalkins],
+        &topics[Output::WalkinCounts],
+        &topics[Output::Rejected],
     ]
     .iter()
     .map(|t| (t.to_string(), read_topic(brokers, t).len()))
@@ -200,18 +201,18 @@ fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Pat
     let listing = presence::checkpoint::store::describe(state).unwrap();
     let walkins = format!(
         "{}/0 {}",
-        topics.walkins,
-        end_offset(brokers, &topics.walkins, 0)
+        topics[Output::Walkins],
+        end_offset(brokers, &topics[Output::Walkins], 0)
     );
     assert!(
         listing.contains("outputs read back from: ") && listing.contains(&walkins),
         "{listing}"
     );
     for topic in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
+        &topics[Output::Walkins],
+        &topics[Output::DeviceContacts],
+        &topics[Output::EnrichedWalkins],
+        &topics[Output::WalkinCounts],
     ] {
         for partition in 0..2 {
             // A partition never written to may have none.
@@ -251,7 +252,7 @@ fn output_topics_emptied_since_the_checkpoint_are_written_again_in_full() {
     // Rejected records are not state: those the checkpoint covers are not
     // read, nor written, again.
     assert!(
-        read_topic(&brokers, &topics.rejected).is_empty(),
+        read_topic(&brokers, &topics[Output::Rejected]).is_empty(),
         "rejections the checkpoint covers were written again"
     );
 }
@@ -572,7 +573,8 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
         .collect();
     let topics = Topics::default();
     wait_until("walk-ins and a checkpoint", || {
-        !read_topic(&brokers, &topics.walkins).is_empty() && newest_checkpoint(&state).is_some()
+        !read_topic(&brokers, &topics[Output::Walkins]).is_empty()
+            && newest_checkpoint(&state).is_some()
     });
     for child in &children {
         let status = std::process::Command::new("kill")
@@ -624,7 +626,7 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
     // Nothing it had written before was written again: no message
     // repeats its key's value, no rejection is written twice.
     assert_no_repeats(&brokers, &topics);
-    let twice = rejected_twice(&brokers, &topics.rejected);
+    let twice = rejected_twice(&brokers, &topics[Output::Rejected]);
     assert!(twice.is_empty(), "rejected twice: {twice:?}");
 }
 
@@ -1000,7 +1002,7 @@ fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
         .iter()
         .map(|(t, _)| read_messages(&brokers, t))
         .collect();
-    let first_rejected = read_topic(&brokers, &topics.rejected).len();
+    let first_rejected = read_topic(&brokers, &topics[Output::Rejected]).len();
 
     assert_eq!(plain(1).lines, total, "every record is read again");
     let out = input.backfill("out");
@@ -1032,7 +1034,7 @@ fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
             "{topic}: every row is written again"
         );
     }
-    let twice = rejected_twice(&brokers, &topics.rejected);
+    let twice = rejected_twice(&brokers, &topics[Output::Rejected]);
     assert!(first_rejected > 0);
     assert_eq!(
         twice.len(),

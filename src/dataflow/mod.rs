@@ -40,6 +40,8 @@ pub mod operators;
 pub mod state;
 pub mod time;
 
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -47,7 +49,7 @@ use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
 
-use crate::dataflow::operators::windows::{Snapshots, Window};
+use crate::dataflow::operators::windows::{KeySnapshot, Snapshots, Window, WindowSnapshot};
 use crate::dataflow::operators::{
     LatestByKey, SessionWindows, Watermark, WindowConfig, WindowStats,
 };
@@ -55,7 +57,7 @@ use crate::model::params::Params;
 use crate::model::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Probe, WalkIn, WalkinCount,
 };
-use state::{StateRow, StateStreams as State};
+use state::{StateRow, StateStreams as State, StateWalkIn};
 
 pub use time::Time;
 
@@ -118,17 +120,53 @@ pub fn build<'scope>(
     snapshots: Option<Snapshots>,
     window_stats: WindowStats,
 ) -> Outputs<'scope> {
-    let rssi_min = params.rssi_min;
-    let window_config = WindowConfig {
-        session_gap: params.session_gap,
-        min_dwell: params.min_dwell,
-        min_probes: params.min_probes,
-    };
+    // The stages are built in this order, which fixes the operators' addresses.
+    let restored = split_restored(inputs.restored);
+    let (walkin_windows, window_snapshots) = detect_walkins(
+        inputs.probes,
+        inputs.watermarks,
+        restored.windows,
+        restored.walkins,
+        params,
+        snapshots,
+        window_stats,
+    );
+    let walkins = as_walkins(walkin_windows.clone());
+    let (latest_logins, contacts) = latest_contacts(inputs.logins, restored.logins);
+    let device_contacts = as_device_contacts(contacts.clone());
+    let enriched_walkins = enrich(walkins.clone(), contacts);
+    let latest_base_counts = latest_base_counts(inputs.base_counts, restored.base_counts);
+    let walkin_counts = count_walkins(enriched_walkins.clone(), latest_base_counts.clone());
+    Outputs {
+        walkins,
+        device_contacts,
+        enriched_walkins,
+        walkin_counts,
+        state: State {
+            windows: window_snapshots,
+            walkins: walkin_windows,
+            logins: latest_logins,
+            base_counts: latest_base_counts,
+        },
+    }
+}
 
-    // Each restored row is moved to the one part of the dataflow that holds
-    // its kind (a stream used four times would copy every row to each).
-    let mut parts = inputs
-        .restored
+/// A restored checkpoint's rows, by the part of the dataflow that holds them.
+struct Restored<'scope> {
+    /// Window states by (business, device).
+    windows: StreamVec<'scope, Time, ((Id, Id), KeySnapshot)>,
+    /// Walk-ins by (business, device), inserted at the restore epoch.
+    walkins: VecCollection<'scope, Time, StateWalkIn>,
+    /// The latest login per device: `(device, (ts, contact))`.
+    logins: StreamVec<'scope, Time, (String, (u64, String))>,
+    /// The base count per (business, contact).
+    base_counts: StreamVec<'scope, Time, ((String, String), u64)>,
+}
+
+/// Moves each restored row to the one part of the dataflow that holds its
+/// kind (a stream used four times would copy every row to each).
+fn split_restored<'scope>(restored: StreamVec<'scope, Time, StateRow>) -> Restored<'scope> {
+    let mut parts = restored
         .partition(4, |row| {
             let part = match row {
                 StateRow::Window { .. } => 0,
@@ -140,7 +178,7 @@ pub fn build<'scope>(
         })
         .into_iter();
     let mut part = || parts.next().expect("a part per kind of row");
-    let restored_windows = part().flat_map(|row| match row {
+    let windows = part().flat_map(|row| match row {
         StateRow::Window {
             business,
             device,
@@ -148,7 +186,7 @@ pub fn build<'scope>(
         } => Some(((business, device), state)),
         _ => None,
     });
-    let restored_walkins = inserted(part().flat_map(|row| match row {
+    let walkins = inserted(part().flat_map(|row| match row {
         StateRow::WalkIn {
             business,
             device,
@@ -157,7 +195,7 @@ pub fn build<'scope>(
         } => Some(((business, device), Window { start, detected_at })),
         _ => None,
     }));
-    let restored_logins = part().flat_map(|row| match row {
+    let logins = part().flat_map(|row| match row {
         StateRow::Login {
             device,
             ts,
@@ -165,7 +203,7 @@ pub fn build<'scope>(
         } => Some((device, (ts, contact))),
         _ => None,
     });
-    let restored_base_counts = part().flat_map(|row| match row {
+    let base_counts = part().flat_map(|row| match row {
         StateRow::BaseCount {
             business,
             contact,
@@ -173,31 +211,76 @@ pub fn build<'scope>(
         } => Some(((business, contact), count)),
         _ => None,
     });
-    let (windows, window_snapshots) = inputs
-        .probes
+    Restored {
+        windows,
+        walkins,
+        logins,
+        base_counts,
+    }
+}
+
+/// The session windows of the probes at or above `rssi-min`, plus the
+/// restored walk-ins: walk-ins by (business, device), and the window
+/// operator's snapshots.
+#[allow(clippy::type_complexity)]
+fn detect_walkins<'scope>(
+    probes: StreamVec<'scope, Time, Probe>,
+    watermarks: StreamVec<'scope, Time, Watermark>,
+    restored_windows: StreamVec<'scope, Time, ((Id, Id), KeySnapshot)>,
+    restored_walkins: VecCollection<'scope, Time, StateWalkIn>,
+    params: &Params,
+    snapshots: Option<Snapshots>,
+    window_stats: WindowStats,
+) -> (
+    VecCollection<'scope, Time, StateWalkIn>,
+    StreamVec<'scope, Time, WindowSnapshot<(Id, Id)>>,
+) {
+    let rssi_min = params.rssi_min;
+    let window_config = WindowConfig {
+        session_gap: params.session_gap,
+        min_dwell: params.min_dwell,
+        min_probes: params.min_probes,
+    };
+    let (windows, window_snapshots) = probes
         .flat_map(move |probe| {
             (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
         })
         .session_windows(
-            inputs.watermarks,
+            watermarks,
             restored_windows,
             window_config,
             snapshots,
             window_stats,
         );
-    let walkin_windows: VecCollection<'scope, Time, ((Id, Id), Window)> =
-        windows.concat(restored_walkins);
-    let walkins = walkin_windows
-        .clone()
-        .map(|((business, device), window)| WalkIn {
-            business: business.into(),
-            device: device.into(),
-            start: window.start,
-            detected_at: window.detected_at,
-        });
+    (windows.concat(restored_walkins), window_snapshots)
+}
 
-    let latest_logins = inputs
-        .logins
+/// Walk-ins by (business, device) as [`WalkIn`] records.
+fn as_walkins<'scope>(
+    walkin_windows: VecCollection<'scope, Time, StateWalkIn>,
+) -> VecCollection<'scope, Time, WalkIn> {
+    walkin_windows.map(|((business, device), window)| WalkIn {
+        business: business.into(),
+        device: device.into(),
+        start: window.start,
+        detected_at: window.detected_at,
+    })
+}
+
+/// The contact of each device's latest login, arranged by device.
+type ContactsByDevice<'scope> = Arranged<'scope, TraceAgent<ValSpine<String, String, Time, isize>>>;
+
+/// The latest login per device (`(device, (ts, contact))`, with the restored
+/// ones), and its contact arranged by device.
+#[allow(clippy::type_complexity)]
+fn latest_contacts<'scope>(
+    logins: StreamVec<'scope, Time, Login>,
+    restored_logins: StreamVec<'scope, Time, (String, (u64, String))>,
+) -> (
+    VecCollection<'scope, Time, (String, (u64, String))>,
+    ContactsByDevice<'scope>,
+) {
+    let latest_logins = logins
         .map(|login| (login.device, (login.ts, login.contact)))
         .concat(restored_logins)
         .latest_by_key("DeviceContacts");
@@ -205,15 +288,25 @@ pub fn build<'scope>(
         .clone()
         .map(|(device, (_ts, contact))| (device, contact))
         .arrange_by_key_named("ContactsByDevice");
-    let device_contacts = contacts
-        .clone()
-        .as_collection(|device, contact| DeviceContact {
-            device: device.clone(),
-            contact: contact.clone(),
-        });
+    (latest_logins, contacts)
+}
 
-    let enriched_walkins = walkins
-        .clone()
+/// The contacts by device as [`DeviceContact`] records.
+fn as_device_contacts<'scope>(
+    contacts: ContactsByDevice<'scope>,
+) -> VecCollection<'scope, Time, DeviceContact> {
+    contacts.as_collection(|device, contact| DeviceContact {
+        device: device.clone(),
+        contact: contact.clone(),
+    })
+}
+
+/// Each walk-in joined with its device's current contact.
+fn enrich<'scope>(
+    walkins: VecCollection<'scope, Time, WalkIn>,
+    contacts: ContactsByDevice<'scope>,
+) -> VecCollection<'scope, Time, EnrichedWalkIn> {
+    walkins
         .map(|walkin| {
             (
                 walkin.device,
@@ -232,21 +325,32 @@ pub fn build<'scope>(
                     contact: contact.clone(),
                 })
             },
-        );
+        )
+}
 
-    // A base count of n is the pair (business, contact) with multiplicity n,
-    // so that counting adds it to the walk-ins.
-    let latest_base_counts = inputs
-        .base_counts
+/// The largest base count per (business, contact), with the restored ones.
+fn latest_base_counts<'scope>(
+    base_counts: StreamVec<'scope, Time, BaseCount>,
+    restored_base_counts: StreamVec<'scope, Time, ((String, String), u64)>,
+) -> VecCollection<'scope, Time, ((String, String), u64)> {
+    base_counts
         .map(|base| ((base.business, base.contact), base.count))
         .concat(restored_base_counts)
-        .latest_by_key("BaseCounts");
-    let base_weights = latest_base_counts.clone().explode(|(pair, count)| {
+        .latest_by_key("BaseCounts")
+}
+
+/// Enriched walk-ins per (business, contact), plus the base counts.
+fn count_walkins<'scope>(
+    enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
+    latest_base_counts: VecCollection<'scope, Time, ((String, String), u64)>,
+) -> VecCollection<'scope, Time, WalkinCount> {
+    // A base count of n is the pair (business, contact) with multiplicity n,
+    // so that counting adds it to the walk-ins.
+    let base_weights = latest_base_counts.explode(|(pair, count)| {
         let weight = isize::try_from(count).expect("counts are below 2^53");
         Some((pair, weight))
     });
-    let walkin_counts = enriched_walkins
-        .clone()
+    enriched_walkins
         .map(|enriched| (enriched.business, enriched.contact))
         .concat(base_weights)
         .count()
@@ -257,18 +361,5 @@ pub fn build<'scope>(
                 contact,
                 count: count as u64,
             }
-        });
-
-    Outputs {
-        walkins,
-        device_contacts,
-        enriched_walkins,
-        walkin_counts,
-        state: State {
-            windows: window_snapshots,
-            walkins: walkin_windows,
-            logins: latest_logins,
-            base_counts: latest_base_counts,
-        },
-    }
+        })
 }

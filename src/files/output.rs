@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// The output collections' folder names, in the order of docs/contract.md.
-pub const FOLDERS: [&str; 5] = [
-    "walkins",
-    "device-contacts",
-    "enriched-walkins",
-    "walkin-counts",
-    "rejected",
-];
+use crate::model::output::Output;
+
+/// The output collections' folder names, in the order of docs/contract.md
+/// (each [`Output::folder`]).
+pub const FOLDERS: [&str; 5] = {
+    let mut folders = [""; 5];
+    let mut place = 0;
+    while place < Output::ALL.len() {
+        folders[place] = Output::ALL[place].folder();
+        place += 1;
+    }
+    folders
+};
 
 /// Writes into each part file go through a buffer this large.
 const WRITE_BUFFER_BYTES: usize = 1 << 16;

@@ -1,15 +1,18 @@
 //! `presence demo`: the whole service in one process, with nothing
 //! installed — librdkafka's in-process mock broker, shoppers arriving now
-//! (a [`LiveWorkload`] produced open-loop, a few broken lines included), and
-//! the pipeline of [`crate::service`] — watched through its output topics.
+//! (a [`LiveWorkload`](crate::harness::generator::LiveWorkload) produced
+//! open-loop, a few broken lines included), and the pipeline of
+//! [`crate::service`] — watched through its output topics.
 //!
 //! Shoppers here stay [`VISIT`] at a store, so that walk-ins form within
 //! seconds: the demo's detection parameters ([`params`]) are scaled from
 //! minutes to seconds.
 
+use crate::model::output::Output;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -17,10 +20,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::harness::generator::LiveConfig;
 use crate::harness::load::{self, Load, Records};
+use crate::kafka::KafkaFailure;
 use crate::model::clock::now_ms;
 use crate::model::params::Params;
 use crate::model::summary::Summary;
@@ -68,6 +73,19 @@ pub struct Status {
 }
 
 impl Status {
+    /// Nothing seen yet.
+    fn new() -> Self {
+        Status {
+            elapsed: Duration::ZERO,
+            produced: 0,
+            walkins: 0,
+            recent: Vec::new(),
+            in_stores: 0,
+            rejected: BTreeMap::new(),
+            latency: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds"),
+        }
+    }
+
     /// Walk-ins detected in the last minute, over every store.
     pub fn recent_total(&self) -> u64 {
         self.recent.iter().map(|(_, n)| n).sum()
@@ -108,23 +126,9 @@ pub fn run(
     stop: &AtomicBool,
     mut show: impl FnMut(&Status),
 ) -> Result<Outcome, DemoError> {
-    let mock = MockCluster::new(1)?;
-    let brokers = mock.bootstrap_servers();
     let topics = Topics::default();
-    // The mock broker has no CreateTopics call: create every topic here.
-    for topic in [
-        &topics.probes,
-        &topics.logins,
-        &topics.base_counts,
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
-    ] {
-        mock.create_topic(topic, PARTITIONS, 1)?;
-    }
-    mock.create_topic(&topics.progress, 1, 1)?;
+    let mock = mock_broker(&topics)?;
+    let brokers = mock.bootstrap_servers();
 
     let started = Instant::now();
     // The generator stops first; the pipeline once it has read what was produced.
@@ -133,29 +137,7 @@ pub fn run(
         Arc::new(AtomicBool::new(false)),
     );
     let produced = Arc::new(AtomicU64::new(0));
-    let generator = {
-        let (brokers, finish, produced) =
-            (brokers.clone(), Arc::clone(&finish), Arc::clone(&produced));
-        let load = Load {
-            kafka: brokers.into(),
-            topics: [
-                topics.probes.clone(),
-                topics.logins.clone(),
-                topics.base_counts.clone(),
-            ],
-            rate: Some(rate.max(1)),
-            duration: None,
-            records: Records::Live(LiveConfig {
-                devices: 5_000,
-                businesses: 12,
-                visit_ms: VISIT.as_millis() as u64,
-                broken_chance: 0.002,
-                probe_partitions: PARTITIONS as u64,
-                ..LiveConfig::default()
-            }),
-        };
-        std::thread::spawn(move || load::produce(&load, &finish, &produced))
-    };
+    let generator = spawn_generator(&brokers, &topics, rate, &finish, &produced);
     let metrics = Metrics::default();
     let pipeline = {
         let job = RunJob {
@@ -168,15 +150,7 @@ pub fn run(
     };
 
     let mut watch = Watch::new(&brokers, &topics)?;
-    let mut status = Status {
-        elapsed: Duration::ZERO,
-        produced: 0,
-        walkins: 0,
-        recent: Vec::new(),
-        in_stores: 0,
-        rejected: BTreeMap::new(),
-        latency: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds"),
-    };
+    let mut status = Status::new();
     let refresh = |status: &mut Status, watch: &Watch| {
         status.elapsed = started.elapsed();
         status.produced = produced.load(Ordering::Relaxed);
@@ -222,6 +196,49 @@ pub fn run(
     })
 }
 
+/// Starts librdkafka's in-process broker with every one of `topics`.
+fn mock_broker(topics: &Topics) -> Result<MockCluster<'static, DefaultProducerContext>, DemoError> {
+    let mock = MockCluster::new(1)?;
+    // The mock broker has no CreateTopics call: create every topic here.
+    let inputs = [&topics.probes, &topics.logins, &topics.base_counts];
+    for topic in inputs.into_iter().chain(&topics.outputs.0) {
+        mock.create_topic(topic, PARTITIONS, 1)?;
+    }
+    mock.create_topic(&topics.progress, 1, 1)?;
+    Ok(mock)
+}
+
+/// Starts the generator: shoppers arriving now, produced open-loop at
+/// `rate` to the input topics (counted in `produced`) until `finish`.
+fn spawn_generator(
+    brokers: &str,
+    topics: &Topics,
+    rate: u64,
+    finish: &Arc<AtomicBool>,
+    produced: &Arc<AtomicU64>,
+) -> JoinHandle<Result<(), KafkaFailure>> {
+    let (finish, produced) = (Arc::clone(finish), Arc::clone(produced));
+    let load = Load {
+        kafka: brokers.to_owned().into(),
+        topics: [
+            topics.probes.clone(),
+            topics.logins.clone(),
+            topics.base_counts.clone(),
+        ],
+        rate: Some(rate.max(1)),
+        duration: None,
+        records: Records::Live(LiveConfig {
+            devices: 5_000,
+            businesses: 12,
+            visit_ms: VISIT.as_millis() as u64,
+            broken_chance: 0.002,
+            probe_partitions: PARTITIONS as u64,
+            ..LiveConfig::default()
+        }),
+    };
+    std::thread::spawn(move || load::produce(&load, &finish, &produced))
+}
+
 /// A consumer of the output topics that keeps the demo's status.
 struct Watch {
     consumer: BaseConsumer,
@@ -240,7 +257,7 @@ impl Watch {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         let mut list = TopicPartitionList::new();
-        for topic in [&topics.walkins, &topics.rejected] {
+        for topic in [&topics[Output::Walkins], &topics[Output::Rejected]] {
             for partition in 0..PARTITIONS {
                 list.add_partition_offset(topic, partition, Offset::Beginning)?;
             }
@@ -278,7 +295,7 @@ impl Watch {
             let value: Option<serde_json::Value> = message
                 .payload()
                 .and_then(|p| serde_json::from_slice(p).ok());
-            if message.topic() == self.topics.walkins {
+            if message.topic() == self.topics[Output::Walkins] {
                 match value {
                     Some(value) => {
                         if let Some(time) = value["time"].as_u64() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::kafka::Rebalances;
+use crate::kafka::consumer::Rebalances;
 
 /// A consumer and its queue of fetched messages and errors. It owns the
 /// consumer so that the queue reference is released before the client is.
@@ -62,7 +62,7 @@ pub enum Fetched<'e> {
     },
     /// The client fetched a partition at an offset it does not hold, and
     /// stopped fetching it (`auto.offset.reset=error`: see
-    /// [`crate::kafka::consumer`]). Either records were deleted before
+    /// [`crate::kafka::consumer()`]). Either records were deleted before
     /// they were read, or the client lost its place: librdkafka 2.12 misreads
     /// the bytes after a batch that fails its CRC check (it skips to the
     /// batch's length as if it were a position) and can take an offset
@@ -90,7 +90,7 @@ pub enum Fetched<'e> {
 
 impl Fetcher {
     /// Reads the queue of `consumer`, which must be a group consumer (it
-    /// is: see [`crate::kafka::consumer`]).
+    /// is: see [`crate::kafka::consumer()`]).
     pub fn new(consumer: BaseConsumer<Rebalances>) -> Self {
         // SAFETY: the handle is valid while `consumer` lives, and it lives in
         // self; the returned queue reference is released in Drop, before it.

@@ -13,7 +13,9 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{self, Connection, KafkaFailure, Rebalances};
+use crate::kafka::connection::Connection;
+use crate::kafka::consumer::{consumer, Rebalances};
+use crate::kafka::error::KafkaFailure;
 
 /// Commits offsets to the group of a [`Connection`].
 pub struct GroupOffsets {
@@ -27,7 +29,7 @@ impl GroupOffsets {
     /// A committer for `kafka`'s group.
     pub fn new(kafka: &Connection) -> Result<Self, KafkaFailure> {
         Ok(GroupOffsets {
-            consumer: kafka::consumer(kafka)?,
+            consumer: consumer(kafka)?,
             group: kafka.group_id.clone(),
             last: Vec::new(),
         })

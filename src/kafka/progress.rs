@@ -40,6 +40,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
+use timely::scheduling::Activator;
 
 use crate::dataflow::note::Note;
 use crate::dataflow::Time;
@@ -65,7 +66,7 @@ pub fn publish<'scope>(
     producer: Rc<BaseProducer<DeliveryTracker>>,
     interval: Duration,
     metrics: Metrics,
-    mut group: Option<GroupOffsets>,
+    group: Option<GroupOffsets>,
     restore_epoch: Option<Time>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = notes.scope();
@@ -79,20 +80,25 @@ pub fn publish<'scope>(
             // output is done only then.
             let mut held = publisher.then_some(capability);
             let mut pending: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
-            let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
-            // After a restart, frontiers up to the restore epoch say nothing
-            // new, and the outputs of times below it are reconciled only at
-            // it: the first frontier published is above it.
-            let mut published: Time = restore_epoch.unwrap_or(0);
-            let mut messages = 0;
-            let mut last_epoch: Option<Time> = None;
-            let mut closed = 0;
+            let mut noted = Noted::default();
             let peers = scope.peers();
-            let mut changed = false;
-            // None until the first frontier, which goes at once: after a
-            // restart, it says that the outputs are reconciled.
-            let mut last_sent: Option<Instant> = None;
-            let mut wake_at: Option<Instant> = None;
+            let mut pace = Pace {
+                interval,
+                last_sent: None,
+                wake_at: None,
+            };
+            let mut sender = Sender {
+                producer,
+                topic,
+                group,
+                metrics,
+                // After a restart, frontiers up to the restore epoch say
+                // nothing new, and the outputs of times below it are
+                // reconciled only at it: the first frontier published is
+                // above it.
+                published: restore_epoch.unwrap_or(0),
+                messages: 0,
+            };
             move |(input, frontier), _output| {
                 input.for_each_stamp(|stamp, data| {
                     let time = *stamp.least().expect("a total order has a least time");
@@ -105,76 +111,25 @@ pub fn publish<'scope>(
                     return;
                 }
                 let bound = frontier.frontier().first().copied();
-                while let Some(entry) = pending.first_entry() {
-                    if bound.is_some_and(|bound| *entry.key() >= bound) {
-                        break;
-                    }
-                    let (time, notes) = entry.remove_entry();
-                    for note in notes {
-                        match note {
-                            Note::Written => changed = true,
-                            Note::Read {
-                                topic,
-                                partition,
-                                next,
-                                ..
-                            } => {
-                                offsets.entry(topic).or_default().insert(partition, next);
-                            }
-                            Note::Closed => {
-                                closed += 1;
-                                last_epoch = Some(last_epoch.map_or(time, |e| e.max(time)));
-                            }
-                        }
-                    }
-                }
+                noted.absorb(&mut pending, bound);
+                let published = sender.published;
                 let target = match bound {
                     Some(bound) if bound > published => {
-                        let due = if changed {
-                            interval
-                        } else {
-                            interval.max(QUIET_INTERVAL)
-                        };
-                        let since = last_sent.map_or(due, |sent| sent.elapsed());
-                        if let (Some(sent), true) = (last_sent, since < due) {
-                            let wake = sent + due;
-                            if wake_at.is_none_or(|at| at <= Instant::now() || wake < at) {
-                                activator.activate_after(due - since);
-                                wake_at = Some(wake);
-                            }
+                        if !pace.due(noted.changed, &activator) {
                             return;
                         }
                         bound
                     }
                     Some(_) => return,
-                    None if closed == peers => {
-                        last_epoch.map_or(published, |e| e + 1).max(published)
+                    None if noted.closed == peers => {
+                        noted.last_epoch.map_or(published, |e| e + 1).max(published)
                     }
                     None => published, // a worker failed: no final frontier
                 };
                 if target > published {
-                    published = target;
-                    messages += 1;
-                    changed = false;
-                    last_sent = Some(Instant::now());
-                    let value = message(published, &offsets);
-                    send_or_fail(&producer, &topic, Some(0), None, Some(&value), UNTRACKED);
-                    if let Some(group) = &mut group {
-                        group.commit(
-                            offsets.iter().flat_map(|(topic, partitions)| {
-                                partitions.iter().map(move |(&partition, &next)| {
-                                    (topic.clone(), partition, next)
-                                })
-                            }),
-                            bound.is_none(),
-                        );
-                    }
-                    metrics.update(|f| {
-                        f.progress = Published {
-                            frontier: published,
-                            messages,
-                        }
-                    });
+                    noted.changed = false;
+                    pace.last_sent = Some(Instant::now());
+                    sender.send(target, &noted.offsets, bound.is_none());
                 }
                 if bound.is_none() {
                     held = None;
@@ -182,4 +137,131 @@ pub fn publish<'scope>(
             }
         },
     )
+}
+
+/// What the notes below the input frontier said so far.
+#[derive(Debug, Default)]
+struct Noted {
+    /// The next offset of each input partition, by topic.
+    offsets: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Whether an output was written since the last message.
+    changed: bool,
+    /// Workers that stopped.
+    closed: usize,
+    /// The latest of their last epochs.
+    last_epoch: Option<Time>,
+}
+
+impl Noted {
+    /// Takes in the notes of `pending` at times below `bound` (all of them
+    /// when the input frontier is empty).
+    fn absorb(&mut self, pending: &mut BTreeMap<Time, Vec<Note>>, bound: Option<Time>) {
+        while let Some(entry) = pending.first_entry() {
+            if bound.is_some_and(|bound| *entry.key() >= bound) {
+                break;
+            }
+            let (time, notes) = entry.remove_entry();
+            for note in notes {
+                match note {
+                    Note::Written => self.changed = true,
+                    Note::Read {
+                        topic,
+                        partition,
+                        next,
+                        ..
+                    } => {
+                        self.offsets
+                            .entry(topic)
+                            .or_default()
+                            .insert(partition, next);
+                    }
+                    Note::Closed => {
+                        self.closed += 1;
+                        self.last_epoch = Some(self.last_epoch.map_or(time, |e| e.max(time)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When the next message is due: at most once per `interval` while outputs
+/// change, at most once per [`QUIET_INTERVAL`] while they do not.
+#[derive(Debug)]
+struct Pace {
+    interval: Duration,
+    /// None until the first frontier, which goes at once: after a restart,
+    /// it says that the outputs are reconciled.
+    last_sent: Option<Instant>,
+    /// When the operator last asked to be woken.
+    wake_at: Option<Instant>,
+}
+
+impl Pace {
+    /// Whether a message is due now (`changed`: an output was written since
+    /// the last); if not, makes sure `activator` wakes the operator when it
+    /// is.
+    fn due(&mut self, changed: bool, activator: &Activator) -> bool {
+        let due = if changed {
+            self.interval
+        } else {
+            self.interval.max(QUIET_INTERVAL)
+        };
+        let since = self.last_sent.map_or(due, |sent| sent.elapsed());
+        if let (Some(sent), true) = (self.last_sent, since < due) {
+            let wake = sent + due;
+            if self
+                .wake_at
+                .is_none_or(|at| at <= Instant::now() || wake < at)
+            {
+                activator.activate_after(due - since);
+                self.wake_at = Some(wake);
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// Writes the progress messages, commits the offsets they carry to the
+/// consumer group (if any) and counts them in the metrics.
+struct Sender {
+    producer: Rc<BaseProducer<DeliveryTracker>>,
+    topic: String,
+    group: Option<GroupOffsets>,
+    metrics: Metrics,
+    /// The last frontier published.
+    published: Time,
+    /// Messages published so far.
+    messages: u64,
+}
+
+impl Sender {
+    /// Publishes `frontier` with `offsets`; `last`: the final message.
+    fn send(&mut self, frontier: Time, offsets: &BTreeMap<String, BTreeMap<i32, i64>>, last: bool) {
+        self.published = frontier;
+        self.messages += 1;
+        let value = message(frontier, offsets);
+        send_or_fail(
+            &self.producer,
+            &self.topic,
+            Some(0),
+            None,
+            Some(&value),
+            UNTRACKED,
+        );
+        if let Some(group) = &mut self.group {
+            group.commit(
+                offsets.iter().flat_map(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(move |(&partition, &next)| (topic.clone(), partition, next))
+                }),
+                last,
+            );
+        }
+        let (frontier, messages) = (self.published, self.messages);
+        self.metrics
+            .update(|f| f.progress = Published { frontier, messages });
+    }
 }

@@ -46,8 +46,10 @@ use rdkafka::Offset;
 
 use crate::dataflow::note::Note;
 use crate::files::input::responsible_for;
+use crate::kafka::connection::Connection;
+use crate::kafka::consumer::{assign, cached_end_offset, consumer, watermarks, InputPartition};
+use crate::kafka::error::KafkaFailure;
 use crate::kafka::fetch::{Fetched, Fetcher};
-use crate::kafka::{self, InputPartition, KafkaFailure};
 use crate::model::ingest::PartitionState;
 use crate::model::ingest::{self, Ingested, Kind, PartitionIngest};
 use crate::model::params::Params;
@@ -63,7 +65,7 @@ pub const IDLE_PROMISE_STEP_MS: u64 = 1_000;
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
     /// How to reach Kafka.
-    pub kafka: crate::kafka::Connection,
+    pub kafka: Connection,
     /// Detection parameters (lateness and the future rule).
     pub params: Params,
     /// Read each partition only up to its end offset at start.
@@ -94,6 +96,47 @@ struct Partition {
     next: i64,
     /// `next` and the floor as last reported in a [`Note`].
     reported: Option<(i64, EventTime)>,
+}
+
+impl Partition {
+    /// Rejects the record at `offset` of a record batch the client could
+    /// not read, as `corrupt`, and seeks one offset past it (see the module
+    /// docs): the rejection to hand on, or `None` with `--stop-at-end` for
+    /// a record after the partition's end at start.
+    fn reject_unreadable(
+        &mut self,
+        fetcher: &Fetcher,
+        options: &SourceOptions,
+        offset: i64,
+        detail: &str,
+    ) -> Result<Option<Ingested>, KafkaFailure> {
+        // The batch holds the record at `next` (or starts after it, past a
+        // gap): reject that one record and seek past it.
+        let offset = offset.max(self.next);
+        if options.stop_at_end && offset >= self.end {
+            self.next = self.next.max(self.end);
+            return Ok(None);
+        }
+        let (topic, number) = (self.topic.as_str(), self.number);
+        tracing::warn!(topic, partition = number, offset, %detail,
+            "rejected a record the Kafka client could not read");
+        self.next = self.next.max(offset + 1);
+        self.heard = Instant::now();
+        self.read += 1;
+        fetcher
+            .consumer()
+            .seek(topic, number, Offset::Offset(offset + 1), Duration::ZERO)
+            .map_err(KafkaFailure::client(
+                &options.kafka.brokers,
+                format!("skipping offset {offset} of {topic}/{number}"),
+            ))?;
+        Ok(Some(Ingested::Rejected(ingest::corrupt(
+            topic,
+            number as u64,
+            offset as u64,
+            format!("record at offset {offset}: {detail}"),
+        ))))
+    }
 }
 
 /// What one [`KafkaSource::read`] call consumed.
@@ -135,10 +178,10 @@ impl KafkaSource {
             .filter(|(position, _)| responsible_for(*position, peers) == index)
             .map(|(_, partition)| partition.clone())
             .collect();
-        let consumer = kafka::consumer(&options.kafka)?;
+        let consumer = consumer(&options.kafka)?;
         let state_of = |p: &InputPartition| restored.get(&(p.topic.clone(), p.partition));
         let starts: Vec<Option<i64>> = mine.iter().map(|p| state_of(p).map(|s| s.next)).collect();
-        let ends = kafka::assign(
+        let ends = assign(
             &consumer,
             &options.kafka.brokers,
             &mine,
@@ -246,38 +289,20 @@ impl KafkaSource {
                     offset,
                     detail,
                 } => {
-                    let place = (topic, partition);
-                    let Some(&at) = self.by_name.get(&place) else {
+                    let Some(&at) = self.by_name.get(&(topic, partition)) else {
                         continue;
                     };
-                    let (topic, number) = place;
                     let partition = &mut self.partitions[at];
-                    // The batch holds the record at `next` (or starts after
-                    // it, past a gap): reject that one record and seek past it.
-                    let offset = offset.max(partition.next);
-                    if stop_at_end && offset >= partition.end {
-                        partition.next = partition.next.max(partition.end);
-                        continue;
+                    let rejected = partition.reject_unreadable(
+                        &self.fetcher,
+                        &self.options,
+                        offset,
+                        &detail,
+                    )?;
+                    if let Some(rejected) = rejected {
+                        read.records += 1;
+                        give(rejected);
                     }
-                    tracing::warn!(topic, partition = number, offset, %detail,
-                        "rejected a record the Kafka client could not read");
-                    partition.next = partition.next.max(offset + 1);
-                    partition.heard = Instant::now();
-                    partition.read += 1;
-                    self.fetcher
-                        .consumer()
-                        .seek(&topic, number, Offset::Offset(offset + 1), Duration::ZERO)
-                        .map_err(KafkaFailure::client(
-                            &self.options.kafka.brokers,
-                            format!("skipping offset {offset} of {topic}/{number}"),
-                        ))?;
-                    read.records += 1;
-                    give(Ingested::Rejected(ingest::corrupt(
-                        &topic,
-                        number as u64,
-                        offset as u64,
-                        format!("record at offset {offset}: {detail}"),
-                    )));
                 }
                 Fetched::OutOfRange {
                     topic,
@@ -318,7 +343,7 @@ impl KafkaSource {
         let partition = &self.partitions[at];
         let (topic, number, next) = (&partition.topic, partition.number, partition.next);
         let place = (topic.clone(), number);
-        let found = kafka::watermarks(
+        let found = watermarks(
             self.fetcher.consumer(),
             std::slice::from_ref(&place),
             self.options.connect_timeout,
@@ -390,8 +415,7 @@ impl KafkaSource {
     /// The partition's end offset as last fetched (or as at start, if later)
     /// minus the next offset to read.
     fn lag(&self, partition: &Partition) -> i64 {
-        let cached =
-            kafka::cached_end_offset(self.fetcher.consumer(), &partition.topic, partition.number);
+        let cached = cached_end_offset(self.fetcher.consumer(), &partition.topic, partition.number);
         cached.unwrap_or(partition.end).max(partition.end) - partition.next
     }
 

@@ -27,12 +27,14 @@ use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Filter;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::{Capability, InputCapability, Operator};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::dataflow::note::Note;
 use crate::dataflow::Time;
-use crate::kafka::{offer_or_fail, DeliveryTracker};
+use crate::kafka::deliveries::DeliveryTracker;
+use crate::kafka::producer::{offer_or_fail, serve_outputs};
+use crate::model::output::Output;
 use crate::model::records::Rejected;
 use crate::observe::metrics::Metrics;
 
@@ -144,12 +146,11 @@ fn messages<R: Row + Ord>(updates: Vec<(R, isize)>) -> Vec<Message<R>> {
 type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, isize)>)>;
 
 /// A row as an output topic already holds it when a restored run starts:
-/// the topic (by [`Existing::topic`]'s index), the message key and the last
-/// value (`None`: a tombstone).
+/// the output, the message key and the last value (`None`: a tombstone).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Existing {
-    /// The output topic's index among the sinks (see `run`).
-    pub topic: u8,
+    /// The output whose topic holds it.
+    pub output: Output,
     /// The message key.
     pub key: String,
     /// The last value, or `None` for a tombstone.
@@ -177,6 +178,17 @@ pub enum Restored {
     /// restored rows are dropped before they reach the sink. The restore
     /// epoch.
     Unchanged(Time),
+}
+
+impl Restored {
+    /// The restore epoch, if only the topic's tail was read back at it
+    /// ([`Restored::Tail`] or [`Restored::Unchanged`]).
+    fn tail_epoch(self) -> Option<Time> {
+        match self {
+            Restored::Whole => None,
+            Restored::Tail(epoch) | Restored::Unchanged(epoch) => Some(epoch),
+        }
+    }
 }
 
 /// A worker's producer, shared by its sinks, and how many records they hold
@@ -353,6 +365,12 @@ struct Unacknowledged {
 }
 
 impl Unacknowledged {
+    fn new() -> Self {
+        Unacknowledged {
+            held: BTreeMap::new(),
+        }
+    }
+
     fn hold(&mut self, capability: &Capability<Time>) {
         self.held
             .entry(*capability.time())
@@ -362,7 +380,7 @@ impl Unacknowledged {
     /// Serves delivery reports and releases the times fully acknowledged.
     /// Returns whether anything is still waiting.
     fn release(&mut self, producer: &BaseProducer<DeliveryTracker>) -> bool {
-        crate::kafka::serve_outputs(producer);
+        serve_outputs(producer);
         let deliveries = producer
             .context()
             .0
@@ -401,10 +419,7 @@ where
     let by_key = Exchange::new(|(row, _, _): &(D, Time, isize)| key_hash(row));
     let existing_by_key = Exchange::new(Existing::hashed);
     let scope = collection.inner.scope();
-    let tail_only = match restored {
-        Restored::Whole => None,
-        Restored::Tail(epoch) | Restored::Unchanged(epoch) => Some(epoch),
-    };
+    let tail_only = restored.tail_epoch();
     let updates = match restored {
         Restored::Unchanged(epoch) => collection.inner.filter(move |(_, time, _)| *time != epoch),
         _ => collection.inner,
@@ -417,25 +432,12 @@ where
         move |_capability, info| {
             let activator = scope.activator_for(info.address.clone());
             let mut stash: Pending<D> = BTreeMap::new();
-            let mut held: BTreeMap<Time, BTreeMap<String, Option<String>>> = BTreeMap::new();
-            let mut unacknowledged = Unacknowledged {
-                held: BTreeMap::new(),
-            };
+            let mut held: TopicRows = BTreeMap::new();
+            let mut unacknowledged = Unacknowledged::new();
             let mut outbox = Outbox::new();
             move |(input, frontier), (existing_input, existing_frontier), output| {
                 existing_input.for_each_stamp(|capability, data| {
-                    let time = *capability.least().expect("a total order has a least time");
-                    let rows = held.entry(time).or_default();
-                    for batch in data {
-                        for row in batch.drain(..) {
-                            rows.insert(row.key, row.value);
-                        }
-                    }
-                    // The restore epoch has updates (the restored state)
-                    // or none at all: hold its time either way.
-                    stash
-                        .entry(time)
-                        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                    hold_existing(&mut held, &mut stash, capability, data)
                 });
                 input.for_each_stamp(|capability, data| {
                     for batch in data {
@@ -460,43 +462,13 @@ where
                         deferred = true;
                         break;
                     }
-                    // A synthetic delay (`presence bench` only): hold the
-                    // time's rows until `delay` past it on the wall clock.
-                    if !delay.is_zero() {
-                        let due = time + delay.as_millis() as u64;
-                        let now = crate::model::clock::now_ms();
-                        if now < due {
-                            activator.activate_after(Duration::from_millis(due - now));
-                            break;
-                        }
+                    if let Some(wait) = delay_left(time, delay) {
+                        activator.activate_after(wait);
+                        break;
                     }
-                    let (capability, mut updates) = entry.remove();
-                    let topic_rows = held.remove(&time);
-                    if tail_only == Some(time) {
-                        // Only keys in the tail can differ from the
-                        // restored state: the rest need no work at all.
-                        match &topic_rows {
-                            Some(tail) if !tail.is_empty() => {
-                                let mut key = Vec::new();
-                                updates
-                                    .retain(|(row, _)| tail.contains_key(render_key(row, &mut key)))
-                            }
-                            _ => updates.clear(),
-                        }
-                    }
-                    let mut messages = messages(updates);
-                    let reconciling = if tail_only == Some(time) {
-                        Some((topic_rows.unwrap_or_default(), true))
-                    } else {
-                        topic_rows.map(|rows| (rows, false))
-                    };
-                    if let Some((topic_rows, tail)) = reconciling {
-                        let rows = messages.into_iter().map(Message::keyed).collect();
-                        messages = reconcile(rows, topic_rows, tail)
-                            .into_iter()
-                            .map(|(key, row)| Message::Keyed(key, row))
-                            .collect();
-                    }
+                    let (capability, updates) = entry.remove();
+                    let tail = tail_only == Some(time);
+                    let messages = messages_at(updates, held.remove(&time), tail);
                     if let Some(metrics) = &inserted {
                         let rows = messages.iter().filter(|m| m.is_row()).count() as u64;
                         metrics.update(|f| f.walkins_emitted += rows);
@@ -516,6 +488,81 @@ where
             }
         },
     )
+}
+
+/// What a topic holds when a restored run starts, by the time it is given
+/// at (the restore epoch): the last value per message key (`None`: a
+/// tombstone).
+type TopicRows = BTreeMap<Time, BTreeMap<String, Option<String>>>;
+
+/// Keeps the rows of `existing` (what the topic holds, given at the restore
+/// epoch) in `held`, and holds their time in `stash`.
+fn hold_existing<D>(
+    held: &mut TopicRows,
+    stash: &mut Pending<D>,
+    capability: InputCapability<Time>,
+    existing: std::slice::IterMut<'_, Vec<Existing>>,
+) {
+    let time = *capability.least().expect("a total order has a least time");
+    let rows = held.entry(time).or_default();
+    for batch in existing {
+        for row in batch.drain(..) {
+            rows.insert(row.key, row.value);
+        }
+    }
+    // The restore epoch has updates (the restored state) or none at all:
+    // hold its time either way.
+    stash
+        .entry(time)
+        .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+}
+
+/// How much longer the rows of `time` are held by a synthetic delay
+/// (`presence bench` only: a time's rows wait until `delay` past it on the
+/// wall clock); `None` once they are due.
+fn delay_left(time: Time, delay: Duration) -> Option<Duration> {
+    if delay.is_zero() {
+        return None;
+    }
+    let due = time + delay.as_millis() as u64;
+    let now = crate::model::clock::now_ms();
+    (now < due).then(|| Duration::from_millis(due - now))
+}
+
+/// The messages that bring the topic to a time's `updates` (see
+/// [`messages`]). At a restore epoch, `topic_rows` is what the topic holds,
+/// and only what differs is written (see [`reconcile`]); with `tail_only`,
+/// it is only the topic's tail after the checkpoint.
+fn messages_at<D: Row + Ord + serde::de::DeserializeOwned>(
+    mut updates: Vec<(D, isize)>,
+    topic_rows: Option<BTreeMap<String, Option<String>>>,
+    tail_only: bool,
+) -> Vec<Message<D>> {
+    if tail_only {
+        // Only keys in the tail can differ from the restored state: the
+        // rest need no work at all.
+        match &topic_rows {
+            Some(tail) if !tail.is_empty() => {
+                let mut key = Vec::new();
+                updates.retain(|(row, _)| tail.contains_key(render_key(row, &mut key)))
+            }
+            _ => updates.clear(),
+        }
+    }
+    let mut messages = messages(updates);
+    let reconciling = if tail_only {
+        Some((topic_rows.unwrap_or_default(), true))
+    } else {
+        topic_rows.map(|rows| (rows, false))
+    };
+    if let Some((topic_rows, tail)) = reconciling {
+        let rows = messages.into_iter().map(Message::keyed).collect();
+        messages = reconcile(rows, topic_rows, tail)
+            .into_iter()
+            .map(|(key, row)| Message::Keyed(key, row))
+            .collect();
+    }
+    messages
 }
 
 /// A rejected record already in the rejected topic, of an input record a
@@ -554,9 +601,7 @@ pub fn rejected<'scope>(
         &format!("Rejected {topic}"),
         move |_capability, info| {
             let activator = scope.activator_for(info.address.clone());
-            let mut unacknowledged = Unacknowledged {
-                held: BTreeMap::new(),
-            };
+            let mut unacknowledged = Unacknowledged::new();
             let mut written: std::collections::HashSet<String> = Default::default();
             let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<Rejected>)> = BTreeMap::new();
             let mut outbox = Outbox::new();
@@ -683,176 +728,4 @@ impl Row for crate::model::records::WalkinCount {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::records::DeviceContact;
-
-    fn contact(device: &str, name: &str) -> DeviceContact {
-        DeviceContact {
-            device: device.into(),
-            contact: name.into(),
-        }
-    }
-
-    fn held(rows: &[(&DeviceContact, u64)]) -> BTreeMap<String, Option<String>> {
-        rows.iter()
-            .map(|(row, time)| {
-                let mut value = Vec::new();
-                write_value(row, *time, &mut value);
-                (row.key(), Some(String::from_utf8(value).unwrap()))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_full_read_writes_what_the_topic_lacks_and_a_tail_read_only_what_differs() {
-        let (a, b, c) = (contact("a", "x"), contact("b", "y"), contact("c", "z"));
-        let state: BTreeMap<String, Option<DeviceContact>> = [&a, &b]
-            .into_iter()
-            .map(|row| (row.key(), Some(row.clone())))
-            .collect();
-        // The topic holds `a` as the state has it (another time), `b` with
-        // other content, and `c`, which the state lacks.
-        let topic = held(&[(&a, 7), (&contact("b", "old"), 7), (&c, 7)]);
-        let out = reconcile(state.clone(), topic.clone(), false);
-        let expected: BTreeMap<String, Option<DeviceContact>> =
-            [(b.key(), Some(b.clone())), (c.key(), None)].into();
-        assert_eq!(out, expected);
-        assert_eq!(reconcile(state.clone(), topic, true), expected);
-        // Nothing read: a full read writes every row, a tail read none.
-        assert_eq!(reconcile(state.clone(), BTreeMap::new(), false), state);
-        assert!(reconcile(state, BTreeMap::new(), true).is_empty());
-    }
-
-    #[test]
-    fn each_key_gets_one_message_its_inserted_row_else_a_tombstone() {
-        let (old, new) = (contact("a", "old"), contact("a", "new"));
-        let (gone, added) = (contact("b", "x"), contact("c", "y"));
-        let cancelled = contact("d", "z");
-        // Not in key order, a key's retraction after its insertion, and a
-        // row inserted and retracted at the same time.
-        let updates = vec![
-            (added.clone(), 1),
-            (cancelled.clone(), 1),
-            (new.clone(), 1),
-            (gone.clone(), -1),
-            (old, -1),
-            (cancelled, -1),
-        ];
-        let mut out = messages(updates);
-        out.sort_by_key(|message| match message {
-            Message::Row(row) | Message::Removed(row) => row.key(),
-            Message::Keyed(key, _) => key.clone(),
-        });
-        assert_eq!(
-            out,
-            vec![
-                Message::Row(new),
-                Message::Removed(gone),
-                Message::Row(added)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_value_is_the_row_in_field_order_then_its_time_and_reads_back_as_the_row() {
-        let row = contact("d\"1", "x");
-        let mut value = Vec::new();
-        write_value(&row, 7, &mut value);
-        let text = String::from_utf8(value).unwrap();
-        assert_eq!(text, r#"{"device":"d\"1","contact":"x","time":7}"#);
-        assert_eq!(serde_json::from_str::<DeviceContact>(&text).unwrap(), row);
-        // A row and what a topic holds at its key meet at one worker.
-        let existing = Existing {
-            topic: 0,
-            key: row.key(),
-            value: Some(text),
-        };
-        assert_eq!(key_hash(&row), existing.hashed());
-        assert_eq!(row.key(), r#""d\"1""#);
-    }
-
-    /// A restore epoch's rows go to the producer only once the state is
-    /// restored (the outputs before the sinks have passed the epoch),
-    /// however long the sink has had them: writing them would take the
-    /// cores the restore needs. Then every one is written.
-    #[test]
-    fn a_restore_epochs_rows_wait_for_the_state_to_be_restored() {
-        use differential_dataflow::AsCollection as _;
-        use timely::dataflow::operators::Probe as _;
-        use timely::dataflow::InputHandleVec;
-
-        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-        let brokers = mock.bootstrap_servers();
-        timely::execute_directly(move |worker| {
-            let metrics = Metrics::default();
-            let connection = crate::kafka::Connection::new(brokers);
-            let producer = Rc::new(crate::kafka::producer(&connection, metrics.clone()).unwrap());
-            let epoch: Time = 5;
-            let computed = ProbeHandle::new();
-            let sender = Sender::new(
-                Rc::clone(&producer),
-                Some(epoch),
-                computed.clone(),
-                metrics.clone(),
-            );
-            let mut rows = InputHandleVec::new();
-            let mut existing = InputHandleVec::<Time, Existing>::new();
-            // The rest of the dataflow before the sinks, still restoring.
-            let mut rest = InputHandleVec::<Time, ()>::new();
-            let (seen, written) = (ProbeHandle::new(), ProbeHandle::new());
-            worker.dataflow::<Time, _, _>(|scope| {
-                let collection = rows
-                    .to_stream(scope)
-                    .probe_with(&seen)
-                    .probe_with(&computed)
-                    .as_collection();
-                rest.to_stream(scope).probe_with(&computed);
-                upsert(
-                    collection,
-                    existing.to_stream(scope),
-                    Restored::Whole,
-                    "contacts".into(),
-                    sender.clone(),
-                    None,
-                    Duration::ZERO,
-                )
-                .probe_with(&written);
-            });
-            for n in 0..100 {
-                rows.send((contact(&format!("d{n}"), "x"), epoch, 1));
-            }
-            rows.advance_to(epoch + 1);
-            existing.advance_to(epoch + 1);
-            rest.advance_to(epoch);
-            let produced = || {
-                producer.context().publish();
-                metrics.read(|f| f.produced.values().sum::<u64>())
-            };
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while seen.less_equal(&epoch) {
-                assert!(std::time::Instant::now() < deadline, "the rows never came");
-                worker.step();
-            }
-            // The sink has all of the epoch's rows; the state is not restored.
-            for _ in 0..100 {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            assert_eq!(
-                produced(),
-                0,
-                "rows were written before the state was restored"
-            );
-            assert!(written.less_equal(&epoch));
-            rest.advance_to(epoch + 1);
-            while written.less_equal(&epoch) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the rows were never written"
-                );
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            assert_eq!(produced(), 100);
-        });
-    }
-}
+mod tests;

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod ingest;
+pub mod output;
 pub mod params;
 pub mod records;
 pub mod summary;

@@ -7,7 +7,12 @@ use std::fmt;
 const MINUTE: u64 = 60_000;
 
 /// The parameters that decide which records are accepted and what a walk-in is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Defined once: the command line's flags are named by [`Params::FLAGS`], a
+/// checkpoint's manifest records this struct as it is (serde, durations in
+/// ms), and a restore's refusal names the flags [`Params::differences`]
+/// finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Params {
     /// Probes with `rssi` below this are accepted but ignored (dBm).
     pub rssi_min: i32,
@@ -34,6 +39,54 @@ impl Default for Params {
             allowed_lateness: 5 * MINUTE,
             max_future: 24 * 60 * MINUTE,
         }
+    }
+}
+
+impl Params {
+    /// The command line's flag for each parameter, in field order.
+    pub const FLAGS: [&'static str; 6] = [
+        "--rssi-min",
+        "--session-gap",
+        "--min-dwell",
+        "--min-probes",
+        "--allowed-lateness",
+        "--max-future",
+    ];
+
+    /// Each parameter's value as a refusal or a listing shows it (durations
+    /// in ms), in the order of [`Params::FLAGS`].
+    pub fn values(&self) -> [String; 6] {
+        let ms = |v: u64| format!("{v}ms");
+        [
+            self.rssi_min.to_string(),
+            ms(self.session_gap),
+            ms(self.min_dwell),
+            self.min_probes.to_string(),
+            ms(self.allowed_lateness),
+            ms(self.max_future),
+        ]
+    }
+
+    /// The parameters as flags: `--rssi-min -75 --session-gap 900000ms ...`.
+    pub fn as_flags(&self) -> String {
+        Params::FLAGS
+            .iter()
+            .zip(self.values())
+            .map(|(flag, value)| format!("{flag} {value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Where `self` (a checkpoint's) and `now` differ, as
+    /// `--min-dwell 300000ms, now 60000ms`, joined by `; ` (empty if none).
+    pub fn differences(&self, now: &Params) -> String {
+        Params::FLAGS
+            .iter()
+            .zip(self.values().into_iter().zip(now.values()))
+            .filter(|(_, (then, now))| then != now)
+            .map(|(flag, (then, now))| format!("{flag} {then}, now {now}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -123,6 +176,24 @@ pub fn parse_topics(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differences_name_each_changed_flag_and_nothing_else() {
+        let then = Params::default();
+        assert_eq!(then.differences(&then), "");
+        let now = Params {
+            min_dwell: 60_000,
+            rssi_min: -80,
+            ..then
+        };
+        assert_eq!(
+            then.differences(&now),
+            "--rssi-min -75, now -80; --min-dwell 300000ms, now 60000ms"
+        );
+        assert!(then
+            .as_flags()
+            .starts_with("--rssi-min -75 --session-gap 900000ms"));
+    }
 
     #[test]
     fn units() {

@@ -3,15 +3,15 @@
 //! how it fails ([`RunError`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::checkpoint::store;
 use crate::kafka::source::SourceOptions;
 use crate::kafka::{Connection, KafkaFailure};
 use crate::model::ingest::Kind;
+use crate::model::output::{Output, PerOutput};
 use crate::model::params::Params;
-use crate::observe::metrics::LatencyRecorder;
+use crate::observe::hooks::{no_hooks, SharedHooks};
 
 /// The default of `--progress-interval`: ten frontiers a second at most is
 /// fresh enough for readers that wait on one and cheap for the topic.
@@ -29,16 +29,8 @@ pub struct Topics {
     pub logins: String,
     /// Input: base counts.
     pub base_counts: String,
-    /// Output: walk-ins.
-    pub walkins: String,
-    /// Output: device contacts.
-    pub device_contacts: String,
-    /// Output: enriched walk-ins.
-    pub enriched_walkins: String,
-    /// Output: walk-in counts.
-    pub walkin_counts: String,
-    /// Output: rejected records.
-    pub rejected: String,
+    /// The output topics, by output (also `topics[output]`).
+    pub outputs: PerOutput<String>,
     /// Output: progress.
     pub progress: String,
 }
@@ -57,13 +49,17 @@ impl Topics {
             probes: "probes".into(),
             logins: "logins".into(),
             base_counts: "base-counts".into(),
-            walkins: format!("{prefix}walkins"),
-            device_contacts: format!("{prefix}device-contacts"),
-            enriched_walkins: format!("{prefix}enriched-walkins"),
-            walkin_counts: format!("{prefix}walkin-counts"),
-            rejected: format!("{prefix}presence-rejected"),
+            outputs: PerOutput::from_fn(|output| format!("{prefix}{}", output.topic())),
             progress: format!("{prefix}presence-progress"),
         }
+    }
+}
+
+impl std::ops::Index<Output> for Topics {
+    type Output = String;
+    /// The topic of `output`.
+    fn index(&self, output: Output) -> &String {
+        &self.outputs[output]
     }
 }
 
@@ -93,8 +89,8 @@ pub struct RunJob {
     pub checkpoint: Option<CheckpointSettings>,
     /// Ready (`/ready`, `presence_ready`) once the consumer lag is below this.
     pub ready_lag: i64,
-    /// Measurement hooks and injected faults, for `presence bench`.
-    pub instrument: Instrument,
+    /// Where a harness measures or disturbs the run (the product: none).
+    pub hooks: SharedHooks,
 }
 
 /// The default of `--ready-lag`: records behind the input's end.
@@ -130,7 +126,7 @@ impl RunJob {
             progress_interval: PROGRESS_INTERVAL,
             checkpoint: None,
             ready_lag: READY_LAG,
-            instrument: Instrument::default(),
+            hooks: no_hooks(),
         }
     }
 
@@ -171,40 +167,6 @@ impl RunJob {
 /// The topics of a comma-separated list (`probes,probes-backfill`).
 pub fn topic_list(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|t| !t.is_empty())
-}
-
-/// Measurement hooks and synthetic faults for `presence bench`; all off by
-/// default.
-#[derive(Clone, Debug, Default)]
-pub struct Instrument {
-    /// Where to record in-dataflow latency: from a probe entering the
-    /// dataflow (given to its input) to the frontier of the dataflow's
-    /// outputs, before the sinks, passing its logical time.
-    pub dataflow_latency: Option<Arc<LatencyRecorder>>,
-    /// Hold every upsert output this long past its logical time before
-    /// writing it: a synthetic delay, to show that the harness sees it.
-    pub delay_outputs: Duration,
-    /// A synthetic stall, to show that the harness sees it as growing
-    /// latency.
-    pub stall: Option<Stall>,
-    /// Sleep this long before making each checkpoint piece durable: widens
-    /// the window in which a crash test's kill lands inside a write.
-    pub checkpoint_write_delay: Duration,
-}
-
-/// A synthetic stall of every worker of a process: once `after` has passed
-/// since `from` (the start of the load's schedule, set by the harness when
-/// it starts the schedule), each worker stops for `length`. Timed from the
-/// load, not the workers, so that it lands where the harness measures,
-/// however long the workers took to start.
-#[derive(Clone, Debug)]
-pub struct Stall {
-    /// How long after the schedule starts.
-    pub after: Duration,
-    /// How long each worker stops.
-    pub length: Duration,
-    /// When the schedule starts; unset, no stall.
-    pub from: Arc<std::sync::OnceLock<Instant>>,
 }
 
 /// A run that failed.

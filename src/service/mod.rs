@@ -33,10 +33,12 @@ pub mod job;
 pub mod restore;
 
 pub use job::{
-    topic_list, CheckpointSettings, Instrument, RunError, RunJob, Stall, Topics,
-    CHECKPOINT_INTERVAL, IDLE_TIMEOUT, PROGRESS_INTERVAL, READY_LAG,
+    topic_list, CheckpointSettings, RunError, RunJob, Topics, CHECKPOINT_INTERVAL, IDLE_TIMEOUT,
+    PROGRESS_INTERVAL, READY_LAG,
 };
 
+use crate::model::ingest::PartitionState;
+use crate::model::output::{Output, PerOutput};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,14 +91,7 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     metrics: Metrics,
 ) -> Result<Summary, RunError> {
-    let mut named = std::collections::BTreeSet::new();
-    for (_, topic) in job.inputs() {
-        if !named.insert(topic.clone()) {
-            return Err(RunError::Refused(format!(
-                "input topic {topic} is named twice: each input topic holds one kind of record"
-            )));
-        }
-    }
+    refuse_inputs_named_twice(&job)?;
     let consumer = kafka::consumer(&job.kafka)?;
     let inputs = kafka::input_partitions(
         &consumer,
@@ -119,7 +114,7 @@ pub fn run(
             restore_epoch = restore.epoch,
             existing_rows = restore.existing.len(),
             read_back = restore.read_back,
-            tails = ?restore.tails,
+            tails = ?restore.tails.0,
             seconds = restore.began.map_or(0.0, |b| b.elapsed().as_secs_f64()),
             "restoring a checkpoint"
         );
@@ -127,27 +122,17 @@ pub fn run(
     let t = &job.topics;
     // Row and rejected topics are upserts, compacted; progress has one
     // partition, so that its order is the frontiers' order.
-    let mut create: Vec<kafka::NewTopicSpec> = [
-        &t.walkins,
-        &t.device_contacts,
-        &t.enriched_walkins,
-        &t.walkin_counts,
-        &t.rejected,
-    ]
-    .iter()
-    .map(|topic| (topic.as_str(), job.output_partitions, true))
-    .collect();
+    let mut create: Vec<kafka::NewTopicSpec> = t
+        .outputs
+        .0
+        .iter()
+        .map(|topic| (topic.as_str(), job.output_partitions, true))
+        .collect();
     create.push((&t.progress, 1, false));
     kafka::create_missing_topics_with(&consumer, &job.kafka, &create, job.connect_timeout)?;
     // One client asked the brokers everything above; its teardown waits for nobody.
     kafka::drop_in_background(consumer);
-    let workers = match &config.communication {
-        timely::CommunicationConfig::Thread => 1,
-        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
-            *n
-        }
-        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
-    };
+    let workers = workers_per_process(&config);
     metrics.update(|f| {
         f.life.workers = workers;
         f.life.ready_lag = job.ready_lag;
@@ -203,18 +188,11 @@ fn run_worker(
     metrics: &Metrics,
 ) -> Result<Summary, RunError> {
     let mut service = Service::start(worker, job, inputs, restore, metrics)?;
-    let mut stalled = false;
     let stopping = |service: &Service| {
         shutdown.load(Ordering::Relaxed) || (job.stop_at_end && service.source.exhausted())
     };
     while !stopping(&service) {
-        if let Some(stall) = &job.instrument.stall {
-            let due = stall.from.get().map(|from| *from + stall.after);
-            if !stalled && due.is_some_and(|due| Instant::now() >= due) {
-                stalled = true;
-                std::thread::sleep(stall.length);
-            }
-        }
+        job.hooks.between_steps(worker.index());
         service.hold_back(worker, shutdown);
         service.tick();
         let read = service.read()?;
@@ -271,6 +249,97 @@ impl Clock {
     }
 }
 
+/// Refuses a job that names an input topic twice (as two kinds, or twice
+/// in one list): each input topic holds one kind of record.
+fn refuse_inputs_named_twice(job: &RunJob) -> Result<(), RunError> {
+    let mut named = std::collections::BTreeSet::new();
+    for (_, topic) in job.inputs() {
+        if !named.insert(topic.clone()) {
+            return Err(RunError::Refused(format!(
+                "input topic {topic} is named twice: each input topic holds one kind of record"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The workers each process of `config` runs.
+fn workers_per_process(config: &timely::Config) -> usize {
+    match &config.communication {
+        timely::CommunicationConfig::Thread => 1,
+        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
+            *n
+        }
+        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+    }
+}
+
+/// What the checkpoint operators of a run that starts at logical time
+/// `first` write, and from what (`None` without `--checkpoint-dir`).
+fn checkpoint_config(
+    job: &RunJob,
+    restore: &Restore,
+    first: Time,
+) -> Option<Arc<CheckpointConfig>> {
+    job.checkpoint.as_ref().map(|settings| {
+        Arc::new(CheckpointConfig {
+            dir: settings.dir.clone(),
+            every: Some((settings.interval.as_millis() as u64).max(1)),
+            origin: Origin::Run,
+            params: job.params,
+            inputs: Some(job.recorded_inputs()),
+            base: restore.manifest.clone(),
+            run: first,
+            restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
+            rejections: Some((
+                job.topics[Output::Rejected].clone(),
+                restore.rejections.clone(),
+            )),
+            hooks: Arc::clone(&job.hooks),
+        })
+    })
+}
+
+/// Gives `pipeline` this worker's key groups of the checkpoint's state and
+/// its share of what the output topics hold, at the restore epoch; returns
+/// where a `run` checkpoint says each input partition resumes.
+fn load_restored(
+    pipeline: &mut Pipeline,
+    restore: &Restore,
+    manifest: &store::Manifest,
+    (index, peers): (usize, usize),
+    metrics: &Metrics,
+) -> Result<BTreeMap<(String, i32), PartitionState>, RunError> {
+    let loading = Instant::now();
+    let rows = store::restore_rows(&restore.dir, manifest, |group| {
+        responsible_for(group as usize, peers) == index
+    })?;
+    let count = rows.len() as u64;
+    tracing::debug!(
+        worker = index,
+        rows = count,
+        seconds = loading.elapsed().as_secs_f64(),
+        "read this worker's part of the checkpoint"
+    );
+    for row in rows {
+        pipeline.restore(row);
+    }
+    for (i, existing) in restore.existing.iter().enumerate() {
+        if responsible_for(i, peers) == index {
+            pipeline.existing(existing.clone());
+        }
+    }
+    metrics.update(|f| f.checkpoints.restored_rows += count);
+    Ok(match manifest.origin {
+        Origin::Run => manifest
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.clone()))
+            .collect(),
+        Origin::Backfill => BTreeMap::new(),
+    })
+}
+
 impl<'j> Service<'j> {
     /// Builds the dataflow, gives it the restored state (if any) at the
     /// restore epoch, and opens the source.
@@ -297,20 +366,7 @@ impl<'j> Service<'j> {
             Some(_) => restore.epoch,
             None => now_ms(),
         };
-        let checkpoint = job.checkpoint.as_ref().map(|settings| {
-            Arc::new(CheckpointConfig {
-                dir: settings.dir.clone(),
-                every: Some((settings.interval.as_millis() as u64).max(1)),
-                origin: Origin::Run,
-                params: job.params,
-                inputs: Some(job.recorded_inputs()),
-                base: restore.manifest.clone(),
-                run: first,
-                restored_at: restore.manifest.as_ref().map(|_| restore.epoch),
-                rejections: Some((job.topics.rejected.clone(), restore.rejections.clone())),
-                write_delay: job.instrument.checkpoint_write_delay,
-            })
-        });
+        let checkpoint = checkpoint_config(job, restore, first);
         // Worker 0 commits the offsets its outputs reflect to the group.
         let group = (index == 0)
             .then(|| GroupOffsets::new(&job.kafka))
@@ -336,36 +392,8 @@ impl<'j> Service<'j> {
         let mut restored = BTreeMap::new();
         let mut restoring = None;
         if let Some(manifest) = &restore.manifest {
-            // This worker's key groups of the state, and its share of what
-            // the output topics hold, at the restore epoch.
-            let loading = Instant::now();
-            let rows = store::restore_rows(&restore.dir, manifest, |group| {
-                responsible_for(group as usize, peers) == index
-            })?;
-            let count = rows.len() as u64;
-            tracing::debug!(
-                worker = index,
-                rows = count,
-                seconds = loading.elapsed().as_secs_f64(),
-                "read this worker's part of the checkpoint"
-            );
-            for row in rows {
-                pipeline.restore(row);
-            }
-            for (i, existing) in restore.existing.iter().enumerate() {
-                if responsible_for(i, peers) == index {
-                    pipeline.existing(existing.clone());
-                }
-            }
-            metrics.update(|f| f.checkpoints.restored_rows += count);
+            restored = load_restored(&mut pipeline, restore, manifest, (index, peers), metrics)?;
             pipeline.advance_to(first + 1);
-            if manifest.origin == Origin::Run {
-                restored = manifest
-                    .partitions
-                    .iter()
-                    .map(|p| ((p.topic.clone(), p.partition), p.clone()))
-                    .collect();
-            }
             restoring = restore.began.map(|began| (first, began));
         }
         let source = KafkaSource::open(job.source_options(), inputs, index, peers, &restored)?;
@@ -446,7 +474,7 @@ impl<'j> Service<'j> {
     fn read(&mut self) -> Result<usize, RunError> {
         let (pipeline, summary, entered) =
             (&mut self.pipeline, &mut self.summary, &mut self.entered);
-        let timed = self.job.instrument.dataflow_latency.is_some();
+        let timed = self.job.hooks.dataflow_latency().is_some();
         let read = self.source.read(EPOCH_MESSAGES, now_ms(), |ingested| {
             summary.count(&ingested);
             if timed && matches!(ingested, Ingested::Probe(_)) {
@@ -603,7 +631,7 @@ fn serve(
         }
         .into());
     }
-    if let Some(recorder) = &job.instrument.dataflow_latency {
+    if let Some(recorder) = job.hooks.dataflow_latency() {
         let frontier = computed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
         while let Some(&(epoch, at, n)) = entered.front() {
             if epoch >= frontier {
@@ -630,13 +658,13 @@ fn build(
     published: &ProbeHandle<Time>,
     checkpoint: Option<Arc<CheckpointConfig>>,
     group: Option<GroupOffsets>,
-    tails: [upsert::Restored; 4],
+    tails: PerOutput<upsert::Restored>,
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(sender.producer()), metrics.clone());
     let sender = sender.clone();
     let (computed, published) = (computed.clone(), published.clone());
-    let delay = job.instrument.delay_outputs;
+    let delay = job.hooks.output_delay();
     let interval = job.progress_interval;
     let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
     Pipeline::with_sinks(
@@ -644,61 +672,27 @@ fn build(
         &job.params,
         snapshots,
         move |outputs, sides, probe| {
-            // What the topics hold at a restore, per sink (by its index).
-            let existing = |index: u8| {
-                sides
-                    .existing
-                    .clone()
-                    .flat_map(move |row| (row.topic == index).then_some(row))
+            let sinks = Sinks {
+                existing: sides.existing,
+                restored: &tails,
+                topics: &t,
+                sender: &sender,
+                delay,
+                computed: &computed,
+                probe,
             };
-            let (p, c) = (&sender, &computed);
             let written = vec![
-                upsert_sink(
-                    outputs.walkins,
-                    existing(0),
-                    tails[0],
-                    t.walkins,
-                    p,
-                    Some(metrics.clone()),
-                    delay,
-                    c,
-                    probe,
-                ),
-                upsert_sink(
-                    outputs.device_contacts,
-                    existing(1),
-                    tails[1],
-                    t.device_contacts,
-                    p,
-                    None,
-                    delay,
-                    c,
-                    probe,
-                ),
-                upsert_sink(
-                    outputs.enriched_walkins,
-                    existing(2),
-                    tails[2],
-                    t.enriched_walkins,
-                    p,
-                    None,
-                    delay,
-                    c,
-                    probe,
-                ),
-                upsert_sink(
-                    outputs.walkin_counts,
-                    existing(3),
-                    tails[3],
-                    t.walkin_counts,
-                    p,
-                    None,
-                    delay,
-                    c,
-                    probe,
-                ),
-                upsert::rejected(sides.rejected, existing(4), t.rejected, sender.clone())
-                    .probe_with(probe),
+                sinks.upsert(outputs.walkins, Output::Walkins, Some(metrics.clone())),
+                sinks.upsert(outputs.device_contacts, Output::DeviceContacts, None),
+                sinks.upsert(outputs.enriched_walkins, Output::EnrichedWalkins, None),
+                sinks.upsert(outputs.walkin_counts, Output::WalkinCounts, None),
+                upsert::rejected(
+                    sides.rejected,
+                    sinks.existing(Output::Rejected),
+                    t[Output::Rejected].clone(),
+                    sender.clone(),
+                )
+                .probe_with(probe),
                 sides.notes,
             ];
             let scope = written[0].scope();
@@ -720,12 +714,15 @@ fn build(
             )
             .probe_with(&published);
             if let Some(config) = checkpoint {
-                let deliveries = Arc::clone(&producer.context().0);
+                let written = checkpoint::Written {
+                    deliveries: Arc::clone(&producer.context().0),
+                    sinks: probe.clone(),
+                };
                 let pieces = checkpoint::checkpoint(
                     outputs.state,
                     Arc::clone(&config),
                     metrics.clone(),
-                    Some(deliveries),
+                    Some(written),
                 );
                 checkpoint::coordinate(pieces, notes, config, metrics, checkpoint_group)
                     .probe_with(&published);
@@ -734,35 +731,52 @@ fn build(
     )
 }
 
-/// Writes `collection` to its upsert topic, probed before the sink by
-/// `computed` and after it by `probe`; returns the sink's notes.
-#[allow(clippy::too_many_arguments)]
-fn upsert_sink<'s, D>(
-    collection: VecCollection<'s, Time, D>,
+/// What every output's sink is wired to: what the topics held at a
+/// restore, what each sink knows of its topic, the topics, the producer,
+/// the harness's output delay, and the probes before (`computed`) and
+/// after (`probe`) the sinks.
+struct Sinks<'a, 's> {
     existing: StreamVec<'s, Time, upsert::Existing>,
-    restored: upsert::Restored,
-    topic: String,
-    sender: &upsert::Sender,
-    counted: Option<Metrics>,
+    restored: &'a PerOutput<upsert::Restored>,
+    topics: &'a Topics,
+    sender: &'a upsert::Sender,
     delay: Duration,
-    computed: &ProbeHandle<Time>,
-    probe: &ProbeHandle<Time>,
-) -> StreamVec<'s, Time, Note>
-where
-    D: differential_dataflow::ExchangeData
-        + upsert::Row
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-{
-    let collection = collection.inner.probe_with(computed).as_collection();
-    upsert::upsert(
-        collection,
-        existing,
-        restored,
-        topic,
-        sender.clone(),
-        counted,
-        delay,
-    )
-    .probe_with(probe)
+    computed: &'a ProbeHandle<Time>,
+    probe: &'a ProbeHandle<Time>,
+}
+
+impl<'s> Sinks<'_, 's> {
+    /// What `output`'s topic held at a restore.
+    fn existing(&self, output: Output) -> StreamVec<'s, Time, upsert::Existing> {
+        self.existing
+            .clone()
+            .flat_map(move |row| (row.output == output).then_some(row))
+    }
+
+    /// Writes `collection` to `output`'s upsert topic (counting its rows in
+    /// `counted`); returns the sink's notes.
+    fn upsert<D>(
+        &self,
+        collection: VecCollection<'s, Time, D>,
+        output: Output,
+        counted: Option<Metrics>,
+    ) -> StreamVec<'s, Time, Note>
+    where
+        D: differential_dataflow::ExchangeData
+            + upsert::Row
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+    {
+        let collection = collection.inner.probe_with(self.computed).as_collection();
+        upsert::upsert(
+            collection,
+            self.existing(output),
+            self.restored[output],
+            self.topics[output].clone(),
+            self.sender.clone(),
+            counted,
+            self.delay,
+        )
+        .probe_with(self.probe)
+    }
 }

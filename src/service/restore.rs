@@ -35,10 +35,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::checkpoint::store::{self, Manifest, Origin, RecordedParams, StoreError};
+use crate::checkpoint::store::{self, Manifest, Origin, StoreError};
 use crate::dataflow::Time;
 use crate::kafka::upsert::{Existing, Restored, WrittenRejection};
 use crate::kafka::{self, InputPartition, KafkaFailure, Rebalances};
+use crate::model::output::{Output, PerOutput};
 use crate::service::job::{RunError, RunJob};
 
 /// Reading a partition to the end a broker reports needs no waiting for
@@ -75,11 +76,10 @@ pub struct Restore {
     /// them again, so its checkpoints read that topic back from no higher
     /// while their input is still to be read again after them.
     pub rejections: Vec<WrittenRejection>,
-    /// Per upsert topic (walk-ins, device contacts, enriched walk-ins,
-    /// counts), whether `existing` is only its tail after the checkpoint's
-    /// output offsets (rows not in it are as the checkpoint has them), not
-    /// all it holds.
-    pub tails: [bool; 4],
+    /// Per output topic, whether `existing` is only its tail after the
+    /// checkpoint's output offsets (rows not in it are as the checkpoint
+    /// has them), not all it holds.
+    pub tails: PerOutput<bool>,
     /// Records read back from the output topics.
     pub read_back: u64,
     /// Where each output partition ends: what was read back, then what the
@@ -132,40 +132,6 @@ pub enum Refusal {
     },
 }
 
-fn describe(params: &RecordedParams, ours: &RecordedParams) -> String {
-    let ms = |v: u64| format!("{v}ms");
-    let pairs = [
-        (
-            "--rssi-min",
-            params.rssi_min.to_string(),
-            ours.rssi_min.to_string(),
-        ),
-        (
-            "--session-gap",
-            ms(params.session_gap),
-            ms(ours.session_gap),
-        ),
-        ("--min-dwell", ms(params.min_dwell), ms(ours.min_dwell)),
-        (
-            "--min-probes",
-            params.min_probes.to_string(),
-            ours.min_probes.to_string(),
-        ),
-        (
-            "--allowed-lateness",
-            ms(params.allowed_lateness),
-            ms(ours.allowed_lateness),
-        ),
-        ("--max-future", ms(params.max_future), ms(ours.max_future)),
-    ];
-    pairs
-        .iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(flag, a, b)| format!("{flag} {a}, now {b}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Prepares `job`'s restart from its checkpoint folder (see the module
 /// docs), asking the brokers with `consumer`.
 pub fn prepare(
@@ -176,6 +142,55 @@ pub fn prepare(
     consumer: &BaseConsumer<Rebalances>,
 ) -> Result<Restore, RunError> {
     let began = Instant::now();
+    let Some(manifest) = newest_checkpoint(dir, reset)? else {
+        return Ok(Restore {
+            dir: dir.to_owned(),
+            began: Some(began),
+            ..Restore::default()
+        });
+    };
+    refuse_other_job(job, dir, &manifest)?;
+    let next_of = match manifest.origin {
+        Origin::Run => resume_offsets(job, &manifest, inputs, consumer)?,
+        Origin::Backfill => BTreeMap::new(),
+    };
+    // What the outputs hold, and the times written so far.
+    let t = &job.topics;
+    let rows = Output::ALL.map(|output| &t[output]);
+    let floors: Option<BTreeMap<(String, i32), i64>> = manifest
+        .outputs
+        .as_ref()
+        .filter(|_| manifest.origin == Origin::Run)
+        .map(|floors| {
+            floors
+                .iter()
+                .map(|f| ((f.topic.clone(), f.partition), f.offset))
+                .collect()
+        });
+    let back = read_back(consumer, job, &rows, floors.as_ref())?;
+    let latest = manifest
+        .time
+        .max(back.max_time)
+        .max(last_frontier(consumer, job)?);
+    let tails = PerOutput::from_fn(|output| back.tails[output.index()]);
+    let (existing, rejections) = existing_rows(back.values, &back.placed, &next_of);
+    Ok(Restore {
+        dir: dir.to_owned(),
+        epoch: latest + 1,
+        existing,
+        rejections,
+        tails,
+        read_back: back.records,
+        outputs: acked_ends(back.ends),
+        manifest: Some(manifest),
+        began: Some(began),
+    })
+}
+
+/// The newest complete checkpoint in `dir` (after discarding them all with
+/// `reset`), warning of each one skipped; `None` for a first start, and a
+/// refusal if there are checkpoints but none is complete.
+fn newest_checkpoint(dir: &std::path::Path, reset: bool) -> Result<Option<Manifest>, RunError> {
     store::prepare(dir)?;
     if reset {
         let removed = store::reset(dir)?;
@@ -186,29 +201,30 @@ pub fn prepare(
     for what in &skipped {
         tracing::warn!(%what, "skipped a checkpoint that is not complete");
     }
-    let Some(manifest) = manifest else {
-        if !skipped.is_empty() {
-            return Err(Refusal::NoneComplete {
-                dir: dir.to_owned(),
-                skipped: skipped.join("; "),
-            }
-            .into());
-        }
-        return Ok(Restore {
+    if manifest.is_none() && !skipped.is_empty() {
+        return Err(Refusal::NoneComplete {
             dir: dir.to_owned(),
-            began: Some(began),
-            ..Restore::default()
-        });
-    };
-    let ours = RecordedParams::from(&job.params);
-    if manifest.params != ours {
-        return Err(Refusal::Params {
-            dir: dir.to_owned(),
-            differences: describe(&manifest.params, &ours),
+            skipped: skipped.join("; "),
         }
         .into());
     }
-    let t = &job.topics;
+    Ok(manifest)
+}
+
+/// Refuses a checkpoint made with other detection parameters, or (by `run`)
+/// from other input topics.
+fn refuse_other_job(
+    job: &RunJob,
+    dir: &std::path::Path,
+    manifest: &Manifest,
+) -> Result<(), RunError> {
+    if manifest.params != job.params {
+        return Err(Refusal::Params {
+            dir: dir.to_owned(),
+            differences: manifest.params.differences(&job.params),
+        }
+        .into());
+    }
     let topics = job.recorded_inputs();
     if manifest.origin == Origin::Run && manifest.inputs.as_ref() != Some(&topics) {
         return Err(Refusal::Topics {
@@ -221,70 +237,67 @@ pub fn prepare(
         }
         .into());
     }
-    let mut next_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    if manifest.origin == Origin::Run {
-        // Partitions gone have nothing to read.
-        let known: Vec<_> = manifest
-            .partitions
-            .iter()
-            .filter(|state| {
-                inputs
-                    .iter()
-                    .any(|p| p.topic == state.topic && p.partition == state.partition)
-            })
-            .collect();
-        let asked: Vec<(String, i32)> = known
-            .iter()
-            .map(|state| (state.topic.clone(), state.partition))
-            .collect();
-        let watermarks =
-            kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(client_failure(
-                job,
-                "reading the offsets of the input partitions".to_owned(),
-            ))?;
-        for state in known {
-            let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
-            if state.next < first {
-                return Err(Refusal::Retention {
-                    topic: state.topic.clone(),
-                    partition: state.partition,
-                    next: state.next,
-                    first,
-                }
-                .into());
-            }
-            next_of.insert((state.topic.clone(), state.partition), state.next);
-        }
-    }
-    // What the outputs hold, and the times written so far.
-    let rows = [
-        &t.walkins,
-        &t.device_contacts,
-        &t.enriched_walkins,
-        &t.walkin_counts,
-        &t.rejected,
-    ];
-    let floors: Option<BTreeMap<(String, i32), i64>> = manifest
-        .outputs
-        .as_ref()
-        .filter(|_| manifest.origin == Origin::Run)
-        .map(|floors| {
-            floors
+    Ok(())
+}
+
+/// Where each input partition of a `run` checkpoint resumes (partitions
+/// gone have nothing to read), refusing one whose records below the
+/// broker's first offset the state never saw (retention removed them).
+fn resume_offsets(
+    job: &RunJob,
+    manifest: &Manifest,
+    inputs: &[InputPartition],
+    consumer: &BaseConsumer<Rebalances>,
+) -> Result<BTreeMap<(String, i32), i64>, RunError> {
+    let known: Vec<_> = manifest
+        .partitions
+        .iter()
+        .filter(|state| {
+            inputs
                 .iter()
-                .map(|f| ((f.topic.clone(), f.partition), f.offset))
-                .collect()
-        });
-    let back = read_back(consumer, job, &rows, floors.as_ref())?;
-    let mut latest = manifest.time.max(back.max_time);
+                .any(|p| p.topic == state.topic && p.partition == state.partition)
+        })
+        .collect();
+    let asked: Vec<(String, i32)> = known
+        .iter()
+        .map(|state| (state.topic.clone(), state.partition))
+        .collect();
+    let watermarks =
+        kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(client_failure(
+            job,
+            "reading the offsets of the input partitions".to_owned(),
+        ))?;
+    let mut next_of = BTreeMap::new();
+    for state in known {
+        let (first, _) = watermarks[&(state.topic.clone(), state.partition)];
+        if state.next < first {
+            return Err(Refusal::Retention {
+                topic: state.topic.clone(),
+                partition: state.partition,
+                next: state.next,
+                first,
+            }
+            .into());
+        }
+        next_of.insert((state.topic.clone(), state.partition), state.next);
+    }
+    Ok(next_of)
+}
+
+/// The rows the output topics hold (`values`, per output), for the sinks to
+/// reconcile: of the rejected records only those of input read again (at or
+/// after their partition's next offset in `next_of`), which are also the
+/// rejections already written (where `placed` says they are).
+fn existing_rows(
+    values: Vec<BTreeMap<String, Option<String>>>,
+    placed: &BTreeMap<String, (i32, i64)>,
+    next_of: &BTreeMap<(String, i32), i64>,
+) -> (Vec<Existing>, Vec<WrittenRejection>) {
     let mut existing = Vec::new();
     let mut rejections = Vec::new();
-    let placed = back.placed;
-    for (index, values) in back.values.into_iter().enumerate() {
-        let rejected = index == rows.len() - 1;
+    for (output, values) in Output::ALL.into_iter().zip(values) {
         existing.extend(values.into_iter().filter_map(|(key, value)| {
-            if rejected {
-                // Only records read again matter: at or after their
-                // partition's next offset.
+            if output == Output::Rejected {
                 let (source, partition, offset): (String, i32, i64) =
                     serde_json::from_str(&key).ok()?;
                 let next = next_of
@@ -304,47 +317,33 @@ pub fn prepare(
                     });
                 }
             }
-            Some(Existing {
-                topic: index as u8,
-                key,
-                value,
-            })
+            Some(Existing { output, key, value })
         }));
     }
-    latest = latest.max(last_frontier(consumer, job)?);
-    let mut tails = [false; 4];
-    tails.copy_from_slice(&back.tails[..4]);
-    Ok(Restore {
-        dir: dir.to_owned(),
-        epoch: latest + 1,
-        existing,
-        rejections,
-        tails,
-        read_back: back.records,
-        outputs: {
-            let mut ends: std::collections::HashMap<String, BTreeMap<i32, i64>> =
-                Default::default();
-            for ((topic, partition), end) in back.ends {
-                ends.entry(topic).or_default().insert(partition, end);
-            }
-            std::sync::Arc::new(std::sync::Mutex::new(ends))
-        },
-        manifest: Some(manifest),
-        began: Some(began),
-    })
+    (existing, rejections)
+}
+
+/// Where each output partition ended when read back, as the producers'
+/// shared record of what is acknowledged.
+fn acked_ends(ends: BTreeMap<(String, i32), i64>) -> kafka::Acked {
+    let mut by_topic: std::collections::HashMap<String, BTreeMap<i32, i64>> = Default::default();
+    for ((topic, partition), end) in ends {
+        by_topic.entry(topic).or_default().insert(partition, end);
+    }
+    std::sync::Arc::new(std::sync::Mutex::new(by_topic))
 }
 
 impl Restore {
-    /// What each upsert sink (walk-ins, device contacts, enriched walk-ins,
-    /// counts) knows of its topic at the restore epoch.
-    pub fn sinks(&self) -> [Restored; 4] {
-        let mut sinks = [Restored::Whole; 4];
+    /// What each upsert sink knows of its topic at the restore epoch.
+    pub fn sinks(&self) -> PerOutput<Restored> {
+        let mut sinks = PerOutput::<Restored>::default();
         if self.manifest.is_none() {
             return sinks;
         }
-        for (index, sink) in sinks.iter_mut().enumerate() {
-            if self.tails[index] {
-                let read = self.existing.iter().any(|e| e.topic as usize == index);
+        for output in Output::UPSERTS {
+            if self.tails[output] {
+                let read = self.existing.iter().any(|e| e.output == output);
+                let sink = &mut sinks[output];
                 *sink = match read {
                     true => Restored::Tail(self.epoch),
                     false => Restored::Unchanged(self.epoch),
@@ -415,43 +414,16 @@ fn read_back(
     topics: &[&String],
     floors: Option<&BTreeMap<(String, i32), i64>>,
 ) -> Result<ReadBack, RunError> {
-    let failure = |action: String| client_failure(job, action);
-    // All topics' metadata: asking for one by name may create it.
-    let metadata = consumer
-        .fetch_metadata(None, job.connect_timeout)
-        .map_err(failure("reading the topic list".to_owned()))?;
     let mut back = ReadBack {
         values: vec![BTreeMap::new(); topics.len()],
         tails: vec![false; topics.len()],
         ..ReadBack::default()
     };
-    // Per topic, its partitions' (partition, low, high).
-    let mut watermarks: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); topics.len()];
-    let mut asked = Vec::new();
-    for topic in topics {
-        if let Some(found) = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic.as_str())
-        {
-            asked.extend(
-                found
-                    .partitions()
-                    .iter()
-                    .map(|p| (topic.to_string(), p.id())),
-            );
+    let watermarks = output_watermarks(consumer, job, topics)?;
+    for (topic, partitions) in topics.iter().zip(&watermarks) {
+        for &(partition, _, high) in partitions {
+            back.ends.insert((topic.to_string(), partition), high);
         }
-    }
-    let found = kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(failure(
-        "reading the offsets of the output topics".to_owned(),
-    ))?;
-    for ((topic, partition), (low, high)) in found {
-        let index = topics
-            .iter()
-            .position(|t| **t == topic)
-            .expect("asked for these topics");
-        back.ends.insert((topic, partition), high);
-        watermarks[index].push((partition, low, high));
     }
     // The checkpoint's offset for topic `index`, partition `p`.
     let floor =
@@ -517,6 +489,49 @@ fn read_back(
         read_spans(consumer, job, topics, &spans, &mut back)?;
     }
     Ok(back)
+}
+
+/// A partition's (partition, low, high) watermarks.
+type Watermarks = (i32, i64, i64);
+
+/// Per topic of `topics` (in that order), its partitions' watermarks; a topic that does not exist has none.
+fn output_watermarks(
+    consumer: &BaseConsumer<Rebalances>,
+    job: &RunJob,
+    topics: &[&String],
+) -> Result<Vec<Vec<Watermarks>>, RunError> {
+    let failure = |action: String| client_failure(job, action);
+    // All topics' metadata: asking for one by name may create it.
+    let metadata = consumer
+        .fetch_metadata(None, job.connect_timeout)
+        .map_err(failure("reading the topic list".to_owned()))?;
+    let mut watermarks: Vec<Vec<Watermarks>> = vec![Vec::new(); topics.len()];
+    let mut asked = Vec::new();
+    for topic in topics {
+        if let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+        {
+            asked.extend(
+                found
+                    .partitions()
+                    .iter()
+                    .map(|p| (topic.to_string(), p.id())),
+            );
+        }
+    }
+    let found = kafka::watermarks(consumer, &asked, job.connect_timeout).map_err(failure(
+        "reading the offsets of the output topics".to_owned(),
+    ))?;
+    for ((topic, partition), (low, high)) in found {
+        let index = topics
+            .iter()
+            .position(|t| **t == topic)
+            .expect("asked for these topics");
+        watermarks[index].push((partition, low, high));
+    }
+    Ok(watermarks)
 }
 
 /// Reads `spans` into `back`: their records from `start`, to their ends and

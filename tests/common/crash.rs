@@ -3,6 +3,7 @@
 //! random cluster shape each time, and finally run to the end of its input.
 //! The outputs must be what one uninterrupted run gives (see [`crash_loop`]).
 
+use presence::model::output::Output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -114,11 +115,11 @@ impl Running {
 /// The row topics, then the rejected topic: what a restore reads back.
 fn read_back_topics(t: &Topics) -> [&String; 5] {
     [
-        &t.walkins,
-        &t.device_contacts,
-        &t.enriched_walkins,
-        &t.walkin_counts,
-        &t.rejected,
+        &t[Output::Walkins],
+        &t[Output::DeviceContacts],
+        &t[Output::EnrichedWalkins],
+        &t[Output::WalkinCounts],
+        &t[Output::Rejected],
     ]
 }
 
@@ -186,7 +187,10 @@ impl CrashLoop {
             ])
             .args(["--probes-topic", &t.probes, "--logins-topic", &t.logins])
             .args(["--base-counts-topic", &t.base_counts])
-            .args(["--output-prefix", t.walkins.trim_end_matches("walkins")])
+            .args([
+                "--output-prefix",
+                t[Output::Walkins].trim_end_matches("walkins"),
+            ])
             .arg("--checkpoint-dir")
             .arg(state)
             // Cuts every 300 ms, each piece 100 ms slower to become durable:
@@ -385,7 +389,7 @@ impl CrashLoop {
             // begin once the topic has any before it; then, only the tail
             // is read. (A partition no process wrote to before the cut has
             // no offset, and its topic is read in full.)
-            let walkins = &self.topics.walkins;
+            let walkins = &self.topics[Output::Walkins];
             with_rows += usize::from(
                 manifest
                     .outputs
@@ -552,7 +556,7 @@ impl CrashLoop {
 
         // Each rejected record appears once, and they are backfill's: the
         // same places (a file's line number is its offset + 1) and reasons.
-        let rejected = read_messages(&self.brokers, &t.rejected);
+        let rejected = read_messages(&self.brokers, &t[Output::Rejected]);
         let mut keys: BTreeMap<String, Vec<(i32, i64, i64)>> = BTreeMap::new();
         for m in &rejected {
             keys.entry(m.key.clone().unwrap()).or_default().push((
@@ -567,7 +571,7 @@ impl CrashLoop {
             "{}",
             context(&format!(
                 "rejected twice (partition, offset, time): {twice:?}; restores:\n{}",
-                restores(&t.rejected)
+                restores(&t[Output::Rejected])
             ))
         );
         let written: BTreeSet<(String, u64, u64, String)> = rejected

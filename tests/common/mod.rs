@@ -2,6 +2,7 @@
 //! and files, and the comparison of upsert topics with backfill output.
 #![allow(dead_code)] // each test file uses its own subset
 
+use presence::model::output::Output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -175,7 +176,7 @@ pub fn run_to_end_command(brokers: &str, topics: &Topics, prefix: &str) -> std::
 /// The output prefix of topics made by [`fresh_topics`].
 #[allow(dead_code)]
 pub fn output_prefix(topics: &Topics) -> &str {
-    topics.walkins.trim_end_matches("walkins")
+    topics[Output::Walkins].trim_end_matches("walkins")
 }
 
 /// Settings every client of the tests' own gets (the TLS test's).
@@ -666,10 +667,10 @@ pub fn state_as_of(messages: &[TopicMessage], frontier: u64) -> BTreeSet<String>
 /// The four row topics of `topics`, with their backfill folders.
 pub fn row_topics(topics: &Topics) -> [(&String, &'static str); 4] {
     [
-        (&topics.walkins, "walkins"),
-        (&topics.device_contacts, "device-contacts"),
-        (&topics.enriched_walkins, "enriched-walkins"),
-        (&topics.walkin_counts, "walkin-counts"),
+        (&topics[Output::Walkins], "walkins"),
+        (&topics[Output::DeviceContacts], "device-contacts"),
+        (&topics[Output::EnrichedWalkins], "enriched-walkins"),
+        (&topics[Output::WalkinCounts], "walkin-counts"),
     ]
 }
 
@@ -776,19 +777,20 @@ pub fn check_outputs_placed(
 
     // Rejections carry the topic, the partition and the Kafka offset (a
     // file's line number is its offset + 1); each is written once.
-    let mut rejected: Vec<(String, u64, u64, String)> = read_topic(brokers, &topics.rejected)
-        .into_iter()
-        .map(|(_, _, _, value)| {
-            let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
-            let field = |name: &str| v[name].as_u64().unwrap();
-            (
-                v["source"].as_str().unwrap().to_owned(),
-                field("partition"),
-                field("offset") + 1,
-                v["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let mut rejected: Vec<(String, u64, u64, String)> =
+        read_topic(brokers, &topics[Output::Rejected])
+            .into_iter()
+            .map(|(_, _, _, value)| {
+                let v: Value = serde_json::from_str(&value.unwrap()).unwrap();
+                let field = |name: &str| v[name].as_u64().unwrap();
+                (
+                    v["source"].as_str().unwrap().to_owned(),
+                    field("partition"),
+                    field("offset") + 1,
+                    v["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
     rejected.sort();
     let twice: Vec<_> = rejected.windows(2).filter(|w| w[0] == w[1]).collect();
     assert!(twice.is_empty(), "{run}: rejected twice: {twice:?}");
@@ -820,22 +822,18 @@ pub fn check_outputs_placed(
     let last = progress.last().expect("a final progress message");
     let final_frontier = last["frontier"].as_u64().unwrap();
     assert!(final_frontier < u64::MAX, "{run}: a real final frontier");
-    let latest = [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-    ]
-    .iter()
-    .flat_map(|topic| read_topic(brokers, topic))
-    .filter_map(|(_, _, _, value)| value)
-    .map(|v| {
-        serde_json::from_str::<Value>(&v).unwrap()["time"]
-            .as_u64()
-            .unwrap()
-    })
-    .max()
-    .unwrap();
+    let latest = Output::UPSERTS
+        .map(|output| &topics[output])
+        .iter()
+        .flat_map(|topic| read_topic(brokers, topic))
+        .filter_map(|(_, _, _, value)| value)
+        .map(|v| {
+            serde_json::from_str::<Value>(&v).unwrap()["time"]
+                .as_u64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
     assert!(
         final_frontier > latest,
         "{run}: final frontier {final_frontier} <= output time {latest}"
@@ -1070,13 +1068,7 @@ pub fn create_output_topics(
     topics: &Topics,
     partitions: i32,
 ) {
-    for topic in [
-        &topics.walkins,
-        &topics.device_contacts,
-        &topics.enriched_walkins,
-        &topics.walkin_counts,
-        &topics.rejected,
-    ] {
+    for topic in Output::ALL.map(|output| &topics[output]) {
         mock.create_topic(topic, partitions, 1).unwrap();
     }
     mock.create_topic(&topics.progress, 1, 1).unwrap();

@@ -69,10 +69,11 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::MutableAntichain;
 
 use super::stash::Stash;
 use crate::model::records::EventTime;
@@ -529,364 +530,193 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
             CapacityContainerBuilder<Vec<WindowSnapshot<K>>>,
         >::from(snapshot_output);
         builder.build(move |mut capabilities| {
-            // Held at the last cut, so that the next cut's snapshot can be
-            // sent at its time; dropped after the final one.
-            let mut snapshot_capability = capabilities.pop().filter(|_| snapshots.is_some());
+            let snapshot_capability = capabilities.pop().filter(|_| snapshots.is_some());
             drop(capabilities);
-            let every = snapshots.and_then(|s| s.every);
-            let mut windows = Windows::new(config);
-            if snapshots.is_some() {
-                windows.track_changes();
-            }
-            let mut probes = Stash::new();
-            let mut marks: BTreeMap<u64, Vec<Watermark>> = BTreeMap::new();
-            let mut restores: BTreeMap<u64, Vec<(K, KeySnapshot)>> = BTreeMap::new();
-            let mut promised = vec![0; peers];
+            let mut worker = WindowsWorker::new(config, snapshots, snapshot_capability, peers);
             move |frontiers| {
-                let (probe_frontier, mark_frontier, restore_frontier) =
-                    (&frontiers[0], &frontiers[1], &frontiers[2]);
-                probe_input.for_each_stamp(|capability, data| probes.hold(capability, data));
+                probe_input.for_each_stamp(|capability, data| worker.probes.hold(capability, data));
                 mark_input.for_each_stamp(|capability, data| {
-                    let time = *capability.least().expect("a total order has a least time");
-                    data.for_each(|data| marks.entry(time).or_default().append(data));
+                    hold_by_time(&mut worker.marks, capability, data)
                 });
                 restore_input.for_each_stamp(|capability, data| {
-                    let time = *capability.least().expect("a total order has a least time");
-                    data.for_each(|data| restores.entry(time).or_default().append(data));
+                    hold_by_time(&mut worker.restores, capability, data)
                 });
                 let mut windows_out = windows_output.activate();
                 let mut snapshot_out = snapshot_output.activate();
-                // Sends the changes since the previous cut as the snapshot of `cut`.
-                let mut snapshot =
-                    |windows: &mut Windows<K>, cut: Cut, capability: &mut Capability<u64>| {
-                        let time = match cut {
-                            Cut::At(c) => c - 1,
-                            Cut::Final => *capability.time(),
-                        };
-                        let changes = windows.take_changes();
-                        let at = capability.delayed(&time);
-                        snapshot_out
-                            .session(&at)
-                            .give(WindowSnapshot { cut, changes });
-                        if let Cut::At(c) = cut {
-                            capability.downgrade(&c);
-                        }
-                    };
-                let ready = |time: &u64| {
-                    !probe_frontier.less_equal(time)
-                        && !mark_frontier.less_equal(time)
-                        && !restore_frontier.less_equal(time)
-                };
-                // The cut due before `time` is processed, if any.
-                let due = |time: u64, capability: &Option<Capability<u64>>| {
-                    let (every, capability) = (every?, capability.as_ref()?);
-                    let cut = time / every * every;
-                    (cut > *capability.time()).then_some(cut)
-                };
-                loop {
-                    let next = [
-                        probes.first_time(),
-                        marks.keys().next().copied(),
-                        restores.keys().next().copied(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                    let Some(next) = next.filter(|next| ready(next)) else {
-                        break;
-                    };
-                    if let Some(cut) = due(next, &snapshot_capability) {
-                        let capability = snapshot_capability.as_mut().expect("a cut is due");
-                        snapshot(&mut windows, Cut::At(cut), capability);
-                    }
-                    for (key, state) in restores.remove(&next).into_iter().flatten() {
-                        windows.restore(key, state);
-                    }
-                    if let Some((capability, batch)) = probes.take(next) {
-                        let mut session = windows_out.session(&capability);
-                        windows.apply(batch, |key, window, diff| {
-                            session.give(((key.clone(), window), next, diff))
-                        });
-                    }
-                    for mark in marks.remove(&next).into_iter().flatten() {
-                        promised[mark.source] = promised[mark.source].max(mark.frontier);
-                    }
-                    windows.advance(promised.iter().copied().min().unwrap_or(u64::MAX));
-                }
-                let done = probe_frontier.is_empty()
-                    && mark_frontier.is_empty()
-                    && restore_frontier.is_empty();
-                if done {
-                    if let Some(mut capability) = snapshot_capability.take() {
-                        snapshot(&mut windows, Cut::Final, &mut capability);
-                    }
-                    windows.advance(u64::MAX); // no input will ever come: free everything
-                } else {
-                    // Every time below the least frontier is processed.
-                    let least = [probe_frontier, mark_frontier, restore_frontier]
-                        .iter()
-                        .filter_map(|f| f.frontier().first().copied())
-                        .min();
-                    if let Some(cut) = least.and_then(|least| due(least, &snapshot_capability)) {
-                        let capability = snapshot_capability.as_mut().expect("a cut is due");
-                        snapshot(&mut windows, Cut::At(cut), capability);
-                    }
-                }
-                stats.0.set(windows.stats());
+                worker.run(frontiers, &mut windows_out, &mut snapshot_out);
+                stats.0.set(worker.windows.stats());
             }
         });
         (windows_stream.as_collection(), snapshot_stream)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The [`SessionWindows`] operator's output of window changes, activated.
+type WindowsOut<'a, K> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<((K, Window), u64, isize)>>>;
 
-    const CONFIG: WindowConfig = WindowConfig {
-        session_gap: 10,
-        min_dwell: 5,
-        min_probes: 3,
+/// The [`SessionWindows`] operator's output of snapshots, activated.
+type SnapshotOut<'a, K> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<WindowSnapshot<K>>>>;
+
+/// Appends the containers received under `capability` to its time's entry.
+fn hold_by_time<'a, D: 'a>(
+    held: &mut BTreeMap<u64, Vec<D>>,
+    capability: InputCapability<u64>,
+    data: impl Iterator<Item = &'a mut Vec<D>>,
+) {
+    let time = *capability.least().expect("a total order has a least time");
+    data.for_each(|data| held.entry(time).or_default().append(data));
+}
+
+/// Sends the changes since the previous cut as the snapshot of `cut`, and
+/// moves `capability` to a `Cut::At`.
+fn send_snapshot<K: ExchangeData + Hash>(
+    windows: &mut Windows<K>,
+    cut: Cut,
+    capability: &mut Capability<u64>,
+    out: &mut SnapshotOut<'_, K>,
+) {
+    let time = match cut {
+        Cut::At(c) => c - 1,
+        Cut::Final => *capability.time(),
     };
-
-    /// The windows of a sorted set of distinct timestamps, straight from the definition.
-    fn reference(ts: &[u64], config: &WindowConfig) -> Vec<Window> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        for end in 1..=ts.len() {
-            if end == ts.len() || ts[end] - ts[end - 1] > config.session_gap {
-                let visit = &ts[start..end];
-                let f = visit[0];
-                let min_index = (config.min_probes.max(1) - 1) as usize;
-                if let Some(&d) = visit
-                    .iter()
-                    .enumerate()
-                    .find(|(i, s)| *i >= min_index && **s - f >= config.min_dwell)
-                    .map(|(_, s)| s)
-                {
-                    out.push(Window {
-                        start: f,
-                        detected_at: d,
-                    });
-                }
-                start = end;
-            }
-        }
-        out
-    }
-
-    fn accumulate(updates: &[(Window, isize)]) -> Vec<Window> {
-        let mut counts: BTreeMap<Window, isize> = BTreeMap::new();
-        for (w, d) in updates {
-            *counts.entry(*w).or_default() += d;
-        }
-        assert!(
-            counts.values().all(|&c| c == 0 || c == 1),
-            "multiplicities {counts:?}"
-        );
-        counts
-            .into_iter()
-            .filter(|(_, c)| *c == 1)
-            .map(|(w, _)| w)
-            .collect()
-    }
-
-    #[test]
-    fn gap_dwell_and_count_thresholds_are_inclusive() {
-        let mut windows = Windows::new(CONFIG);
-        let mut out = Vec::new();
-        // 0, 5 (dwell exactly 5 but only 2 probes), 15 (gap exactly 10): qualifies at 15.
-        windows.apply(vec![((), 0), ((), 5), ((), 15)], |_, w, d| out.push((w, d)));
-        assert_eq!(
-            accumulate(&out),
-            vec![Window {
-                start: 0,
-                detected_at: 15
-            }]
-        );
-        // 26 is 11 after 15: a new visit.
-        windows.apply(vec![((), 26)], |_, w, d| out.push((w, d)));
-        assert_eq!(
-            accumulate(&out),
-            vec![Window {
-                start: 0,
-                detected_at: 15
-            }]
-        );
-    }
-
-    #[test]
-    fn late_probe_merges_visits_and_moves_detection() {
-        let mut windows = Windows::new(CONFIG);
-        let mut out = Vec::new();
-        windows.apply(
-            vec![((), 0), ((), 3), ((), 6), ((), 30), ((), 33), ((), 36)],
-            |_, w, d| out.push((w, d)),
-        );
-        assert_eq!(
-            accumulate(&out),
-            vec![
-                Window {
-                    start: 0,
-                    detected_at: 6
-                },
-                Window {
-                    start: 30,
-                    detected_at: 36
-                }
-            ]
-        );
-        // 15 and 25 bridge the two visits into one.
-        windows.apply(vec![((), 15), ((), 25)], |_, w, d| out.push((w, d)));
-        assert_eq!(
-            accumulate(&out),
-            vec![Window {
-                start: 0,
-                detected_at: 6
-            }]
-        );
-        // A probe before the start moves the start and the detection.
-        let mut early = Windows::new(CONFIG);
-        let mut out = Vec::new();
-        early.apply(vec![((), 10), ((), 13), ((), 16)], |_, w, d| {
-            out.push((w, d))
-        });
-        early.apply(vec![((), 8)], |_, w, d| out.push((w, d)));
-        assert_eq!(
-            accumulate(&out),
-            vec![Window {
-                start: 8,
-                detected_at: 13
-            }]
-        );
-    }
-
-    #[test]
-    fn random_orders_and_frontiers_match_the_definition() {
-        let mut seed = 0x5eed_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        for case in 0..300 {
-            let config = WindowConfig {
-                session_gap: next(20),
-                min_dwell: next(15),
-                min_probes: next(5),
-            };
-            let mut windows = Windows::new(config);
-            let mut out = Vec::new();
-            let mut seen: Vec<u64> = Vec::new();
-            let mut frontier = 0;
-            for _ in 0..next(12) + 1 {
-                let batch: Vec<((), u64)> =
-                    (0..next(6)).map(|_| ((), frontier + next(40))).collect();
-                seen.extend(batch.iter().map(|(_, ts)| *ts));
-                windows.apply(batch, |_, w, d| out.push((w, d)));
-                frontier += next(15);
-                windows.advance(frontier);
-                let mut distinct = seen.clone();
-                distinct.sort();
-                distinct.dedup();
-                assert_eq!(
-                    accumulate(&out),
-                    reference(&distinct, &config),
-                    "case {case} config {config:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn restored_from_its_snapshots_the_state_goes_on_exactly_as_the_original() {
-        let mut seed = 0x5eed_0001_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        for case in 0..200 {
-            let mut original = Windows::new(CONFIG);
-            original.track_changes();
-            // The checkpoint: every snapshot's changes, merged in order.
-            let mut checkpoint: BTreeMap<u64, Option<KeySnapshot>> = BTreeMap::new();
-            let mut emitted: BTreeMap<(u64, Window), isize> = BTreeMap::new();
-            let mut frontier = 0;
-            let cut = next(8) + 1;
-            let mut batches = Vec::new();
-            for _ in 0..12 {
-                let batch: Vec<(u64, u64)> = (0..next(6))
-                    .map(|_| (next(3), frontier + next(40)))
-                    .collect();
-                frontier += next(12);
-                batches.push((batch, frontier));
-            }
-            let (before, after) = batches.split_at(cut as usize);
-            for (batch, frontier) in before {
-                original.apply(batch.clone(), |k, w, d| {
-                    *emitted.entry((*k, w)).or_default() += d
-                });
-                original.advance(*frontier);
-                checkpoint.extend(original.take_changes());
-            }
-            let mut restored = Windows::new(CONFIG);
-            for (key, state) in checkpoint.into_iter() {
-                if let Some(state) = state {
-                    restored.restore(key, state);
-                }
-            }
-            assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
-            // The restored state starts at frontier 0: feeding both the same
-            // later batches emits the same changes.
-            for (batch, frontier) in after {
-                let mut a = Vec::new();
-                let mut b = Vec::new();
-                original.apply(batch.clone(), |k, w, d| a.push((*k, w, d)));
-                restored.apply(batch.clone(), |k, w, d| b.push((*k, w, d)));
-                assert_eq!(a, b, "case {case}");
-                original.advance(*frontier);
-                restored.advance(*frontier);
-                assert_eq!(restored.stats().keys, original.stats().keys, "case {case}");
-            }
-        }
-    }
-
-    #[test]
-    fn state_is_bounded_by_open_visits_over_many_days() {
-        // 1,000 devices, 30 days, each device visits for an hour every day with a probe a minute.
-        let minute = 60_000;
-        let config = WindowConfig {
-            session_gap: 15 * minute,
-            min_dwell: 5 * minute,
-            min_probes: 3,
-        };
-        let lateness = 5 * minute;
-        let mut windows = Windows::new(config);
-        let mut walkins = 0isize;
-        for day in 0..30u64 {
-            for m in 0..24 * 60u64 {
-                let now = (day * 24 * 60 + m) * minute;
-                let batch: Vec<(u32, u64)> = (0..1000u32)
-                    .filter(|device| {
-                        (*device as u64 % 1380..*device as u64 % 1380 + 60).contains(&m)
-                    })
-                    .map(|device| (device, now))
-                    .collect();
-                windows.apply(batch, |_, _, d| walkins += d);
-                windows.advance(now.saturating_sub(lateness));
-            }
-        }
-        assert_eq!(walkins, 30 * 1000);
-        let size = windows.stats();
-        // A device's visit is open for its hour plus the gap and the lateness:
-        // never more than ~60 devices at once, each with at most the lateness's probes.
-        assert!(size.peak_keys <= 100, "{size:?}");
-        assert!(size.peak_timestamps <= 100 * 6, "{size:?}");
-        windows.advance(u64::MAX);
-        assert_eq!(windows.stats().keys, 0);
-        assert_eq!(windows.stats().timestamps, 0);
+    let changes = windows.take_changes();
+    let at = capability.delayed(&time);
+    out.session(&at).give(WindowSnapshot { cut, changes });
+    if let Cut::At(c) = cut {
+        capability.downgrade(&c);
     }
 }
+
+/// One worker's part of the [`SessionWindows`] operator: its window state,
+/// the input held until its logical time is complete, and its snapshot cuts.
+struct WindowsWorker<K: Hash + Eq> {
+    windows: Windows<K>,
+    /// Probes, by logical time.
+    probes: Stash<(K, EventTime)>,
+    /// Watermarks, by logical time.
+    marks: BTreeMap<u64, Vec<Watermark>>,
+    /// Restored key states, by logical time.
+    restores: BTreeMap<u64, Vec<(K, KeySnapshot)>>,
+    /// Each worker's largest watermark.
+    promised: Vec<EventTime>,
+    /// Held at the last cut, so that the next cut's snapshot can be sent at
+    /// its time; dropped after the final one (`None`: no snapshots).
+    snapshot_capability: Option<Capability<u64>>,
+    /// Cuts at every multiple of this; `None`: only at the end.
+    every: Option<u64>,
+}
+
+impl<K: ExchangeData + Hash> WindowsWorker<K> {
+    fn new(
+        config: WindowConfig,
+        snapshots: Option<Snapshots>,
+        snapshot_capability: Option<Capability<u64>>,
+        peers: usize,
+    ) -> Self {
+        let mut windows = Windows::new(config);
+        if snapshots.is_some() {
+            windows.track_changes();
+        }
+        WindowsWorker {
+            windows,
+            probes: Stash::new(),
+            marks: BTreeMap::new(),
+            restores: BTreeMap::new(),
+            promised: vec![0; peers],
+            snapshot_capability,
+            every: snapshots.and_then(|s| s.every),
+        }
+    }
+
+    /// Handles each held time every input's frontier has passed, in time
+    /// order, then what the frontiers' progress makes due.
+    fn run(
+        &mut self,
+        frontiers: &[MutableAntichain<u64>],
+        windows_out: &mut WindowsOut<'_, K>,
+        snapshot_out: &mut SnapshotOut<'_, K>,
+    ) {
+        while let Some(time) = self.next_complete(frontiers) {
+            self.cut_before(time, snapshot_out);
+            self.process(time, windows_out);
+        }
+        self.after_complete_times(frontiers, snapshot_out);
+    }
+
+    /// The earliest time held, if every input's frontier has passed it.
+    fn next_complete(&self, frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
+        let next = [
+            self.probes.first_time(),
+            self.marks.keys().next().copied(),
+            self.restores.keys().next().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        next.filter(|next| frontiers.iter().all(|frontier| !frontier.less_equal(next)))
+    }
+
+    /// The cut due before `time` is processed, if any.
+    fn due(&self, time: u64) -> Option<u64> {
+        let (every, capability) = (self.every?, self.snapshot_capability.as_ref()?);
+        let cut = time / every * every;
+        (cut > *capability.time()).then_some(cut)
+    }
+
+    /// Sends the snapshot of the cut due before `time`, if any.
+    fn cut_before(&mut self, time: u64, out: &mut SnapshotOut<'_, K>) {
+        if let Some(cut) = self.due(time) {
+            let capability = self.snapshot_capability.as_mut().expect("a cut is due");
+            send_snapshot(&mut self.windows, Cut::At(cut), capability, out);
+        }
+    }
+
+    /// Handles the complete time `time`: loads its restored key states,
+    /// applies its probes (emitting the window changes at `time`), then
+    /// raises the event-time frontier by its watermarks.
+    fn process(&mut self, time: u64, out: &mut WindowsOut<'_, K>) {
+        for (key, state) in self.restores.remove(&time).into_iter().flatten() {
+            self.windows.restore(key, state);
+        }
+        if let Some((capability, batch)) = self.probes.take(time) {
+            let mut session = out.session(&capability);
+            self.windows.apply(batch, |key, window, diff| {
+                session.give(((key.clone(), window), time, diff))
+            });
+        }
+        for mark in self.marks.remove(&time).into_iter().flatten() {
+            self.promised[mark.source] = self.promised[mark.source].max(mark.frontier);
+        }
+        let frontier = self.promised.iter().copied().min().unwrap_or(u64::MAX);
+        self.windows.advance(frontier);
+    }
+
+    /// At the end of the input, sends the final snapshot and frees the
+    /// state; before it, sends the cut the least frontier has passed, if due.
+    fn after_complete_times(
+        &mut self,
+        frontiers: &[MutableAntichain<u64>],
+        out: &mut SnapshotOut<'_, K>,
+    ) {
+        if frontiers.iter().all(|frontier| frontier.is_empty()) {
+            if let Some(mut capability) = self.snapshot_capability.take() {
+                send_snapshot(&mut self.windows, Cut::Final, &mut capability, out);
+            }
+            self.windows.advance(u64::MAX); // no input will ever come: free everything
+        } else {
+            // Every time below the least frontier is processed.
+            let least = frontiers
+                .iter()
+                .filter_map(|frontier| frontier.frontier().first().copied())
+                .min();
+            if let Some(least) = least {
+                self.cut_before(least, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! The `presence` command line: parses arguments ([`args`]), sets up logging
+//! and signal handling, and calls the library, one function per command.
+//! Results a user asked for go to stdout; logs, progress and summaries to
+//! stderr.
+
+mod args;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use presence::backfill::Job;
+use presence::cluster::ClusterArgs;
+use presence::harness::console::{Console, Panel};
+use presence::harness::{generator, live, text};
+use presence::model::output::Output;
+use presence::model::params::Params;
+use presence::model::summary::Summary;
+
+use args::{
+    BackfillArgs, BenchArgs, CheckpointsArgs, Cli, Command, DemoArgs, ExampleArgs, GenerateArgs,
+    ProduceArgs, RunArgs,
+};
+
+/// glibc's allocator spends a third of a backfill's time freeing the
+/// records that workers allocate and free in large batches; mimalloc's
+/// per-thread free lists do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    presence::kafka::keep_freed_memory();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // presence's own events (status lines, topics created, files
+            // read); librdkafka logs every refused connection, and presence
+            // reports the failure that matters itself (RUST_LOG=rdkafka=warn
+            // shows them).
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,presence=info,librdkafka=off,rdkafka=off".into()),
+        )
+        .with_writer(|| Console)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("presence: error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once: error types that
+/// name their cause in their own message are not followed by it again.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Installs SIGINT and SIGTERM handlers that set the returned flag.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Backfill(BackfillArgs { cluster, .. })
+    | Command::Run(RunArgs { cluster, .. })
+    | Command::Bench(BenchArgs { cluster, .. }) = &command
+    {
+        cluster.exit_on_lost_process();
+    }
+    match command {
+        Command::Backfill(args) => backfill_with_progress(&args.cluster, args.job()),
+        Command::Demo(args) => demo(args),
+        Command::Bench(args) => bench(args),
+        Command::Produce(args) => produce(args),
+        Command::Run(args) => run_service(args),
+        Command::Checkpoints(args) => checkpoints(args),
+        Command::Generate(args) => generate(args),
+        Command::Example(args) => example(args),
+    }
+}
+
+fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<()> {
+    let listing = presence::checkpoint::store::describe(&args.checkpoint_dir)
+        .with_context(|| format!("cannot list {}", args.checkpoint_dir.display()))?;
+    print!("{listing}");
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let written = generator::write_files(&args.workload.config(), &args.out)
+        .with_context(|| format!("cannot write the workload to {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} probes, {} logins, {} base counts to {} in {:.1?}",
+        written.records[0],
+        written.records[1],
+        written.records[2],
+        args.out.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn example(args: ExampleArgs) -> anyhow::Result<()> {
+    let input = args.out.join("input");
+    let written = generator::write_files(&args.workload.config(), &input)
+        .with_context(|| format!("cannot write the workload to {}", input.display()))?;
+    eprintln!(
+        "generated {} probes, {} logins and {} base counts in {}",
+        written.records[0],
+        written.records[1],
+        written.records[2],
+        input.display()
+    );
+    let out = args.out.join("output");
+    let job = Job {
+        probes: written.probes,
+        logins: written.logins,
+        base_counts: written.base_counts,
+        out: out.clone(),
+        params: Params::default(),
+        ..Job::default()
+    };
+    backfill_with_progress(&args.cluster, job)?;
+    let counts: Vec<presence::model::records::WalkinCount> =
+        presence::files::output::read_collection(&out.join(Output::WalkinCounts.folder()))
+            .with_context(|| format!("cannot read {}", out.display()))?;
+    let mut top = counts;
+    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.cmp(b)));
+    eprintln!("top walk-in counts (business, contact, count):");
+    for count in top.iter().take(5) {
+        eprintln!("  {} {} {}", count.business, count.contact, count.count);
+    }
+    eprintln!(
+        "both folders are kept; run the backfill again with: presence backfill --probes {}/probes-*.jsonl --logins {}/logins-0.jsonl --base-counts {}/base-counts.jsonl --out {}",
+        input.display(),
+        input.display(),
+        input.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Runs a backfill with a progress bar on stderr (drawn only on a terminal)
+/// and prints a summary.
+fn backfill_with_progress(cluster: &ClusterArgs, job: Job) -> anyhow::Result<()> {
+    let config = cluster.timely_config()?;
+    let (summary, elapsed) = live::backfill(config, job.clone())?;
+    report(&summary, elapsed, &job);
+    Ok(())
+}
+
+fn report(summary: &Summary, elapsed: Duration, job: &Job) {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "{} ({:.1} MiB) in {:.2} s: {:.0} records/s",
+        summary.describe(),
+        summary.bytes as f64 / (1 << 20) as f64,
+        seconds,
+        summary.lines as f64 / seconds
+    );
+    if let Some(peak) = presence::harness::bench::peak_rss_mib() {
+        eprintln!("peak RSS {peak:.1} MiB");
+    }
+    if !job.parse_only {
+        eprintln!(
+            "wrote {} to {} (peak window state on a worker: {} visits, {} probes)",
+            summary
+                .written
+                .iter()
+                .map(|(folder, n)| format!("{n} {folder}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            job.out.display(),
+            summary.peak_window_keys,
+            summary.peak_window_timestamps
+        );
+    }
+}
+
+fn run_service(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.cluster.timely_config()?;
+    let job = args.job()?;
+    // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
+    let shutdown = stop_on_signals()?;
+    let started = Instant::now();
+    let metrics = presence::observe::metrics::Metrics::default();
+    if let Some(addr) = args.metrics_addr {
+        let bound = metrics
+            .serve(addr)
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(%bound, "serving metrics at http://{bound}/metrics");
+    }
+    let status = live::watch_status(metrics.clone(), Duration::from_millis(args.status_interval));
+    let result = presence::service::run(config, job, shutdown, metrics.clone());
+    drop(status);
+    let summary = result?;
+    let progress = metrics.read(|f| f.progress);
+    eprintln!(
+        "stopped after {:.1} s: {}; wrote {} walk-ins{}",
+        started.elapsed().as_secs_f64(),
+        summary.describe(),
+        metrics.read(|f| f.walkins_emitted),
+        if progress.messages > 0 {
+            format!(
+                "; final progress frontier {} ({} progress messages)",
+                progress.frontier, progress.messages
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let load = args.load()?;
+    let stop = stop_on_signals()?;
+    let produced = live::produce(&load, &stop, Duration::from_millis(args.status_interval))?;
+    eprintln!("{produced}");
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let config = args.cluster.timely_config()?;
+    let stop = stop_on_signals()?;
+    let mut panel = Panel::stderr();
+    let outcome = presence::harness::demo::run(
+        Duration::from_millis(args.duration),
+        args.rate,
+        config,
+        &stop,
+        |status| panel.show(&text::demo_panel(status)),
+    )?;
+    eprint!("{}", text::demo_summary(&outcome));
+    if outcome.status.walkins == 0 {
+        anyhow::bail!("the demo produced no walk-ins: something is wrong");
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let config = args.cluster.timely_config()?;
+    let Some(report) = presence::harness::bench::bench(config, args.config()?)? else {
+        eprintln!("bench: this process ran its share of the pipeline; process 0 reports");
+        return Ok(());
+    };
+    eprint!("{}", text::bench_summary(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("a report serializes");
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote the report (JSON) to {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, report.csv())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote the report (CSV: a header and one row) to {}",
+            path.display()
+        );
+    }
+    if args.json.is_none() && args.csv.is_none() {
+        eprintln!("(--json FILE and --csv FILE keep the report, with its timeline and CCDF)");
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The harness's figures as text for a person at a terminal: the demo's live
+//! panel and closing summary, and the bench report as a table.
+
+use std::collections::BTreeMap;
+
+use crate::harness::bench::{Report, LATENCIES};
+use crate::harness::demo::{Outcome, Status};
+
+/// The demo's live panel, a few lines of text.
+pub fn demo_panel(status: &Status) -> String {
+    let seconds = status.elapsed.as_secs_f64().max(1e-3);
+    let mut text = format!(
+        "presence demo  {:>5.1} s  input {} records ({:.0}/s)  (Ctrl-C ends it)\n",
+        seconds,
+        status.produced,
+        status.produced as f64 / seconds
+    );
+    text += &format!("phones in stores now (open visits): {}\n", status.in_stores);
+    text += &format!(
+        "walk-ins {}, in the last minute {}; busiest stores in the last minute:\n",
+        status.walkins,
+        status.recent_total()
+    );
+    let most = status.recent.first().map_or(1, |(_, n)| (*n).max(1));
+    for (store, n) in status.recent.iter().take(6) {
+        let bar = "#".repeat((n * 30 / most) as usize);
+        text += &format!("  {store:<12} {n:>6} {bar}\n");
+    }
+    text += &latency_line(&status.latency);
+    text += &format!("rejected {}\n", rejected_text(&status.rejected));
+    text
+}
+
+/// What the demo did, once it ends.
+pub fn demo_summary(outcome: &Outcome) -> String {
+    let status = &outcome.status;
+    let seconds = status.elapsed.as_secs_f64().max(1e-3);
+    let mut text = format!(
+        "\ndemo summary: {} after {:.1} s\n",
+        if outcome.interrupted {
+            "stopped by Ctrl-C"
+        } else {
+            "finished"
+        },
+        seconds
+    );
+    text += &format!(
+        "  produced {} records ({:.0}/s); the pipeline {}\n",
+        status.produced,
+        status.produced as f64 / seconds,
+        outcome.pipeline.describe()
+    );
+    text += &format!(
+        "  walk-ins {} ({} in the last minute, at {} stores)\n",
+        status.walkins,
+        status.recent_total(),
+        status.recent.len()
+    );
+    text += &format!("  {}", latency_line(&status.latency));
+    text
+}
+
+/// The demo's latency quantiles, one line.
+fn latency_line(latency: &hdrhistogram::Histogram<u64>) -> String {
+    format!(
+        "latency ingest -> walk-in readable (ms): p50 {} p90 {} p99 {} max {} (n={})\n",
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.9),
+        latency.value_at_quantile(0.99),
+        latency.max(),
+        latency.len()
+    )
+}
+
+/// Rejected records by reason (`none` without any).
+fn rejected_text(rejected: &BTreeMap<String, u64>) -> String {
+    if rejected.is_empty() {
+        return "none".to_owned();
+    }
+    rejected
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The report of `presence bench`, as a table for a terminal, with what
+/// each row measures.
+pub fn bench_summary(report: &Report) -> String {
+    let mut text = format!(
+        "offered {}/s, achieved {:.0}/s, lag at end {}, {} (commit {})\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        report.rate_offered,
+        report.rate_achieved,
+        report.lag_end,
+        if report.sustainable { "sustainable" } else { "NOT sustainable" },
+        report.commit,
+        "latency ms", "p50", "p90", "p99", "p99.9", "max", "samples"
+    );
+    for (name, l) in &report.latency_ms {
+        text.push_str(&format!(
+            "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}\n",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.count
+        ));
+    }
+    if let Some(c) = &report.checkpoints {
+        text.push_str(&format!(
+            "checkpoints: {} completed, {} failed, {:.0} bytes written per checkpoint, last {} bytes\n",
+            c["completed"], c["failures"], c["bytes_per_checkpoint"].as_f64().unwrap_or(0.0), c["last_size_bytes"]
+        ));
+    }
+    text.push_str("where:\n");
+    for (name, meaning) in LATENCIES {
+        if report.latency_ms.contains_key(name) {
+            text.push_str(&format!("  {name:<12} {meaning}\n"));
+        }
+    }
+    text
+}

@@ -18,10 +18,9 @@ use timely::worker::Worker;
 
 use crate::checkpoint::store::Origin;
 use crate::checkpoint::CheckpointConfig;
+use crate::cluster::responsible_for;
 use crate::dataflow::note::Note;
-use crate::files::input::{
-    check_readable, plan, responsible_for, FileError, FileSource, InputFile, Read,
-};
+use crate::files::input::{check_readable, plan, FileError, FileSource, InputFile, LinesRead};
 use crate::files::output::{self, FinishedPart, OutputError, PartWriter};
 use crate::model::clock::now_ms;
 use crate::model::ingest::Kind;
@@ -420,7 +419,7 @@ fn next_source(sources: &[FileSource]) -> Option<usize> {
 
 /// Counts bytes read (records are counted one by one, by [`Summary::count`])
 /// and shows both in `progress`.
-fn note(summary: &mut Summary, progress: &Progress, read: Read) {
+fn note(summary: &mut Summary, progress: &Progress, read: LinesRead) {
     summary.bytes += read.bytes;
     progress.lines.fetch_add(read.lines, Ordering::Relaxed);
     progress.bytes.fetch_add(read.bytes, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Timely's cluster flags (`-w -n -p -h`), parsed by clap, and the
-//! `timely::Config` they describe.
+//! `timely::Config` they describe; running workers on it; which worker
+//! owns what ([`responsible_for`]).
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
@@ -201,6 +202,19 @@ impl ClusterArgs {
             worker: WorkerConfig::default(),
         })
     }
+}
+
+/// The worker (index among all `peers` workers of all processes) that owns
+/// the item at `position` of a list every process computes the same: an
+/// input file in [`crate::files::input::plan`] order, an input partition
+/// in [`crate::kafka::input_partitions`] order, a checkpoint key group.
+///
+/// Round robin: every process computes the same answer from the same
+/// arguments with no coordination, probe files and partitions (which carry
+/// the work) spread evenly over workers, and a file or partition is never
+/// split, because its lateness depends on reading it in order.
+pub fn responsible_for(position: usize, peers: usize) -> usize {
+    position % peers
 }
 
 /// Runs `func` on every worker of `config` as `timely::execute` does, and

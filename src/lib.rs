@@ -5,7 +5,8 @@
 //! (`tests/layers.rs` fails on an import that runs upwards or in a circle):
 //!
 //! ```text
-//!   harness      bench, demo, workload generator and load (not the product)
+//!   console      what commands show: live lines, progress, panels, reports
+//!   harness      bench, demo, workload generator, load, hooks (not the product)
 //!   service      `run`: its job, restore, worker loop and sinks' wiring
 //!   backfill     files to completion
 //!   pipeline     one worker's handle on the dataflow, as both drive it
@@ -13,7 +14,7 @@
 //!   kafka        clients, settings, source, upsert sinks, progress, offsets
 //!   files        input files, output parts
 //!   cluster      timely's cluster flags, execute, liveness, assignment
-//!   observe      metrics and status lines
+//!   observe      metrics, status lines, the hooks a harness may use
 //!   dataflow     the one dataflow, its operators, the state it emits
 //!   model        records, parameters, ingestion rules, summaries, clock
 //! ```
@@ -44,3 +45,5 @@ pub mod backfill;
 pub mod service;
 
 pub mod harness;
+
+pub mod console;

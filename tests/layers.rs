@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The folders (or single-file modules) of `src/`, from the bottom up.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "model",
     "dataflow",
     "observe",
@@ -19,6 +19,7 @@ const LAYERS: [&str; 11] = [
     "backfill",
     "service",
     "harness",
+    "console",
 ];
 
 /// A module of the crate: its path (`["kafka", "source"]`) and its file.

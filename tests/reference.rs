@@ -33,7 +33,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use presence::backfill::{self, Job, Progress};
-use presence::files::input::{kind_name, responsible_for};
+use presence::cluster::responsible_for;
+use presence::files::input::kind_name;
 use presence::files::output::read_collection;
 use presence::model::ingest::{Kind, PartitionIngest};
 use presence::model::params::Params;

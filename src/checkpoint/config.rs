@@ -29,7 +29,7 @@ pub struct CheckpointConfig {
     /// `base`, not changes to write again.
     pub restored_at: Option<Time>,
     /// The rejected topic, and the rejected records in it that this run
-    /// does not write again (see `crate::service::restore::Restore::rejections`).
+    /// does not write again (see `crate::service::restore::Restart::rejections`).
     pub rejections: Option<(String, Vec<crate::kafka::upsert::WrittenRejection>)>,
     /// The harness's hooks ([`crate::observe::hooks::Hooks::before_durable`]
     /// before each piece is made durable).

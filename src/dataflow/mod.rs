@@ -152,7 +152,7 @@ pub fn build<'scope>(
 }
 
 /// A restored checkpoint's rows, by the part of the dataflow that holds them.
-struct Restored<'scope> {
+struct RestoredState<'scope> {
     /// Window states by (business, device).
     windows: StreamVec<'scope, Time, ((Id, Id), KeySnapshot)>,
     /// Walk-ins by (business, device), inserted at the restore epoch.
@@ -165,7 +165,7 @@ struct Restored<'scope> {
 
 /// Moves each restored row to the one part of the dataflow that holds its
 /// kind (a stream used four times would copy every row to each).
-fn split_restored<'scope>(restored: StreamVec<'scope, Time, StateRow>) -> Restored<'scope> {
+fn split_restored<'scope>(restored: StreamVec<'scope, Time, StateRow>) -> RestoredState<'scope> {
     let mut parts = restored
         .partition(4, |row| {
             let part = match row {
@@ -211,7 +211,7 @@ fn split_restored<'scope>(restored: StreamVec<'scope, Time, StateRow>) -> Restor
         } => Some(((business, contact), count)),
         _ => None,
     });
-    Restored {
+    RestoredState {
         windows,
         walkins,
         logins,

@@ -76,17 +76,6 @@ pub fn plan(probes: &[PathBuf], logins: &[PathBuf], base_counts: &[PathBuf]) -> 
     files
 }
 
-/// The worker (index among all `peers` workers of all processes) that reads
-/// the file at `position` in [`plan`] order.
-///
-/// Round robin over the plan: every process computes the same answer from
-/// the same arguments with no coordination, probe files (which carry the
-/// work) spread evenly over workers, and a file is never split, because a
-/// partition's lateness depends on reading it in order.
-pub fn responsible_for(position: usize, peers: usize) -> usize {
-    position % peers
-}
-
 /// Checks that every file can be opened, so that a bad path fails the run
 /// before any work starts.
 pub fn check_readable(files: &[InputFile]) -> Result<u64, FileError> {
@@ -116,7 +105,7 @@ pub fn check_readable(files: &[InputFile]) -> Result<u64, FileError> {
 
 /// How much one [`FileSource::read`] call consumed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Read {
+pub struct LinesRead {
     /// Lines read (including blank ones).
     pub lines: u64,
     /// Bytes read (including line terminators).
@@ -200,8 +189,8 @@ impl FileSource {
         max_lines: u64,
         now_ms: u64,
         mut out: impl FnMut(Ingested),
-    ) -> Result<Read, FileError> {
-        let mut read = Read::default();
+    ) -> Result<LinesRead, FileError> {
+        let mut read = LinesRead::default();
         while read.lines < max_lines && !self.finished {
             let line = read_line_bounded(&mut self.reader, &mut self.buffer, MAX_KEPT_RECORD_BYTES)
                 .map_err(|source| FileError::Read {
@@ -329,7 +318,9 @@ mod tests {
             files.iter().map(|f| f.index).collect::<Vec<_>>(),
             vec![0, 1, 0, 0]
         );
-        let workers: Vec<usize> = (0..files.len()).map(|i| responsible_for(i, 3)).collect();
+        let workers: Vec<usize> = (0..files.len())
+            .map(|i| crate::cluster::responsible_for(i, 3))
+            .collect();
         assert_eq!(workers, vec![0, 1, 2, 0]);
     }
 }

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::kafka::connection::{client_config, Connection};
-use crate::kafka::consumer::{consumer, Rebalances};
+use crate::kafka::consumer::{consumer, ConsumerEvents};
 use crate::kafka::error::KafkaFailure;
 
 /// How long to wait for a broker to create topics.
@@ -45,7 +45,7 @@ pub fn drop_in_background<T: Send + 'static>(client: T) {
 
 /// [`create_missing_topics`], reading the topic list with `consumer`.
 pub fn create_missing_topics_with(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     kafka: &Connection,
     topics: &[NewTopicSpec<'_>],
     timeout: Duration,

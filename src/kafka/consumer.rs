@@ -21,7 +21,7 @@ pub const FETCH_WAIT_MAX_MS: u64 = 10;
 /// rebalancing among presence's own workers, and no offsets committed by
 /// the client itself (presence commits what its state reflects: see
 /// [`crate::kafka::offsets`]).
-pub fn consumer(kafka: &Connection) -> Result<BaseConsumer<Rebalances>, KafkaFailure> {
+pub fn consumer(kafka: &Connection) -> Result<BaseConsumer<ConsumerEvents>, KafkaFailure> {
     let mut config = client_config(kafka);
     // The group presence's offsets are committed to; never joined (assign()).
     config.set("group.id", &kafka.group_id);
@@ -39,7 +39,7 @@ pub fn consumer(kafka: &Connection) -> Result<BaseConsumer<Rebalances>, KafkaFai
     config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string());
     // Deliver CRC-failed messages as errors per message instead of stalling.
     config.set("check.crcs", "true");
-    kafka.create(config, Rebalances, "a consumer")
+    kafka.create(config, ConsumerEvents, "a consumer")
 }
 
 /// The low and high watermarks of `partitions`, in one request for each
@@ -87,13 +87,15 @@ pub fn watermarks<C: ConsumerContext>(
 /// and never subscribe, so this stays 0 (a test checks it).
 pub static REBALANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The consumers' context: counts rebalances into [`REBALANCES`].
+/// The consumers' context: what librdkafka tells presence's consumers. A
+/// rebalance, which must never happen, is counted into [`REBALANCES`] and
+/// logged; a commit to the group that failed is logged.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Rebalances;
+pub struct ConsumerEvents;
 
-impl ClientContext for Rebalances {}
+impl ClientContext for ConsumerEvents {}
 
-impl rdkafka::consumer::ConsumerContext for Rebalances {
+impl rdkafka::consumer::ConsumerContext for ConsumerEvents {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
         REBALANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(
@@ -122,10 +124,10 @@ pub struct InputPartition {
 
 /// The input topics' partitions in assignment order (probes, logins, base
 /// counts; each topic's partitions in order), from the broker's metadata.
-/// Every process computes the same list, and [`crate::files::input::responsible_for`]
+/// Every process computes the same list, and [`crate::cluster::responsible_for`]
 /// maps a position in it to a worker, as for files.
 pub fn input_partitions(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     brokers: &str,
     topics: &[(Kind, String)],
     timeout: Duration,
@@ -163,7 +165,7 @@ pub fn input_partitions(
 /// (`None`: its earliest), and returns each one's first and end offsets as
 /// seen now (for `--stop-at-end`).
 pub fn assign(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     brokers: &str,
     partitions: &[InputPartition],
     starts: &[Option<i64>],
@@ -198,7 +200,7 @@ pub fn assign(
 /// The end offset of a partition as the consumer last learned it from its
 /// fetches: a cached, non-blocking look-up (`None` before the first fetch).
 pub fn cached_end_offset(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     topic: &str,
     partition: i32,
 ) -> Option<i64> {

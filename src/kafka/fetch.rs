@@ -18,13 +18,13 @@ use std::time::Duration;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::kafka::consumer::Rebalances;
+use crate::kafka::consumer::ConsumerEvents;
 
 /// A consumer and its queue of fetched messages and errors. It owns the
 /// consumer so that the queue reference is released before the client is.
 pub struct Fetcher {
     queue: NonNull<rdsys::rd_kafka_queue_t>,
-    consumer: BaseConsumer<Rebalances>,
+    consumer: BaseConsumer<ConsumerEvents>,
 }
 
 /// One event from the queue; what it holds is read with [`Event::read`].
@@ -91,7 +91,7 @@ pub enum Fetched<'e> {
 impl Fetcher {
     /// Reads the queue of `consumer`, which must be a group consumer (it
     /// is: see [`crate::kafka::consumer()`]).
-    pub fn new(consumer: BaseConsumer<Rebalances>) -> Self {
+    pub fn new(consumer: BaseConsumer<ConsumerEvents>) -> Self {
         // SAFETY: the handle is valid while `consumer` lives, and it lives in
         // self; the returned queue reference is released in Drop, before it.
         let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
@@ -102,7 +102,7 @@ impl Fetcher {
     }
 
     /// The consumer (to seek, or to look up offsets).
-    pub fn consumer(&self) -> &BaseConsumer<Rebalances> {
+    pub fn consumer(&self) -> &BaseConsumer<ConsumerEvents> {
         &self.consumer
     }
 

@@ -43,8 +43,8 @@ pub use admin::{
 };
 pub use connection::{client_config, Connection, GROUP_ID};
 pub use consumer::{
-    assign, cached_end_offset, consumer, input_partitions, watermarks, InputPartition, Rebalances,
-    FETCH_WAIT_MAX_MS, REBALANCES,
+    assign, cached_end_offset, consumer, input_partitions, watermarks, ConsumerEvents,
+    InputPartition, FETCH_WAIT_MAX_MS, REBALANCES,
 };
 pub use deliveries::{Acked, Deliveries, DeliveryTracker, Floors, UNTRACKED};
 pub use error::KafkaFailure;

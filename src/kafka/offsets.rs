@@ -14,12 +14,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::connection::Connection;
-use crate::kafka::consumer::{consumer, Rebalances};
+use crate::kafka::consumer::{consumer, ConsumerEvents};
 use crate::kafka::error::KafkaFailure;
 
 /// Commits offsets to the group of a [`Connection`].
 pub struct GroupOffsets {
-    consumer: BaseConsumer<Rebalances>,
+    consumer: BaseConsumer<ConsumerEvents>,
     group: String,
     /// What was last committed, so that an unchanged set is not sent again.
     last: Vec<(String, i32, i64)>,

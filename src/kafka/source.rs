@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 
+use crate::cluster::responsible_for;
 use crate::dataflow::note::Note;
-use crate::files::input::responsible_for;
 use crate::kafka::connection::Connection;
 use crate::kafka::consumer::{assign, cached_end_offset, consumer, watermarks, InputPartition};
 use crate::kafka::error::KafkaFailure;
@@ -141,7 +141,7 @@ impl Partition {
 
 /// What one [`KafkaSource::read`] call consumed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Read {
+pub struct RecordsRead {
     /// Records handed on (messages and unreadable records).
     pub records: usize,
     /// Their bytes.
@@ -250,8 +250,8 @@ impl KafkaSource {
         budget: usize,
         now_ms: u64,
         mut give: impl FnMut(Ingested),
-    ) -> Result<Read, KafkaFailure> {
-        let mut read = Read::default();
+    ) -> Result<RecordsRead, KafkaFailure> {
+        let mut read = RecordsRead::default();
         let stop_at_end = self.options.stop_at_end;
         while read.records < budget {
             let Some(mut event) = self.fetcher.poll(Duration::ZERO) else {

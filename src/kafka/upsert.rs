@@ -166,7 +166,7 @@ impl Existing {
 
 /// What a restored run's sink knows of its topic (see [`upsert`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Restored {
+pub enum TopicAtRestore {
     /// No restore, or the topic was read back in full: the rows given at
     /// the restore epoch are all it holds.
     #[default]
@@ -180,13 +180,13 @@ pub enum Restored {
     Unchanged(Time),
 }
 
-impl Restored {
+impl TopicAtRestore {
     /// The restore epoch, if only the topic's tail was read back at it
-    /// ([`Restored::Tail`] or [`Restored::Unchanged`]).
+    /// ([`TopicAtRestore::Tail`] or [`TopicAtRestore::Unchanged`]).
     fn tail_epoch(self) -> Option<Time> {
         match self {
-            Restored::Whole => None,
-            Restored::Tail(epoch) | Restored::Unchanged(epoch) => Some(epoch),
+            TopicAtRestore::Whole => None,
+            TopicAtRestore::Tail(epoch) | TopicAtRestore::Unchanged(epoch) => Some(epoch),
         }
     }
 }
@@ -400,14 +400,14 @@ impl Unacknowledged {
 /// the sink writes only what differs — a row the topic lacks or holds with
 /// other content, a tombstone for a row the state lacks — and skips what
 /// is equal. So a restart repeats no row's current value. With `restored`
-/// [`Restored::Tail`], `existing` is only what the topic holds from the
+/// [`TopicAtRestore::Tail`], `existing` is only what the topic holds from the
 /// checkpoint's output offsets on (see [`crate::service::restore`]): a restored row
 /// whose key is not among them is in the topic as the checkpoint has it,
 /// and is skipped too.
 pub fn upsert<'scope, D>(
     collection: VecCollection<'scope, Time, D>,
     existing: StreamVec<'scope, Time, Existing>,
-    restored: Restored,
+    restored: TopicAtRestore,
     topic: String,
     sender: Sender,
     inserted: Option<Metrics>,
@@ -421,7 +421,9 @@ where
     let scope = collection.inner.scope();
     let tail_only = restored.tail_epoch();
     let updates = match restored {
-        Restored::Unchanged(epoch) => collection.inner.filter(move |(_, time, _)| *time != epoch),
+        TopicAtRestore::Unchanged(epoch) => {
+            collection.inner.filter(move |(_, time, _)| *time != epoch)
+        }
         _ => collection.inner,
     };
     updates.binary_frontier::<_, CapacityContainerBuilder<Vec<Note>>, _, _, _, _>(

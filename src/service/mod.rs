@@ -54,10 +54,10 @@ use timely::worker::Worker;
 
 use crate::checkpoint::store::{self, Origin};
 use crate::checkpoint::{self, CheckpointConfig};
+use crate::cluster::responsible_for;
 use crate::dataflow::note::Note;
 use crate::dataflow::operators::windows::Snapshots;
 use crate::dataflow::Time;
-use crate::files::input::responsible_for;
 use crate::kafka::offsets::GroupOffsets;
 use crate::kafka::progress;
 use crate::kafka::source::KafkaSource;
@@ -69,7 +69,7 @@ use crate::model::records::EventTime;
 use crate::model::summary::Summary;
 use crate::observe::metrics::{Metrics, ServiceState, WorkerFigures};
 use crate::pipeline::Pipeline;
-use restore::Restore;
+use restore::Restart;
 
 /// How often a worker publishes its figures to the metrics.
 const METRICS_EVERY: Duration = Duration::from_millis(250);
@@ -103,7 +103,7 @@ pub fn run(
         Some(settings) => {
             restore::prepare(&job, &settings.dir, settings.reset, &inputs, &consumer)?
         }
-        None => Restore::default(),
+        None => Restart::default(),
     };
     if let Some(manifest) = &restore.manifest {
         tracing::info!(
@@ -182,7 +182,7 @@ fn run_worker(
     worker: &mut Worker,
     job: &RunJob,
     inputs: &[InputPartition],
-    restore: &Restore,
+    restore: &Restart,
     shutdown: &AtomicBool,
     failed: &AtomicBool,
     metrics: &Metrics,
@@ -278,7 +278,7 @@ fn workers_per_process(config: &timely::Config) -> usize {
 /// `first` write, and from what (`None` without `--checkpoint-dir`).
 fn checkpoint_config(
     job: &RunJob,
-    restore: &Restore,
+    restore: &Restart,
     first: Time,
 ) -> Option<Arc<CheckpointConfig>> {
     job.checkpoint.as_ref().map(|settings| {
@@ -305,7 +305,7 @@ fn checkpoint_config(
 /// where a `run` checkpoint says each input partition resumes.
 fn load_restored(
     pipeline: &mut Pipeline,
-    restore: &Restore,
+    restore: &Restart,
     manifest: &store::Manifest,
     (index, peers): (usize, usize),
     metrics: &Metrics,
@@ -347,7 +347,7 @@ impl<'j> Service<'j> {
         worker: &mut Worker,
         job: &'j RunJob,
         inputs: &[InputPartition],
-        restore: &Restore,
+        restore: &Restart,
         metrics: &Metrics,
     ) -> Result<Self, RunError> {
         let (index, peers) = (worker.index(), worker.peers());
@@ -658,7 +658,7 @@ fn build(
     published: &ProbeHandle<Time>,
     checkpoint: Option<Arc<CheckpointConfig>>,
     group: Option<GroupOffsets>,
-    tails: PerOutput<upsert::Restored>,
+    tails: PerOutput<upsert::TopicAtRestore>,
 ) -> Pipeline {
     let t = job.topics.clone();
     let (producer, metrics) = (Rc::clone(sender.producer()), metrics.clone());
@@ -737,7 +737,7 @@ fn build(
 /// after (`probe`) the sinks.
 struct Sinks<'a, 's> {
     existing: StreamVec<'s, Time, upsert::Existing>,
-    restored: &'a PerOutput<upsert::Restored>,
+    restored: &'a PerOutput<upsert::TopicAtRestore>,
     topics: &'a Topics,
     sender: &'a upsert::Sender,
     delay: Duration,

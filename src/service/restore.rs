@@ -37,8 +37,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::checkpoint::store::{self, Manifest, Origin, StoreError};
 use crate::dataflow::Time;
-use crate::kafka::upsert::{Existing, Restored, WrittenRejection};
-use crate::kafka::{self, InputPartition, KafkaFailure, Rebalances};
+use crate::kafka::upsert::{Existing, TopicAtRestore, WrittenRejection};
+use crate::kafka::{self, ConsumerEvents, InputPartition, KafkaFailure};
 use crate::model::output::{Output, PerOutput};
 use crate::service::job::{RunError, RunJob};
 
@@ -62,7 +62,7 @@ const LOOKING: Duration = Duration::from_millis(200);
 
 /// What a restart starts from.
 #[derive(Clone, Debug, Default)]
-pub struct Restore {
+pub struct Restart {
     /// The checkpoint folder.
     pub dir: PathBuf,
     /// The checkpoint restored (`None`: a first start).
@@ -139,14 +139,14 @@ pub fn prepare(
     dir: &std::path::Path,
     reset: bool,
     inputs: &[InputPartition],
-    consumer: &BaseConsumer<Rebalances>,
-) -> Result<Restore, RunError> {
+    consumer: &BaseConsumer<ConsumerEvents>,
+) -> Result<Restart, RunError> {
     let began = Instant::now();
     let Some(manifest) = newest_checkpoint(dir, reset)? else {
-        return Ok(Restore {
+        return Ok(Restart {
             dir: dir.to_owned(),
             began: Some(began),
-            ..Restore::default()
+            ..Restart::default()
         });
     };
     refuse_other_job(job, dir, &manifest)?;
@@ -174,7 +174,7 @@ pub fn prepare(
         .max(last_frontier(consumer, job)?);
     let tails = PerOutput::from_fn(|output| back.tails[output.index()]);
     let (existing, rejections) = existing_rows(back.values, &back.placed, &next_of);
-    Ok(Restore {
+    Ok(Restart {
         dir: dir.to_owned(),
         epoch: latest + 1,
         existing,
@@ -247,7 +247,7 @@ fn resume_offsets(
     job: &RunJob,
     manifest: &Manifest,
     inputs: &[InputPartition],
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
 ) -> Result<BTreeMap<(String, i32), i64>, RunError> {
     let known: Vec<_> = manifest
         .partitions
@@ -333,10 +333,10 @@ fn acked_ends(ends: BTreeMap<(String, i32), i64>) -> kafka::Acked {
     std::sync::Arc::new(std::sync::Mutex::new(by_topic))
 }
 
-impl Restore {
+impl Restart {
     /// What each upsert sink knows of its topic at the restore epoch.
-    pub fn sinks(&self) -> PerOutput<Restored> {
-        let mut sinks = PerOutput::<Restored>::default();
+    pub fn sinks(&self) -> PerOutput<TopicAtRestore> {
+        let mut sinks = PerOutput::<TopicAtRestore>::default();
         if self.manifest.is_none() {
             return sinks;
         }
@@ -345,8 +345,8 @@ impl Restore {
                 let read = self.existing.iter().any(|e| e.output == output);
                 let sink = &mut sinks[output];
                 *sink = match read {
-                    true => Restored::Tail(self.epoch),
-                    false => Restored::Unchanged(self.epoch),
+                    true => TopicAtRestore::Tail(self.epoch),
+                    false => TopicAtRestore::Unchanged(self.epoch),
                 };
             }
         }
@@ -409,7 +409,7 @@ struct Span {
 /// at or after the checkpoint's cut is at or above its partition's floor,
 /// so a key not in the tail is in the topic as the checkpoint has it.
 fn read_back(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     job: &RunJob,
     topics: &[&String],
     floors: Option<&BTreeMap<(String, i32), i64>>,
@@ -496,7 +496,7 @@ type Watermarks = (i32, i64, i64);
 
 /// Per topic of `topics` (in that order), its partitions' watermarks; a topic that does not exist has none.
 fn output_watermarks(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     job: &RunJob,
     topics: &[&String],
 ) -> Result<Vec<Vec<Watermarks>>, RunError> {
@@ -538,7 +538,7 @@ fn output_watermarks(
 /// past them while the client has more (see [`fetch_from`]); returns each
 /// partition's next offset.
 fn read_spans(
-    consumer: &BaseConsumer<Rebalances>,
+    consumer: &BaseConsumer<ConsumerEvents>,
     job: &RunJob,
     topics: &[&String],
     spans: &[Span],
@@ -627,7 +627,7 @@ fn read_spans(
 }
 
 /// The greatest frontier in the progress topic (its last messages).
-fn last_frontier(consumer: &BaseConsumer<Rebalances>, job: &RunJob) -> Result<u64, RunError> {
+fn last_frontier(consumer: &BaseConsumer<ConsumerEvents>, job: &RunJob) -> Result<u64, RunError> {
     let topic = &job.topics.progress;
     let failure = |source| client_failure(job, format!("reading {topic}"))(source);
     let metadata = consumer

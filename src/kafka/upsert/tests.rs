@@ -129,7 +129,7 @@ fn a_restore_epochs_rows_wait_for_the_state_to_be_restored() {
             upsert(
                 collection,
                 existing.to_stream(scope),
-                Restored::Whole,
+                TopicAtRestore::Whole,
                 "contacts".into(),
                 sender.clone(),
                 None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backfill::{self, BackfillError, Job, Progress};
-use crate::harness::console::{live_line, Painter};
+use crate::console::terminal::{live_line, Painter};
 use crate::harness::load::{self, Load};
 use crate::kafka::KafkaFailure;
 use crate::model::summary::Summary;

@@ -3,7 +3,7 @@
 //! written above it, and a panel of a few lines redrawn in place.
 //!
 //! Without a terminal nothing is drawn: the commands log instead (see
-//! [`crate::harness::live`]).
+//! [`crate::console::live`]).
 
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{RecvTimeoutError, Sender};

@@ -8,7 +8,7 @@
 //! each collection. A failure anywhere in this process leaves no part of its
 //! output published.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use timely::worker::Worker;
 
-use crate::checkpoint::store::Origin;
+use crate::checkpoint::store::{self, Origin};
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::responsible_for;
 use crate::dataflow::note::Note;
@@ -60,6 +60,10 @@ pub struct Job {
     /// Write the final state as a checkpoint here, for `run` to continue
     /// from (the hand-off).
     pub checkpoint_dir: Option<PathBuf>,
+    /// Discard the checkpoints already in `checkpoint_dir` first (without
+    /// it, a folder holding any is refused: see
+    /// [`BackfillError::HoldsCheckpoints`]).
+    pub reset_state: bool,
     /// In a cluster, how long another process may show no sign of life
     /// before this one stops (see [`crate::cluster::execute`]).
     pub connect_timeout: Duration,
@@ -78,6 +82,7 @@ impl Default for Job {
             params: Params::default(),
             parse_only: false,
             checkpoint_dir: None,
+            reset_state: false,
             connect_timeout: Duration::from_secs(10),
             hooks: no_hooks(),
         }
@@ -99,6 +104,18 @@ pub enum BackfillError {
     /// The checkpoint folder cannot be used.
     #[error("checkpoint folder: {0}")]
     Checkpoint(#[from] crate::checkpoint::store::StoreError),
+    /// The checkpoint folder already holds checkpoints: the backfill's,
+    /// older than a run's, would be pruned at once, and another backfill's
+    /// would be replaced without a word.
+    #[error("{dir} already holds {count} checkpoint(s) (the newest: {newest}); a backfill's checkpoint there would not be the one a restart restores: name an empty folder, or add --reset-state to discard them first")]
+    HoldsCheckpoints {
+        /// The folder.
+        dir: PathBuf,
+        /// How many manifests it holds.
+        count: usize,
+        /// The newest one, described.
+        newest: String,
+    },
     /// The final checkpoint could not be written.
     #[error("the final checkpoint could not be written to {0} (see the warnings above)")]
     CheckpointFailed(PathBuf),
@@ -129,6 +146,41 @@ pub fn inputs(job: &Job) -> Result<(Vec<InputFile>, u64), BackfillError> {
     Ok((files, bytes))
 }
 
+/// Makes `dir` ready for the backfill's checkpoint: usable, and holding no
+/// checkpoint (discarded first with `reset`, refused otherwise). Every
+/// process of a cluster checks the same folder before the cluster
+/// connects, so all refuse or all go on.
+fn take_checkpoint_folder(dir: &Path, reset: bool) -> Result<(), BackfillError> {
+    store::prepare(dir)?;
+    if reset {
+        let removed = store::reset(dir)?;
+        if removed > 0 {
+            tracing::warn!(dir = %dir.display(), files = removed, "--reset-state: discarded the checkpoints");
+        }
+        return Ok(());
+    }
+    let held = store::manifests(dir)?;
+    let Some((path, newest)) = held.first() else {
+        return Ok(());
+    };
+    let newest = match newest {
+        Ok(manifest) => format!(
+            "time {}, written by {}",
+            manifest.time,
+            match manifest.origin {
+                Origin::Run => "run",
+                Origin::Backfill => "backfill",
+            }
+        ),
+        Err(_) => format!("{}, unreadable", path.display()),
+    };
+    Err(BackfillError::HoldsCheckpoints {
+        dir: dir.to_owned(),
+        count: held.len(),
+        newest,
+    })
+}
+
 /// Runs `job` on the cluster `config`, reporting progress into `progress`.
 pub fn run(
     config: timely::Config,
@@ -147,11 +199,11 @@ pub fn run_with_epochs(
     epoch_lines: u64,
 ) -> Result<Summary, BackfillError> {
     let (files, _bytes) = inputs(&job)?;
+    if let Some(dir) = &job.checkpoint_dir {
+        take_checkpoint_folder(dir, job.reset_state)?;
+    }
     if !job.parse_only {
         output::prepare(&job.out)?;
-    }
-    if let Some(dir) = &job.checkpoint_dir {
-        crate::checkpoint::store::prepare(dir)?;
     }
     let checkpoint = job.checkpoint_dir.as_ref().map(|dir| {
         Arc::new(CheckpointConfig {

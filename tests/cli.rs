@@ -587,3 +587,70 @@ fn detection_flags_and_defaults_are_the_models() {
         (&"-75".to_owned(), &"3".to_owned())
     );
 }
+
+/// A backfill into a folder that holds checkpoints is refused (its
+/// checkpoint would be pruned at once behind a run's, or would replace
+/// another backfill's, without a word); `--reset-state` discards them first.
+#[test]
+fn a_backfill_into_a_folder_holding_checkpoints_is_refused_unless_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = workload(dir.path());
+    let state = dir.path().join("state");
+    let manifests = || -> Vec<(String, Vec<u8>)> {
+        let mut found: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("manifest-")
+            })
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let first = run(backfill_command(&inputs, &dir.path().join("out-1"))
+        .arg("--checkpoint-dir")
+        .arg(&state));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = manifests();
+    assert_eq!(before.len(), 1, "one checkpoint");
+
+    let again = run(backfill_command(&inputs, &dir.path().join("out-2"))
+        .arg("--checkpoint-dir")
+        .arg(&state));
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let text = stderr(&again);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    assert!(
+        text.contains("already holds 1 checkpoint") && text.contains("--reset-state"),
+        "{text}"
+    );
+    assert_eq!(manifests(), before, "the refused backfill changed nothing");
+    assert!(
+        !dir.path().join("out-2").exists(),
+        "refused before any output"
+    );
+
+    let reset = run(backfill_command(&inputs, &dir.path().join("out-3"))
+        .arg("--checkpoint-dir")
+        .arg(&state)
+        .arg("--reset-state"));
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let after = manifests();
+    assert_eq!(after.len(), 1, "the old checkpoint discarded: {after:?}");
+    assert_ne!(after, before, "a new checkpoint");
+
+    let orphan = run(backfill_command(&inputs, &dir.path().join("out-4")).arg("--reset-state"));
+    assert_eq!(
+        orphan.status.code(),
+        Some(2),
+        "--reset-state needs --checkpoint-dir"
+    );
+}

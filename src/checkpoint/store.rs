@@ -595,8 +595,12 @@ pub fn reset(dir: &Path) -> Result<usize, StoreError> {
             || is_manifest(&name)
             || (name.starts_with('.') && name.ends_with(".tmp"));
         if ours {
-            fs::remove_file(&path).map_err(io_error(&path))?;
-            removed += 1;
+            // Another process of the cluster may be discarding them too.
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(&path)(error)),
+            }
         }
     }
     sync_dir(dir)?;

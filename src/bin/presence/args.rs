@@ -151,6 +151,10 @@ pub struct BackfillArgs {
     /// --checkpoint-dir DIR` to continue from (load history once, then go live).
     #[arg(long, value_name = "DIR", conflicts_with = "parse_only")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Discard the checkpoints already in --checkpoint-dir first (a folder
+    /// that holds any is refused otherwise).
+    #[arg(long, requires = "checkpoint_dir")]
+    pub reset_state: bool,
     /// In a cluster (-n), how long another process may show no sign of life
     /// before this one stops (heartbeats over UDP on the hostfile ports).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
@@ -176,6 +180,7 @@ impl BackfillArgs {
             params: self.params.params(),
             parse_only: self.parse_only,
             checkpoint_dir: self.checkpoint_dir.clone(),
+            reset_state: self.reset_state,
             connect_timeout: Duration::from_millis(self.connect_timeout),
             hooks: Arc::new(Injected::checkpoint_write_delay(Duration::from_millis(
                 self.inject_checkpoint_delay.unwrap_or(0),

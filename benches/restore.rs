@@ -350,6 +350,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
             dir: state,
             interval: Duration::from_secs(10),
             reset: false,
+            kept: presence::checkpoint::store::MANIFESTS_KEPT,
         }),
         ..RunJob::new(
             asked["brokers"].as_str().unwrap().to_owned(),

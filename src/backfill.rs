@@ -209,6 +209,7 @@ pub fn run_with_epochs(
         Arc::new(CheckpointConfig {
             dir: dir.clone(),
             every: None,
+            kept: store::MANIFESTS_KEPT,
             origin: Origin::Backfill,
             params: job.params,
             inputs: None,

@@ -190,6 +190,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
             dir: state.path().to_owned(),
             interval: std::time::Duration::from_secs(10),
             reset: false,
+            kept: presence::checkpoint::store::MANIFESTS_KEPT,
         }),
         ..RunJob::new(brokers.clone(), topics.clone())
     };

@@ -442,6 +442,7 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
                 dir: dir.to_owned(),
                 interval: Duration::from_millis(200),
                 reset: false,
+                kept: presence::checkpoint::store::MANIFESTS_KEPT,
             }),
             ..RunJob::new(
                 Connection {
@@ -523,6 +524,7 @@ fn promtool_accepts_the_metrics_and_the_rules() {
             dir: state.path().to_owned(),
             interval: Duration::from_secs(1),
             reset: false,
+            kept: presence::checkpoint::store::MANIFESTS_KEPT,
         }),
         ..RunJob::new(brokers.clone(), topics)
     };

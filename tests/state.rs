@@ -112,6 +112,7 @@ fn job(brokers: &str, dir: &Path) -> RunJob {
             dir: dir.to_owned(),
             interval: Duration::from_secs(1),
             reset: false,
+            kept: presence::checkpoint::store::MANIFESTS_KEPT,
         }),
         ..RunJob::new(brokers, Topics::default())
     }
@@ -1042,4 +1043,40 @@ fn without_a_checkpoint_folder_a_restart_reads_and_rewrites_everything() {
         "every rejection is written again"
     );
     growing_frontiers(&brokers, &topics, "across the restart");
+}
+
+/// `--checkpoints-kept`: however many checkpoints runs make, the folder
+/// keeps that many complete ones (here one, after three runs), and a
+/// restart restores from what is kept.
+#[test]
+fn only_the_checkpoints_asked_for_are_kept() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut input = Input::new(&brokers, dir.path());
+    let keeping_one = || {
+        let mut job = job(&brokers, &state);
+        job.checkpoint.as_mut().unwrap().kept = 1;
+        job
+    };
+    let manifests = || {
+        presence::checkpoint::store::manifests(&state)
+            .unwrap()
+            .len()
+    };
+    input.add(&day(1, 0));
+    run_job(keeping_one(), 2).unwrap();
+    input.add(&day(2, 1));
+    run_job(keeping_one(), 1).unwrap();
+    assert_eq!(manifests(), 1, "two runs, each with a final checkpoint");
+    let summary = run_job(keeping_one(), 2).unwrap();
+    assert_eq!(summary.lines, 0, "restored from the one kept");
+    assert_eq!(manifests(), 1);
+    check_outputs(
+        &brokers,
+        &Topics::default(),
+        &input.backfill("out"),
+        "kept one",
+    );
 }

@@ -31,6 +31,8 @@ pub struct CheckpointConfig {
     /// The rejected topic, and the rejected records in it that this run
     /// does not write again (see `crate::service::restore::Restart::rejections`).
     pub rejections: Option<(String, Vec<crate::kafka::upsert::WrittenRejection>)>,
+    /// How many complete checkpoints pruning keeps.
+    pub kept: usize,
     /// The harness's hooks ([`crate::observe::hooks::Hooks::before_durable`]
     /// before each piece is made durable).
     pub hooks: SharedHooks,

@@ -118,7 +118,7 @@ impl Coordinator {
         metrics: Metrics,
         group: Option<GroupOffsets>,
     ) -> Coordinator {
-        let (jobs, results) = manifest_writer(config.dir.clone(), activator);
+        let (jobs, results) = manifest_writer(config.dir.clone(), config.kept, activator);
         let runs: BTreeSet<u64> = [config.run].into();
         let partitions = config
             .base
@@ -490,6 +490,7 @@ type ManifestOutcome = Result<Manifest, (String, Manifest)>;
 
 fn manifest_writer(
     dir: PathBuf,
+    kept: usize,
     activator: SyncActivator,
 ) -> (mpsc::Sender<ManifestJob>, mpsc::Receiver<ManifestOutcome>) {
     let (jobs, queue) = mpsc::channel::<ManifestJob>();
@@ -498,7 +499,7 @@ fn manifest_writer(
         .name("checkpoint-manifest".into())
         .spawn(move || {
             for (manifest, runs) in queue {
-                let result = write_and_tidy(&dir, &runs, manifest.clone())
+                let result = write_and_tidy(&dir, &runs, kept, manifest.clone())
                     .map_err(|e| (e.to_string(), manifest));
                 if done.send(result).is_err() {
                     break;
@@ -516,6 +517,7 @@ fn manifest_writer(
 fn write_and_tidy(
     dir: &std::path::Path,
     runs: &BTreeSet<u64>,
+    kept: usize,
     manifest: Manifest,
 ) -> Result<Manifest, store::StoreError> {
     store::write_manifest(dir, &manifest)?;
@@ -539,7 +541,7 @@ fn write_and_tidy(
     } else {
         manifest
     };
-    if let Err(error) = store::prune(dir, runs) {
+    if let Err(error) = store::prune(dir, runs, kept) {
         tracing::warn!(%error, "could not delete old checkpoint files");
     }
     Ok(manifest)

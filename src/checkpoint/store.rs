@@ -32,8 +32,8 @@ use crate::dataflow::state::StateRow;
 use crate::model::params::Params;
 
 pub use crate::dataflow::state::KEY_GROUPS;
-/// Manifests kept (with the pieces they name): the newest and the ones
-/// before it, to fall back to when a newer one is damaged.
+/// Manifests kept by default (with the pieces they name): the newest and
+/// the ones before it, to fall back to when a newer one is damaged.
 pub const MANIFESTS_KEPT: usize = 3;
 /// A manifest whose pieces span more cuts than this is merged into one piece.
 pub const MERGE_AFTER_CUTS: usize = 8;
@@ -530,12 +530,16 @@ fn piece_parts(name: &str) -> Option<(Option<u64>, &str)> {
 }
 
 /// Deletes what no checkpoint can still need: manifests but the newest
-/// [`MANIFESTS_KEPT`] complete ones, pieces no kept manifest names — of
+/// `keep` complete ones, pieces no kept manifest names — of
 /// other runs than `runs` (every worker's of the live cluster; others were
 /// left by a crash), or of those if older than the newest manifest (pieces
 /// of later cuts may be on their way into the next one) — and temporary
 /// files of other runs. Returns the bytes freed.
-pub fn prune(dir: &Path, runs: &std::collections::BTreeSet<u64>) -> Result<u64, StoreError> {
+pub fn prune(
+    dir: &Path,
+    runs: &std::collections::BTreeSet<u64>,
+    keep: usize,
+) -> Result<u64, StoreError> {
     let found = manifests(dir)?;
     let mut kept: BTreeMap<String, ()> = BTreeMap::new();
     let mut freed = 0;
@@ -554,7 +558,7 @@ pub fn prune(dir: &Path, runs: &std::collections::BTreeSet<u64>) -> Result<u64, 
     let mut newest = None;
     for (path, manifest) in &found {
         match manifest {
-            Ok(manifest) if complete < MANIFESTS_KEPT => {
+            Ok(manifest) if complete < keep.max(1) => {
                 complete += 1;
                 newest = newest.max(Some(manifest.time));
                 kept.insert(manifest_name(manifest.time), ());

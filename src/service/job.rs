@@ -105,6 +105,8 @@ pub struct CheckpointSettings {
     pub interval: Duration,
     /// Discard the checkpoints and start from the earliest offsets.
     pub reset: bool,
+    /// How many complete checkpoints are kept (`--checkpoints-kept`).
+    pub kept: usize,
 }
 
 /// The default of `--checkpoint-interval`: a restart re-reads at most this

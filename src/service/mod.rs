@@ -285,6 +285,7 @@ fn checkpoint_config(
         Arc::new(CheckpointConfig {
             dir: settings.dir.clone(),
             every: Some((settings.interval.as_millis() as u64).max(1)),
+            kept: settings.kept,
             origin: Origin::Run,
             params: job.params,
             inputs: Some(job.recorded_inputs()),

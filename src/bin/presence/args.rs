@@ -517,6 +517,12 @@ pub struct RunArgs {
     /// earliest offsets.
     #[arg(long, requires = "checkpoint_dir")]
     pub reset_state: bool,
+    /// How many complete checkpoints are kept (the newest, and the ones to
+    /// fall back to if it is damaged); older ones and the pieces only they
+    /// name are deleted.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_at_least_one,
+          requires = "checkpoint_dir")]
+    pub checkpoints_kept: u64,
     /// Test hook: sleep this long before making each checkpoint piece durable.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
     pub inject_checkpoint_delay: Option<u64>,
@@ -555,6 +561,7 @@ impl RunArgs {
                     dir,
                     interval: Duration::from_millis(checkpoint.checkpoint_interval),
                     reset: self.reset_state,
+                    kept: self.checkpoints_kept as usize,
                 }),
             hooks: Arc::new(Injected::checkpoint_write_delay(Duration::from_millis(
                 self.inject_checkpoint_delay.unwrap_or(0),

@@ -129,7 +129,7 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
         "half",
     )
     .unwrap();
-    prune(dir.path(), &[7].into()).unwrap();
+    prune(dir.path(), &[7].into(), MANIFESTS_KEPT).unwrap();
     let left: Vec<u64> = manifests(dir.path())
         .unwrap()
         .into_iter()
@@ -143,4 +143,36 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
         .path()
         .join(format!(".{}.tmp", piece_name(None, 7, 1)))
         .exists());
+}
+
+#[test]
+fn prune_keeps_as_many_complete_checkpoints_as_asked_and_at_least_one() {
+    for (keep, expected) in [(1, vec![5]), (0, vec![5]), (4, vec![5, 4, 3, 2])] {
+        let dir = tempfile::tempdir().unwrap();
+        let params = Params::default();
+        let mut names = Vec::new();
+        for time in 1..=5u64 {
+            let name = piece_name(Some(time), 7, 0);
+            let piece =
+                write_piece(dir.path(), &name, vec![walkin("d", time, Some(time))]).unwrap();
+            let mut manifest = Manifest::new(time, Origin::Run, &params, 1);
+            manifest.pieces = vec![piece];
+            write_manifest(dir.path(), &manifest).unwrap();
+            names.push(name);
+        }
+        prune(dir.path(), &[7].into(), keep).unwrap();
+        let left: Vec<u64> = manifests(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.unwrap().time)
+            .collect();
+        assert_eq!(left, expected, "keep {keep}");
+        for (time, name) in (1..=5u64).zip(&names) {
+            assert_eq!(
+                dir.path().join(name).exists(),
+                expected.contains(&time),
+                "keep {keep}: piece of {time}"
+            );
+        }
+    }
 }

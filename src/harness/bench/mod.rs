@@ -139,6 +139,7 @@ fn job(
                 dir,
                 interval: config.checkpoint_interval,
                 reset: true,
+                kept: crate::checkpoint::store::MANIFESTS_KEPT,
             }),
         ..RunJob::new(broker.kafka.clone(), broker.topics.clone())
     }

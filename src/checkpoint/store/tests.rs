@@ -109,8 +109,9 @@ fn a_damaged_piece_fails_its_checksum_and_the_previous_checkpoint_counts() {
     assert_eq!(skipped.len(), 2, "{skipped:?}");
 }
 
-#[test]
-fn prune_keeps_the_newest_manifests_and_what_they_name() {
+/// A folder with the checkpoints of times 1 to 5 of run 7, a piece each;
+/// the pieces' names, oldest first.
+fn five_checkpoints() -> (tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let params = Params::default();
     let mut names = Vec::new();
@@ -122,6 +123,12 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
         write_manifest(dir.path(), &manifest).unwrap();
         names.push(name);
     }
+    (dir, names)
+}
+
+#[test]
+fn prune_keeps_the_newest_manifests_and_what_they_name() {
+    let (dir, names) = five_checkpoints();
     // An orphan of another run, and a piece of this run on its way.
     fs::write(dir.path().join(piece_name(Some(9), 3, 0)), "orphan").unwrap();
     fs::write(
@@ -148,18 +155,7 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
 #[test]
 fn prune_keeps_as_many_complete_checkpoints_as_asked_and_at_least_one() {
     for (keep, expected) in [(1, vec![5]), (0, vec![5]), (4, vec![5, 4, 3, 2])] {
-        let dir = tempfile::tempdir().unwrap();
-        let params = Params::default();
-        let mut names = Vec::new();
-        for time in 1..=5u64 {
-            let name = piece_name(Some(time), 7, 0);
-            let piece =
-                write_piece(dir.path(), &name, vec![walkin("d", time, Some(time))]).unwrap();
-            let mut manifest = Manifest::new(time, Origin::Run, &params, 1);
-            manifest.pieces = vec![piece];
-            write_manifest(dir.path(), &manifest).unwrap();
-            names.push(name);
-        }
+        let (dir, names) = five_checkpoints();
         prune(dir.path(), &[7].into(), keep).unwrap();
         let left: Vec<u64> = manifests(dir.path())
             .unwrap()

@@ -18,7 +18,7 @@ use timely::worker::Worker;
 
 use crate::checkpoint::store::{self, Origin};
 use crate::checkpoint::CheckpointConfig;
-use crate::cluster::responsible_for;
+use crate::cluster::{responsible_for, Workers};
 use crate::dataflow::note::Note;
 use crate::files::input::{check_readable, plan, FileError, FileSource, InputFile, LinesRead};
 use crate::files::output::{self, FinishedPart, OutputError, PartWriter};
@@ -167,10 +167,7 @@ fn take_checkpoint_folder(dir: &Path, reset: bool) -> Result<(), BackfillError> 
         Ok(manifest) => format!(
             "time {}, written by {}",
             manifest.time,
-            match manifest.origin {
-                Origin::Run => "run",
-                Origin::Backfill => "backfill",
-            }
+            manifest.origin.name()
         ),
         Err(_) => format!("{}, unreadable", path.display()),
     };
@@ -221,14 +218,7 @@ pub fn run_with_epochs(
         })
     });
     let metrics = Metrics::default();
-    let peers = match &config.communication {
-        timely::CommunicationConfig::Thread => 1,
-        timely::CommunicationConfig::Process(threads)
-        | timely::CommunicationConfig::ProcessBinary(threads) => *threads,
-        timely::CommunicationConfig::Cluster {
-            threads, addresses, ..
-        } => threads * addresses.len(),
-    };
+    let peers = Workers::of(&config).total;
     let job_out = (!job.parse_only).then(|| job.out.clone());
     let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, files, checkpoint.clone()));

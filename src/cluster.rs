@@ -204,6 +204,32 @@ impl ClusterArgs {
     }
 }
 
+/// How many workers a cluster runs: in each of its processes, and in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workers {
+    /// Workers in each process (`-w`).
+    pub per_process: usize,
+    /// Workers in all processes: timely's `peers`.
+    pub total: usize,
+}
+
+impl Workers {
+    /// The workers of `config`.
+    pub fn of(config: &timely::Config) -> Workers {
+        let (per_process, processes) = match &config.communication {
+            CommunicationConfig::Thread => (1, 1),
+            CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => (*n, 1),
+            CommunicationConfig::Cluster {
+                threads, addresses, ..
+            } => (*threads, addresses.len()),
+        };
+        Workers {
+            per_process,
+            total: per_process * processes,
+        }
+    }
+}
+
 /// The worker (index among all `peers` workers of all processes) that owns
 /// the item at `position` of a list every process computes the same: an
 /// input file in [`crate::files::input::plan`] order, an input partition

@@ -209,8 +209,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
         metrics.read(|f| f.workers.values().map(|w| w.summary.lines).sum::<u64>()) == produced
             && topics
                 .outputs
-                .0
-                .iter()
+                .values()
                 .chain([&topics.progress])
                 .all(|topic| !read_topic(&brokers, topic).is_empty())
     });

@@ -294,6 +294,16 @@ pub enum Origin {
     Backfill,
 }
 
+impl Origin {
+    /// The command that wrote it, as listings and refusals name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Run => "run",
+            Origin::Backfill => "backfill",
+        }
+    }
+}
+
 pub use crate::model::ingest::PartitionState;
 
 /// A complete checkpoint.
@@ -675,10 +685,7 @@ pub fn describe(dir: &Path) -> Result<String, StoreError> {
             "checkpoint at logical time {} (written {}, by {}, {} workers): {status}",
             manifest.time,
             humantime::format_rfc3339_seconds(wall),
-            match manifest.origin {
-                Origin::Run => "run",
-                Origin::Backfill => "backfill",
-            },
+            manifest.origin.name(),
             manifest.workers
         );
         let _ = writeln!(

@@ -201,7 +201,7 @@ fn mock_broker(topics: &Topics) -> Result<MockCluster<'static, DefaultProducerCo
     let mock = MockCluster::new(1)?;
     // The mock broker has no CreateTopics call: create every topic here.
     let inputs = [&topics.probes, &topics.logins, &topics.base_counts];
-    for topic in inputs.into_iter().chain(&topics.outputs.0) {
+    for topic in inputs.into_iter().chain(topics.outputs.values()) {
         mock.create_topic(topic, PARTITIONS, 1)?;
     }
     mock.create_topic(&topics.progress, 1, 1)?;

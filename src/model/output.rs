@@ -64,7 +64,7 @@ impl Output {
 }
 
 /// One value per output, indexed by [`Output`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerOutput<T>(pub [T; 5]);
 
 impl<T> PerOutput<T> {
@@ -73,9 +73,9 @@ impl<T> PerOutput<T> {
         PerOutput(Output::ALL.map(&mut f))
     }
 
-    /// Each output with its value, in the contract's order.
-    pub fn iter(&self) -> impl Iterator<Item = (Output, &T)> {
-        Output::ALL.into_iter().zip(self.0.iter())
+    /// The values, in the contract's order of the outputs.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
     }
 }
 

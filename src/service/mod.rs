@@ -37,8 +37,6 @@ pub use job::{
     PROGRESS_INTERVAL, READY_LAG,
 };
 
-use crate::model::ingest::PartitionState;
-use crate::model::output::{Output, PerOutput};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +52,7 @@ use timely::worker::Worker;
 
 use crate::checkpoint::store::{self, Origin};
 use crate::checkpoint::{self, CheckpointConfig};
-use crate::cluster::responsible_for;
+use crate::cluster::{responsible_for, Workers};
 use crate::dataflow::note::Note;
 use crate::dataflow::operators::windows::Snapshots;
 use crate::dataflow::Time;
@@ -64,7 +62,8 @@ use crate::kafka::source::KafkaSource;
 use crate::kafka::upsert;
 use crate::kafka::{self, DeliveryTracker, InputPartition, KafkaFailure};
 use crate::model::clock::now_ms;
-use crate::model::ingest::Ingested;
+use crate::model::ingest::{Ingested, PartitionState};
+use crate::model::output::{Output, PerOutput};
 use crate::model::records::EventTime;
 use crate::model::summary::Summary;
 use crate::observe::metrics::{Metrics, ServiceState, WorkerFigures};
@@ -124,15 +123,14 @@ pub fn run(
     // partition, so that its order is the frontiers' order.
     let mut create: Vec<kafka::NewTopicSpec> = t
         .outputs
-        .0
-        .iter()
+        .values()
         .map(|topic| (topic.as_str(), job.output_partitions, true))
         .collect();
     create.push((&t.progress, 1, false));
     kafka::create_missing_topics_with(&consumer, &job.kafka, &create, job.connect_timeout)?;
     // One client asked the brokers everything above; its teardown waits for nobody.
     kafka::drop_in_background(consumer);
-    let workers = workers_per_process(&config);
+    let workers = Workers::of(&config).per_process;
     metrics.update(|f| {
         f.life.workers = workers;
         f.life.ready_lag = job.ready_lag;
@@ -261,17 +259,6 @@ fn refuse_inputs_named_twice(job: &RunJob) -> Result<(), RunError> {
         }
     }
     Ok(())
-}
-
-/// The workers each process of `config` runs.
-fn workers_per_process(config: &timely::Config) -> usize {
-    match &config.communication {
-        timely::CommunicationConfig::Thread => 1,
-        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
-            *n
-        }
-        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
-    }
 }
 
 /// What the checkpoint operators of a run that starts at logical time

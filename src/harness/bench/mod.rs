@@ -207,7 +207,7 @@ impl Broker {
         let mut create: Vec<kafka::NewTopicSpec> =
             [&topics.probes, &topics.logins, &topics.base_counts]
                 .into_iter()
-                .chain(&topics.outputs.0)
+                .chain(topics.outputs.values())
                 .chain([&self.floor])
                 .map(|t| (t.as_str(), partitions, false))
                 .collect();

@@ -1,7 +1,6 @@
 //! Durable state (`--checkpoint-dir`): restarts, the backfill hand-off,
 //! refusals and fallbacks, against librdkafka's in-process mock broker.
 
-use presence::model::output::Output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -14,6 +13,7 @@ use common::*;
 use presence::backfill::{self, Job, Progress};
 use presence::harness::generator::{Workload, WorkloadConfig};
 use presence::model::ingest::Kind;
+use presence::model::output::Output;
 use presence::model::params::Params;
 use presence::model::summary::Summary;
 use presence::observe::metrics::Metrics;
@@ -188,6 +188,28 @@ fn a_restart_after_a_clean_stop_reads_nothing_twice_and_rewrites_nothing() {
         &input.backfill("out-3"),
         "after new input",
     );
+}
+
+/// The final checkpoint says where every output partition ends even when
+/// the sinks send their last records after the state's final cut (held
+/// here by the harness's output delay, longer than the whole run): a
+/// restart after a clean stop reads nothing back.
+#[test]
+fn a_clean_stop_s_checkpoint_knows_the_ends_of_outputs_sent_after_its_cut() {
+    let mock = mock_with_inputs();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut input = Input::new(&brokers, dir.path());
+    input.add(&day(1, 0));
+    let mut hooks = presence::harness::hooks::Injected::default();
+    hooks.delay_outputs = Duration::from_millis(500);
+    let lagging = RunJob {
+        hooks: Arc::new(hooks),
+        ..job(&brokers, &state)
+    };
+    run_job(lagging, 2).unwrap();
+    outputs_read_back_from_their_ends(&brokers, &Topics::default(), &state);
 }
 
 /// The newest checkpoint in `state` reads every output partition back from

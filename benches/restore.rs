@@ -124,7 +124,7 @@ fn main() {
                     logins: written.logins.clone(),
                     base_counts: written.base_counts.clone(),
                     out: dir.join(out),
-                    checkpoint_dir: checkpoint,
+                    checkpoint_dir: checkpoint.map(Into::into),
                     ..Job::default()
                 };
                 let started = Instant::now();
@@ -157,7 +157,7 @@ fn main() {
         std::fs::copy(&path, state.join(path.file_name().unwrap())).unwrap();
     }
     let mut skipped = Vec::new();
-    let manifest = presence::checkpoint::store::newest_complete(&state, &mut skipped)
+    let manifest = presence::checkpoint::store::newest_complete(&presence::checkpoint::store::Store::at(&state).unwrap(), &mut skipped).map(|f| f.map(|(m, _)| m))
         .unwrap()
         .expect("the backfill wrote a checkpoint");
     let bytes = manifest.bytes();
@@ -180,7 +180,7 @@ fn main() {
     // lag) and to the restored rows being in the output topics (the first
     // frontier above the restore epoch); then a clean stop.
     let restore = || {
-        let restoring = presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
+        let restoring = presence::checkpoint::store::newest_complete(&presence::checkpoint::store::Store::at(&state).unwrap(), &mut Vec::new()).map(|f| f.map(|(m, _)| m))
             .unwrap()
             .expect("a checkpoint");
         let asked = serde_json::json!({
@@ -347,7 +347,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut job = RunJob {
         checkpoint: Some(CheckpointSettings {
-            dir: state,
+            dir: state.into(),
             interval: Duration::from_secs(10),
             reset: false,
             kept: presence::checkpoint::store::MANIFESTS_KEPT,

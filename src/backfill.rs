@@ -8,7 +8,7 @@
 //! each collection. A failure anywhere in this process leaves no part of its
 //! output published.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use timely::worker::Worker;
 
-use crate::checkpoint::store::{self, Origin};
+use crate::checkpoint::store::{self, Location, Origin, Store};
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::{responsible_for, Workers};
 use crate::dataflow::note::Note;
@@ -59,7 +59,7 @@ pub struct Job {
     pub parse_only: bool,
     /// Write the final state as a checkpoint here, for `run` to continue
     /// from (the hand-off).
-    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<Location>,
     /// Discard the checkpoints already in `checkpoint_dir` first (without
     /// it, a folder holding any is refused: see
     /// [`BackfillError::HoldsCheckpoints`]).
@@ -107,10 +107,10 @@ pub enum BackfillError {
     /// The checkpoint folder already holds checkpoints: the backfill's,
     /// older than a run's, would be pruned at once, and another backfill's
     /// would be replaced without a word.
-    #[error("{dir} already holds {count} checkpoint(s) (the newest: {newest}); a backfill's checkpoint there would not be the one a restart restores: name an empty folder, or add --reset-state to discard them first")]
+    #[error("{place} already holds {count} checkpoint(s) (the newest: {newest}); a backfill's checkpoint there would not be the one a restart restores: name an empty folder or prefix, or add --reset-state to discard them first")]
     HoldsCheckpoints {
-        /// The folder.
-        dir: PathBuf,
+        /// The folder or prefix.
+        place: String,
         /// How many manifests it holds.
         count: usize,
         /// The newest one, described.
@@ -118,7 +118,10 @@ pub enum BackfillError {
     },
     /// The final checkpoint could not be written.
     #[error("the final checkpoint could not be written to {0} (see the warnings above)")]
-    CheckpointFailed(PathBuf),
+    CheckpointFailed(String),
+    /// A newer run took the checkpoint store while this one ran.
+    #[error("{0}")]
+    Superseded(String),
     /// Timely could not start (e.g. the cluster could not connect).
     #[error("cannot start the workers: {0}")]
     Timely(String),
@@ -146,35 +149,58 @@ pub fn inputs(job: &Job) -> Result<(Vec<InputFile>, u64), BackfillError> {
     Ok((files, bytes))
 }
 
-/// Makes `dir` ready for the backfill's checkpoint: usable, and holding no
-/// checkpoint (discarded first with `reset`, refused otherwise). Every
-/// process of a cluster checks the same folder before the cluster
-/// connects, so all refuse or all go on.
-fn take_checkpoint_folder(dir: &Path, reset: bool) -> Result<(), BackfillError> {
-    store::prepare(dir)?;
-    if reset {
-        let removed = store::reset(dir)?;
-        if removed > 0 {
-            tracing::warn!(dir = %dir.display(), files = removed, "--reset-state: discarded the checkpoints");
-        }
-        return Ok(());
+/// Makes the store at `location` ready for the backfill's checkpoint:
+/// usable, and holding no checkpoint (discarded first with `reset`,
+/// refused otherwise); process 0 takes a generation (see
+/// [`store::claim`]) and returns it. Every process checks the same store
+/// before the cluster connects, so all refuse or all go on; only process 0
+/// discards.
+fn take_checkpoint_store(
+    job: &Job,
+    location: &Location,
+    process: usize,
+    metrics: &Metrics,
+) -> Result<(Store, u64), BackfillError> {
+    let store = Store::open(location, metrics)?.with_patience(job.connect_timeout);
+    store.check()?;
+    if !job.reset_state {
+        refuse_held_checkpoints(&store)?;
     }
-    let held = store::manifests(dir)?;
-    let Some((path, newest)) = held.first() else {
+    if process != 0 {
+        return Ok((store, 0));
+    }
+    let generation = store::claim(&store, Origin::Backfill, &job.params, None)?;
+    if job.reset_state {
+        let removed = store::reset(&store, generation)?;
+        if removed > 0 {
+            tracing::warn!(store = %location, objects = removed, "--reset-state: discarded the checkpoints");
+        }
+    }
+    Ok((store, generation))
+}
+
+/// Refuses a store that holds a checkpoint (a claim of a run that wrote
+/// none is not one).
+fn refuse_held_checkpoints(store: &Store) -> Result<(), BackfillError> {
+    let held: Vec<_> = store::manifests(store)?
+        .into_iter()
+        .filter(|l| l.manifest.as_ref().map_or(true, |m| !m.claim))
+        .collect();
+    let Some(newest) = held.first() else {
         return Ok(());
     };
-    let newest = match newest {
+    let described = match &newest.manifest {
         Ok(manifest) => format!(
             "time {}, written by {}",
             manifest.time,
             manifest.origin.name()
         ),
-        Err(_) => format!("{}, unreadable", path.display()),
+        Err(_) => format!("{}, unreadable", newest.place),
     };
     Err(BackfillError::HoldsCheckpoints {
-        dir: dir.to_owned(),
+        place: store.location().to_string(),
         count: held.len(),
-        newest,
+        newest: described,
     })
 }
 
@@ -196,15 +222,25 @@ pub fn run_with_epochs(
     epoch_lines: u64,
 ) -> Result<Summary, BackfillError> {
     let (files, _bytes) = inputs(&job)?;
-    if let Some(dir) = &job.checkpoint_dir {
-        take_checkpoint_folder(dir, job.reset_state)?;
-    }
+    let metrics = Metrics::default();
+    let workers = Workers::of(&config);
+    let taken = match &job.checkpoint_dir {
+        Some(location) => Some(take_checkpoint_store(
+            &job,
+            location,
+            workers.process,
+            &metrics,
+        )?),
+        None => None,
+    };
     if !job.parse_only {
         output::prepare(&job.out)?;
     }
-    let checkpoint = job.checkpoint_dir.as_ref().map(|dir| {
+    let checkpoint = taken.map(|(store, generation)| {
         Arc::new(CheckpointConfig {
-            dir: dir.clone(),
+            store: store.with_patience(store::PATIENCE),
+            generation,
+            superseded: Default::default(),
             every: None,
             kept: store::MANIFESTS_KEPT,
             origin: Origin::Backfill,
@@ -217,8 +253,7 @@ pub fn run_with_epochs(
             hooks: Arc::clone(&job.hooks),
         })
     });
-    let metrics = Metrics::default();
-    let peers = Workers::of(&config).total;
+    let peers = workers.total;
     let job_out = (!job.parse_only).then(|| job.out.clone());
     let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, files, checkpoint.clone()));
@@ -249,8 +284,13 @@ pub fn run_with_epochs(
     }
     if let Some(config) = &checkpoint {
         // Process 0 writes the manifest; the others only their pieces.
+        if let Some(line) = config.superseded.get() {
+            return Err(BackfillError::Superseded(line.clone()));
+        }
         if metrics.read(|f| f.checkpoints.failures) > 0 {
-            return Err(BackfillError::CheckpointFailed(config.dir.clone()));
+            return Err(BackfillError::CheckpointFailed(
+                config.store.location().to_string(),
+            ));
         }
     }
     // Every part is complete: replace the previous run's output.

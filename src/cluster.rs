@@ -211,21 +211,27 @@ pub struct Workers {
     pub per_process: usize,
     /// Workers in all processes: timely's `peers`.
     pub total: usize,
+    /// This process's index (`-p`).
+    pub process: usize,
 }
 
 impl Workers {
     /// The workers of `config`.
     pub fn of(config: &timely::Config) -> Workers {
-        let (per_process, processes) = match &config.communication {
-            CommunicationConfig::Thread => (1, 1),
-            CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => (*n, 1),
+        let (per_process, processes, process) = match &config.communication {
+            CommunicationConfig::Thread => (1, 1, 0),
+            CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => (*n, 1, 0),
             CommunicationConfig::Cluster {
-                threads, addresses, ..
-            } => (*threads, addresses.len()),
+                threads,
+                addresses,
+                process,
+                ..
+            } => (*threads, addresses.len(), *process),
         };
         Workers {
             per_process,
             total: per_process * processes,
+            process,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use presence::files::output::FOLDERS;
 
 mod common;
-use common::run_two_processes;
+use common::{run_two_processes, store_at};
 
 fn presence() -> Command {
     Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -218,7 +218,7 @@ fn a_hung_backfill_process_ends_the_other_within_the_connect_timeout() {
     });
     assert_eq!(collections(&out), collections(&single), "the rerun differs");
     assert!(
-        presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
+        presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
             .unwrap()
             .is_some(),
         "the rerun wrote no complete checkpoint"
@@ -276,6 +276,23 @@ fn bad_duration_is_rejected_with_the_syntax() {
         message.contains("invalid duration") && message.contains("15m"),
         "{message}"
     );
+}
+
+#[test]
+fn a_checkpoint_store_that_is_neither_a_folder_nor_s3_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["gs://state/x", "s3://Not_A_Bucket/x", "s3://state/a/../b"] {
+        let output = run(presence()
+            .current_dir(dir.path())
+            .args(["checkpoints", "--checkpoint-dir", bad]));
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
+        assert!(stderr(&output).contains("s3://BUCKET/PREFIX"), "{bad}: {}", stderr(&output));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{bad}: nothing is created"
+        );
+    }
 }
 
 #[test]
@@ -596,6 +613,8 @@ fn a_backfill_into_a_folder_holding_checkpoints_is_refused_unless_reset() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = workload(dir.path());
     let state = dir.path().join("state");
+    // The checkpoints' manifests (not the claims each backfill makes of a
+    // generation first).
     let manifests = || -> Vec<(String, Vec<u8>)> {
         let mut found: Vec<_> = std::fs::read_dir(&state)
             .unwrap()
@@ -610,6 +629,10 @@ fn a_backfill_into_a_folder_holding_checkpoints_is_refused_unless_reset() {
             .map(|p| {
                 let name = p.file_name().unwrap().to_str().unwrap().to_owned();
                 (name, std::fs::read(&p).unwrap())
+            })
+            .filter(|(_, bytes)| {
+                let manifest: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                manifest["claim"] != true
             })
             .collect();
         found.sort();

@@ -187,7 +187,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
     let job = RunJob {
         output_partitions: 2,
         checkpoint: Some(presence::service::CheckpointSettings {
-            dir: state.path().to_owned(),
+            dir: state.path().into(),
             interval: std::time::Duration::from_secs(10),
             reset: false,
             kept: presence::checkpoint::store::MANIFESTS_KEPT,

@@ -23,6 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 mod common;
 use common::{
+    store_at,
     check_outputs_placed, create_output_topics, mock_inputs, produce_and_backfill,
     produce_and_backfill_routed, progress_messages, Route, PROBE_PARTITIONS, TIMEOUT,
 };
@@ -439,7 +440,7 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
             stop_at_end: true,
             output_partitions: 2,
             checkpoint: checkpoint.map(|dir| CheckpointSettings {
-                dir: dir.to_owned(),
+                dir: dir.into(),
                 interval: Duration::from_millis(200),
                 reset: false,
                 kept: presence::checkpoint::store::MANIFESTS_KEPT,
@@ -465,7 +466,7 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
     // With checkpoints: the final checkpoint's offsets.
     let state = tempfile::tempdir().unwrap();
     run_to_end("lag-a", Some(state.path()));
-    let manifest = store::newest_complete(state.path(), &mut Vec::new())
+    let manifest = store::newest_complete(&store_at(state.path()), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
         .unwrap()
         .expect("a final checkpoint");
     let expected: BTreeMap<(String, i32), i64> = manifest
@@ -521,7 +522,7 @@ fn promtool_accepts_the_metrics_and_the_rules() {
         stop_at_end: true,
         output_partitions: 2,
         checkpoint: Some(CheckpointSettings {
-            dir: state.path().to_owned(),
+            dir: state.path().into(),
             interval: Duration::from_secs(1),
             reset: false,
             kept: presence::checkpoint::store::MANIFESTS_KEPT,

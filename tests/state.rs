@@ -33,7 +33,7 @@ impl Input {
         Input {
             brokers: brokers.to_owned(),
             files: BTreeMap::new(),
-            dir: dir.to_owned(),
+            dir: dir.into(),
         }
     }
 
@@ -109,7 +109,7 @@ fn job(brokers: &str, dir: &Path) -> RunJob {
         stop_at_end: true,
         output_partitions: 2,
         checkpoint: Some(CheckpointSettings {
-            dir: dir.to_owned(),
+            dir: dir.into(),
             interval: Duration::from_secs(1),
             reset: false,
             kept: presence::checkpoint::store::MANIFESTS_KEPT,
@@ -215,13 +215,13 @@ fn a_clean_stop_s_checkpoint_knows_the_ends_of_outputs_sent_after_its_cut() {
 /// The newest checkpoint in `state` reads every output partition back from
 /// its end: after a clean stop, a restart reads nothing back.
 fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Path) {
-    let manifest = presence::checkpoint::store::newest_complete(state, &mut Vec::new())
+    let manifest = presence::checkpoint::store::newest_complete(&store_at(state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
         .unwrap()
         .unwrap();
     let floors = manifest
         .outputs
         .expect("a run's checkpoint says where its outputs are read back from");
-    let listing = presence::checkpoint::store::describe(state).unwrap();
+    let listing = presence::checkpoint::store::describe(&store_at(state)).unwrap();
     let walkins = format!(
         "{}/0 {}",
         topics[Output::Walkins],
@@ -474,7 +474,7 @@ fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
         logins: written.logins.clone(),
         base_counts: written.base_counts.clone(),
         out: dir.path().join("history-out"),
-        checkpoint_dir: Some(state.clone()),
+        checkpoint_dir: Some(state.clone().into()),
         ..Job::default()
     };
     backfill::run(
@@ -724,7 +724,7 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     let mut input = Input::new(&brokers, dir.path());
     input.add(&day(1, 0));
     run_job(job(&brokers, &state), 1).unwrap();
-    let listing = |state: &Path| presence::checkpoint::store::describe(state).unwrap();
+    let listing = |state: &Path| presence::checkpoint::store::describe(&store_at(state)).unwrap();
     let before = listing(&state);
 
     // Each detection parameter, by itself: the line names it, with the
@@ -835,10 +835,10 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     input.add(&day(2, 1));
     run_job(job(&brokers, &state), 2).unwrap();
     // Damage a piece only the newest checkpoint names.
-    let manifests: Vec<_> = presence::checkpoint::store::manifests(&state)
+    let manifests: Vec<_> = presence::checkpoint::store::manifests(&store_at(&state))
         .unwrap()
         .into_iter()
-        .map(|(_, m)| m.unwrap())
+        .filter_map(|l| l.checkpoint().cloned())
         .collect();
     let (newest, older) = (&manifests[0], &manifests[1]);
     let piece = newest
@@ -851,7 +851,7 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    assert!(presence::checkpoint::store::describe(&state)
+    assert!(presence::checkpoint::store::describe(&store_at(&state))
         .unwrap()
         .contains("NOT usable"));
     // The restart falls back and re-reads what the damaged one covered.
@@ -865,17 +865,17 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
     );
 
     // With every checkpoint damaged, none is left: a refusal, changing nothing.
-    let manifests: Vec<_> = presence::checkpoint::store::manifests(&state)
+    let manifests: Vec<_> = presence::checkpoint::store::manifests(&store_at(&state))
         .unwrap()
         .into_iter()
-        .map(|(_, m)| m.unwrap())
+        .filter_map(|l| l.checkpoint().cloned())
         .collect();
     assert!(!manifests.is_empty());
     for manifest in &manifests {
         let piece = manifest.pieces.last().expect("a checkpoint has pieces");
         std::fs::write(state.join(&piece.name), "damaged").unwrap();
     }
-    let before = presence::checkpoint::store::describe(&state).unwrap();
+    let before = presence::checkpoint::store::describe(&store_at(&state)).unwrap();
     let output = service_to_end(&brokers, &state, &[]);
     let line = refused_by_the_binary(&output);
     assert!(
@@ -883,7 +883,7 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
         "{line}"
     );
     assert_eq!(
-        presence::checkpoint::store::describe(&state).unwrap(),
+        presence::checkpoint::store::describe(&store_at(&state)).unwrap(),
         before
     );
 }
@@ -904,7 +904,7 @@ fn an_unusable_checkpoint_folder_fails_at_start_and_one_made_unwritable_later_is
     let message = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(
-        message.contains("checkpoint folder") && !message.contains("panicked"),
+        message.contains("checkpoint store") && !message.contains("panicked"),
         "{message}"
     );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
@@ -963,7 +963,7 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
             logins: written.logins.clone(),
             base_counts: written.base_counts.clone(),
             out: dir.path().join(format!("out-{name}")),
-            checkpoint_dir: Some(state.clone()),
+            checkpoint_dir: Some(state.clone().into()),
             ..Job::default()
         };
         backfill::run_with_epochs(
@@ -973,11 +973,16 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
             epoch_lines,
         )
         .unwrap();
-        let manifest = presence::checkpoint::store::newest_complete(&state, &mut Vec::new())
+        let manifest = presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
             .unwrap()
             .expect("a checkpoint");
         let mut rows: Vec<String> =
-            presence::checkpoint::store::restore_rows(&state, &manifest, |_| true)
+            presence::checkpoint::store::restore_rows(
+                &store_at(&state),
+                &manifest,
+                &presence::checkpoint::store::fetch(&store_at(&state), &manifest).unwrap(),
+                |_| true,
+            )
                 .unwrap()
                 .iter()
                 .map(|row| format!("{row:?}"))
@@ -1083,9 +1088,11 @@ fn only_the_checkpoints_asked_for_are_kept() {
         job
     };
     let manifests = || {
-        presence::checkpoint::store::manifests(&state)
+        presence::checkpoint::store::manifests(&store_at(&state))
             .unwrap()
-            .len()
+            .iter()
+            .filter(|l| l.checkpoint().is_some())
+            .count()
     };
     input.add(&day(1, 0));
     run_job(keeping_one(), 2).unwrap();

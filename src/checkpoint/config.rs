@@ -1,18 +1,28 @@
 //! What the checkpoint operators are told: where and how to write.
 
-use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use crate::dataflow::Time;
 use crate::model::params::Params;
 use crate::observe::hooks::SharedHooks;
 
-use super::store::{Manifest, Origin};
+use super::store::{Manifest, Origin, Store};
+
+/// Set (once, with the line to stop with) when a newer run took the
+/// checkpoint store: this run may no longer make a checkpoint count, and
+/// the service stops.
+pub type Superseded = Arc<OnceLock<String>>;
 
 /// Where and how checkpoints are written.
 #[derive(Clone, Debug)]
 pub struct CheckpointConfig {
-    /// The checkpoint folder (every process of a cluster names the same).
-    pub dir: PathBuf,
+    /// The checkpoint store (every process of a cluster names the same).
+    pub store: Store,
+    /// The generation this run took (its claim's number): its manifests
+    /// follow it.
+    pub generation: u64,
+    /// Set when a newer generation took the store.
+    pub superseded: Superseded,
     /// A cut every multiple of this logical time; `None`: only the final one.
     pub every: Option<u64>,
     /// What writes it.

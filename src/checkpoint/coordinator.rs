@@ -4,7 +4,6 @@
 //! the pieces, and older files are pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -118,7 +117,8 @@ impl Coordinator {
         metrics: Metrics,
         group: Option<GroupOffsets>,
     ) -> Coordinator {
-        let (jobs, results) = manifest_writer(config.dir.clone(), config.kept, activator);
+        let committer = store::Committer::new(config.store.clone(), config.generation);
+        let (jobs, results) = manifest_writer(committer, config.kept, activator);
         let runs: BTreeSet<u64> = [config.run].into();
         let partitions = config
             .base
@@ -222,6 +222,14 @@ impl Coordinator {
             let (cut, started) = self.writing.take().expect("a manifest was being written");
             match result {
                 Ok(manifest) => self.written(cut, started, manifest),
+                Err((error @ store::StoreError::Superseded { .. }, _)) => {
+                    // A newer run took the store: nothing more is written.
+                    tracing::error!(%error, "superseded");
+                    let _ = self.config.superseded.set(error.to_string());
+                    self.metrics.update(|f| f.checkpoints.failures += 1);
+                    self.capability = None;
+                    return;
+                }
                 Err((error, manifest)) => {
                     tracing::warn!(time = manifest.time, %error, "could not write a checkpoint's manifest; the previous one stays in force");
                     self.metrics.update(|f| f.checkpoints.failures += 1);
@@ -486,10 +494,10 @@ fn combine_floors(notes: &[PieceNote], previous: &Floors, last: bool) -> Floors 
 /// pieces first when they span many cuts), then prune the folder, keeping
 /// what the runs of the live cluster's workers may be writing.
 type ManifestJob = (Manifest, BTreeSet<u64>);
-type ManifestOutcome = Result<Manifest, (String, Manifest)>;
+type ManifestOutcome = Result<Manifest, (store::StoreError, Manifest)>;
 
 fn manifest_writer(
-    dir: PathBuf,
+    mut committer: store::Committer,
     kept: usize,
     activator: SyncActivator,
 ) -> (mpsc::Sender<ManifestJob>, mpsc::Receiver<ManifestOutcome>) {
@@ -499,8 +507,8 @@ fn manifest_writer(
         .name("checkpoint-manifest".into())
         .spawn(move || {
             for (manifest, runs) in queue {
-                let result = write_and_tidy(&dir, &runs, kept, manifest.clone())
-                    .map_err(|e| (e.to_string(), manifest));
+                let result = write_and_tidy(&mut committer, &runs, kept, manifest.clone())
+                    .map_err(|e| (e, manifest));
                 if done.send(result).is_err() {
                     break;
                 }
@@ -511,28 +519,24 @@ fn manifest_writer(
     (jobs, results)
 }
 
-/// Writes `manifest`; if its pieces span more than
-/// [`store::MERGE_AFTER_CUTS`] cuts, merges them into one and writes the
-/// merged manifest in its place; prunes. Returns the manifest in force.
+/// Commits `manifest`; if its pieces span more than
+/// [`store::MERGE_AFTER_CUTS`] cuts, merges them into one and commits the
+/// merged manifest after it; prunes. Returns the manifest in force.
 fn write_and_tidy(
-    dir: &std::path::Path,
+    committer: &mut store::Committer,
     runs: &BTreeSet<u64>,
     kept: usize,
     manifest: Manifest,
 ) -> Result<Manifest, store::StoreError> {
-    store::write_manifest(dir, &manifest)?;
+    let manifest = committer.commit(manifest)?;
     let cuts: BTreeSet<&str> = manifest
         .pieces
         .iter()
         .filter_map(|p| p.name.split('-').nth(1))
         .collect();
     let manifest = if cuts.len() > store::MERGE_AFTER_CUTS {
-        let name = format!("piece-{:020}-merged-w0000.piece", manifest.time);
-        match store::merge(dir, &manifest, &name) {
-            Ok(merged) => {
-                store::write_manifest(dir, &merged)?;
-                merged
-            }
+        match store::merge(committer.store(), &manifest, committer.generation()) {
+            Ok(merged) => committer.commit(merged)?,
             Err(error) => {
                 tracing::warn!(%error, "could not merge checkpoint pieces; keeping them as they are");
                 manifest
@@ -541,8 +545,10 @@ fn write_and_tidy(
     } else {
         manifest
     };
-    if let Err(error) = store::prune(dir, runs, kept) {
-        tracing::warn!(%error, "could not delete old checkpoint files");
+    match committer.prune(runs, kept) {
+        Err(error @ store::StoreError::Superseded { .. }) => return Err(error),
+        Err(error) => tracing::warn!(%error, "could not delete old checkpoint files"),
+        Ok(_) => {}
     }
     Ok(manifest)
 }

@@ -33,6 +33,6 @@ mod coordinator;
 pub mod store;
 mod worker;
 
-pub use config::CheckpointConfig;
+pub use config::{CheckpointConfig, Superseded};
 pub use coordinator::coordinate;
 pub use worker::{checkpoint, PieceNote, Written};

@@ -446,7 +446,7 @@ fn writer(
                     };
                     let name = store::piece_name(at, config.run, worker);
                     config.hooks.before_durable();
-                    match store::write_piece(&config.dir, &name, rows.clone()) {
+                    match store::write_piece(&config.store, &name, rows.clone()) {
                         Ok(piece) => Ok(Some(piece)),
                         Err(error) => Err((error.to_string(), rows)),
                     }

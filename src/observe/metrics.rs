@@ -76,6 +76,25 @@ pub struct CheckpointFigures {
     pub restore_seconds: Option<f64>,
     /// Rows restored by this process's workers.
     pub restored_rows: u64,
+    /// Requests to the checkpoint store, by operation.
+    pub store: BTreeMap<&'static str, StoreOpFigures>,
+}
+
+/// The checkpoint store's operations, as metrics label them.
+pub const STORE_OPS: [&str; 4] = ["put", "get", "list", "delete"];
+
+/// One operation's requests to the checkpoint store (`put`, `get`, `list`,
+/// `delete`), by this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOpFigures {
+    /// Requests made, retries included.
+    pub requests: u64,
+    /// Bytes sent (`put`) or received (`get`).
+    pub bytes: u64,
+    /// Requests that failed (each retry that failed included).
+    pub errors: u64,
+    /// Requests that were retries of a failed one.
+    pub retries: u64,
 }
 
 /// Where the service is in its life, as `presence_state` and `/ready` report it.

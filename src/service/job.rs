@@ -2,10 +2,9 @@
 //! settings, detection parameters, checkpointing, the harness's hooks) and
 //! how it fails ([`RunError`]).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::checkpoint::store;
+use crate::checkpoint::store::{self, Location};
 use crate::kafka::source::SourceOptions;
 use crate::kafka::{Connection, KafkaFailure};
 use crate::model::ingest::Kind;
@@ -99,8 +98,8 @@ pub const READY_LAG: i64 = 10_000;
 /// `--checkpoint-dir` and its companions.
 #[derive(Clone, Debug)]
 pub struct CheckpointSettings {
-    /// The checkpoint folder (every process names the same).
-    pub dir: PathBuf,
+    /// The checkpoint folder or prefix (every process names the same).
+    pub dir: Location,
     /// A checkpoint every this much logical time.
     pub interval: Duration,
     /// Discard the checkpoints and start from the earliest offsets.
@@ -184,8 +183,11 @@ pub enum RunError {
     #[error("a worker failed: {0}")]
     Worker(String),
     /// The checkpoint folder could not be used.
-    #[error("checkpoint folder: {0}")]
+    #[error("checkpoint store: {0}")]
     Checkpoint(store::StoreError),
+    /// A newer run took the checkpoint store: this one stops.
+    #[error("{0}")]
+    Superseded(String),
     /// The restore was refused (see [`crate::service::restore`]).
     #[error("{0}")]
     Refused(String),

@@ -70,6 +70,9 @@ use crate::observe::metrics::{Metrics, ServiceState, WorkerFigures};
 use crate::pipeline::Pipeline;
 use restore::Restart;
 
+/// The least and the most time a checkpoint write retries for (about one
+/// `--checkpoint-interval`).
+const WRITE_PATIENCE: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 /// How often a worker publishes its figures to the metrics.
 const METRICS_EVERY: Duration = Duration::from_millis(250);
 /// Messages read per epoch per worker at most (as backfill's epoch lines).
@@ -99,14 +102,18 @@ pub fn run(
         job.connect_timeout,
     )?;
     let restore = match &job.checkpoint {
-        Some(settings) => {
-            restore::prepare(&job, &settings.dir, settings.reset, &inputs, &consumer)?
-        }
+        Some(settings) => restore::prepare(
+            &job,
+            settings,
+            (Workers::of(&config).process, &metrics),
+            &inputs,
+            &consumer,
+        )?,
         None => Restart::default(),
     };
     if let Some(manifest) = &restore.manifest {
         tracing::info!(
-            dir = %restore.dir.display(),
+            store = %restore.store.as_ref().map_or(String::new(), |s| s.location().to_string()),
             time = manifest.time,
             rows = manifest.rows(),
             bytes = manifest.bytes(),
@@ -140,6 +147,7 @@ pub fn run(
         });
     });
     let connect_timeout = job.connect_timeout;
+    restore.loading.store(workers, Ordering::Relaxed);
     let job = Arc::new((job, inputs, restore));
     let failed = Arc::new(AtomicBool::new(false));
     let results = crate::cluster::execute(config, connect_timeout, move |worker| {
@@ -190,6 +198,9 @@ fn run_worker(
         shutdown.load(Ordering::Relaxed) || (job.stop_at_end && service.source.exhausted())
     };
     while !stopping(&service) {
+        if let Some(line) = restore.superseded.get() {
+            return Err(RunError::Superseded(line.clone()));
+        }
         job.hooks.between_steps(worker.index());
         service.hold_back(worker, shutdown);
         service.tick();
@@ -202,7 +213,11 @@ fn run_worker(
         service.serve()?;
         service.report(false);
     }
-    service.drain(worker, failed)
+    let summary = service.drain(worker, failed)?;
+    match restore.superseded.get() {
+        Some(line) => Err(RunError::Superseded(line.clone())),
+        None => Ok(summary),
+    }
 }
 
 /// One worker's part of the service: its pipeline and sinks, its source, and
@@ -269,8 +284,16 @@ fn checkpoint_config(
     first: Time,
 ) -> Option<Arc<CheckpointConfig>> {
     job.checkpoint.as_ref().map(|settings| {
+        let store = restore
+            .store
+            .as_ref()
+            .expect("a run with --checkpoint-dir prepared its store");
         Arc::new(CheckpointConfig {
-            dir: settings.dir.clone(),
+            // Writes retry within about one interval; a cut that cannot be
+            // written by then is a failure, carried into the next.
+            store: store.with_patience(settings.interval.clamp(WRITE_PATIENCE.0, WRITE_PATIENCE.1)),
+            generation: restore.generation,
+            superseded: Arc::clone(&restore.superseded),
             every: Some((settings.interval.as_millis() as u64).max(1)),
             kept: settings.kept,
             origin: Origin::Run,
@@ -299,9 +322,15 @@ fn load_restored(
     metrics: &Metrics,
 ) -> Result<BTreeMap<(String, i32), PartitionState>, RunError> {
     let loading = Instant::now();
-    let rows = store::restore_rows(&restore.dir, manifest, |group| {
+    let (Some(store), Some(pieces)) = (&restore.store, restore.pieces()) else {
+        unreachable!("a restored checkpoint's store and pieces are prepared")
+    };
+    let rows = store::restore_rows(store, manifest, &pieces, |group| {
         responsible_for(group as usize, peers) == index
-    })?;
+    });
+    drop(pieces);
+    restore.loaded();
+    let rows = rows?;
     let count = rows.len() as u64;
     tracing::debug!(
         worker = index,

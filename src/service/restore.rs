@@ -28,19 +28,20 @@
 //!   clock went back.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::checkpoint::store::{self, Manifest, Origin, StoreError};
+use crate::checkpoint::store::{self, Fetched, Manifest, Origin, Store, StoreError};
 use crate::dataflow::Time;
 use crate::kafka::upsert::{Existing, TopicAtRestore, WrittenRejection};
 use crate::kafka::{self, ConsumerEvents, InputPartition, KafkaFailure};
 use crate::model::output::{Output, PerOutput};
-use crate::service::job::{RunError, RunJob};
+use crate::observe::metrics::Metrics;
+use crate::service::job::{CheckpointSettings, RunError, RunJob};
 
 /// Reading a partition to the end a broker reports needs no waiting for
 /// records it did not report: the read starts one record before that end at
@@ -63,10 +64,19 @@ const LOOKING: Duration = Duration::from_millis(200);
 /// What a restart starts from.
 #[derive(Clone, Debug, Default)]
 pub struct Restart {
-    /// The checkpoint folder.
-    pub dir: PathBuf,
+    /// The checkpoint store (`None` without `--checkpoint-dir`).
+    pub store: Option<Store>,
+    /// The generation this run took (process 0; 0 elsewhere).
+    pub generation: u64,
     /// The checkpoint restored (`None`: a first start).
     pub manifest: Option<Manifest>,
+    /// Its pieces, read and verified, until this process's workers have
+    /// taken their key groups (see [`Restart::pieces`]).
+    pub fetched: Arc<Mutex<Option<Arc<Fetched>>>>,
+    /// This process's workers still to take their key groups from `fetched`.
+    pub loading: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when a newer run takes the store (see [`crate::checkpoint::Superseded`]).
+    pub superseded: crate::checkpoint::Superseded,
     /// The restore epoch (with a manifest).
     pub epoch: Time,
     /// What the output topics hold, for the sinks to reconcile.
@@ -89,30 +99,51 @@ pub struct Restart {
     pub began: Option<Instant>,
 }
 
+impl Restart {
+    /// The checkpoint's pieces, for a worker to take its key groups from.
+    pub fn pieces(&self) -> Option<Arc<Fetched>> {
+        self.fetched
+            .lock()
+            .expect("no thread panics holding it")
+            .clone()
+    }
+
+    /// A worker has taken its key groups; after the last of the process's
+    /// workers, the pieces are let go.
+    pub fn loaded(&self) {
+        use std::sync::atomic::Ordering;
+        if self.loading.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.fetched.lock().expect("no thread panics holding it") = None;
+        }
+    }
+}
+
 /// A restore `run` refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No complete checkpoint is left.
-    #[error("no complete checkpoint in {dir}: {skipped}; repair the folder, or start over with --reset-state")]
+    #[error(
+        "no complete checkpoint in {dir}: {skipped}; repair it, or start over with --reset-state"
+    )]
     NoneComplete {
-        /// The folder.
-        dir: PathBuf,
+        /// The folder or prefix.
+        dir: String,
         /// What was skipped and why.
         skipped: String,
     },
     /// Other detection parameters.
     #[error("the checkpoint in {dir} was made with other detection parameters ({differences}); run with the same ones, or start over with --reset-state")]
     Params {
-        /// The folder.
-        dir: PathBuf,
+        /// The folder or prefix.
+        dir: String,
         /// Which differ.
         differences: String,
     },
     /// Other input topics.
     #[error("the checkpoint in {dir} reads other input topics ({checkpoint}, not {now}); name the same ones, or start over with --reset-state")]
     Topics {
-        /// The folder.
-        dir: PathBuf,
+        /// The folder or prefix.
+        dir: String,
         /// The checkpoint's.
         checkpoint: String,
         /// This run's.
@@ -132,28 +163,47 @@ pub enum Refusal {
     },
 }
 
-/// Prepares `job`'s restart from its checkpoint folder (see the module
-/// docs), asking the brokers with `consumer`.
+/// Prepares `job`'s restart from its checkpoint store (see the module
+/// docs), asking the brokers with `consumer`. Process 0 (`process`) takes
+/// the run's generation.
 pub fn prepare(
     job: &RunJob,
-    dir: &std::path::Path,
-    reset: bool,
+    settings: &CheckpointSettings,
+    (process, metrics): (usize, &Metrics),
     inputs: &[InputPartition],
     consumer: &BaseConsumer<ConsumerEvents>,
 ) -> Result<Restart, RunError> {
     let began = Instant::now();
-    let Some(manifest) = newest_checkpoint(dir, reset)? else {
+    // Requests retry for up to --connect-timeout, then the run stops.
+    let store = Store::open(&settings.dir, metrics)?.with_patience(job.connect_timeout);
+    store.check()?;
+    let newest = match settings.reset {
+        true => None,
+        false => newest_checkpoint(&store)?,
+    };
+    // Process 0 takes the run's generation once nothing is refused: a
+    // refused run changes nothing.
+    let generation = |job: &RunJob| match process {
+        0 => take_generation(job, &store, settings.reset),
+        _ => Ok(0),
+    };
+    let Some((manifest, fetched)) = newest else {
+        let generation = generation(job)?;
         return Ok(Restart {
-            dir: dir.to_owned(),
+            store: Some(store),
+            generation,
             began: Some(began),
             ..Restart::default()
         });
     };
+    let dir = store.location().to_string();
+    let dir = dir.as_str();
     refuse_other_job(job, dir, &manifest)?;
     let next_of = match manifest.origin {
         Origin::Run => resume_offsets(job, &manifest, inputs, consumer)?,
         Origin::Backfill => BTreeMap::new(),
     };
+    let generation = generation(job)?;
     // What the outputs hold, and the times written so far.
     let t = &job.topics;
     let rows = Output::ALL.map(|output| &t[output]);
@@ -175,7 +225,11 @@ pub fn prepare(
     let tails = PerOutput::from_fn(|output| back.tails[output.index()]);
     let (existing, rejections) = existing_rows(back.values, &back.placed, &next_of);
     Ok(Restart {
-        dir: dir.to_owned(),
+        store: Some(store),
+        generation,
+        fetched: Arc::new(Mutex::new(Some(Arc::new(fetched)))),
+        superseded: Default::default(),
+        loading: Default::default(),
         epoch: latest + 1,
         existing,
         rejections,
@@ -187,37 +241,42 @@ pub fn prepare(
     })
 }
 
-/// The newest complete checkpoint in `dir` (after discarding them all with
-/// `reset`), warning of each one skipped; `None` for a first start, and a
-/// refusal if there are checkpoints but none is complete.
-fn newest_checkpoint(dir: &std::path::Path, reset: bool) -> Result<Option<Manifest>, RunError> {
-    store::prepare(dir)?;
+/// Takes the run's generation (process 0), after discarding every
+/// checkpoint with `reset` (the claim first, so that no older writer's
+/// number is free again).
+fn take_generation(job: &RunJob, store: &Store, reset: bool) -> Result<u64, RunError> {
+    let inputs = Some(job.recorded_inputs());
+    let generation = store::claim(store, Origin::Run, &job.params, inputs)?;
     if reset {
-        let removed = store::reset(dir)?;
-        tracing::warn!(dir = %dir.display(), files = removed, "--reset-state: discarded the checkpoints; reading every input from its earliest offset");
+        let removed = store::reset(store, generation)?;
+        tracing::warn!(store = %store.location(), objects = removed, "--reset-state: discarded the checkpoints; reading every input from its earliest offset");
     }
+    tracing::info!(store = %store.location(), generation, "took a checkpoint generation");
+    Ok(generation)
+}
+
+/// The newest complete checkpoint in `store` with its pieces, warning of
+/// each one skipped; `None` for a first start, and a refusal if there are
+/// checkpoints but none is complete.
+fn newest_checkpoint(store: &Store) -> Result<Option<(Manifest, Fetched)>, RunError> {
     let mut skipped = Vec::new();
-    let manifest = store::newest_complete(dir, &mut skipped)?;
+    let newest = store::newest_complete(store, &mut skipped)?;
     for what in &skipped {
         tracing::warn!(%what, "skipped a checkpoint that is not complete");
     }
-    if manifest.is_none() && !skipped.is_empty() {
+    if newest.is_none() && !skipped.is_empty() {
         return Err(Refusal::NoneComplete {
-            dir: dir.to_owned(),
+            dir: store.location().to_string(),
             skipped: skipped.join("; "),
         }
         .into());
     }
-    Ok(manifest)
+    Ok(newest)
 }
 
 /// Refuses a checkpoint made with other detection parameters, or (by `run`)
 /// from other input topics.
-fn refuse_other_job(
-    job: &RunJob,
-    dir: &std::path::Path,
-    manifest: &Manifest,
-) -> Result<(), RunError> {
+fn refuse_other_job(job: &RunJob, dir: &str, manifest: &Manifest) -> Result<(), RunError> {
     if manifest.params != job.params {
         return Err(Refusal::Params {
             dir: dir.to_owned(),

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 pub mod crash;
+pub mod s3;
 
 pub const PROBE_PARTITIONS: i32 = 4;
 /// One request to a broker.
@@ -106,8 +107,14 @@ pub fn newest_checkpoint(dir: &Path) -> Option<presence::checkpoint::store::Mani
     if !dir.exists() {
         return None;
     }
-    presence::checkpoint::store::newest_complete(dir, &mut Vec::new())
+    presence::checkpoint::store::newest_complete(&store_at(dir), &mut Vec::new())
         .unwrap_or_else(|e| panic!("reading the checkpoints in {}: {e}", dir.display()))
+        .map(|(manifest, _)| manifest)
+}
+
+/// The checkpoint store in the folder `dir`.
+pub fn store_at(dir: impl Into<presence::checkpoint::store::Location>) -> presence::checkpoint::store::Store {
+    presence::checkpoint::store::Store::at(dir).expect("a folder can be a checkpoint store")
 }
 
 /// librdkafka's in-process broker.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use presence::backfill::Job;
+use presence::checkpoint::store::Location;
 use presence::cluster::ClusterArgs;
 use presence::harness::bench::BenchConfig;
 use presence::harness::generator::{LiveConfig, WorkloadConfig};
@@ -83,9 +84,9 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct CheckpointsArgs {
-    /// The checkpoint folder (as given to run or backfill).
-    #[arg(long, value_name = "DIR")]
-    pub checkpoint_dir: PathBuf,
+    /// The checkpoint folder or s3://BUCKET/PREFIX (as given to run or backfill).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub checkpoint_dir: Location,
 }
 
 /// The detection flags of docs/contract.md, section 2.
@@ -147,10 +148,11 @@ pub struct BackfillArgs {
     /// Only read, parse and validate (a benchmark floor): no dataflow, no output.
     #[arg(long)]
     pub parse_only: bool,
-    /// Also write the final state as a checkpoint in DIR, for `presence run
+    /// Also write the final state as a checkpoint in DIR (a folder, or
+    /// s3://BUCKET/PREFIX with the AWS_* environment), for `presence run
     /// --checkpoint-dir DIR` to continue from (load history once, then go live).
     #[arg(long, value_name = "DIR", conflicts_with = "parse_only")]
-    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<Location>,
     /// Discard the checkpoints already in --checkpoint-dir first (a folder
     /// that holds any is refused otherwise).
     #[arg(long, requires = "checkpoint_dir")]
@@ -431,11 +433,13 @@ impl KafkaArgs {
 /// `backfill` writes one final checkpoint, with its own `--checkpoint-dir`).
 #[derive(Args, Debug)]
 pub struct CheckpointArgs {
-    /// Keep the state durable in DIR (every process of a cluster names the
-    /// same): checkpoint it, and on start restore the newest complete
-    /// checkpoint and resume the inputs at its offsets.
+    /// Keep the state durable in DIR, a folder or s3://BUCKET/PREFIX
+    /// (configured by AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL, ...; every process of a cluster names the same):
+    /// checkpoint it, and on start restore the newest complete checkpoint
+    /// and resume the inputs at its offsets.
     #[arg(long, value_name = "DIR")]
-    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<Location>,
     /// A checkpoint every this much logical time (and one at a clean stop).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub checkpoint_interval: u64,

@@ -104,8 +104,10 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<()> {
-    let listing = presence::checkpoint::store::describe(&args.checkpoint_dir)
-        .with_context(|| format!("cannot list {}", args.checkpoint_dir.display()))?;
+    use presence::checkpoint::store;
+    let listing = store::Store::open(&args.checkpoint_dir, &Default::default())
+        .and_then(|store| store::describe(&store))
+        .with_context(|| format!("cannot list {}", args.checkpoint_dir))?;
     print!("{listing}");
     Ok(())
 }

@@ -49,7 +49,7 @@ pub struct BenchConfig {
     /// This process's index.
     pub process: usize,
     /// Checkpoint the pipeline's state here (every `checkpoint_interval`).
-    pub checkpoint_dir: Option<std::path::PathBuf>,
+    pub checkpoint_dir: Option<crate::checkpoint::store::Location>,
     /// The checkpoint interval.
     pub checkpoint_interval: Duration,
 }

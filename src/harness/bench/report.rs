@@ -353,7 +353,7 @@ fn config_json(config: &BenchConfig) -> serde_json::Value {
         "fetch_wait_max_ms": kafka::FETCH_WAIT_MAX_MS,
         "tick_ms": 1,
         "floor": config.floor,
-        "checkpoint_dir": config.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+        "checkpoint_dir": config.checkpoint_dir.as_ref().map(|d| d.to_string()),
         "checkpoint_interval_s": config.checkpoint_interval.as_secs_f64(),
         "delay_outputs_ms": config.delay_outputs.as_millis() as u64,
         "stall": config.stall.map(|(a, l)| [a.as_secs_f64(), l.as_secs_f64()]),

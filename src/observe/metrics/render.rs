@@ -6,7 +6,10 @@
 
 use std::fmt::{Display, Write as _};
 
-use super::{CheckpointFigures, Figures, Metrics, ServiceState, LATENCY_BUCKETS_MS};
+use super::{
+    CheckpointFigures, Figures, Metrics, ServiceState, StoreOpFigures, LATENCY_BUCKETS_MS,
+    STORE_OPS,
+};
 use crate::model::records::Reason;
 
 impl Metrics {
@@ -307,6 +310,40 @@ fn checkpoints(out: &mut Exposition, c: &CheckpointFigures) {
         "Checkpoint rows this process's workers restored.",
         c.restored_rows,
     );
+    store_ops(out, c);
+}
+
+/// Requests to the checkpoint store, by operation.
+fn store_ops(out: &mut Exposition, c: &CheckpointFigures) {
+    let families: [(&'static str, &str, fn(&StoreOpFigures) -> u64); 4] = [
+        (
+            "checkpoint_store_requests_total",
+            "Requests to the checkpoint store (folder or object store), retries included, by operation.",
+            |o| o.requests,
+        ),
+        (
+            "checkpoint_store_bytes_total",
+            "Bytes sent to (put) or received from (get) the checkpoint store, by operation.",
+            |o| o.bytes,
+        ),
+        (
+            "checkpoint_store_errors_total",
+            "Requests to the checkpoint store that failed, by operation.",
+            |o| o.errors,
+        ),
+        (
+            "checkpoint_store_retries_total",
+            "Requests to the checkpoint store that retried a failed one, by operation.",
+            |o| o.retries,
+        ),
+    ];
+    for (name, help, value) in families {
+        out.family(name, "counter", help);
+        for op in STORE_OPS {
+            let figures = c.store.get(op).copied().unwrap_or_default();
+            out.sample(&[("op", &op)], value(&figures));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -458,7 +495,7 @@ mod tests {
     fn every_family_is_declared_once_and_followed_by_its_samples() {
         let full = families(&populated().render());
         // docs/operations.md's table lists as many.
-        assert_eq!(full.len(), 27, "{full:?}");
+        assert_eq!(full.len(), 31, "{full:?}");
         for (name, _, samples) in &full {
             assert!(*samples > 0, "{name} has no sample");
         }

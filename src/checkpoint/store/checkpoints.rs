@@ -9,7 +9,7 @@ use crate::model::params::Params;
 use super::manifest::{
     manifest_name, manifest_number, merged_piece_name, piece_parts, Manifest, Origin, PieceInfo,
 };
-use super::objects::{Object, Store, StoreError};
+use super::objects::{Object, Store, StoreError, WRITE_CHECK};
 use super::piece;
 
 /// How many times taking a generation is tried when another run takes
@@ -391,7 +391,8 @@ impl Committer {
                     object.modified_ms < cutoff
                 }
             } else {
-                false // not a checkpoint's
+                // A start's check left by a crash; anything else is not ours.
+                object.name.starts_with(WRITE_CHECK) && object.modified_ms < cutoff
             };
             if stale && self.store.delete(&object.name)? {
                 freed += object.bytes;

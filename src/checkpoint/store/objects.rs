@@ -19,6 +19,9 @@ use crate::observe::metrics::Metrics;
 
 use super::location::Location;
 
+/// The name of the small objects a start writes and deletes to check the
+/// store, before the process and time that make it unique.
+pub const WRITE_CHECK: &str = "write-check-";
 /// How long a store keeps retrying a request by default.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 /// The first pause before a retry; each next one doubles, up to [`MAX_BACKOFF`].
@@ -216,12 +219,17 @@ impl Store {
         let mut backoff = FIRST_BACKOFF;
         let mut tries = 0u64;
         loop {
+            // A request waits at most what is left of the patience (and
+            // never less than a second), so that a store that does not
+            // answer fails within it.
+            let left = self.patience.saturating_sub(began.elapsed());
+            let timeout = left.clamp(Duration::from_secs(1), REQUEST_TIMEOUT);
             let outcome = self.shared.runtime.block_on(async {
-                match tokio::time::timeout(REQUEST_TIMEOUT, request()).await {
+                match tokio::time::timeout(timeout, request()).await {
                     Ok(result) => result,
                     Err(_) => Err(object_store::Error::Generic {
                         store: "checkpoints",
-                        source: format!("no answer within {REQUEST_TIMEOUT:?}").into(),
+                        source: format!("no answer within {timeout:?}").into(),
                     }),
                 }
             });
@@ -400,7 +408,7 @@ impl Store {
     /// permission) fails before any work.
     pub fn check(&self) -> Result<(), StoreError> {
         let name = format!(
-            "write-check-{}-{}",
+            "{WRITE_CHECK}{}-{}",
             std::process::id(),
             crate::model::clock::now_ms()
         );

@@ -229,6 +229,12 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
     let file = fs::File::options().write(true).open(&orphan).unwrap();
     file.set_modified(std::time::SystemTime::UNIX_EPOCH)
         .unwrap();
+    // A start's check that a crash left behind.
+    let check = dir.path().join("write-check-1-1");
+    fs::write(&check, "presence").unwrap();
+    let file = fs::File::options().write(true).open(&check).unwrap();
+    file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
     let on_its_way = piece_name(None, 7, 1);
     fs::write(dir.path().join(&on_its_way), "half").unwrap();
     committer.prune(&[7].into(), MANIFESTS_KEPT).unwrap();
@@ -236,6 +242,7 @@ fn prune_keeps_the_newest_manifests_and_what_they_name() {
     assert!(!dir.path().join(&names[0]).exists());
     assert!(dir.path().join(&names[4]).exists());
     assert!(!orphan.exists());
+    assert!(!check.exists());
     assert!(dir.path().join(&on_its_way).exists());
     assert!(
         dir.path()

@@ -218,7 +218,8 @@ fn a_hung_backfill_process_ends_the_other_within_the_connect_timeout() {
     });
     assert_eq!(collections(&out), collections(&single), "the rerun differs");
     assert!(
-        presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
+        presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new())
+            .map(|found| found.map(|(m, _)| m))
             .unwrap()
             .is_some(),
         "the rerun wrote no complete checkpoint"
@@ -282,11 +283,16 @@ fn bad_duration_is_rejected_with_the_syntax() {
 fn a_checkpoint_store_that_is_neither_a_folder_nor_s3_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["gs://state/x", "s3://Not_A_Bucket/x", "s3://state/a/../b"] {
-        let output = run(presence()
-            .current_dir(dir.path())
-            .args(["checkpoints", "--checkpoint-dir", bad]));
+        let output =
+            run(presence()
+                .current_dir(dir.path())
+                .args(["checkpoints", "--checkpoint-dir", bad]));
         assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
-        assert!(stderr(&output).contains("s3://BUCKET/PREFIX"), "{bad}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("s3://BUCKET/PREFIX"),
+            "{bad}: {}",
+            stderr(&output)
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,

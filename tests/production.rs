@@ -23,9 +23,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 mod common;
 use common::{
-    store_at,
     check_outputs_placed, create_output_topics, mock_inputs, produce_and_backfill,
-    produce_and_backfill_routed, progress_messages, Route, PROBE_PARTITIONS, TIMEOUT,
+    produce_and_backfill_routed, progress_messages, store_at, Route, PROBE_PARTITIONS, TIMEOUT,
 };
 
 fn presence() -> Command {
@@ -466,7 +465,8 @@ fn the_consumer_group_holds_the_offsets_the_state_reflects() {
     // With checkpoints: the final checkpoint's offsets.
     let state = tempfile::tempdir().unwrap();
     run_to_end("lag-a", Some(state.path()));
-    let manifest = store::newest_complete(&store_at(state.path()), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
+    let manifest = store::newest_complete(&store_at(state.path()), &mut Vec::new())
+        .map(|found| found.map(|(m, _)| m))
         .unwrap()
         .expect("a final checkpoint");
     let expected: BTreeMap<(String, i32), i64> = manifest

@@ -215,7 +215,8 @@ fn a_clean_stop_s_checkpoint_knows_the_ends_of_outputs_sent_after_its_cut() {
 /// The newest checkpoint in `state` reads every output partition back from
 /// its end: after a clean stop, a restart reads nothing back.
 fn outputs_read_back_from_their_ends(brokers: &str, topics: &Topics, state: &Path) {
-    let manifest = presence::checkpoint::store::newest_complete(&store_at(state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
+    let manifest = presence::checkpoint::store::newest_complete(&store_at(state), &mut Vec::new())
+        .map(|found| found.map(|(m, _)| m))
         .unwrap()
         .unwrap();
     let floors = manifest
@@ -973,20 +974,21 @@ fn a_backfill_of_many_epochs_ends_in_the_same_checkpoint() {
             epoch_lines,
         )
         .unwrap();
-        let manifest = presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new()).map(|found| found.map(|(m, _)| m))
-            .unwrap()
-            .expect("a checkpoint");
-        let mut rows: Vec<String> =
-            presence::checkpoint::store::restore_rows(
-                &store_at(&state),
-                &manifest,
-                &presence::checkpoint::store::fetch(&store_at(&state), &manifest).unwrap(),
-                |_| true,
-            )
+        let manifest =
+            presence::checkpoint::store::newest_complete(&store_at(&state), &mut Vec::new())
+                .map(|found| found.map(|(m, _)| m))
                 .unwrap()
-                .iter()
-                .map(|row| format!("{row:?}"))
-                .collect();
+                .expect("a checkpoint");
+        let mut rows: Vec<String> = presence::checkpoint::store::restore_rows(
+            &store_at(&state),
+            &manifest,
+            &presence::checkpoint::store::fetch(&store_at(&state), &manifest).unwrap(),
+            |_| true,
+        )
+        .unwrap()
+        .iter()
+        .map(|row| format!("{row:?}"))
+        .collect();
         rows.sort();
         (rows, manifest.partitions.len())
     };

@@ -223,8 +223,9 @@ impl Coordinator {
             match result {
                 Ok(manifest) => self.written(cut, started, manifest),
                 Err((error @ store::StoreError::Superseded { .. }, _)) => {
-                    // A newer run took the store: nothing more is written.
-                    tracing::error!(%error, "superseded");
+                    // A newer run took the store: nothing more is written,
+                    // and the service stops with the error's one line.
+                    tracing::debug!(%error, "superseded");
                     let _ = self.config.superseded.set(error.to_string());
                     self.metrics.update(|f| f.checkpoints.failures += 1);
                     self.capability = None;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{
     backfill_prefix, client, content, file_rows, finish, growing_frontiers, hostfile,
-    newest_checkpoint, progress_messages, read_messages, reflected, row_topics, state_as_of,
+    newest_checkpoint_at, progress_messages, read_messages, reflected, row_topics, state_as_of,
     wait_child, wait_for, Feeder, PATIENCE, PROBE_PARTITIONS, TIMEOUT,
 };
 
@@ -51,6 +51,21 @@ pub struct CrashLoop {
     /// a partition's end as its last batch's base offset + 1, so the final
     /// `--stop-at-end` run reads everything only then.
     pub one_record_tail: bool,
+}
+
+/// Where a loop keeps its checkpoints ([`CrashLoop::run_with`]; `run`
+/// keeps them in the folder `DIR/state`).
+pub struct Checkpoints<'a> {
+    /// `--checkpoint-dir`: a folder, or `s3://BUCKET/PREFIX`.
+    pub location: String,
+    /// Environment every process of the service gets besides the test's
+    /// (the store's settings).
+    pub env: Vec<(&'static str, String)>,
+    /// An outage of the store (a frozen server, say), once: in the first
+    /// run but the loop's first that is not killed early, after its first
+    /// checkpoint; it returns once the store is back. The run must survive
+    /// it and complete a newer checkpoint after it before it is killed.
+    pub outage: Option<&'a dyn Fn()>,
 }
 
 /// A run of the service: its processes, in one process group (so that one
@@ -92,6 +107,35 @@ impl Running {
             );
         }
         stderr
+    }
+
+    /// Fails the test: a process of the run ended by itself. Kills the
+    /// others and shows every process's status and stderr.
+    fn ended_by_itself(self, context: &str) -> ! {
+        // SAFETY: as in `signal`; the group may be gone already (every
+        // process ended), so the result is not checked.
+        unsafe { libc::kill(-self.group, libc::SIGKILL) };
+        let statuses: Vec<String> = self
+            .children
+            .into_iter()
+            .map(|mut child| wait_child(&mut child, "a process of a failed run").to_string())
+            .collect();
+        let stderr: String = self.stderr.into_iter().map(|r| r.join().unwrap()).collect();
+        panic!(
+            "{context} (shape {}): a process ended by itself ({statuses:?}):\n{stderr}",
+            self.shape
+        );
+    }
+
+    /// Whether a process of the run has ended (by itself: the test has sent
+    /// no SIGKILL yet).
+    fn ended(&mut self) -> bool {
+        self.children.iter_mut().any(|child| {
+            child
+                .try_wait()
+                .expect("the child can be waited for")
+                .is_some()
+        })
     }
 
     /// Waits for every process to end (bounded) and returns their stderr;
@@ -174,7 +218,7 @@ struct Seen {
 }
 
 impl CrashLoop {
-    fn command(&self, state: &Path, stop_at_end: bool) -> Command {
+    fn command(&self, state: &Checkpoints<'_>, stop_at_end: bool) -> Command {
         let t = &self.topics;
         let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
         command
@@ -192,7 +236,8 @@ impl CrashLoop {
                 t[Output::Walkins].trim_end_matches("walkins"),
             ])
             .arg("--checkpoint-dir")
-            .arg(state)
+            .arg(&state.location)
+            .envs(state.env.iter().map(|(name, value)| (name, value)))
             // Cuts every 300 ms, each piece 100 ms slower to become durable:
             // many kills land inside a checkpoint write.
             .args([
@@ -213,7 +258,7 @@ impl CrashLoop {
     }
 
     /// Starts a run at `shape`, its processes in a process group of their own.
-    fn start(&self, state: &Path, shape: u8, stop_at_end: bool) -> Running {
+    fn start(&self, state: &Checkpoints<'_>, shape: u8, stop_at_end: bool) -> Running {
         let commands: Vec<Command> = match shape {
             0 => {
                 let hosts = hostfile(&self.dir);
@@ -257,11 +302,73 @@ impl CrashLoop {
         }
     }
 
-    /// Runs the loop and checks everything; see the module docs.
+    /// Lets `outage` happen to the store while `run` goes on, then waits
+    /// (bounded) for a checkpoint newer than the newest before it: once the
+    /// store is back, checkpoints complete again. Every process of the run
+    /// must stay alive meanwhile.
+    fn survive(&self, run: &mut Running, state: &str, outage: &dyn Fn(), context: &str) {
+        let before = newest_checkpoint_at(state).map(|m| m.time);
+        outage();
+        let back = std::time::Instant::now();
+        let resumed = wait_for(
+            &format!("{context}: a checkpoint newer than {before:?} after it"),
+            PATIENCE,
+            || {
+                if run.ended() {
+                    return Some(None);
+                }
+                newest_checkpoint_at(state)
+                    .map(|m| m.time)
+                    .filter(|&time| Some(time) > before)
+                    .map(Some)
+            },
+        );
+        match resumed {
+            Some(time) => eprintln!(
+                "{context}: checkpoint {time} (after {before:?}) {:?} after the store was back",
+                back.elapsed()
+            ),
+            None => {
+                let ended = std::mem::replace(
+                    run,
+                    Running {
+                        shape: run.shape,
+                        children: Vec::new(),
+                        stderr: Vec::new(),
+                        group: run.group,
+                    },
+                );
+                ended.ended_by_itself(context);
+            }
+        }
+    }
+
+    /// Runs the loop with its checkpoints in the folder `DIR/state` and
+    /// checks everything; see the module docs.
     pub fn run(&self, config: WorkloadConfig) {
+        let location = self
+            .dir
+            .join("state")
+            .into_os_string()
+            .into_string()
+            .expect("the test's folder has a UTF-8 path");
+        self.run_with(
+            config,
+            Checkpoints {
+                location,
+                env: Vec::new(),
+                outage: None,
+            },
+        );
+    }
+
+    /// Runs the loop with its checkpoints at `checkpoints` and checks
+    /// everything; see the module docs.
+    pub fn run_with(&self, config: WorkloadConfig, checkpoints: Checkpoints<'_>) {
         let seed = self.seed;
         let mut rng = Seeded::new(seed);
-        let state = self.dir.join("state");
+        let state = checkpoints.location.as_str();
+        let mut outage = checkpoints.outage;
         let t = &self.topics;
         // The input, produced at a steady pace (over about 20 s) while the
         // service is killed and restarted, and kept as files for the
@@ -284,21 +391,26 @@ impl CrashLoop {
         for kill in 0..self.kills {
             let context = |what: &str| context(&format!("kill {kill}: {what}"));
             let shape = self.shapes[rng.below(self.shapes.len() as u64) as usize];
-            let manifest = newest_checkpoint(&state);
+            let manifest = newest_checkpoint_at(state);
             let pending = manifest
                 .as_ref()
                 .map_or(0, |m| pending_after(&self.brokers, t, m));
-            let run = self.start(&state, shape, false);
+            let mut run = self.start(&checkpoints, shape, false);
             let early = kill > 0 && rng.below(3) == 0;
             if early {
                 std::thread::sleep(Duration::from_millis(300 + rng.below(1_200)));
             } else {
                 let before = manifest.as_ref().map(|m| m.time);
                 wait_for(&context("a checkpoint of this run"), PATIENCE, || {
-                    newest_checkpoint(&state)
+                    newest_checkpoint_at(state)
                         .map(|m| m.time)
                         .filter(|&time| Some(time) != before)
                 });
+                if kill > 0 {
+                    if let Some(outage) = outage.take() {
+                        self.survive(&mut run, state, outage, &context("the store's outage"));
+                    }
+                }
                 std::thread::sleep(Duration::from_millis(rng.below(1_200)));
             }
             if kill == 0 {
@@ -309,7 +421,7 @@ impl CrashLoop {
                     PATIENCE,
                     || {
                         run.signal(libc::SIGSTOP);
-                        let newest = newest_checkpoint(&state).expect("a checkpoint");
+                        let newest = newest_checkpoint_at(state).expect("a checkpoint");
                         if pending_after(&self.brokers, t, &newest) > 0 {
                             return Some(());
                         }
@@ -327,10 +439,15 @@ impl CrashLoop {
                 stderr,
             });
         }
+        assert!(
+            outage.is_none(),
+            "{}",
+            context("no run was killed late enough for the store's outage: more kills")
+        );
         let files = feeder.finish();
         // To the end of the input.
         let shape = self.shapes[rng.below(self.shapes.len() as u64) as usize];
-        let manifest = newest_checkpoint(&state);
+        let manifest = newest_checkpoint_at(state);
         assert!(
             manifest.is_some(),
             "{}",
@@ -338,7 +455,7 @@ impl CrashLoop {
         );
         let pending = pending_after(&self.brokers, t, manifest.as_ref().unwrap());
         let stderr = self
-            .start(&state, shape, true)
+            .start(&checkpoints, shape, true)
             .finish(&context("the final run"));
         seen.push(Seen {
             manifest,

@@ -112,8 +112,29 @@ pub fn newest_checkpoint(dir: &Path) -> Option<presence::checkpoint::store::Mani
         .map(|(manifest, _)| manifest)
 }
 
+/// The newest complete checkpoint at `location`, as `--checkpoint-dir`
+/// takes it: a folder (as [`newest_checkpoint`]) or `s3://BUCKET/PREFIX`
+/// (configured by the AWS variables of this process's environment); `None`
+/// while there is none. Any other failure to read the store fails the
+/// test: it is not "no checkpoint".
+pub fn newest_checkpoint_at(location: &str) -> Option<presence::checkpoint::store::Manifest> {
+    let place: presence::checkpoint::store::Location = location
+        .parse()
+        .unwrap_or_else(|e| panic!("{location:?} is no checkpoint location: {e}"));
+    if let Some(dir) = place.local() {
+        return newest_checkpoint(dir);
+    }
+    let store = presence::checkpoint::store::Store::at(place)
+        .unwrap_or_else(|e| panic!("opening the checkpoint store {location}: {e}"));
+    presence::checkpoint::store::newest_complete(&store, &mut Vec::new())
+        .unwrap_or_else(|e| panic!("reading the checkpoints in {location}: {e}"))
+        .map(|(manifest, _)| manifest)
+}
+
 /// The checkpoint store in the folder `dir`.
-pub fn store_at(dir: impl Into<presence::checkpoint::store::Location>) -> presence::checkpoint::store::Store {
+pub fn store_at(
+    dir: impl Into<presence::checkpoint::store::Location>,
+) -> presence::checkpoint::store::Store {
     presence::checkpoint::store::Store::at(dir).expect("a folder can be a checkpoint store")
 }
 

@@ -74,7 +74,7 @@ fn read_manifests(store: &Store, objects: &[Object]) -> Result<Vec<Listed>, Stor
             manifest,
         });
     }
-    found.sort_by(|a, b| b.number.cmp(&a.number));
+    found.sort_by_key(|l| std::cmp::Reverse(l.number));
     Ok(found)
 }
 

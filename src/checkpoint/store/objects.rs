@@ -136,17 +136,21 @@ impl Store {
                 (Arc::new(local), None)
             }
             Location::S3 { bucket, prefix } => {
-                let options = object_store::ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_connect_timeout(Duration::from_secs(5));
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                use object_store::ClientConfigKey;
+                // Timeouts set as keys on top of the environment's settings
+                // (`with_client_options` would replace them, AWS_ALLOW_HTTP
+                // among them).
+                let client = |key| AmazonS3ConfigKey::Client(key);
                 // Retries are ours (counted, and bounded by the patience).
                 let retry = object_store::RetryConfig {
                     max_retries: 0,
                     ..Default::default()
                 };
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                let s3 = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_client_options(options)
+                    .with_config(client(ClientConfigKey::Timeout), "30s")
+                    .with_config(client(ClientConfigKey::ConnectTimeout), "5s")
                     .with_retry(retry)
                     .build()
                     .map_err(|e| failed(format!("cannot configure the S3 client: {e}")))?;
@@ -233,7 +237,7 @@ impl Store {
                     }),
                 }
             });
-            let failure = outcome.as_ref().err().map(|error| transient(error));
+            let failure = outcome.as_ref().err().map(transient);
             self.shared.metrics.update(|f| {
                 let figures = f.checkpoints.store.entry(op).or_default();
                 figures.requests += 1;

@@ -315,7 +315,8 @@ fn checkpoints(out: &mut Exposition, c: &CheckpointFigures) {
 
 /// Requests to the checkpoint store, by operation.
 fn store_ops(out: &mut Exposition, c: &CheckpointFigures) {
-    let families: [(&'static str, &str, fn(&StoreOpFigures) -> u64); 4] = [
+    type Family = (&'static str, &'static str, fn(&StoreOpFigures) -> u64);
+    let families: [Family; 4] = [
         (
             "checkpoint_store_requests_total",
             "Requests to the checkpoint store (folder or object store), retries included, by operation.",

@@ -98,6 +98,8 @@ pub fn checkpoint<'scope>(
             checkpointer.write_passed_cuts(frontiers);
             let mut out = output.activate();
             checkpointer.send_notes(&mut out);
+            // A cut waits for the one before it (see `write_passed_cuts`).
+            checkpointer.write_passed_cuts(frontiers);
         }
     });
     notes
@@ -216,7 +218,10 @@ impl Checkpointer {
         };
         while let Some(entry) = self.snapshots.first_entry() {
             let cut = *entry.key();
-            if !passed(cut) || self.ended {
+            // One cut at the writer at a time: if it fails, its rows are
+            // carried into the next cut's piece, which must not have been
+            // made without them (a checkpoint of that cut would lack them).
+            if !passed(cut) || self.ended || !self.in_flight.is_empty() {
                 break;
             }
             let windows = entry.remove();
@@ -350,7 +355,10 @@ impl Checkpointer {
             Err((error, rows)) => {
                 let worker = self.worker;
                 tracing::warn!(worker, ?cut, %error, "could not write a checkpoint piece; its changes go into the next one");
-                self.carried = rows;
+                // Older than anything carried since (nothing, as one cut
+                // is at the writer at a time): first, so later rows win.
+                let since = std::mem::replace(&mut self.carried, rows);
+                self.carried.extend(since);
                 Err(error)
             }
         }

@@ -656,12 +656,26 @@ impl CrashLoop {
             let last: BTreeSet<String> = current.into_values().flatten().collect();
             let expected = file_rows(&all.join(folder));
             assert!(!expected.is_empty(), "{}", context(folder));
-            assert_eq!(
-                last.len(),
-                expected.len(),
-                "{}",
-                context(&format!("{topic} rows"))
-            );
+            if last != expected {
+                // What differs, each restore, and what the runs warned of.
+                let missing: Vec<_> = expected.difference(&last).collect();
+                let extra: Vec<_> = last.difference(&expected).collect();
+                let warnings: Vec<&str> = seen
+                    .iter()
+                    .flat_map(|this| this.stderr.lines())
+                    .filter(|l| l.contains("WARN") || l.contains("checkpoint written"))
+                    .collect();
+                panic!(
+                    "{}",
+                    context(&format!(
+                        "{topic} rows: {} against {}; missing {missing:?}; extra {extra:?}; restores:\n{}\nwarnings and checkpoints:\n{}",
+                        last.len(),
+                        expected.len(),
+                        restores(topic),
+                        warnings.join("\n")
+                    ))
+                );
+            }
             assert_eq!(
                 last,
                 expected,

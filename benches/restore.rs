@@ -25,18 +25,39 @@
 //!                           floor, as `-X` takes them ("k=v k=v")
 //!   PRESENCE_BENCH_NO_FLOOR=1    skip the floor
 //!   PRESENCE_BENCH_FLOOR_ONLY=1  measure only the floor
+//!   PRESENCE_BENCH_S3       an S3 endpoint, http://HOST:PORT (as
+//!                           `scripts/s3.sh PORT` prints it): then also
+//!                           restarts from S3 against the local folder (below)
+//!   PRESENCE_BENCH_S3_ONLY=1     only those, after one hand-off (not timed)
+//!   PRESENCE_BENCH_ROUNDS   rounds of local and S3 restarts (default 3)
+//!
+//! With `PRESENCE_BENCH_S3`, after the measurements above, the restores'
+//! state folder (the backfill's checkpoint and what the hand-off and the
+//! restart added) is copied into a new bucket of that server, through the
+//! library's store, and restarts (each in a new process, rows already in the
+//! topics) alternate between the folder and the bucket, `ROUNDS` of each:
+//! like with like, on the same broker and topics. Prints each one's run
+//! start to ready and to the outputs reconciled, their medians, the ratio
+//! of the medians S3 / local, when the checkpoint had been read (the last
+//! store request while the service was starting) and when the start was
+//! over (the outputs' tails read back too), and the store requests and
+//! bytes by operation of the S3 restarts (until ready, and in the whole run
+//! with its clean stop). The AWS variables (test credentials, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`)
+//! are set for this process and the restores' from the endpoint.
 
 mod common;
-use common::{cpu_model, env_flag, env_u64, source_version};
+use common::{cpu_model, env_flag, env_u64, median, source_version};
 use presence::model::output::Output;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presence::backfill::{self, Job, Progress};
+use presence::checkpoint::store::{Location, Store};
 use presence::harness::generator::{write_files, WorkloadConfig};
-use presence::observe::metrics::Metrics;
+use presence::observe::metrics::{Metrics, ServiceState, StoreOpFigures};
 use presence::service::{CheckpointSettings, RunJob, Topics};
 use rdkafka::mocking::MockCluster;
 
@@ -55,6 +76,21 @@ fn main() {
         if quick { 20_000 } else { 200_000 },
     );
     let workers = env_u64("PRESENCE_BENCH_WORKERS", 2) as usize;
+    let s3 = std::env::var("PRESENCE_BENCH_S3")
+        .ok()
+        .map(|endpoint| endpoint.trim().trim_end_matches('/').to_owned())
+        .filter(|endpoint| !endpoint.is_empty());
+    let s3_only = env_flag("PRESENCE_BENCH_S3_ONLY");
+    assert!(
+        s3.is_some() || !s3_only,
+        "PRESENCE_BENCH_S3_ONLY=1 needs PRESENCE_BENCH_S3 (the endpoint)"
+    );
+    if let Some(endpoint) = &s3 {
+        // Before any thread starts; the restores' processes inherit them.
+        for (key, value) in common::s3::env(endpoint) {
+            std::env::set_var(key, value);
+        }
+    }
     // RUST_LOG=presence=debug shows the restore's steps, timed.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -157,9 +193,13 @@ fn main() {
         std::fs::copy(&path, state.join(path.file_name().unwrap())).unwrap();
     }
     let mut skipped = Vec::new();
-    let manifest = presence::checkpoint::store::newest_complete(&presence::checkpoint::store::Store::at(&state).unwrap(), &mut skipped).map(|f| f.map(|(m, _)| m))
-        .unwrap()
-        .expect("the backfill wrote a checkpoint");
+    let manifest = presence::checkpoint::store::newest_complete(
+        &presence::checkpoint::store::Store::at(&state).unwrap(),
+        &mut skipped,
+    )
+    .map(|f| f.map(|(m, _)| m))
+    .unwrap()
+    .expect("the backfill wrote a checkpoint");
     let bytes = manifest.bytes();
 
     // Restore on an in-process broker with empty input topics; the output
@@ -179,14 +219,13 @@ fn main() {
     // faulted in already): from its start to ready (restored, no input
     // lag) and to the restored rows being in the output topics (the first
     // frontier above the restore epoch); then a clean stop.
-    let restore = || {
-        let restoring = presence::checkpoint::store::newest_complete(&presence::checkpoint::store::Store::at(&state).unwrap(), &mut Vec::new()).map(|f| f.map(|(m, _)| m))
-            .unwrap()
-            .expect("a checkpoint");
+    // The state is in `location`: the local folder or an S3 prefix.
+    let restore = |location: &Location| -> Restored {
+        let restoring = newest_time(&Store::at(location.clone()).unwrap());
         let asked = serde_json::json!({
             "brokers": mock.bootstrap_servers(),
-            "state": state,
-            "restoring": restoring.time,
+            "state": location.to_string(),
+            "restoring": restoring,
         });
         let output = std::process::Command::new(std::env::current_exe().unwrap())
             .env(CHILD, asked.to_string())
@@ -196,63 +235,254 @@ fn main() {
             .unwrap();
         assert!(output.status.success(), "the restore failed");
         let line = String::from_utf8(output.stdout).unwrap();
-        let got: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        let f = |k: &str| got[k].as_f64().unwrap();
-        (
-            f("ready_s"),
-            f("written_s"),
-            f("rows") as u64,
-            f("produced") as u64,
-        )
+        serde_json::from_str(line.trim()).unwrap()
     };
+    let local = Location::from(&state);
     if env_flag("PRESENCE_BENCH_FLOOR_ONLY") {
         let floor_s = producer_floor(&dir.join("out"), workers, &topics);
         println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
         return;
     }
-    let (ready_s, written_s, rows, produced) = restore();
-    // A restart: the same state, the rows already in the topics.
-    let (again_ready_s, again_written_s, _, again_produced) = restore();
-    // What writing the hand-off's rows costs by itself on these cores:
-    // the backfill's rows, keyed and rendered as the sinks do it before the
-    // clock starts, written by one producer per worker (the service's
-    // producer settings) to empty topics of a new in-process broker.
-    let floor_s = if env_flag("PRESENCE_BENCH_NO_FLOOR") {
-        f64::NAN
-    } else {
-        producer_floor(&dir.join("out"), workers, &topics)
-    };
+    if !s3_only {
+        let handoff = restore(&local);
+        let (ready_s, written_s, rows, produced) = (
+            handoff.ready_s,
+            handoff.written_s,
+            handoff.rows,
+            handoff.produced,
+        );
+        // A restart: the same state, the rows already in the topics.
+        let again = restore(&local);
+        let (again_ready_s, again_written_s, again_produced) =
+            (again.ready_s, again.written_s, again.produced);
+        // What writing the hand-off's rows costs by itself on these cores:
+        // the backfill's rows, keyed and rendered as the sinks do it before the
+        // clock starts, written by one producer per worker (the service's
+        // producer settings) to empty topics of a new in-process broker.
+        let floor_s = if env_flag("PRESENCE_BENCH_NO_FLOOR") {
+            f64::NAN
+        } else {
+            producer_floor(&dir.join("out"), workers, &topics)
+        };
+        println!();
+        println!("| measure | value |");
+        println!("|---|---:|");
+        println!("| history records | {records} |");
+        println!("| walk-ins | {walkins} |");
+        println!("| backfill (replay), no checkpoint | {plain_s:.2} s |");
+        println!("| backfill (replay) with --checkpoint-dir | {replay_s:.2} s |");
+        println!(
+            "| checkpoint on disk | {:.1} MiB in {} pieces, {} rows |",
+            bytes as f64 / (1 << 20) as f64,
+            manifest.pieces.len(),
+            manifest.rows()
+        );
+        println!(
+            "| bytes per walk-in | {:.1} |",
+            bytes as f64 / walkins.max(1) as f64
+        );
+        println!(
+            "| hand-off: run start to ready (restored, no lag) | {ready_s:.2} s ({rows} rows) |"
+        );
+        println!("| hand-off: run start to every restored row written | {written_s:.2} s ({produced} rows written) |");
+        println!("| restart: run start to ready | {again_ready_s:.2} s |");
+        println!("| restart: run start to the outputs reconciled | {again_written_s:.2} s ({again_produced} rows rewritten) |");
+        println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
+        println!("| replay / hand-off ready | {:.1}x |", replay_s / ready_s);
+        println!(
+            "| replay / hand-off every row written | {:.1}x |",
+            replay_s / written_s
+        );
+        println!(
+            "| replay / restart ready | {:.1}x |",
+            replay_s / again_ready_s
+        );
+    }
+    if let Some(endpoint) = &s3 {
+        if s3_only {
+            println!(
+                "{records} history records, {walkins} walk-ins; checkpoint {:.1} MiB in {} pieces, {} rows",
+                bytes as f64 / (1 << 20) as f64,
+                manifest.pieces.len(),
+                manifest.rows()
+            );
+            // The hand-off, so that the restarts below find the rows in
+            // the topics, as after the measurements above.
+            let handoff = restore(&local);
+            println!(
+                "hand-off (warm-up, not compared): ready {:.2} s, every restored row written {:.2} s ({} rows written)",
+                handoff.ready_s, handoff.written_s, handoff.produced
+            );
+        }
+        let rounds = env_u64("PRESENCE_BENCH_ROUNDS", 3).max(1) as usize;
+        s3_against_local(endpoint, &local, rounds, restore);
+    }
+}
+
+/// What a restore's process measured (its JSON line).
+#[derive(serde::Deserialize)]
+struct Restored {
+    /// From the process's start to ready (restored, no input lag).
+    ready_s: f64,
+    /// ... to the first progress frontier above the restore epoch.
+    written_s: f64,
+    /// Rows restored.
+    rows: u64,
+    /// Rows written to the output topics.
+    produced: u64,
+    /// When the last checkpoint store request while starting finished (the
+    /// checkpoint read, the generation taken).
+    store_done_s: Option<f64>,
+    /// When the service left its start (the checkpoint read, the outputs'
+    /// tails read back) for restoring the rows into the dataflow.
+    prepared_s: Option<f64>,
+    /// The checkpoint store's requests by operation, until ready.
+    store_ready: BTreeMap<String, OpFigures>,
+    /// ... and in the whole run, its clean stop included.
+    store: BTreeMap<String, OpFigures>,
+}
+
+/// One operation's requests to the checkpoint store, as a restore's
+/// process prints them (see [`StoreOpFigures`]).
+#[derive(Clone, Copy, Default, serde::Deserialize)]
+struct OpFigures {
+    requests: u64,
+    bytes: u64,
+    errors: u64,
+    retries: u64,
+}
+
+/// `store`'s figures by operation, as JSON.
+fn store_json(store: &BTreeMap<&'static str, StoreOpFigures>) -> serde_json::Value {
+    store
+        .iter()
+        .map(|(op, s)| {
+            let figures = serde_json::json!({
+                "requests": s.requests, "bytes": s.bytes, "errors": s.errors, "retries": s.retries,
+            });
+            (op.to_string(), figures)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The logical time of the newest checkpoint in `store` that a restore
+/// takes (not a claim, nor a superseded writer's), from its manifests
+/// alone: the pieces stay where they are.
+fn newest_time(store: &Store) -> u64 {
+    let listed = presence::checkpoint::store::manifests(store).unwrap();
+    let fenced = presence::checkpoint::store::fenced(&listed);
+    listed
+        .iter()
+        .filter(|l| !fenced.contains(&l.number))
+        .find_map(|l| l.checkpoint().map(|m| m.time))
+        .expect("a checkpoint")
+}
+
+/// Copies every object of the folder `from` into `to`, manifests last;
+/// returns the objects and their bytes.
+fn copy_store(from: &Store, to: &Store) -> (usize, u64) {
+    let mut objects = from.list().unwrap();
+    objects.sort_by_key(|o| o.name.starts_with("manifest-"));
+    for object in &objects {
+        let bytes = from.get(&object.name).unwrap();
+        to.put(&object.name, bytes, false).unwrap();
+    }
+    (objects.len(), objects.iter().map(|o| o.bytes).sum())
+}
+
+/// Restarts from the folder `local` against restarts from a copy of it in
+/// a new bucket on the S3 server at `endpoint`, alternated, `rounds` each,
+/// each by `restore`; prints their times and the S3 restarts' requests.
+fn s3_against_local(
+    endpoint: &str,
+    local: &Location,
+    rounds: usize,
+    restore: impl Fn(&Location) -> Restored,
+) {
+    let bucket = common::s3::bucket(endpoint, "restore");
+    let remote: Location = format!("s3://{bucket}/state").parse().unwrap();
+    let started = Instant::now();
+    let (objects, bytes) = copy_store(
+        &Store::at(local.clone()).unwrap(),
+        &Store::at(remote.clone()).unwrap(),
+    );
+    let copy_s = started.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "restarts from S3 ({endpoint}, {remote}) against the local folder: copied {objects} objects, {:.1} MiB, in {copy_s:.2} s; {rounds} rounds, local then S3",
+        bytes as f64 / (1 << 20) as f64
+    );
+    let (mut from_local, mut from_s3) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        from_local.push(restore(local));
+        from_s3.push(restore(&remote));
+    }
+    let seconds = |x: Option<f64>| x.map_or("-".to_owned(), |s| format!("{s:.2} s"));
+    println!();
+    println!("| restart | store | run start to ready | to the outputs reconciled | checkpoint read (last store request while starting) | start over (restoring) | rows rewritten |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (round, (l, r)) in from_local.iter().zip(&from_s3).enumerate() {
+        for (side, x) in [("local", l), ("S3", r)] {
+            println!(
+                "| {} | {side} | {:.2} s | {:.2} s | {} | {} | {} |",
+                round + 1,
+                x.ready_s,
+                x.written_s,
+                seconds(x.store_done_s),
+                seconds(x.prepared_s),
+                x.produced
+            );
+        }
+    }
+    let med = |side: &[Restored], f: fn(&Restored) -> f64| median(side.iter().map(f).collect());
+    let (ready_l, ready_r) = (
+        med(&from_local, |x| x.ready_s),
+        med(&from_s3, |x| x.ready_s),
+    );
+    let (written_l, written_r) = (
+        med(&from_local, |x| x.written_s),
+        med(&from_s3, |x| x.written_s),
+    );
+    for (side, xs) in [("local", &from_local), ("S3", &from_s3)] {
+        println!(
+            "| median | {side} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | |",
+            med(xs, |x| x.ready_s),
+            med(xs, |x| x.written_s),
+            med(xs, |x| x.store_done_s.unwrap_or(f64::NAN)),
+            med(xs, |x| x.prepared_s.unwrap_or(f64::NAN)),
+        );
+    }
     println!();
     println!("| measure | value |");
     println!("|---|---:|");
-    println!("| history records | {records} |");
-    println!("| walk-ins | {walkins} |");
-    println!("| backfill (replay), no checkpoint | {plain_s:.2} s |");
-    println!("| backfill (replay) with --checkpoint-dir | {replay_s:.2} s |");
     println!(
-        "| checkpoint on disk | {:.1} MiB in {} pieces, {} rows |",
-        bytes as f64 / (1 << 20) as f64,
-        manifest.pieces.len(),
-        manifest.rows()
+        "| S3 / local, median run start to ready | {:.2}x |",
+        ready_r / ready_l
     );
     println!(
-        "| bytes per walk-in | {:.1} |",
-        bytes as f64 / walkins.max(1) as f64
+        "| S3 / local, median run start to the outputs reconciled | {:.2}x |",
+        written_r / written_l
     );
-    println!("| hand-off: run start to ready (restored, no lag) | {ready_s:.2} s ({rows} rows) |");
-    println!("| hand-off: run start to every restored row written | {written_s:.2} s ({produced} rows written) |");
-    println!("| restart: run start to ready | {again_ready_s:.2} s |");
-    println!("| restart: run start to the outputs reconciled | {again_written_s:.2} s ({again_produced} rows rewritten) |");
-    println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
-    println!("| replay / hand-off ready | {:.1}x |", replay_s / ready_s);
-    println!(
-        "| replay / hand-off every row written | {:.1}x |",
-        replay_s / written_s
-    );
-    println!(
-        "| replay / restart ready | {:.1}x |",
-        replay_s / again_ready_s
-    );
+    println!();
+    println!("| S3 restart | op | requests to ready | bytes to ready | requests, whole run | bytes, whole run | errors | retries |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (round, r) in from_s3.iter().enumerate() {
+        for op in presence::observe::metrics::STORE_OPS {
+            let to_ready = r.store_ready.get(op).copied().unwrap_or_default();
+            let whole = r.store.get(op).copied().unwrap_or_default();
+            println!(
+                "| round {} | {op} | {} | {} | {} | {} | {} | {} |",
+                round + 1,
+                to_ready.requests,
+                to_ready.bytes,
+                whole.requests,
+                whole.bytes,
+                whole.errors,
+                whole.retries
+            );
+        }
+    }
 }
 
 /// Seconds to write every row of a backfill's `out` folders to a new
@@ -341,13 +571,14 @@ const CHILD: &str = "PRESENCE_BENCH_RESTORE";
 /// prints its times (from the process's start) as JSON.
 fn restore_child(asked: &serde_json::Value, workers: usize) {
     let started = Instant::now();
-    let state = std::path::PathBuf::from(asked["state"].as_str().unwrap());
+    // A folder or s3://BUCKET/PREFIX.
+    let state: Location = asked["state"].as_str().unwrap().parse().unwrap();
     let restoring = asked["restoring"].as_u64().unwrap();
     let metrics = Metrics::default();
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut job = RunJob {
         checkpoint: Some(CheckpointSettings {
-            dir: state.into(),
+            dir: state,
             interval: Duration::from_secs(10),
             reset: false,
             kept: presence::checkpoint::store::MANIFESTS_KEPT,
@@ -365,22 +596,40 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
         })
     };
     let (mut ready, mut written_s) = (None, None);
+    // The store's requests so far, when the last one while starting
+    // finished, when the start was over, and the figures at ready.
+    let (mut requests, mut store_done_s, mut store_ready) = (0, None, serde_json::json!({}));
+    let mut prepared_s = None;
     while written_s.is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(3600),
             "the restore did not finish"
         );
         std::thread::sleep(Duration::from_millis(5));
-        let (restored, lag, frontier, rows) = metrics.read(|f| {
+        let (restored, lag, frontier, rows, made, starting) = metrics.read(|f| {
             (
                 f.checkpoints.restore_seconds.is_some(),
                 f.lag(),
                 f.progress.frontier,
                 f.checkpoints.restored_rows,
+                f.checkpoints
+                    .store
+                    .values()
+                    .map(|s| s.requests)
+                    .sum::<u64>(),
+                f.life.state == ServiceState::Starting,
             )
         });
+        if prepared_s.is_none() && made != requests {
+            requests = made;
+            store_done_s = Some(started.elapsed().as_secs_f64());
+        }
+        if prepared_s.is_none() && !starting {
+            prepared_s = Some(started.elapsed().as_secs_f64());
+        }
         if ready.is_none() && restored && lag == 0 {
             ready = Some((started.elapsed().as_secs_f64(), rows));
+            store_ready = metrics.read(|f| store_json(&f.checkpoints.store));
         }
         if ready.is_some() && frontier > restoring + 1 {
             written_s = Some(started.elapsed().as_secs_f64());
@@ -390,10 +639,12 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
     shutdown.store(true, Ordering::Relaxed);
     service.join().unwrap().unwrap();
     let (ready_s, rows) = ready.unwrap();
+    let store = metrics.read(|f| store_json(&f.checkpoints.store));
     println!(
         "{}",
         serde_json::json!({
             "ready_s": ready_s, "written_s": written_s.unwrap(), "rows": rows, "produced": produced,
+            "store_done_s": store_done_s, "prepared_s": prepared_s, "store_ready": store_ready, "store": store,
         })
     );
 }

@@ -2,6 +2,8 @@
 //! machine and source they ran on.
 #![allow(dead_code)] // each bench uses a subset
 
+pub mod s3;
+
 pub fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(value) => value

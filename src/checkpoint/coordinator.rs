@@ -520,9 +520,9 @@ fn manifest_writer(
     (jobs, results)
 }
 
-/// Commits `manifest`; if its pieces span more than
-/// [`store::MERGE_AFTER_CUTS`] cuts, merges them into one and commits the
-/// merged manifest after it; prunes. Returns the manifest in force.
+/// Commits `manifest`; if its pieces are due to be merged
+/// ([`store::wants_merge`]), merges them into one and commits the merged
+/// manifest after it; prunes. Returns the manifest in force.
 fn write_and_tidy(
     committer: &mut store::Committer,
     runs: &BTreeSet<u64>,
@@ -530,12 +530,7 @@ fn write_and_tidy(
     manifest: Manifest,
 ) -> Result<Manifest, store::StoreError> {
     let manifest = committer.commit(manifest)?;
-    let cuts: BTreeSet<&str> = manifest
-        .pieces
-        .iter()
-        .filter_map(|p| p.name.split('-').nth(1))
-        .collect();
-    let manifest = if cuts.len() > store::MERGE_AFTER_CUTS {
+    let manifest = if store::wants_merge(&manifest) {
         match store::merge(committer.store(), &manifest, committer.generation()) {
             Ok(merged) => committer.commit(merged)?,
             Err(error) => {

@@ -12,6 +12,9 @@ use super::manifest::{
 use super::objects::{Object, Store, StoreError, WRITE_CHECK};
 use super::piece;
 
+/// A manifest whose pieces span more cuts than this is merged into one
+/// piece, however few bytes they hold (see [`wants_merge`]).
+pub const MERGE_AFTER_CUTS: usize = 64;
 /// How many times taking a generation is tried when another run takes
 /// each number first.
 const CLAIM_TRIES: usize = 16;
@@ -211,6 +214,25 @@ pub fn write_piece(
     let (bytes, info) = piece::encode(name, rows);
     store.put(name, bytes, false)?;
     Ok(info)
+}
+
+/// Whether `manifest`'s pieces are due to be merged into one: when those
+/// after its first cut's (the changes since the last merge) hold as many
+/// bytes as the first cut's (about the state), or they span more than
+/// [`MERGE_AFTER_CUTS`] cuts. A merge rewrites the state, so it is paid
+/// once per state's worth of changes (what checkpoints write follows the
+/// changes, not the state), and a restore reads about twice the state at
+/// most, in a bounded number of pieces.
+pub fn wants_merge(manifest: &Manifest) -> bool {
+    let cut = |piece: &PieceInfo| piece_parts(&piece.name).map(|(cut, _)| cut);
+    let Some(first) = manifest.pieces.first().map(cut) else {
+        return false;
+    };
+    let cuts: BTreeSet<_> = manifest.pieces.iter().map(cut).collect();
+    let (base, changes): (Vec<&PieceInfo>, Vec<&PieceInfo>) =
+        manifest.pieces.iter().partition(|p| cut(p) == first);
+    let bytes = |pieces: &[&PieceInfo]| pieces.iter().map(|p| p.bytes).sum::<u64>();
+    cuts.len() > 1 && (bytes(&changes) >= bytes(&base) || cuts.len() > MERGE_AFTER_CUTS)
 }
 
 /// Rewrites `manifest`'s pieces as one (`name`), so that the store and a

@@ -36,7 +36,7 @@ pub mod piece;
 
 pub use checkpoints::{
     claim, fenced, fetch, incomplete, manifests, merge, merge_rows, newest_complete, reset,
-    restore_rows, write_piece, Committer, Fetched, Listed,
+    restore_rows, wants_merge, write_piece, Committer, Fetched, Listed, MERGE_AFTER_CUTS,
 };
 pub use describe::describe;
 pub use location::Location;
@@ -49,8 +49,6 @@ pub use crate::dataflow::state::KEY_GROUPS;
 /// Checkpoints kept by default (with the pieces they name): the newest
 /// and the ones before it, to fall back to when a newer one is damaged.
 pub const MANIFESTS_KEPT: usize = 3;
-/// A manifest whose pieces span more cuts than this is merged into one piece.
-pub const MERGE_AFTER_CUTS: usize = 8;
 
 #[cfg(test)]
 mod tests;

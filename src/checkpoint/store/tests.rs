@@ -316,3 +316,29 @@ fn a_commit_that_landed_after_it_failed_is_gone_past() {
     assert_eq!(numbers, vec![generation + 2, generation + 1, generation]);
     committer.prune(&[1].into(), 3).unwrap();
 }
+
+#[test]
+fn pieces_are_merged_once_the_changes_hold_as_many_bytes_as_the_state() {
+    let info = |cut: u64, worker: usize, bytes: u64| PieceInfo {
+        name: piece_name(Some(cut), 7, worker),
+        bytes,
+        crc32: 0,
+        rows: 1,
+    };
+    let with = |pieces: Vec<PieceInfo>| Manifest {
+        pieces,
+        ..Manifest::new(9, Origin::Run, &Params::default(), 2)
+    };
+    // The state (the first cut, two workers): 1,000 bytes.
+    let state = vec![info(1, 0, 600), info(1, 1, 400)];
+    assert!(!wants_merge(&with(state.clone())), "one cut");
+    let mut chain = state.clone();
+    chain.extend((2..=10).map(|cut| info(cut, 0, 100)));
+    assert!(!wants_merge(&with(chain.clone())), "900 bytes of changes");
+    chain.push(info(11, 1, 100));
+    assert!(wants_merge(&with(chain)), "1,000 bytes of changes");
+    // Many tiny cuts are merged too, however few bytes they hold.
+    let mut many = state;
+    many.extend((2..=(MERGE_AFTER_CUTS as u64 + 1)).map(|cut| info(cut, 0, 1)));
+    assert!(wants_merge(&with(many)));
+}

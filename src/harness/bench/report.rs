@@ -12,7 +12,7 @@ use super::config::BenchConfig;
 use super::samples::{wall_us, Samples};
 use crate::kafka;
 use crate::observe::metrics::latency_histogram as histogram;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, STORE_OPS};
 
 /// The latencies a report holds, and what each measures.
 pub const LATENCIES: [(&str, &str); 5] = [
@@ -132,7 +132,9 @@ pub struct Report {
     pub ccdf: BTreeMap<&'static str, Vec<(f64, f64)>>,
     /// With `--checkpoint-dir`: checkpoints completed, failed, and the bytes
     /// of pieces written by process 0 (per checkpoint, on average), and the
-    /// size of the last one.
+    /// size of the last one; process 0's requests to the checkpoint store by
+    /// operation, in all (`store`) and per checkpoint completed
+    /// (`store_per_checkpoint`).
     pub checkpoints: Option<serde_json::Value>,
 }
 
@@ -369,15 +371,47 @@ fn config_json(config: &BenchConfig) -> serde_json::Value {
 }
 
 /// With `--checkpoint-dir`: the checkpoints' figures from `metrics`.
+///
+/// `store` holds every request to the checkpoint store by operation (every
+/// one of [`STORE_OPS`], zeros included): the run's start (the write check,
+/// the listing, the claim) and its final checkpoint count too, as do merges
+/// (a `get` of every piece and a `put` of the merged one) and pruning (a
+/// `list`, a `get` of every manifest, the `delete`s). `store_per_checkpoint`
+/// is each operation's requests and bytes divided by the checkpoints
+/// completed: what a checkpoint costs in the store, start-up included.
 fn checkpoints(metrics: &Metrics) -> serde_json::Value {
     let c = metrics.read(|f| f.checkpoints.clone());
+    let per_checkpoint = |total: u64| total as f64 / c.completed.max(1) as f64;
+    let mut store = serde_json::Map::new();
+    let mut store_per_checkpoint = serde_json::Map::new();
+    for op in STORE_OPS {
+        let s = c.store.get(op).copied().unwrap_or_default();
+        store.insert(
+            op.to_owned(),
+            serde_json::json!({
+                "requests": s.requests,
+                "bytes": s.bytes,
+                "errors": s.errors,
+                "retries": s.retries,
+            }),
+        );
+        store_per_checkpoint.insert(
+            op.to_owned(),
+            serde_json::json!({
+                "requests": per_checkpoint(s.requests),
+                "bytes": per_checkpoint(s.bytes),
+            }),
+        );
+    }
     serde_json::json!({
         "completed": c.completed,
         "failures": c.failures,
         "bytes_written": c.bytes_written,
-        "bytes_per_checkpoint": c.bytes_written as f64 / c.completed.max(1) as f64,
+        "bytes_per_checkpoint": per_checkpoint(c.bytes_written),
         "last_size_bytes": c.bytes,
         "last_duration_s": c.last_duration_seconds,
+        "store": store,
+        "store_per_checkpoint": store_per_checkpoint,
     })
 }
 
@@ -423,4 +457,49 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::metrics::StoreOpFigures;
+
+    #[test]
+    fn the_store_s_requests_are_reported_in_all_and_per_checkpoint() {
+        let metrics = Metrics::default();
+        metrics.update(|f| {
+            f.checkpoints.completed = 4;
+            f.checkpoints.bytes_written = 4000;
+            f.checkpoints.store.insert(
+                "put",
+                StoreOpFigures {
+                    requests: 10,
+                    bytes: 6000,
+                    errors: 1,
+                    retries: 1,
+                },
+            );
+            f.checkpoints.store.insert(
+                "list",
+                StoreOpFigures {
+                    requests: 6,
+                    ..StoreOpFigures::default()
+                },
+            );
+        });
+        let c = checkpoints(&metrics);
+        assert_eq!(c["bytes_per_checkpoint"], 1000.0);
+        assert_eq!(c["store"]["put"]["requests"], 10);
+        assert_eq!(c["store"]["put"]["errors"], 1);
+        assert_eq!(c["store"]["get"]["requests"], 0);
+        let per = &c["store_per_checkpoint"];
+        assert_eq!(per["put"]["requests"], 2.5);
+        assert_eq!(per["put"]["bytes"], 1500.0);
+        assert_eq!(per["list"]["requests"], 1.5);
+        assert_eq!(per["delete"]["requests"], 0.0);
+        assert_eq!(
+            per.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["delete", "get", "list", "put"]
+        );
+    }
 }

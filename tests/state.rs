@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+use common::input::{day, Input};
 use common::*;
 
 use presence::backfill::{self, Job, Progress};
-use presence::harness::generator::{Workload, WorkloadConfig};
 use presence::model::ingest::Kind;
 use presence::model::output::Output;
 use presence::model::params::Params;
@@ -21,87 +21,10 @@ use presence::service::{run, CheckpointSettings, RunError, RunJob, Topics};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 
-/// Input produced to the topics and kept as files, partition by partition.
-struct Input {
-    brokers: String,
-    files: BTreeMap<(Kind, u64), String>,
-    dir: PathBuf,
-}
-
-impl Input {
-    fn new(brokers: &str, dir: &Path) -> Self {
-        Input {
-            brokers: brokers.to_owned(),
-            files: BTreeMap::new(),
-            dir: dir.into(),
-        }
-    }
-
-    /// Produces `config`'s workload and appends it to the files.
-    fn add(&mut self, config: &WorkloadConfig) -> u64 {
-        let producer: BaseProducer = client(&self.brokers).create().unwrap();
-        let mut n = 0;
-        for record in Workload::new(config.clone()) {
-            let topic = match record.kind {
-                Kind::Probe => "probes",
-                Kind::Login => "logins",
-                Kind::BaseCount => "base-counts",
-            };
-            send(&producer, topic, record.partition as i32, &record.line);
-            let file = self
-                .files
-                .entry((record.kind, record.partition))
-                .or_default();
-            file.push_str(&record.line);
-            file.push('\n');
-            n += 1;
-        }
-        producer.flush(TIMEOUT).unwrap();
-        n
-    }
-
-    /// Backfills the files into `out`; returns the folder.
-    fn backfill(&self, name: &str) -> PathBuf {
-        let path = |kind: Kind, p: u64| self.dir.join(format!("{kind:?}-{p}.jsonl"));
-        for ((kind, p), text) in &self.files {
-            std::fs::write(path(*kind, *p), text).unwrap();
-        }
-        let of = |kind: Kind| -> Vec<PathBuf> {
-            self.files
-                .keys()
-                .filter(|(k, _)| *k == kind)
-                .map(|(k, p)| path(*k, *p))
-                .collect()
-        };
-        let out = self.dir.join(name);
-        let job = Job {
-            probes: of(Kind::Probe),
-            logins: of(Kind::Login),
-            base_counts: of(Kind::BaseCount),
-            out: out.clone(),
-            ..Job::default()
-        };
-        backfill::run(timely::Config::thread(), job, Arc::new(Progress::default())).unwrap();
-        out
-    }
-}
-
 fn mock_with_inputs() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = mock_inputs();
     create_output_topics(&mock, &Topics::default(), 2);
     mock
-}
-
-fn day(seed: u64, day: u64) -> WorkloadConfig {
-    WorkloadConfig {
-        seed,
-        days: 1,
-        devices: 400,
-        businesses: 6,
-        probe_partitions: PROBE_PARTITIONS as u64,
-        start_ms: WorkloadConfig::default().start_ms + day * 86_400_000,
-        ..WorkloadConfig::default()
-    }
 }
 
 fn job(brokers: &str, dir: &Path) -> RunJob {

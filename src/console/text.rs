@@ -107,6 +107,23 @@ pub fn bench_summary(report: &Report) -> String {
             "checkpoints: {} completed, {} failed, {:.0} bytes written per checkpoint, last {} bytes\n",
             c["completed"], c["failures"], c["bytes_per_checkpoint"].as_f64().unwrap_or(0.0), c["last_size_bytes"]
         ));
+        // What a checkpoint costs in the store: requests and bytes by operation.
+        let per = &c["store_per_checkpoint"];
+        let ops: Vec<String> = ["put", "get", "list", "delete"]
+            .iter()
+            .map(|op| {
+                let requests = per[op]["requests"].as_f64().unwrap_or(0.0);
+                let bytes = per[op]["bytes"].as_f64().unwrap_or(0.0);
+                match *op {
+                    "put" | "get" => format!("{op} {requests:.1} ({bytes:.0} bytes)"),
+                    _ => format!("{op} {requests:.1}"),
+                }
+            })
+            .collect();
+        text.push_str(&format!(
+            "checkpoint store requests per checkpoint: {}\n",
+            ops.join(", ")
+        ));
     }
     text.push_str("where:\n");
     for (name, meaning) in LATENCIES {

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 pub mod crash;
+pub mod input;
 pub mod s3;
 
 pub const PROBE_PARTITIONS: i32 = 4;

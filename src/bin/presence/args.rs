@@ -484,9 +484,10 @@ pub struct RunArgs {
     /// walkin-counts, presence-rejected, presence-progress).
     #[arg(long, default_value = "", value_name = "PREFIX")]
     pub output_prefix: String,
-    /// How long to wait for the brokers before giving up; in a cluster, also
-    /// how long another process may show no sign of life before this one
-    /// stops (heartbeats over UDP on the hostfile ports).
+    /// How long to wait for the brokers (and to retry the checkpoint store at
+    /// start) before giving up; in a cluster, also how long another process
+    /// may show no sign of life before this one stops (heartbeats over UDP
+    /// on the hostfile ports).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub connect_timeout: u64,
     /// A caught-up probe partition silent this long is idle: it promises the

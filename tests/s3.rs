@@ -32,17 +32,21 @@ const SECRET: &str = "presence-test-secret-Zq7Xw2Kd9Lm4";
 /// Held by the test using the server: one test at a time.
 static SERVER: Mutex<()> = Mutex::new(());
 
-/// Takes the server for this test (waiting for the one before to end) and
-/// sets the AWS variables of this process for the library calls the test
-/// makes itself (`Store::at` reads them from the environment). Every test
-/// of this binary sets the same values for the same server, and only while
-/// it holds the server, so setting them from a test thread is safe here.
-fn exclusive(s3: &S3) -> MutexGuard<'static, ()> {
+/// The server (from `PRESENCE_S3`), taken for this test (waiting for the
+/// one before to end), with the AWS variables of this process set for the
+/// library calls the test makes itself (`Store::at` reads them from the
+/// environment). Every test of this binary sets the same values for the
+/// same server, and only while it holds the server, so setting them from a
+/// test thread is safe here.
+fn exclusive() -> (S3, MutexGuard<'static, ()>) {
+    let Some(s3) = common::s3::s3() else {
+        panic!("PRESENCE_S3 is not set: start scripts/s3.sh")
+    };
     let guard = SERVER.lock().unwrap_or_else(PoisonError::into_inner);
     for (name, value) in s3.env() {
         std::env::set_var(name, value);
     }
-    guard
+    (s3, guard)
 }
 
 /// The environment of a `presence` process using the server: `s3.env()`,
@@ -263,10 +267,7 @@ fn checkpoints_in(location: &str) -> Vec<Manifest> {
 #[test]
 #[ignore = "needs an S3-compatible server: PRESENCE_S3 and PRESENCE_S3_PID (scripts/s3.sh)"]
 fn killed_at_random_moments_with_checkpoints_in_s3_the_outputs_are_exact() {
-    let Some(s3) = common::s3::s3() else {
-        panic!("PRESENCE_S3 is not set: start scripts/s3.sh")
-    };
-    let _server = exclusive(&s3);
+    let (s3, _server) = exclusive();
     let seed = std::env::var("PRESENCE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -315,10 +316,7 @@ fn killed_at_random_moments_with_checkpoints_in_s3_the_outputs_are_exact() {
 #[test]
 #[ignore = "needs an S3-compatible server: PRESENCE_S3 and PRESENCE_S3_PID (scripts/s3.sh)"]
 fn a_newer_run_on_the_same_prefix_supersedes_the_older_one() {
-    let Some(s3) = common::s3::s3() else {
-        panic!("PRESENCE_S3 is not set: start scripts/s3.sh")
-    };
-    let _server = exclusive(&s3);
+    let (s3, _server) = exclusive();
     let mock = mock_with_topics();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -428,10 +426,7 @@ fn a_newer_run_on_the_same_prefix_supersedes_the_older_one() {
 #[test]
 #[ignore = "needs an S3-compatible server: PRESENCE_S3 and PRESENCE_S3_PID (scripts/s3.sh)"]
 fn a_backfill_in_s3_is_guarded_and_handed_over_to_run() {
-    let Some(s3) = common::s3::s3() else {
-        panic!("PRESENCE_S3 is not set: start scripts/s3.sh")
-    };
-    let _server = exclusive(&s3);
+    let (s3, _server) = exclusive();
     let mock = mock_with_topics();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
@@ -559,10 +554,7 @@ fn a_backfill_in_s3_is_guarded_and_handed_over_to_run() {
 #[test]
 #[ignore = "needs an S3-compatible server: PRESENCE_S3 and PRESENCE_S3_PID (scripts/s3.sh)"]
 fn a_store_that_does_not_answer_at_start_stops_the_run_with_one_line() {
-    let Some(s3) = common::s3::s3() else {
-        panic!("PRESENCE_S3 is not set: start scripts/s3.sh")
-    };
-    let _server = exclusive(&s3);
+    let (s3, _server) = exclusive();
     let mock = mock_with_topics();
     let brokers = mock.bootstrap_servers();
     let location = url(&s3.bucket("frozen"), "x");

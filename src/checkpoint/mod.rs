@@ -17,7 +17,8 @@
 //! (the offsets and lateness state of every partition as of the cut), it
 //! writes the cut's manifest: the checkpoint counts. A cut a worker could
 //! not write counts as a failure; that worker carries the changes into its
-//! next piece, and the next manifest names every piece written since the
+//! next piece (one cut is at its writer at a time, so the next piece is
+//! made once the failure is known), and the next manifest names every piece written since the
 //! last one that counted.
 //!
 //! At the end of the input (a clean stop), every worker writes a final

@@ -122,7 +122,7 @@ pub struct Written {
 }
 
 /// A worker's checkpoint state between activations: the updates stashed
-/// since its last piece, the pieces on their way to the writer thread and
+/// since its last piece, the piece on its way to the writer thread and
 /// back, and the capability the next note is sent at.
 struct Checkpointer {
     config: Arc<CheckpointConfig>,
@@ -208,7 +208,8 @@ impl Checkpointer {
 
     /// Decides which cuts are written: in order, each one every input has
     /// passed (the final one: once every input has ended), none after the
-    /// final one. Hands each to the writer thread with its rows.
+    /// final one, and each once the one before is back from the writer.
+    /// Hands each to the writer thread with its rows.
     fn write_passed_cuts(&mut self, frontiers: &[MutableAntichain<Time>]) {
         let passed = |cut: Cut| {
             frontiers.iter().all(|f| match cut {

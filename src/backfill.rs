@@ -102,7 +102,7 @@ pub enum BackfillError {
     #[error(transparent)]
     Output(#[from] OutputError),
     /// The checkpoint folder cannot be used.
-    #[error("checkpoint folder: {0}")]
+    #[error("checkpoint store: {0}")]
     Checkpoint(#[from] crate::checkpoint::store::StoreError),
     /// The checkpoint folder already holds checkpoints: the backfill's,
     /// older than a run's, would be pruned at once, and another backfill's

@@ -282,10 +282,11 @@ impl Store {
         let message = if failure.transient {
             format!(
                 "{} (gave up after retrying for {:?})",
-                failure.error, self.patience
+                one_line(&failure.error.to_string()),
+                self.patience
             )
         } else {
-            failure.error.to_string()
+            one_line(&failure.error.to_string())
         };
         StoreError::Store {
             place: self.place(name),
@@ -431,6 +432,23 @@ impl Store {
     }
 }
 
+/// An error of the store as one line: an S3 answer's XML body is left out
+/// but for its error code (`NoSuchBucket`, ...).
+fn one_line(text: &str) -> String {
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next());
+    let head = text.split("<?xml").next().unwrap_or(text);
+    let mut line = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    let trimmed = line.trim_end_matches([':', ' ']).len();
+    line.truncate(trimmed);
+    if let Some(code) = code {
+        line.push_str(&format!(" ({code})"));
+    }
+    line
+}
+
 /// Whether a request that failed with `error` may succeed if tried again.
 fn transient(error: &object_store::Error) -> bool {
     use object_store::Error::*;
@@ -445,7 +463,53 @@ fn transient(error: &object_store::Error) -> bool {
         | Unauthenticated { .. }
         | InvalidPath { .. }
         | UnknownConfigurationKey { .. } => false,
-        // Connection errors, timeouts and 5xx come as `Generic`.
+        // Connection errors, timeouts and 5xx come as `Generic`, and so do
+        // other answers a listing does not map (a 404 for a missing
+        // bucket): a 4xx but a timeout or throttling will not pass.
+        Generic { source, .. } => {
+            let text = source.to_string();
+            match text.split("status code: ").nth(1).and_then(|s| s.get(..3)) {
+                Some(status) if status.starts_with('4') => matches!(status, "408" | "429"),
+                _ => true,
+            }
+        }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_is_one_line_with_its_code() {
+        let answer = "Error performing GET http://h/b?list-type=2 - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>x</Message></Error>";
+        assert_eq!(
+            one_line(answer),
+            "Error performing GET http://h/b?list-type=2 - Server returned non-2xx status code: 404 Not Found (NoSuchBucket)"
+        );
+        assert_eq!(one_line("a\n b"), "a b");
+    }
+
+    #[test]
+    fn a_4xx_is_for_good_but_timeouts_throttling_and_5xx_may_pass() {
+        let answered = |status: &str| object_store::Error::Generic {
+            store: "S3",
+            source: format!("Server returned non-2xx status code: {status}: ...").into(),
+        };
+        assert!(!transient(&answered("404 Not Found")));
+        assert!(!transient(&answered("400 Bad Request")));
+        assert!(transient(&answered("429 Too Many Requests")));
+        assert!(transient(&answered("408 Request Timeout")));
+        assert!(transient(&answered("503 Slow Down")));
+        let no_answer = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request".into(),
+        };
+        assert!(transient(&no_answer));
+        assert!(!transient(&object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into()
+        }));
     }
 }

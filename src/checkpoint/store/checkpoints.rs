@@ -83,7 +83,15 @@ fn read_manifests(store: &Store, objects: &[Object]) -> Result<Vec<Listed>, Stor
 
 /// Every manifest in the store, newest first (see [`Listed`]).
 pub fn manifests(store: &Store) -> Result<Vec<Listed>, StoreError> {
-    read_manifests(store, &store.list()?)
+    Ok(listing(store)?.1)
+}
+
+/// Every object in the store, and its manifests newest first: one listing
+/// for what needs both.
+pub fn listing(store: &Store) -> Result<(Vec<Object>, Vec<Listed>), StoreError> {
+    let objects = store.list()?;
+    let listed = read_manifests(store, &objects)?;
+    Ok((objects, listed))
 }
 
 /// The numbers of the manifests (newest first) written by a run after a
@@ -372,8 +380,7 @@ impl Committer {
     /// writes only after that). Finding a manifest above its last, it
     /// deletes nothing: it is superseded. Returns the bytes freed.
     pub fn prune(&self, runs: &BTreeSet<u64>, keep: usize) -> Result<u64, StoreError> {
-        let objects = self.store.list()?;
-        let listed = read_manifests(&self.store, &objects)?;
+        let (objects, listed) = listing(&self.store)?;
         if let Some(newer) = listed.iter().find(|l| l.number > self.last) {
             return Err(self.superseded(newer.number));
         }
@@ -441,19 +448,19 @@ pub fn reset(store: &Store, below: u64) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
-/// Pieces written but named by no manifest: a checkpoint that did not
-/// complete (or is being written), as `(cut label, pieces, bytes)`.
-pub fn incomplete(store: &Store) -> Result<Vec<(String, usize, u64)>, StoreError> {
-    let objects = store.list()?;
-    let named: BTreeSet<String> = read_manifests(store, &objects)?
-        .into_iter()
-        .filter_map(|l| l.manifest.ok())
-        .flat_map(|m| m.pieces.into_iter().map(|p| p.name))
+/// Pieces among `objects` named by no manifest of `listed`: a checkpoint
+/// that did not complete (or is being written), as `(cut label, pieces,
+/// bytes)`.
+pub fn incomplete(objects: &[Object], listed: &[Listed]) -> Vec<(String, usize, u64)> {
+    let named: BTreeSet<&str> = listed
+        .iter()
+        .filter_map(|l| l.manifest.as_ref().ok())
+        .flat_map(|m| m.pieces.iter().map(|p| p.name.as_str()))
         .collect();
     let mut by_cut: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    for object in &objects {
+    for object in objects {
         if let Some((cut, _)) = piece_parts(&object.name) {
-            if !named.contains(&object.name) {
+            if !named.contains(object.name.as_str()) {
                 let label = cut.map_or_else(|| "final".to_owned(), |c| format!("{c:020}"));
                 let entry = by_cut.entry(label).or_default();
                 entry.0 += 1;
@@ -461,8 +468,8 @@ pub fn incomplete(store: &Store) -> Result<Vec<(String, usize, u64)>, StoreError
             }
         }
     }
-    Ok(by_cut
+    by_cut
         .into_iter()
         .map(|(cut, (pieces, bytes))| (cut, pieces, bytes))
-        .collect())
+        .collect()
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::checkpoints::{fenced, fetch, incomplete, manifests};
+use super::checkpoints::{fenced, fetch, incomplete, listing};
 use super::manifest::Manifest;
 use super::objects::{Store, StoreError};
 
@@ -14,8 +14,9 @@ use super::objects::{Store, StoreError};
 /// crash).
 pub fn describe(store: &Store) -> Result<String, StoreError> {
     let mut out = String::new();
-    let found = manifests(store)?;
+    let (objects, found) = listing(store)?;
     let fenced = fenced(&found);
+    let left = incomplete(&objects, &found);
     if found.is_empty() {
         let _ = writeln!(out, "no checkpoints in {}", store.location());
     }
@@ -56,7 +57,7 @@ pub fn describe(store: &Store) -> Result<String, StoreError> {
         );
         details(&mut out, &manifest);
     }
-    for (cut, pieces, bytes) in incomplete(store)? {
+    for (cut, pieces, bytes) in left {
         let _ = writeln!(
             out,
             "incomplete: cut {cut}: {pieces} pieces, {bytes} bytes, named by no checkpoint (being written, or left by a crash)"

@@ -149,7 +149,10 @@ impl Store {
                 };
                 let s3 = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_config(client(ClientConfigKey::Timeout), "30s")
+                    .with_config(
+                        client(ClientConfigKey::Timeout),
+                        humantime::format_duration(REQUEST_TIMEOUT).to_string(),
+                    )
                     .with_config(client(ClientConfigKey::ConnectTimeout), "5s")
                     .with_retry(retry)
                     .build()

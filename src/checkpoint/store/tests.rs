@@ -342,3 +342,15 @@ fn pieces_are_merged_once_the_changes_hold_as_many_bytes_as_the_state() {
     many.extend((2..=(MERGE_AFTER_CUTS as u64 + 1)).map(|cut| info(cut, 0, 1)));
     assert!(wants_merge(&with(many)));
 }
+
+#[test]
+fn the_listing_names_pieces_no_manifest_names() {
+    let (dir, store, _committer, _) = five_checkpoints();
+    fs::write(dir.path().join(piece_name(Some(9), 7, 1)), "half").unwrap();
+    let (objects, listed) = listing(&store).unwrap();
+    assert_eq!(
+        incomplete(&objects, &listed),
+        vec![(format!("{:020}", 9), 1, 4)]
+    );
+    assert!(describe(&store).unwrap().contains("incomplete: cut"));
+}

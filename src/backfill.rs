@@ -19,6 +19,7 @@ use timely::worker::Worker;
 use crate::checkpoint::store::{self, Location, Origin, Store};
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::{responsible_for, Workers};
+use crate::dataflow::held::Held;
 use crate::dataflow::note::Note;
 use crate::files::input::{check_readable, plan, FileError, FileSource, InputFile, LinesRead};
 use crate::files::output::{self, FinishedPart, OutputError, PartWriter};
@@ -30,7 +31,7 @@ use crate::model::records::{EventTime, Reason};
 use crate::model::summary::Summary;
 use crate::observe::hooks::{no_hooks, SharedHooks};
 use crate::observe::metrics::Metrics;
-use crate::pipeline::{records, Collections, Pipeline};
+use crate::pipeline::{Collections, Keep, Pipeline};
 
 /// Lines per epoch per worker. Larger epochs amortise the per-time work of
 /// differential's operators; smaller ones bound what sits buffered in front
@@ -367,6 +368,7 @@ fn run_worker(
         worker,
         &job.params,
         Arc::clone(&collections),
+        Keep::State,
         checkpoint,
         metrics.clone(),
     );
@@ -406,6 +408,9 @@ fn run_worker(
     // The last epoch: the checkpoint's time is above it.
     pipeline.note(Note::Closed);
     let stats = pipeline.window_stats().clone();
+    let held = pipeline
+        .take_held()
+        .expect("a pipeline keeping its state holds it");
     let probe = pipeline.close();
     while !probe.done() {
         worker.step_or_park(None);
@@ -415,12 +420,7 @@ fn run_worker(
     let size = stats.get();
     summary.peak_window_keys = size.peak_keys;
     summary.peak_window_timestamps = size.peak_timestamps;
-    let collections = std::mem::take(
-        &mut *collections
-            .lock()
-            .expect("no worker panics holding the lock"),
-    );
-    let parts = write_parts(job, (index, peers), rejected, &collections, &mut summary)?;
+    let parts = write_parts(job, (index, peers), rejected, &held, &mut summary)?;
     Ok((summary, parts))
 }
 
@@ -440,16 +440,16 @@ fn parse_only(
     Ok(summary)
 }
 
-/// Writes this worker's part of each collection (sorted, under a temporary
-/// name), counting the records per folder in `summary`.
+/// Writes this worker's part of each collection, read from the state the
+/// dataflow holds (under a temporary name), counting the records per folder
+/// in `summary`.
 fn write_parts(
     job: &Job,
     (index, peers): (usize, usize),
     rejected: PartWriter,
-    collections: &Collections,
+    held: &Held,
     summary: &mut Summary,
 ) -> Result<Vec<FinishedPart>, BackfillError> {
-    let dir = |output: Output| job.out.join(output.folder());
     summary
         .written
         .insert(Output::Rejected.folder(), rejected.records());
@@ -458,39 +458,49 @@ fn write_parts(
         summary.written.insert(output.folder(), part.0);
         parts.push(part.1);
     };
-    let c = collections;
+    let dir = |output: Output| job.out.join(output.folder());
     let w = Output::Walkins;
-    publish(w, write_collection(&dir(w), index, peers, &c.walkins)?);
+    publish(
+        w,
+        write_part(&dir(w), index, peers, |each| held.walkins(each))?,
+    );
     let w = Output::DeviceContacts;
     publish(
         w,
-        write_collection(&dir(w), index, peers, &c.device_contacts)?,
+        write_part(&dir(w), index, peers, |each| held.device_contacts(each))?,
     );
     let w = Output::EnrichedWalkins;
     publish(
         w,
-        write_collection(&dir(w), index, peers, &c.enriched_walkins)?,
+        write_part(&dir(w), index, peers, |each| held.enriched_walkins(each))?,
     );
     let w = Output::WalkinCounts;
     publish(
         w,
-        write_collection(&dir(w), index, peers, &c.walkin_counts)?,
+        write_part(&dir(w), index, peers, |each| held.walkin_counts(each))?,
     );
     Ok(parts)
 }
 
-/// Writes a worker's part of a collection, sorted, under a temporary name.
-fn write_collection<D: Serialize + Ord + Clone + std::fmt::Debug>(
+/// Writes a worker's part of a collection, as `read` gives its records,
+/// under a temporary name.
+fn write_part<R: Serialize>(
     dir: &std::path::Path,
     index: usize,
     peers: usize,
-    collection: &std::collections::HashMap<D, isize>,
+    read: impl FnOnce(&mut dyn FnMut(R)),
 ) -> Result<(u64, FinishedPart), OutputError> {
-    let records = records(collection);
-    Ok((
-        records.len() as u64,
-        output::write_part(dir, index, peers, &records)?,
-    ))
+    let mut part = PartWriter::create(dir, index, peers)?;
+    let mut failed = None;
+    read(&mut |record| {
+        if failed.is_none() {
+            failed = part.write(&record).err();
+        }
+    });
+    match failed {
+        Some(error) => Err(error),
+        None => Ok((part.records(), part.finish()?)),
+    }
 }
 
 /// The next file a worker reads (see [`FileSource::read_order`]).

@@ -17,6 +17,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::checkpoint::{self, CheckpointConfig};
+use crate::dataflow::held::Held;
 use crate::dataflow::note::Note;
 use crate::dataflow::operators::windows::Snapshots;
 use crate::dataflow::operators::{Watermark, WindowStats};
@@ -31,8 +32,20 @@ use crate::model::records::{
 };
 use crate::observe::metrics::Metrics;
 
-/// The output collections as accumulated so far, plus rejected records not
-/// yet taken by the driver.
+/// Where a [`Pipeline`] keeps its output collections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Accumulated as they change, in [`Collections`]' maps: readable at
+    /// every step (a test comparing each frontier), at the cost of a copy
+    /// of every output.
+    Collections,
+    /// Only in the state the dataflow holds anyway, read once complete
+    /// through [`Pipeline::take_held`] (a backfill): no copy.
+    State,
+}
+
+/// The output collections as accumulated so far (with [`Keep::Collections`]),
+/// plus rejected records not yet taken by the driver.
 #[derive(Debug, Default)]
 pub struct Collections {
     /// Walk-ins and their multiplicities.
@@ -119,36 +132,47 @@ pub struct Pipeline {
     /// `lagging` must not wait for that.
     checkpointed: Option<ProbeHandle<Time>>,
     window_stats: WindowStats,
+    /// The state holding the outputs, with [`Keep::State`].
+    held: Option<Held>,
 }
 
 impl Pipeline {
-    /// Builds the dataflow on `worker`, accumulating its outputs into
-    /// `collections` (which several workers may share); with `checkpoint`,
-    /// writes the final state as a checkpoint there (the probe is done once
-    /// it is written).
+    /// Builds the dataflow on `worker`, keeping its outputs as `keep` says
+    /// (with [`Keep::Collections`] in `collections`, which several workers
+    /// may share) and its rejected records in `collections`; with
+    /// `checkpoint`, writes the final state as a checkpoint there (the probe
+    /// is done once it is written).
     pub fn new(
         worker: &mut Worker,
         params: &Params,
         collections: Arc<Mutex<Collections>>,
+        keep: Keep,
         checkpoint: Option<Arc<CheckpointConfig>>,
         metrics: Metrics,
     ) -> Self {
         let snapshots = checkpoint.as_ref().map(|c| Snapshots { every: c.every });
         let checkpointed = checkpoint.as_ref().map(|_| ProbeHandle::new());
         let written = checkpointed.clone();
-        let mut pipeline =
-            Self::with_sinks(worker, params, snapshots, move |outputs, sides, probe| {
-                let (rejected, notes) = (sides.rejected, sides.notes);
-                if let (Some(config), Some(written)) = (checkpoint, written) {
-                    let pieces = checkpoint::checkpoint(
-                        outputs.state,
-                        Arc::clone(&config),
-                        metrics.clone(),
-                        None,
-                    );
-                    checkpoint::coordinate(pieces, notes, config, metrics, None)
-                        .probe_with(&written);
-                }
+        let mut held = None;
+        let mut pipeline = Self::with_sinks(worker, params, snapshots, |outputs, sides, probe| {
+            let (rejected, notes) = (sides.rejected, sides.notes);
+            if let (Some(config), Some(written)) = (checkpoint, written) {
+                let pieces = checkpoint::checkpoint(
+                    outputs.state,
+                    Arc::clone(&config),
+                    metrics.clone(),
+                    None,
+                );
+                checkpoint::coordinate(pieces, notes, config, metrics, None).probe_with(&written);
+            }
+            if keep == Keep::State {
+                // The collections' updates flow on only to the probe.
+                outputs.walkins.probe_with(probe);
+                outputs.device_contacts.probe_with(probe);
+                outputs.enriched_walkins.probe_with(probe);
+                outputs.walkin_counts.probe_with(probe);
+                held = Some(outputs.held);
+            } else {
                 accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
                 accumulate(
                     outputs.device_contacts,
@@ -168,18 +192,20 @@ impl Pipeline {
                     |c| &mut c.walkin_counts,
                     probe,
                 );
-                let sink = Arc::clone(&collections);
-                use timely::dataflow::operators::Inspect;
-                rejected
-                    .inspect(move |record: &Rejected| {
-                        sink.lock()
-                            .expect("no worker panics holding the lock")
-                            .rejected
-                            .push(record.clone())
-                    })
-                    .probe_with(probe);
-            });
+            }
+            let sink = Arc::clone(&collections);
+            use timely::dataflow::operators::Inspect;
+            rejected
+                .inspect(move |record: &Rejected| {
+                    sink.lock()
+                        .expect("no worker panics holding the lock")
+                        .rejected
+                        .push(record.clone())
+                })
+                .probe_with(probe);
+        });
         pipeline.checkpointed = checkpointed;
+        pipeline.held = held;
         pipeline
     }
 
@@ -243,6 +269,7 @@ impl Pipeline {
             probe,
             checkpointed: None,
             window_stats,
+            held: None,
         }
     }
 
@@ -333,6 +360,12 @@ impl Pipeline {
     /// The window operator's state size on this worker.
     pub fn window_stats(&self) -> &WindowStats {
         &self.window_stats
+    }
+
+    /// The state holding the outputs (with [`Keep::State`]): read it once
+    /// [`Closed::done`].
+    pub fn take_held(&mut self) -> Option<Held> {
+        self.held.take()
     }
 
     /// Closes the inputs; the returned probe is done once all output is complete.

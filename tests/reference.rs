@@ -42,7 +42,7 @@ use presence::model::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Reason, Rejected, WalkIn,
     WalkinCount,
 };
-use presence::pipeline::{records, Collections, Pipeline};
+use presence::pipeline::{records, Collections, Keep, Pipeline};
 
 // ---------------------------------------------------------------------------
 // The reference: docs/contract.md, sections 1 to 4, as a batch computation.
@@ -1453,6 +1453,7 @@ fn incremental(workload: &Workload, workers: usize) {
             worker,
             &workload.params,
             Arc::clone(&collections),
+            Keep::Collections,
             None,
             Default::default(),
         );

@@ -1,13 +1,12 @@
 //! The one dataflow: accepted input records to the four output collections.
 //!
 //! ```text
-//!  probes ──filter rssi──► SessionWindows ──► walk-ins ─────────────┐ (arranged by device)
-//!  watermarks (broadcast) ─────┘                  │                 │
-//!                                                 └─► walk-ins out  ├─► join ─► enriched walk-ins out
+//!  probes ──filter rssi──► SessionWindows ──► walk-ins ──────────────┐ (by device)
+//!  watermarks (broadcast) ─────┘                  │                  │
+//!                                                 └─► walk-ins out   ├─► Enrich ─► enriched walk-ins out
 //!  logins ──► LatestByKey (device → (ts, contact)) ─► device contacts┘      │
-//!                                            (arranged by device) ─► out    │
-//!                                                                           ▼ (business, contact)
-//!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► count ─► walk-in counts out
+//!                                                         └─► out          ▼ (business, contact)
+//!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► SumByKey ─► walk-in counts out
 //! ```
 //!
 //! State is data: the checkpointed state (the window operator's changed
@@ -31,17 +30,19 @@
 //! Each output record has multiplicity 0 or 1.
 //!
 //! Memory: windows hold open visits only (see [`crate::dataflow::operators::windows`]);
-//! contacts and base counts one value per key; the join holds every walk-in
-//! (a later login must enrich them all) and one contact per device; the count
-//! one entry per (business, contact).
+//! contacts and base counts one value per key; the join
+//! ([`crate::dataflow::operators::enrich`]) holds every walk-in (a later
+//! login must enrich them all), 24 bytes each, and one contact per device;
+//! the count ([`crate::dataflow::operators::sum`]) one sum per (business,
+//! contact). No operator keeps updates: the outputs can be read from this
+//! state ([`Held`]) instead of from a copy.
 
+pub mod held;
 pub mod note;
 pub mod operators;
 pub mod state;
 pub mod time;
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -49,14 +50,16 @@ use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
 
+use crate::dataflow::operators::sum::Sums;
 use crate::dataflow::operators::windows::{KeySnapshot, Snapshots, Window, WindowSnapshot};
 use crate::dataflow::operators::{
-    LatestByKey, SessionWindows, Watermark, WindowConfig, WindowStats,
+    Enrich, LatestByKey, SessionWindows, SumByKey, Watermark, WindowConfig, WindowStats,
 };
 use crate::model::params::Params;
 use crate::model::records::{
     BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Probe, WalkIn, WalkinCount,
 };
+use held::Held;
 use state::{StateRow, StateStreams as State, StateWalkIn};
 
 pub use time::Time;
@@ -87,6 +90,9 @@ pub struct Outputs<'scope> {
     pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
     /// The state to checkpoint.
     pub state: State<'scope>,
+    /// The state that holds the collections (dropping it lets the
+    /// dataflow compact as it goes).
+    pub held: Held,
 }
 
 /// A stream's records as a collection, each inserted at its time.
@@ -132,11 +138,16 @@ pub fn build<'scope>(
         window_stats,
     );
     let walkins = as_walkins(walkin_windows.clone());
-    let (latest_logins, contacts) = latest_contacts(inputs.logins, restored.logins);
-    let device_contacts = as_device_contacts(contacts.clone());
-    let enriched_walkins = enrich(walkins.clone(), contacts);
+    let latest_logins = latest_logins(inputs.logins, restored.logins);
+    let device_contacts = as_device_contacts(latest_logins.clone());
+    let (enriched_walkins, devices) = walkin_windows.clone().enrich(
+        latest_logins
+            .clone()
+            .map(|(device, (_ts, contact))| (Id::from(device), contact)),
+    );
     let latest_base_counts = latest_base_counts(inputs.base_counts, restored.base_counts);
-    let walkin_counts = count_walkins(enriched_walkins.clone(), latest_base_counts.clone());
+    let (walkin_counts, counts) =
+        count_walkins(enriched_walkins.clone(), latest_base_counts.clone());
     Outputs {
         walkins,
         device_contacts,
@@ -148,6 +159,7 @@ pub fn build<'scope>(
             logins: latest_logins,
             base_counts: latest_base_counts,
         },
+        held: Held { devices, counts },
     }
 }
 
@@ -267,65 +279,23 @@ fn as_walkins<'scope>(
     })
 }
 
-/// The contact of each device's latest login, arranged by device.
-type ContactsByDevice<'scope> = Arranged<'scope, TraceAgent<ValSpine<String, String, Time, isize>>>;
-
-/// The latest login per device (`(device, (ts, contact))`, with the restored
-/// ones), and its contact arranged by device.
-#[allow(clippy::type_complexity)]
-fn latest_contacts<'scope>(
+/// The latest login per device: `(device, (ts, contact))`, with the
+/// restored ones.
+fn latest_logins<'scope>(
     logins: StreamVec<'scope, Time, Login>,
     restored_logins: StreamVec<'scope, Time, (String, (u64, String))>,
-) -> (
-    VecCollection<'scope, Time, (String, (u64, String))>,
-    ContactsByDevice<'scope>,
-) {
-    let latest_logins = logins
+) -> VecCollection<'scope, Time, (String, (u64, String))> {
+    logins
         .map(|login| (login.device, (login.ts, login.contact)))
         .concat(restored_logins)
-        .latest_by_key("DeviceContacts");
-    let contacts = latest_logins
-        .clone()
-        .map(|(device, (_ts, contact))| (device, contact))
-        .arrange_by_key_named("ContactsByDevice");
-    (latest_logins, contacts)
+        .latest_by_key("DeviceContacts")
 }
 
-/// The contacts by device as [`DeviceContact`] records.
+/// The latest logins as [`DeviceContact`] records.
 fn as_device_contacts<'scope>(
-    contacts: ContactsByDevice<'scope>,
+    latest_logins: VecCollection<'scope, Time, (String, (u64, String))>,
 ) -> VecCollection<'scope, Time, DeviceContact> {
-    contacts.as_collection(|device, contact| DeviceContact {
-        device: device.clone(),
-        contact: contact.clone(),
-    })
-}
-
-/// Each walk-in joined with its device's current contact.
-fn enrich<'scope>(
-    walkins: VecCollection<'scope, Time, WalkIn>,
-    contacts: ContactsByDevice<'scope>,
-) -> VecCollection<'scope, Time, EnrichedWalkIn> {
-    walkins
-        .map(|walkin| {
-            (
-                walkin.device,
-                (walkin.business, walkin.start, walkin.detected_at),
-            )
-        })
-        .arrange_by_key_named("WalkinsByDevice")
-        .join_core(
-            contacts,
-            |device, (business, start, detected_at), contact| {
-                Some(EnrichedWalkIn {
-                    business: business.clone(),
-                    device: device.clone(),
-                    start: *start,
-                    detected_at: *detected_at,
-                    contact: contact.clone(),
-                })
-            },
-        )
+    latest_logins.map(|(device, (_ts, contact))| DeviceContact { device, contact })
 }
 
 /// The largest base count per (business, contact), with the restored ones.
@@ -339,27 +309,32 @@ fn latest_base_counts<'scope>(
         .latest_by_key("BaseCounts")
 }
 
-/// Enriched walk-ins per (business, contact), plus the base counts.
+/// Enriched walk-ins per (business, contact), plus the base counts; and
+/// the counts the operator holds.
 fn count_walkins<'scope>(
     enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
     latest_base_counts: VecCollection<'scope, Time, ((String, String), u64)>,
-) -> VecCollection<'scope, Time, WalkinCount> {
-    // A base count of n is the pair (business, contact) with multiplicity n,
-    // so that counting adds it to the walk-ins.
-    let base_weights = latest_base_counts.explode(|(pair, count)| {
-        let weight = isize::try_from(count).expect("counts are below 2^53");
-        Some((pair, weight))
-    });
-    enriched_walkins
-        .map(|enriched| (enriched.business, enriched.contact))
-        .concat(base_weights)
-        .count()
-        .map(|((business, contact), count)| {
-            debug_assert!(count > 0, "walk-ins and base counts are never negative");
-            WalkinCount {
-                business,
-                contact,
-                count: count as u64,
-            }
+) -> (VecCollection<'scope, Time, WalkinCount>, Sums<(Id, Id)>) {
+    // A base count of n is the pair (business, contact) weighing n, so that
+    // summing adds it to the walk-ins.
+    let base_weights = latest_base_counts
+        .inner
+        .map(|(((business, contact), count), time, diff)| {
+            let weight = isize::try_from(count).expect("counts are below 2^53");
+            ((Id::from(business), Id::from(contact)), time, diff * weight)
         })
+        .as_collection();
+    let (sums, counts) = enriched_walkins
+        .map(|enriched| (Id::from(enriched.business), Id::from(enriched.contact)))
+        .concat(base_weights)
+        .sum_by_key("WalkinCounts");
+    let walkin_counts = sums.map(|((business, contact), count)| {
+        debug_assert!(count > 0, "walk-ins and base counts are never negative");
+        WalkinCount {
+            business: business.into(),
+            contact: contact.into(),
+            count: count as u64,
+        }
+    });
+    (walkin_counts, counts)
 }

@@ -1,0 +1,366 @@
+//! The retroactive join of walk-ins with their device's current contact,
+//! holding each walk-in in 24 bytes.
+//!
+//! For each device the operator keeps its contact and its walk-ins; its
+//! output is the collection of `(walk-in, contact)` for devices that have a
+//! contact. A walk-in that arrives is enriched at once; a contact that
+//! arrives or changes retracts every walk-in of the device with the old
+//! contact and inserts them with the new one — the whole history moves.
+//!
+//! # Notes
+//!
+//! Logical times must be totally ordered (`u64`); the operator handles a
+//! logical time once both input frontiers have passed it, in time order,
+//! and emits at that time. Both inputs are exchanged by the device's hash,
+//! so a device's walk-ins and contact meet on one worker.
+//!
+//! # State
+//!
+//! This is the dataflow's one state that grows with history: a walk-in must
+//! be kept for as long as a later login can enrich it. It is the reason
+//! this is an operator rather than differential's `join` over two
+//! arrangements, which holds each walk-in with its update's time, diff and
+//! offsets, and twice while its batches merge. Here a walk-in is its
+//! business's number on this worker ([`Businesses`]) and its window, 24
+//! bytes in its device's vector; a device is its [`Id`] (inline), its
+//! contact, and that vector. Nothing is kept per update.
+//!
+//! # Contract
+//!
+//! Each input record has multiplicity 0 or 1 at every time, and a device
+//! has at most one contact (`assert!`ed: a retraction of what is not held
+//! would otherwise corrupt the state silently). The output then has
+//! multiplicity 0 or 1 too.
+//!
+//! # Example
+//!
+//! ```
+//! use presence::dataflow::operators::enrich::Devices;
+//! use presence::dataflow::operators::Window;
+//!
+//! let devices = Devices::default();
+//! let mut out = Vec::new();
+//! let window = Window { start: 1, detected_at: 5 };
+//! devices.apply(vec![(("shop".into(), "phone".into()), window, 1)], vec![], |e, d| out.push((e, d)));
+//! assert!(out.is_empty()); // no contact yet
+//! devices.apply(vec![], vec![(("phone".into(), "ann".into()), 1)], |e, d| out.push((e, d)));
+//! assert_eq!(out.len(), 1); // the past walk-in, enriched
+//! assert_eq!(out[0].0.contact, "ann");
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+
+use super::stash::Stash;
+use super::windows::Window;
+use crate::model::records::{EnrichedWalkIn, Id};
+
+/// A walk-in update: `((business, device), window)` and its diff.
+pub type WalkinUpdate = ((Id, Id), Window, isize);
+/// A contact update: `(device, contact)` and its diff.
+pub type ContactUpdate = ((Id, String), isize);
+
+/// The devices one worker holds: each one's contact and walk-ins. Cloning
+/// shares them (the operator writes, a reader such as a backfill reads
+/// once the dataflow is done).
+#[derive(Clone, Default)]
+pub struct Devices {
+    held: Rc<RefCell<HashMap<Id, Device, foldhash::fast::RandomState>>>,
+    businesses: Businesses,
+}
+
+/// One logical time's changes to a device: its walk-ins' and its contact's.
+type Changes = (Vec<((Business, Window), isize)>, Vec<(String, isize)>);
+
+/// One device's contact and walk-ins.
+#[derive(Default)]
+struct Device {
+    contact: Option<Box<str>>,
+    walkins: Vec<(Business, Window)>,
+}
+
+impl Device {
+    /// Adds or removes a walk-in.
+    fn change(&mut self, walkin: (Business, Window), diff: isize) {
+        match diff {
+            1 => {
+                // Grow by an eighth, not by doubling: this vector is the
+                // history, and doubling leaves up to half of it unused.
+                if self.walkins.len() == self.walkins.capacity() {
+                    self.walkins.reserve_exact(1 + self.walkins.len() / 8);
+                }
+                self.walkins.push(walkin);
+            }
+            -1 => {
+                let at = self
+                    .walkins
+                    .iter()
+                    .position(|held| *held == walkin)
+                    .expect("a walk-in is retracted only if it is held");
+                self.walkins.swap_remove(at);
+            }
+            _ => panic!("walk-ins have multiplicity 0 or 1, not a change of {diff}"),
+        }
+    }
+}
+
+impl Devices {
+    /// Applies one logical time's updates (in any order; they are
+    /// consolidated first), calling `emit` with each change of the enriched
+    /// walk-ins.
+    pub fn apply(
+        &self,
+        mut walkins: Vec<WalkinUpdate>,
+        mut contacts: Vec<ContactUpdate>,
+        mut emit: impl FnMut(EnrichedWalkIn, isize),
+    ) {
+        // By device, then walk-in: equal updates meet and cancel.
+        let mut changes: BTreeMap<Id, Changes> = BTreeMap::new();
+        for ((business, device), window, diff) in walkins.drain(..) {
+            let business = self.businesses.number(business);
+            changes
+                .entry(device)
+                .or_default()
+                .0
+                .push(((business, window), diff));
+        }
+        for ((device, contact), diff) in contacts.drain(..) {
+            changes.entry(device).or_default().1.push((contact, diff));
+        }
+        let mut held = self.held.borrow_mut();
+        for (device_id, (mut walkin_changes, mut contact_changes)) in changes {
+            differential_dataflow::consolidation::consolidate(&mut walkin_changes);
+            differential_dataflow::consolidation::consolidate(&mut contact_changes);
+            let device = held.entry(device_id.clone()).or_default();
+            let old_contact = device.contact.clone();
+            // Retractions first: a device has one contact at a time.
+            contact_changes.sort_by_key(|(_, diff)| *diff);
+            for (contact, diff) in contact_changes {
+                match diff {
+                    -1 => {
+                        assert_eq!(
+                            device.contact.as_deref(),
+                            Some(contact.as_str()),
+                            "a contact is retracted only if it is held"
+                        );
+                        device.contact = None;
+                    }
+                    1 => {
+                        assert!(
+                            device.contact.is_none(),
+                            "a device has one contact at a time"
+                        );
+                        device.contact = Some(contact.into_boxed_str());
+                    }
+                    _ => panic!("contacts have multiplicity 0 or 1, not a change of {diff}"),
+                }
+            }
+            let name = |business: Business| self.businesses.name(business);
+            let mut enriched = |contact: &str, (business, window): (Business, Window), diff| {
+                emit(
+                    EnrichedWalkIn {
+                        business: name(business).to_string(),
+                        device: device_id.to_string(),
+                        start: window.start,
+                        detected_at: window.detected_at,
+                        contact: contact.to_owned(),
+                    },
+                    diff,
+                )
+            };
+            if old_contact == device.contact {
+                for (walkin, diff) in walkin_changes {
+                    device.change(walkin, diff);
+                    if let Some(contact) = &device.contact {
+                        enriched(contact, walkin, diff);
+                    }
+                }
+            } else {
+                if let Some(old) = &old_contact {
+                    for walkin in &device.walkins {
+                        enriched(old, *walkin, -1);
+                    }
+                }
+                for (walkin, diff) in walkin_changes {
+                    device.change(walkin, diff);
+                }
+                if let Some(new) = &device.contact {
+                    for walkin in &device.walkins {
+                        enriched(new, *walkin, 1);
+                    }
+                }
+            }
+            if device.contact.is_none() && device.walkins.is_empty() {
+                held.remove(&device_id);
+            }
+        }
+    }
+
+    /// Calls `each` with every device's contact, in device order.
+    pub fn contacts(&self, mut each: impl FnMut(&Id, &str)) {
+        let held = self.held.borrow();
+        for (device, state) in sorted(&held) {
+            if let Some(contact) = &state.contact {
+                each(device, contact);
+            }
+        }
+    }
+
+    /// Calls `each` with every walk-in (`device`, `business`, window) and
+    /// its device's contact, in device order.
+    pub fn walkins(&self, mut each: impl FnMut(&Id, &Id, Window, Option<&str>)) {
+        let held = self.held.borrow();
+        for (device, state) in sorted(&held) {
+            for &(business, window) in &state.walkins {
+                each(
+                    device,
+                    &self.businesses.name(business),
+                    window,
+                    state.contact.as_deref(),
+                );
+            }
+        }
+    }
+
+    /// The number of walk-ins held.
+    pub fn walkins_held(&self) -> usize {
+        self.held
+            .borrow()
+            .values()
+            .map(|device| device.walkins.len())
+            .sum()
+    }
+}
+
+/// The devices in their order (so that what is read is the same on every run).
+fn sorted(held: &HashMap<Id, Device, foldhash::fast::RandomState>) -> Vec<(&Id, &Device)> {
+    let mut devices: Vec<_> = held.iter().collect();
+    devices.sort_unstable_by_key(|(device, _)| *device);
+    devices
+}
+
+/// Joins walk-ins with their device's current contact, retroactively.
+pub trait Enrich<'scope> {
+    /// The walk-ins (`((business, device), window)`) of devices with a
+    /// contact in `contacts` (`(device, contact)`, at most one per device),
+    /// with that contact; and the devices the operator holds.
+    fn enrich(
+        self,
+        contacts: VecCollection<'scope, u64, (Id, String)>,
+    ) -> (VecCollection<'scope, u64, EnrichedWalkIn>, Devices);
+}
+
+impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
+    fn enrich(
+        self,
+        contacts: VecCollection<'scope, u64, (Id, String)>,
+    ) -> (VecCollection<'scope, u64, EnrichedWalkIn>, Devices) {
+        type Walkin = (((Id, Id), Window), u64, isize);
+        type Contact = ((Id, String), u64, isize);
+        let walkins_by_device = Exchange::new(|(((_, device), _), _, _): &Walkin| device.hashed());
+        let contacts_by_device = Exchange::new(|((device, _), _, _): &Contact| device.hashed());
+        let devices = Devices::default();
+        let held = devices.clone();
+        let enriched = self
+            .inner
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
+                contacts.inner,
+                walkins_by_device,
+                contacts_by_device,
+                "Enrich",
+                |_capability, _info| {
+                    let mut walkins = Stash::new();
+                    let mut contacts = Stash::new();
+                    move |(walkin_input, walkin_frontier),
+                          (contact_input, contact_frontier),
+                          output| {
+                        walkin_input
+                            .for_each_stamp(|capability, data| walkins.hold(capability, data));
+                        contact_input
+                            .for_each_stamp(|capability, data| contacts.hold(capability, data));
+                        loop {
+                            let next = match (walkins.first_time(), contacts.first_time()) {
+                                (Some(a), Some(b)) => Some(a.min(b)),
+                                (a, b) => a.or(b),
+                            };
+                            let Some(time) = next.filter(|time| {
+                                !walkin_frontier.less_equal(time)
+                                    && !contact_frontier.less_equal(time)
+                            }) else {
+                                break;
+                            };
+                            let (mut capability, mut walkin_updates) = (None, Vec::new());
+                            if let Some((held_at, batch)) = walkins.take(time) {
+                                walkin_updates.extend(batch.map(|(record, _, diff)| {
+                                    let (key, window) = record;
+                                    (key, window, diff)
+                                }));
+                                capability = Some(held_at);
+                            }
+                            let mut contact_updates = Vec::new();
+                            if let Some((held_at, batch)) = contacts.take(time) {
+                                contact_updates
+                                    .extend(batch.map(|(record, _, diff)| (record, diff)));
+                                capability = capability.or(Some(held_at));
+                            }
+                            let capability = capability.expect("a time with updates is held");
+                            let mut session = output.session(&capability);
+                            held.apply(walkin_updates, contact_updates, |enriched, diff| {
+                                session.give((enriched, time, diff))
+                            });
+                        }
+                    }
+                },
+            )
+            .as_collection();
+        (enriched, devices)
+    }
+}
+
+// A worker's table of business identifiers: the walk-ins held name their
+// business by a 4-byte number instead of a 24-byte [`Id`]. A history has
+// few businesses and many walk-ins. Numbers are local to one worker: a
+// walk-in is numbered after the exchange that brings it to its device's
+// worker, and named again there. The table only grows, by one entry per
+// business the worker has seen.
+
+/// A business's number on one worker.
+type Business = u32;
+
+/// The businesses a worker has numbered; cloning shares the table.
+#[derive(Clone, Default)]
+struct Businesses {
+    table: Rc<RefCell<Table>>,
+}
+
+#[derive(Default)]
+struct Table {
+    names: Vec<Id>,
+    numbers: HashMap<Id, Business, foldhash::fast::RandomState>,
+}
+
+impl Businesses {
+    /// The number of `name`, numbering it if it is new.
+    fn number(&self, name: Id) -> Business {
+        let mut table = self.table.borrow_mut();
+        if let Some(&number) = table.numbers.get(&name) {
+            return number;
+        }
+        let number =
+            Business::try_from(table.names.len()).expect("fewer than 2^32 businesses on a worker");
+        table.names.push(name.clone());
+        table.numbers.insert(name, number);
+        number
+    }
+
+    /// The name of a number this table gave.
+    fn name(&self, number: Business) -> Id {
+        self.table.borrow().names[number as usize].clone()
+    }
+}

@@ -1,0 +1,141 @@
+//! The sum of the weights per key of a collection, as a collection of
+//! `(key, sum)` with one record per key whose sum is not zero: the walk-in
+//! counts (each enriched walk-in weighs 1, a base count of n weighs n).
+//!
+//! # Notes
+//!
+//! Logical times must be totally ordered (`u64`); the operator handles a
+//! logical time once the input frontier has passed it, in time order, and
+//! emits at that time: a key whose sum changed has its old `(key, sum)`
+//! retracted and its new one inserted.
+//!
+//! # State
+//!
+//! One sum per key with a non-zero sum, nothing per update. (Differential's
+//! `count` arranges its input and its output, each keeping updates until
+//! their batches merge: several copies of every key.)
+//!
+//! # Example
+//!
+//! ```
+//! use presence::dataflow::operators::sum::Sums;
+//!
+//! let sums = Sums::default();
+//! let mut out = Vec::new();
+//! sums.apply(vec![("shop", 1), ("shop", 1), ("cafe", 3)], |k, s, d| out.push((*k, s, d)));
+//! out.sort();
+//! assert_eq!(out, vec![("cafe", 3, 1), ("shop", 2, 1)]);
+//! out.clear();
+//! sums.apply(vec![("cafe", -3)], |k, s, d| out.push((*k, s, d)));
+//! assert_eq!(out, vec![("cafe", 3, -1)]); // a sum of zero has no record
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+
+use super::stash::Stash;
+
+/// The sums one worker holds, by key; cloning shares them (the operator
+/// writes, a reader such as a backfill reads once the dataflow is done).
+pub struct Sums<K> {
+    held: Rc<RefCell<HashMap<K, isize, foldhash::fast::RandomState>>>,
+}
+
+impl<K> Clone for Sums<K> {
+    fn clone(&self) -> Self {
+        Sums {
+            held: Rc::clone(&self.held),
+        }
+    }
+}
+
+impl<K> Default for Sums<K> {
+    fn default() -> Self {
+        Sums {
+            held: Rc::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Ord + Clone> Sums<K> {
+    /// Applies one logical time's weights (in any order), calling `emit`
+    /// with each change of the `(key, sum)` records.
+    pub fn apply(&self, mut weights: Vec<(K, isize)>, mut emit: impl FnMut(&K, isize, isize)) {
+        differential_dataflow::consolidation::consolidate(&mut weights);
+        let mut held = self.held.borrow_mut();
+        for (key, weight) in weights {
+            let old = held.get(&key).copied().unwrap_or(0);
+            let new = old + weight;
+            if old != 0 {
+                emit(&key, old, -1);
+            }
+            if new != 0 {
+                emit(&key, new, 1);
+                held.insert(key, new);
+            } else {
+                held.remove(&key);
+            }
+        }
+    }
+
+    /// Calls `each` with every key and its sum, in key order (so that what
+    /// is read is the same on every run).
+    pub fn read(&self, mut each: impl FnMut(&K, isize)) {
+        let held = self.held.borrow();
+        let mut sums: Vec<_> = held.iter().collect();
+        sums.sort_unstable_by_key(|(key, _)| *key);
+        for (key, sum) in sums {
+            each(key, *sum);
+        }
+    }
+}
+
+/// Sums the weights per key.
+pub trait SumByKey<'scope, K> {
+    /// The collection of `(key, sum of its weights)` for keys whose sum is
+    /// not zero, and the sums the operator holds.
+    fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>);
+}
+
+impl<'scope, K> SumByKey<'scope, K> for VecCollection<'scope, u64, K>
+where
+    K: ExchangeData + Hash + Eq,
+{
+    fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>) {
+        let by_key = Exchange::new(|(key, _, _): &(K, u64, isize)| key.hashed());
+        let sums = Sums::default();
+        let held = sums.clone();
+        let collection = self
+            .inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                by_key,
+                name,
+                |_capability, _info| {
+                    let mut pending = Stash::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|capability, data| pending.hold(capability, data));
+                        while let Some(time) = pending
+                            .first_time()
+                            .filter(|time| !frontier.less_equal(time))
+                        {
+                            let (capability, batch) = pending.take(time).expect("a held time");
+                            let weights = batch.map(|(key, _, weight)| (key, weight)).collect();
+                            let mut session = output.session(&capability);
+                            held.apply(weights, |key, sum, diff| {
+                                session.give(((key.clone(), sum), time, diff))
+                            });
+                        }
+                    }
+                },
+            )
+            .as_collection();
+        (collection, sums)
+    }
+}

@@ -420,6 +420,10 @@ fn run_worker(
     let size = stats.get();
     summary.peak_window_keys = size.peak_keys;
     summary.peak_window_timestamps = size.peak_timestamps;
+    let held_size = held.size();
+    summary.held_devices = held_size.devices;
+    summary.held_walkins = held_size.walkins;
+    summary.held_counts = held_size.counts;
     let parts = write_parts(job, (index, peers), rejected, &held, &mut summary)?;
     Ok((summary, parts))
 }

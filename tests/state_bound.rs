@@ -1,5 +1,8 @@
-//! The window state is bounded by open visits, not by history: backfilling
-//! four times as many days of the same shoppers needs no more state.
+//! The dataflow's state is bounded by open visits and the shoppers, not by
+//! history, except for the walk-ins the join must keep: backfilling four
+//! times as many days of the same shoppers needs no more window state, and
+//! what the join and the count hold is exactly one entry per walk-in, per
+//! device and per (business, contact) — nothing per update.
 
 use std::sync::Arc;
 
@@ -7,10 +10,13 @@ use presence::backfill::{run_with_epochs, Job, Progress};
 use presence::harness::generator::{write_files, WorkloadConfig};
 use presence::model::summary::Summary;
 
+/// The shoppers of every history.
+const DEVICES: u64 = 1_500;
+
 fn backfill_days(days: u64, dir: &std::path::Path) -> Summary {
     let config = WorkloadConfig {
         days,
-        devices: 1_500,
+        devices: DEVICES,
         businesses: 8,
         broken_chance: 0.0,
         ..WorkloadConfig::default()
@@ -39,7 +45,7 @@ fn backfill_days(days: u64, dir: &std::path::Path) -> Summary {
 }
 
 #[test]
-fn window_state_does_not_grow_with_days() {
+fn state_is_open_visits_and_one_entry_per_walkin_device_and_count() {
     let dir = tempfile::tempdir().unwrap();
     let short = backfill_days(3, dir.path());
     let long = backfill_days(12, dir.path());
@@ -67,4 +73,21 @@ fn window_state_does_not_grow_with_days() {
         long.peak_window_timestamps as u64 * 20 < long.accepted[0],
         "{long:?}"
     );
+    // What stays is the walk-ins, one entry each (the output, not its
+    // updates), the devices (at most the shoppers) and one count per pair.
+    for summary in [&short, &long] {
+        assert_eq!(
+            summary.held_walkins as u64, summary.written["walkins"],
+            "{summary:?}"
+        );
+        assert_eq!(
+            summary.held_counts as u64, summary.written["walkin-counts"],
+            "{summary:?}"
+        );
+        assert!(summary.held_devices as u64 <= DEVICES, "{summary:?}");
+        assert!(
+            summary.held_devices as u64 >= summary.written["device-contacts"],
+            "every device with a contact is held: {summary:?}"
+        );
+    }
 }

@@ -20,7 +20,28 @@ pub struct Held {
     pub counts: Sums<(Id, Id)>,
 }
 
+/// What a worker's [`Held`] holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldSize {
+    /// Devices with a contact or a walk-in.
+    pub devices: usize,
+    /// Walk-ins (the join keeps every one).
+    pub walkins: usize,
+    /// (business, contact) pairs with a count.
+    pub counts: usize,
+}
+
 impl Held {
+    /// What this worker holds.
+    pub fn size(&self) -> HeldSize {
+        let devices = self.devices.size();
+        HeldSize {
+            devices: devices.devices,
+            walkins: devices.walkins,
+            counts: self.counts.len(),
+        }
+    }
+
     /// Calls `each` with every walk-in, by device. Only once the dataflow
     /// is complete.
     pub fn walkins(&self, mut each: impl FnMut(WalkIn)) {

@@ -25,6 +25,13 @@ pub struct Summary {
     pub peak_window_keys: usize,
     /// The largest number of individual timestamps it held on any worker.
     pub peak_window_timestamps: usize,
+    /// What the dataflow held at the end, over all workers (backfill):
+    /// devices with a contact or a walk-in, ...
+    pub held_devices: usize,
+    /// ... walk-ins, ...
+    pub held_walkins: usize,
+    /// ... and (business, contact) counts.
+    pub held_counts: usize,
 }
 
 impl Summary {
@@ -63,6 +70,9 @@ impl Summary {
         self.peak_window_timestamps = self
             .peak_window_timestamps
             .max(other.peak_window_timestamps);
+        self.held_devices += other.held_devices;
+        self.held_walkins += other.held_walkins;
+        self.held_counts += other.held_counts;
     }
 
     /// `read N records: accepted ..., rejected ..., blank B` — the parts add up to N.

@@ -190,7 +190,8 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
     }
     if !job.parse_only {
         eprintln!(
-            "wrote {} to {} (peak window state on a worker: {} visits, {} probes)",
+            "wrote {} to {} (peak window state on a worker: {} visits, {} probes; \
+             held at the end: {} walk-ins of {} devices, {} counts)",
             summary
                 .written
                 .iter()
@@ -199,7 +200,10 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
                 .join(", "),
             job.out.display(),
             summary.peak_window_keys,
-            summary.peak_window_timestamps
+            summary.peak_window_timestamps,
+            summary.held_walkins,
+            summary.held_devices,
+            summary.held_counts
         );
     }
 }

@@ -75,6 +75,17 @@ pub struct Devices {
     businesses: Businesses,
 }
 
+/// What a worker's [`Devices`] hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevicesSize {
+    /// Devices with a contact or a walk-in.
+    pub devices: usize,
+    /// Walk-ins.
+    pub walkins: usize,
+    /// Businesses numbered.
+    pub businesses: usize,
+}
+
 /// One logical time's changes to a device: its walk-ins' and its contact's.
 type Changes = (Vec<((Business, Window), isize)>, Vec<(String, isize)>);
 
@@ -228,13 +239,14 @@ impl Devices {
         }
     }
 
-    /// The number of walk-ins held.
-    pub fn walkins_held(&self) -> usize {
-        self.held
-            .borrow()
-            .values()
-            .map(|device| device.walkins.len())
-            .sum()
+    /// What this worker holds: devices and walk-ins.
+    pub fn size(&self) -> DevicesSize {
+        let held = self.held.borrow();
+        DevicesSize {
+            devices: held.len(),
+            walkins: held.values().map(|device| device.walkins.len()).sum(),
+            businesses: self.businesses.table.borrow().names.len(),
+        }
     }
 }
 
@@ -362,5 +374,164 @@ impl Businesses {
     /// The name of a number this table gave.
     fn name(&self, number: Business) -> Id {
         self.table.borrow().names[number as usize].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: u64) -> Window {
+        Window {
+            start,
+            detected_at: start + 5,
+        }
+    }
+
+    fn walkin(business: &str, device: &str, start: u64, diff: isize) -> WalkinUpdate {
+        ((business.into(), device.into()), window(start), diff)
+    }
+
+    fn contact(device: &str, contact: &str, diff: isize) -> ContactUpdate {
+        ((device.into(), contact.to_owned()), diff)
+    }
+
+    /// `apply`'s output, as (business, device, start, contact, diff), sorted.
+    fn apply(
+        devices: &Devices,
+        walkins: Vec<WalkinUpdate>,
+        contacts: Vec<ContactUpdate>,
+    ) -> Vec<(String, String, u64, String, isize)> {
+        let mut out = Vec::new();
+        devices.apply(walkins, contacts, |e, diff| {
+            assert_eq!(e.detected_at, e.start + 5);
+            out.push((e.business, e.device, e.start, e.contact, diff))
+        });
+        out.sort();
+        out
+    }
+
+    fn row(
+        business: &str,
+        device: &str,
+        start: u64,
+        contact: &str,
+        diff: isize,
+    ) -> (String, String, u64, String, isize) {
+        (business.into(), device.into(), start, contact.into(), diff)
+    }
+
+    #[test]
+    fn a_contact_enriches_the_past_and_a_new_one_moves_it() {
+        let devices = Devices::default();
+        let none = apply(
+            &devices,
+            vec![
+                walkin("s1", "p", 10, 1),
+                walkin("s2", "p", 20, 1),
+                walkin("s1", "q", 30, 1),
+            ],
+            vec![],
+        );
+        assert!(none.is_empty(), "no contact, nothing enriched: {none:?}");
+        assert_eq!(
+            apply(&devices, vec![], vec![contact("p", "ann", 1)]),
+            vec![row("s1", "p", 10, "ann", 1), row("s2", "p", 20, "ann", 1)]
+        );
+        // A new contact and a new walk-in at the same time: the old rows
+        // go, every walk-in comes back with the new contact.
+        assert_eq!(
+            apply(
+                &devices,
+                vec![walkin("s3", "p", 40, 1)],
+                vec![contact("p", "ann", -1), contact("p", "bob", 1)]
+            ),
+            vec![
+                row("s1", "p", 10, "ann", -1),
+                row("s1", "p", 10, "bob", 1),
+                row("s2", "p", 20, "ann", -1),
+                row("s2", "p", 20, "bob", 1),
+                row("s3", "p", 40, "bob", 1),
+            ]
+        );
+        // A walk-in corrected (a late probe moved its start): one out, one in.
+        assert_eq!(
+            apply(
+                &devices,
+                vec![walkin("s2", "p", 20, -1), walkin("s2", "p", 15, 1)],
+                vec![]
+            ),
+            vec![row("s2", "p", 15, "bob", 1), row("s2", "p", 20, "bob", -1)]
+        );
+        let size = devices.size();
+        assert_eq!((size.devices, size.walkins, size.businesses), (2, 4, 3));
+    }
+
+    #[test]
+    fn updates_that_cancel_change_nothing_and_empty_devices_are_dropped() {
+        let devices = Devices::default();
+        apply(
+            &devices,
+            vec![walkin("s1", "p", 10, 1)],
+            vec![contact("p", "ann", 1)],
+        );
+        // The same contact retracted and inserted again: no change.
+        assert!(apply(
+            &devices,
+            vec![],
+            vec![contact("p", "ann", -1), contact("p", "ann", 1)]
+        )
+        .is_empty());
+        assert_eq!(
+            apply(&devices, vec![walkin("s1", "p", 10, -1)], vec![]),
+            vec![row("s1", "p", 10, "ann", -1)]
+        );
+        assert_eq!(devices.size().walkins, 0);
+        assert_eq!(devices.size().devices, 1, "the contact stays");
+        apply(&devices, vec![], vec![contact("p", "ann", -1)]);
+        assert_eq!(devices.size().devices, 0, "nothing left of the device");
+        let mut read = Vec::new();
+        devices.walkins(|device, _, _, _| read.push(device.clone()));
+        devices.contacts(|device, _| read.push(device.clone()));
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn reads_are_in_device_order_with_their_contact() {
+        let devices = Devices::default();
+        apply(
+            &devices,
+            vec![
+                walkin("s1", "z", 1, 1),
+                walkin("s1", "a", 2, 1),
+                walkin("s2", "m", 3, 1),
+            ],
+            vec![contact("m", "cy", 1)],
+        );
+        let mut read = Vec::new();
+        devices.walkins(|device, business, window, contact| {
+            read.push((
+                device.to_string(),
+                business.to_string(),
+                window.start,
+                contact.map(str::to_owned),
+            ))
+        });
+        assert_eq!(
+            read,
+            vec![
+                ("a".into(), "s1".into(), 2, None),
+                ("m".into(), "s2".into(), 3, Some("cy".into())),
+                ("z".into(), "s1".into(), 1, None),
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "retracted only if it is held")]
+    fn a_retraction_of_what_is_not_held_is_refused() {
+        let devices = Devices::default();
+        apply(&devices, vec![walkin("s1", "p", 10, 1)], vec![]);
+        apply(&devices, vec![walkin("s1", "p", 11, -1)], vec![]);
     }
 }

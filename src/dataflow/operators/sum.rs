@@ -85,6 +85,16 @@ impl<K: Hash + Eq + Ord + Clone> Sums<K> {
         }
     }
 
+    /// The number of keys held (those whose sum is not zero).
+    pub fn len(&self) -> usize {
+        self.held.borrow().len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.borrow().is_empty()
+    }
+
     /// Calls `each` with every key and its sum, in key order (so that what
     /// is read is the same on every run).
     pub fn read(&self, mut each: impl FnMut(&K, isize)) {
@@ -137,5 +147,28 @@ where
             )
             .as_collection();
         (collection, sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_change_by_retraction_and_insertion_and_zero_is_dropped() {
+        let sums = Sums::default();
+        let mut out = Vec::new();
+        sums.apply(vec![("b", 2), ("a", 1)], |k, s, d| out.push((*k, s, d)));
+        out.clear();
+        // Weights that cancel within a time change nothing.
+        sums.apply(vec![("a", 1), ("a", -1)], |k, s, d| out.push((*k, s, d)));
+        assert!(out.is_empty());
+        sums.apply(vec![("a", 4)], |k, s, d| out.push((*k, s, d)));
+        assert_eq!(out, vec![("a", 1, -1), ("a", 5, 1)]);
+        sums.apply(vec![("b", -2)], |_, _, _| {});
+        assert_eq!(sums.len(), 1);
+        let mut read = Vec::new();
+        sums.read(|k, s| read.push((*k, s)));
+        assert_eq!(read, vec![("a", 5)]);
     }
 }

@@ -47,7 +47,7 @@ mod schedule;
 mod watch;
 
 pub use config::{BenchConfig, BenchError};
-pub use report::{commit, peak_rss_mib, Latency, Report, Second, LATENCIES};
+pub use report::{commit, peak_rss_mib, rss_mib, Latency, Report, Second, LATENCIES};
 pub use schedule::Acks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,7 +63,7 @@ use crate::kafka::{self, Connection, KafkaFailure};
 use crate::model::output::Output;
 use crate::observe::metrics::{LatencyRecorder, Metrics};
 use crate::service::{RunJob, Topics};
-use report::{rss_mib, Measured};
+use report::Measured;
 use samples::{wall_us, Samples};
 use schedule::{generate, producer};
 use watch::watch;

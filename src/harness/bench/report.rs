@@ -445,7 +445,7 @@ pub fn commit() -> String {
 }
 
 /// This process's resident memory now, in MiB.
-pub(super) fn rss_mib() -> Option<f64> {
+pub fn rss_mib() -> Option<f64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096.0 / (1024.0 * 1024.0))

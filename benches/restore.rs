@@ -10,8 +10,9 @@
 //! epoch); first the hand-off, then a restart. Then, as a floor for the
 //! hand-off, writes the same rows, rendered beforehand, with one producer
 //! per worker and nothing else. Prints the history's size, the walk-ins,
-//! the checkpoint's size on disk and per walk-in, and the ratio of the
-//! replay to the restores, all measured in the same run.
+//! the checkpoint's size on disk and per walk-in, each restore's resident
+//! memory at ready and once the rows are written (and per walk-in), and
+//! the ratio of the replay to the restores, all measured in the same run.
 //!
 //! Sizing, through the environment:
 //!   PRESENCE_BENCH_DAYS     days of history  (default 28)
@@ -288,6 +289,20 @@ fn main() {
         println!("| restart: run start to ready | {again_ready_s:.2} s |");
         println!("| restart: run start to the outputs reconciled | {again_written_s:.2} s ({again_produced} rows rewritten) |");
         println!("| writing the same rows alone, {workers} producers (floor) | {floor_s:.2} s |");
+        // Memory: the whole process's resident set over the walk-ins it
+        // holds (its fixed part included).
+        let per_walkin = |mib: f64| mib * (1 << 20) as f64 / walkins.max(1) as f64;
+        for (what, run) in [("hand-off", &handoff), ("restart", &again)] {
+            println!(
+                "| {what}: resident memory at ready, after the rows are written, peak | {:.1} / {:.1} / {:.1} MiB |",
+                run.rss_ready_mib, run.rss_written_mib, run.peak_rss_mib
+            );
+            println!(
+                "| {what}: resident bytes per walk-in at ready (after the rows are written) | {:.0} ({:.0}) |",
+                per_walkin(run.rss_ready_mib),
+                per_walkin(run.rss_written_mib)
+            );
+        }
         println!("| replay / hand-off ready | {:.1}x |", replay_s / ready_s);
         println!(
             "| replay / hand-off every row written | {:.1}x |",
@@ -338,6 +353,12 @@ struct Restored {
     prepared_s: Option<f64>,
     /// The checkpoint store's requests by operation, until ready.
     store_ready: BTreeMap<String, OpFigures>,
+    /// The process's resident memory at ready, in MiB.
+    rss_ready_mib: f64,
+    /// ... once every restored row was written (or found in the topics).
+    rss_written_mib: f64,
+    /// The process's peak resident memory (VmHWM), in MiB.
+    peak_rss_mib: f64,
     /// ... and in the whole run, its clean stop included.
     store: BTreeMap<String, OpFigures>,
 }
@@ -600,6 +621,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
     // finished, when the start was over, and the figures at ready.
     let (mut requests, mut store_done_s, mut store_ready) = (0, None, serde_json::json!({}));
     let mut prepared_s = None;
+    let (mut rss_ready_mib, mut rss_written_mib) = (f64::NAN, f64::NAN);
     while written_s.is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(3600),
@@ -629,10 +651,12 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
         }
         if ready.is_none() && restored && lag == 0 {
             ready = Some((started.elapsed().as_secs_f64(), rows));
+            rss_ready_mib = presence::harness::bench::rss_mib().unwrap_or(f64::NAN);
             store_ready = metrics.read(|f| store_json(&f.checkpoints.store));
         }
         if ready.is_some() && frontier > restoring + 1 {
             written_s = Some(started.elapsed().as_secs_f64());
+            rss_written_mib = presence::harness::bench::rss_mib().unwrap_or(f64::NAN);
         }
     }
     let produced: u64 = metrics.read(|f| f.produced.values().sum());
@@ -645,6 +669,8 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
         serde_json::json!({
             "ready_s": ready_s, "written_s": written_s.unwrap(), "rows": rows, "produced": produced,
             "store_done_s": store_done_s, "prepared_s": prepared_s, "store_ready": store_ready, "store": store,
+            "rss_ready_mib": rss_ready_mib, "rss_written_mib": rss_written_mib,
+            "peak_rss_mib": presence::harness::bench::peak_rss_mib().unwrap_or(f64::NAN),
         })
     );
 }

@@ -70,6 +70,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // As the binary does.
     presence::kafka::keep_freed_memory();
+    presence::kafka::no_huge_pages();
     let quick = env_flag("PRESENCE_BENCH_QUICK") || std::env::args().any(|a| a == "--quick");
     let days = env_u64("PRESENCE_BENCH_DAYS", if quick { 3 } else { 28 });
     let devices = env_u64(

@@ -25,3 +25,18 @@ pub fn keep_freed_memory() {
         }
     }
 }
+
+/// Keeps transparent huge pages out of this process; call it first thing
+/// in `main`. mimalloc commits its 1 GiB arenas eagerly on Linux and asks
+/// for huge pages there (`madvise`), so every 2 MiB page it touches is
+/// resident whole: a 28-day backfill peaked at 52 MiB with them and 33 MiB
+/// without, in the same time (BENCHMARKS.md, section 7). The first arena
+/// exists before `main`, so mimalloc's own option would come too late; the
+/// kernel's per-process switch applies to every later page fault.
+pub fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}

@@ -35,6 +35,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     presence::kafka::keep_freed_memory();
+    presence::kafka::no_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             // presence's own events (status lines, topics created, files

@@ -284,6 +284,12 @@ impl Pipeline {
         self.restored.send(row);
     }
 
+    /// Sends the restored rows buffered so far on to the dataflow (the next
+    /// step moves them into its operators).
+    pub fn flush(&mut self) {
+        self.restored.flush();
+    }
+
     /// Sends a note (a fact about the input) at the current epoch.
     pub fn note(&mut self, note: Note) {
         self.notes.send(note);

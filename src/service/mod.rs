@@ -246,6 +246,9 @@ struct Service<'j> {
     /// The restore epoch and when preparing the restore began, until the
     /// dataflow has passed it.
     restoring: Option<(Time, Instant)>,
+    /// The restore epoch, until the outputs have written it (the rows the
+    /// sinks held for it are freed then: see [`kafka::give_back_freed`]).
+    writing_restored: Option<Time>,
 }
 
 /// The service's logical clock: the wall clock in milliseconds, or, while
@@ -314,7 +317,13 @@ fn checkpoint_config(
 /// Gives `pipeline` this worker's key groups of the checkpoint's state and
 /// its share of what the output topics hold, at the restore epoch; returns
 /// where a `run` checkpoint says each input partition resumes.
+///
+/// The state goes in a key group at a time, the worker stepping between
+/// groups, so that rows move on into the operators as they are decoded:
+/// the state is never held decoded whole, nor queued whole in front of
+/// the dataflow.
 fn load_restored(
+    worker: &mut Worker,
     pipeline: &mut Pipeline,
     restore: &Restart,
     manifest: &store::Manifest,
@@ -325,22 +334,30 @@ fn load_restored(
     let (Some(store), Some(pieces)) = (&restore.store, restore.pieces()) else {
         unreachable!("a restored checkpoint's store and pieces are prepared")
     };
-    let rows = store::restore_rows(store, manifest, &pieces, |group| {
-        responsible_for(group as usize, peers) == index
-    });
+    let mut count = 0;
+    let read = store::restore_groups(
+        store,
+        manifest,
+        &pieces,
+        |group| responsible_for(group as usize, peers) == index,
+        |rows| {
+            count += rows.len() as u64;
+            for row in rows {
+                pipeline.restore(row);
+            }
+            pipeline.flush();
+            worker.step();
+        },
+    );
     drop(pieces);
     restore.loaded();
-    let rows = rows?;
-    let count = rows.len() as u64;
+    read?;
     tracing::debug!(
         worker = index,
         rows = count,
         seconds = loading.elapsed().as_secs_f64(),
         "read this worker's part of the checkpoint"
     );
-    for row in rows {
-        pipeline.restore(row);
-    }
     for (i, existing) in restore.existing.iter().enumerate() {
         if responsible_for(i, peers) == index {
             pipeline.existing(existing.clone());
@@ -409,7 +426,14 @@ impl<'j> Service<'j> {
         let mut restored = BTreeMap::new();
         let mut restoring = None;
         if let Some(manifest) = &restore.manifest {
-            restored = load_restored(&mut pipeline, restore, manifest, (index, peers), metrics)?;
+            restored = load_restored(
+                worker,
+                &mut pipeline,
+                restore,
+                manifest,
+                (index, peers),
+                metrics,
+            )?;
             pipeline.advance_to(first + 1);
             restoring = restore.began.map(|began| (first, began));
         }
@@ -432,6 +456,7 @@ impl<'j> Service<'j> {
             reported: Instant::now(),
             clock,
             restoring,
+            writing_restored: restoring.map(|(epoch, _)| epoch),
         })
     }
 
@@ -515,6 +540,12 @@ impl<'j> Service<'j> {
             self.index,
             &self.metrics,
         );
+        if let Some(epoch) = self.writing_restored {
+            if !self.published.less_equal(&epoch) {
+                self.writing_restored = None;
+                kafka::give_back_freed();
+            }
+        }
         serve(
             self.job,
             self.sender.producer(),
@@ -600,7 +631,7 @@ impl<'j> Service<'j> {
 
 /// Once the outputs before the sinks (`computed`) have passed the restore
 /// epoch in `restoring`, logs and counts that the state is restored (and
-/// forgets the epoch).
+/// forgets the epoch), and gives back the memory the restore freed.
 fn note_restored(
     restoring: &mut Option<(Time, Instant)>,
     computed: &ProbeHandle<Time>,
@@ -614,6 +645,9 @@ fn note_restored(
         return;
     }
     *restoring = None;
+    // What the restore freed goes back to the system now, not when this
+    // thread next allocates much.
+    kafka::give_back_freed();
     let seconds = began.elapsed().as_secs_f64();
     if index == 0 {
         tracing::info!(seconds, "state restored");

@@ -190,26 +190,51 @@ pub fn restore_rows(
     fetched: &Fetched,
     wanted: impl Fn(u32) -> bool,
 ) -> Result<Vec<StateRow>, StoreError> {
-    // Merged key group by key group: each group's rows of every piece, in
-    // the pieces' order, are sorted runs.
-    let mut groups: BTreeMap<u32, Vec<StateRow>> = BTreeMap::new();
-    for info in &manifest.pieces {
-        let bytes = fetched
-            .0
-            .get(&info.name)
-            .ok_or_else(|| StoreError::Damaged {
-                place: store.place(&info.name),
-                what: "not fetched".to_owned(),
-            })?;
-        let sections = piece::sections(bytes, &wanted).map_err(|what| StoreError::Damaged {
-            place: store.place(&info.name),
-            what,
-        })?;
-        for (group, rows) in sections {
-            groups.entry(group).or_default().extend(rows);
+    let mut rows = Vec::new();
+    restore_groups(store, manifest, fetched, wanted, |group| rows.extend(group))?;
+    Ok(rows)
+}
+
+/// As [`restore_rows`], one key group at a time: `each` gets a group's
+/// merged rows, so that a restore never holds more than one group of its
+/// state decoded (a restore feeds each to the dataflow as it comes).
+pub fn restore_groups(
+    store: &Store,
+    manifest: &Manifest,
+    fetched: &Fetched,
+    wanted: impl Fn(u32) -> bool,
+    mut each: impl FnMut(Vec<StateRow>),
+) -> Result<(), StoreError> {
+    let pieces = manifest
+        .pieces
+        .iter()
+        .map(|info| {
+            fetched
+                .0
+                .get(&info.name)
+                .map(|bytes| (info, bytes))
+                .ok_or_else(|| StoreError::Damaged {
+                    place: store.place(&info.name),
+                    what: "not fetched".to_owned(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for group in (0..KEY_GROUPS).filter(|&group| wanted(group)) {
+        // The group's rows of every piece, in the pieces' order, are sorted runs.
+        let mut rows = Vec::new();
+        for (info, bytes) in &pieces {
+            let sections =
+                piece::sections(bytes, |g| g == group).map_err(|what| StoreError::Damaged {
+                    place: store.place(&info.name),
+                    what,
+                })?;
+            rows.extend(sections.into_iter().flat_map(|(_, rows)| rows));
+        }
+        if !rows.is_empty() {
+            each(merge_rows(rows));
         }
     }
-    Ok(groups.into_values().flat_map(merge_rows).collect())
+    Ok(())
 }
 
 /// Writes `rows` as the piece `name` (replacing a leftover of the same

@@ -36,7 +36,8 @@ pub mod piece;
 
 pub use checkpoints::{
     claim, fenced, fetch, incomplete, listing, manifests, merge, merge_rows, newest_complete,
-    reset, restore_rows, wants_merge, write_piece, Committer, Fetched, Listed, MERGE_AFTER_CUTS,
+    reset, restore_groups, restore_rows, wants_merge, write_piece, Committer, Fetched, Listed,
+    MERGE_AFTER_CUTS,
 };
 pub use describe::describe;
 pub use location::Location;

@@ -22,8 +22,8 @@
 //! arrangements, which holds each walk-in with its update's time, diff and
 //! offsets, and twice while its batches merge. Here a walk-in is its
 //! business's number on this worker ([`Businesses`]) and its window, 24
-//! bytes in its device's vector; a device is its [`Id`] (inline), its
-//! contact, and that vector. Nothing is kept per update.
+//! bytes in its device's slice; a device is its [`Id`] (inline), its
+//! contact, and that slice, 56 bytes. Nothing is kept per update.
 //!
 //! # Contract
 //!
@@ -89,35 +89,40 @@ pub struct DevicesSize {
 /// One logical time's changes to a device: its walk-ins' and its contact's.
 type Changes = (Vec<((Business, Window), isize)>, Vec<(String, isize)>);
 
-/// One device's contact and walk-ins.
+/// One device's contact and walk-ins, each in exactly the memory it needs
+/// (boxed, not growable: the walk-ins are the history, and a vector's
+/// spare capacity would be part of it).
 #[derive(Default)]
 struct Device {
     contact: Option<Box<str>>,
-    walkins: Vec<(Business, Window)>,
+    walkins: Box<[(Business, Window)]>,
 }
 
 impl Device {
-    /// Adds or removes a walk-in.
-    fn change(&mut self, walkin: (Business, Window), diff: isize) {
-        match diff {
-            1 => {
-                // Grow by an eighth, not by doubling: this vector is the
-                // history, and doubling leaves up to half of it unused.
-                if self.walkins.len() == self.walkins.capacity() {
-                    self.walkins.reserve_exact(1 + self.walkins.len() / 8);
-                }
-                self.walkins.push(walkin);
-            }
-            -1 => {
-                let at = self
-                    .walkins
-                    .iter()
-                    .position(|held| *held == walkin)
-                    .expect("a walk-in is retracted only if it is held");
-                self.walkins.swap_remove(at);
-            }
-            _ => panic!("walk-ins have multiplicity 0 or 1, not a change of {diff}"),
+    /// Applies one logical time's changes to the walk-ins (consolidated:
+    /// each walk-in once, with a diff of 1 or -1), in one reallocation.
+    fn change(&mut self, changes: Vec<((Business, Window), isize)>) {
+        if changes.is_empty() {
+            return;
         }
+        let mut walkins = std::mem::take(&mut self.walkins).into_vec();
+        let mut added = Vec::new();
+        for (walkin, diff) in changes {
+            match diff {
+                1 => added.push(walkin),
+                -1 => {
+                    let at = walkins
+                        .iter()
+                        .position(|held| *held == walkin)
+                        .expect("a walk-in is retracted only if it is held");
+                    walkins.swap_remove(at);
+                }
+                _ => panic!("walk-ins have multiplicity 0 or 1, not a change of {diff}"),
+            }
+        }
+        walkins.reserve_exact(added.len());
+        walkins.extend(added);
+        self.walkins = walkins.into_boxed_slice();
     }
 }
 
@@ -186,21 +191,19 @@ impl Devices {
                 )
             };
             if old_contact == device.contact {
-                for (walkin, diff) in walkin_changes {
-                    device.change(walkin, diff);
-                    if let Some(contact) = &device.contact {
+                if let Some(contact) = &device.contact {
+                    for &(walkin, diff) in &walkin_changes {
                         enriched(contact, walkin, diff);
                     }
                 }
+                device.change(walkin_changes);
             } else {
                 if let Some(old) = &old_contact {
                     for walkin in &device.walkins {
                         enriched(old, *walkin, -1);
                     }
                 }
-                for (walkin, diff) in walkin_changes {
-                    device.change(walkin, diff);
-                }
+                device.change(walkin_changes);
                 if let Some(new) = &device.contact {
                     for walkin in &device.walkins {
                         enriched(new, *walkin, 1);

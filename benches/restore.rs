@@ -11,7 +11,8 @@
 //! hand-off, writes the same rows, rendered beforehand, with one producer
 //! per worker and nothing else. Prints the history's size, the walk-ins,
 //! the checkpoint's size on disk and per walk-in, each restore's resident
-//! memory at ready and once the rows are written (and per walk-in), and
+//! memory at ready, once the rows are written and 15 s later (and per
+//! walk-in), and
 //! the ratio of the replay to the restores, all measured in the same run.
 //!
 //! Sizing, through the environment:
@@ -295,13 +296,16 @@ fn main() {
         let per_walkin = |mib: f64| mib * (1 << 20) as f64 / walkins.max(1) as f64;
         for (what, run) in [("hand-off", &handoff), ("restart", &again)] {
             println!(
-                "| {what}: resident memory at ready, after the rows are written, peak | {:.1} / {:.1} / {:.1} MiB |",
-                run.rss_ready_mib, run.rss_written_mib, run.peak_rss_mib
+                "| {what}: resident memory at ready, after the rows are written, {} s later, peak | {:.1} / {:.1} / {:.1} / {:.1} MiB |",
+                SETTLE.as_secs(),
+                run.rss_ready_mib, run.rss_written_mib, run.rss_settled_mib, run.peak_rss_mib
             );
             println!(
-                "| {what}: resident bytes per walk-in at ready (after the rows are written) | {:.0} ({:.0}) |",
+                "| {what}: resident bytes per walk-in at ready, after the rows are written, {} s later | {:.0} / {:.0} / {:.0} |",
+                SETTLE.as_secs(),
                 per_walkin(run.rss_ready_mib),
-                per_walkin(run.rss_written_mib)
+                per_walkin(run.rss_written_mib),
+                per_walkin(run.rss_settled_mib)
             );
         }
         println!("| replay / hand-off ready | {:.1}x |", replay_s / ready_s);
@@ -335,6 +339,10 @@ fn main() {
     }
 }
 
+/// How long a restore's service idles once its rows are written, before
+/// its resident memory is read again.
+const SETTLE: Duration = Duration::from_secs(15);
+
 /// What a restore's process measured (its JSON line).
 #[derive(serde::Deserialize)]
 struct Restored {
@@ -358,6 +366,8 @@ struct Restored {
     rss_ready_mib: f64,
     /// ... once every restored row was written (or found in the topics).
     rss_written_mib: f64,
+    /// ... `SETTLE` later, the service idle.
+    rss_settled_mib: f64,
     /// The process's peak resident memory (VmHWM), in MiB.
     peak_rss_mib: f64,
     /// ... and in the whole run, its clean stop included.
@@ -661,6 +671,11 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
         }
     }
     let produced: u64 = metrics.read(|f| f.produced.values().sum());
+    // The service idles with its state: what stays resident once the
+    // restore's transient memory is given back (mimalloc returns freed
+    // arena memory after about 10 s).
+    std::thread::sleep(SETTLE);
+    let rss_settled_mib = presence::harness::bench::rss_mib().unwrap_or(f64::NAN);
     shutdown.store(true, Ordering::Relaxed);
     service.join().unwrap().unwrap();
     let (ready_s, rows) = ready.unwrap();
@@ -670,7 +685,7 @@ fn restore_child(asked: &serde_json::Value, workers: usize) {
         serde_json::json!({
             "ready_s": ready_s, "written_s": written_s.unwrap(), "rows": rows, "produced": produced,
             "store_done_s": store_done_s, "prepared_s": prepared_s, "store_ready": store_ready, "store": store,
-            "rss_ready_mib": rss_ready_mib, "rss_written_mib": rss_written_mib,
+            "rss_ready_mib": rss_ready_mib, "rss_written_mib": rss_written_mib, "rss_settled_mib": rss_settled_mib,
             "peak_rss_mib": presence::harness::bench::peak_rss_mib().unwrap_or(f64::NAN),
         })
     );

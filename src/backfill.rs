@@ -41,8 +41,10 @@ use crate::pipeline::{Collections, Keep, Pipeline};
 pub const EPOCH_LINES: u64 = 1 << 14;
 /// Lines read from one file before choosing again which file to read.
 const CHUNK_LINES: u64 = 1 << 12;
-/// How many epochs a worker may read ahead of the completed outputs.
-pub const MAX_EPOCHS_IN_FLIGHT: u64 = 4;
+/// How many epochs a worker may read ahead of the completed outputs: two
+/// keep a worker reading while the last one is computed (4 took no less
+/// time, and at -w 2 half again as much memory: BENCHMARKS.md, section 7).
+pub const MAX_EPOCHS_IN_FLIGHT: u64 = 2;
 
 /// What to backfill.
 #[derive(Clone, Debug)]

@@ -80,11 +80,9 @@ where
                 let mut latest: HashMap<K, V, foldhash::fast::RandomState> = HashMap::default();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, data| pending.hold(capability, data));
-                    while let Some(time) = pending
-                        .first_time()
-                        .filter(|time| !frontier.less_equal(time))
+                    while let Some((time, capability, batch)) =
+                        pending.take_complete(|time| !frontier.less_equal(time))
                     {
-                        let (capability, batch) = pending.take(time).expect("a held time");
                         let mut session = output.session(&capability);
                         for (key, value) in batch {
                             match latest.entry(key) {

@@ -49,4 +49,15 @@ impl<D> Stash<D> {
             .remove(&time)
             .map(|(capability, batch)| (capability, batch.into_iter().flatten()))
     }
+
+    /// Takes the earliest time held if it is `complete` (the frontier has
+    /// passed it): the time, its capability and its data.
+    pub(super) fn take_complete(
+        &mut self,
+        complete: impl Fn(&u64) -> bool,
+    ) -> Option<(u64, Capability<u64>, impl Iterator<Item = D>)> {
+        let time = self.first_time().filter(|time| complete(time))?;
+        let (capability, data) = self.take(time).expect("a held time");
+        Some((time, capability, data))
+    }
 }

@@ -131,11 +131,9 @@ where
                     let mut pending = Stash::new();
                     move |(input, frontier), output| {
                         input.for_each_stamp(|capability, data| pending.hold(capability, data));
-                        while let Some(time) = pending
-                            .first_time()
-                            .filter(|time| !frontier.less_equal(time))
+                        while let Some((time, capability, batch)) =
+                            pending.take_complete(|time| !frontier.less_equal(time))
                         {
-                            let (capability, batch) = pending.take(time).expect("a held time");
                             let weights = batch.map(|(key, _, weight)| (key, weight)).collect();
                             let mut session = output.session(&capability);
                             held.apply(weights, |key, sum, diff| {

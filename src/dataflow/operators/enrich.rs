@@ -21,7 +21,7 @@
 //! this is an operator rather than differential's `join` over two
 //! arrangements, which holds each walk-in with its update's time, diff and
 //! offsets, and twice while its batches merge. Here a walk-in is its
-//! business's number on this worker ([`Businesses`]) and its window, 24
+//! business's number on this worker (`Businesses`) and its window, 24
 //! bytes in its device's slice; a device is its [`Id`] (inline), its
 //! contact, and that slice, 56 bytes. Nothing is kept per update.
 //!

@@ -9,7 +9,7 @@
 //! [`crate::kafka::progress`]).
 //!
 //! A sink never waits for the producer: records its queue has no room for
-//! wait in the sink's [`Outbox`], in order, and the worker goes on stepping
+//! wait in the sink's `Outbox`, in order, and the worker goes on stepping
 //! the dataflow, reading, reporting and checkpointing. The worker holds
 //! back reading while the sinks hold too many records of its input (see
 //! [`Sender::waiting`]); the rows of a restore epoch are not counted, so a

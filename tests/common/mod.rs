@@ -23,6 +23,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+pub mod bucket;
 pub mod crash;
 pub mod input;
 pub mod s3;

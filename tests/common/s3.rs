@@ -4,8 +4,7 @@
 //! Each test makes buckets of its own ([`S3::bucket`]), so tests share one
 //! server without seeing each other's objects.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::TIMEOUT;
@@ -58,28 +57,7 @@ impl S3 {
     /// The endpoint's `HOST:PORT` (port 80 if it names none) and its
     /// socket addresses.
     fn address(&self) -> (String, Vec<SocketAddr>) {
-        let rest = self.endpoint.strip_prefix("http://").unwrap_or_else(|| {
-            panic!(
-                "the S3 endpoint is http://HOST:PORT, not {:?}",
-                self.endpoint
-            )
-        });
-        let authority = rest.split('/').next().unwrap_or_default();
-        let authority = if authority.contains(':') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let addresses: Vec<SocketAddr> = match authority.to_socket_addrs() {
-            Ok(addresses) => addresses.collect(),
-            Err(e) => panic!("the S3 endpoint {:?}: {e}", self.endpoint),
-        };
-        assert!(
-            !addresses.is_empty(),
-            "the S3 endpoint {:?} names no address",
-            self.endpoint
-        );
-        (authority, addresses)
+        super::bucket::address(&self.endpoint)
     }
 
     /// Creates a bucket no other test uses, `presence-LABEL-PID-N-NANOS`
@@ -118,40 +96,7 @@ impl S3 {
         };
         debug_assert!((3..=63).contains(&name.len()), "{name}");
 
-        let (authority, addresses) = self.address();
-        let request = format!(
-            "PUT /{name} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let what = format!("creating the bucket {name} at {}", self.endpoint);
-        let mut connected = Err(None);
-        for address in &addresses {
-            connected = TcpStream::connect_timeout(address, TIMEOUT).map_err(Some);
-            if connected.is_ok() {
-                break;
-            }
-        }
-        let mut stream = connected
-            .unwrap_or_else(|e| panic!("{what}: cannot connect to {addresses:?}: {}", e.unwrap()));
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream
-            .write_all(request.as_bytes())
-            .unwrap_or_else(|e| panic!("{what}: sending the request: {e}"));
-        // `Connection: close`: the answer ends where the stream does.
-        let mut answer = Vec::new();
-        if let Err(e) = stream.read_to_end(&mut answer) {
-            panic!(
-                "{what}: no complete answer within {TIMEOUT:?} ({e}); got {:?}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
-        let answer = String::from_utf8_lossy(&answer);
-        let status = answer.lines().next().unwrap_or_default();
-        assert_eq!(
-            status.split_whitespace().nth(1),
-            Some("200"),
-            "{what}: the server answered {answer:?}"
-        );
+        super::bucket::create(&self.endpoint, &name, TIMEOUT);
         name
     }
 

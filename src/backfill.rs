@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use timely::worker::Worker;
 
 use crate::checkpoint::store::{self, Location, Origin, Store};
@@ -470,45 +469,24 @@ fn write_parts(
     let w = Output::Walkins;
     publish(
         w,
-        write_part(&dir(w), index, peers, |each| held.walkins(each))?,
+        output::write_part(&dir(w), index, peers, |each| held.walkins(each))?,
     );
     let w = Output::DeviceContacts;
     publish(
         w,
-        write_part(&dir(w), index, peers, |each| held.device_contacts(each))?,
+        output::write_part(&dir(w), index, peers, |each| held.device_contacts(each))?,
     );
     let w = Output::EnrichedWalkins;
     publish(
         w,
-        write_part(&dir(w), index, peers, |each| held.enriched_walkins(each))?,
+        output::write_part(&dir(w), index, peers, |each| held.enriched_walkins(each))?,
     );
     let w = Output::WalkinCounts;
     publish(
         w,
-        write_part(&dir(w), index, peers, |each| held.walkin_counts(each))?,
+        output::write_part(&dir(w), index, peers, |each| held.walkin_counts(each))?,
     );
     Ok(parts)
-}
-
-/// Writes a worker's part of a collection, as `read` gives its records,
-/// under a temporary name.
-fn write_part<R: Serialize>(
-    dir: &std::path::Path,
-    index: usize,
-    peers: usize,
-    read: impl FnOnce(&mut dyn FnMut(R)),
-) -> Result<(u64, FinishedPart), OutputError> {
-    let mut part = PartWriter::create(dir, index, peers)?;
-    let mut failed = None;
-    read(&mut |record| {
-        if failed.is_none() {
-            failed = part.write(&record).err();
-        }
-    });
-    match failed {
-        Some(error) => Err(error),
-        None => Ok((part.records(), part.finish()?)),
-    }
 }
 
 /// The next file a worker reads (see [`FileSource::read_order`]).

@@ -152,18 +152,26 @@ impl PartWriter {
     }
 }
 
-/// Writes `records` as worker `index`'s part of the collection in `dir`.
+/// Writes the records `read` gives as worker `index`'s part of the
+/// collection in `dir` (as they come: nothing is collected first), under a
+/// temporary name; returns how many and the part.
 pub fn write_part<T: Serialize>(
     dir: &Path,
     index: usize,
     peers: usize,
-    records: &[T],
-) -> Result<FinishedPart, OutputError> {
+    read: impl FnOnce(&mut dyn FnMut(T)),
+) -> Result<(u64, FinishedPart), OutputError> {
     let mut part = PartWriter::create(dir, index, peers)?;
-    for record in records {
-        part.write(record)?;
+    let mut failed = None;
+    read(&mut |record| {
+        if failed.is_none() {
+            failed = part.write(&record).err();
+        }
+    });
+    match failed {
+        Some(error) => Err(error),
+        None => Ok((part.records(), part.finish()?)),
     }
-    part.finish()
 }
 
 /// Reads every line of every `*.jsonl` file in `dir` (a whole collection).

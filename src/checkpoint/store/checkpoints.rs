@@ -205,30 +205,27 @@ pub fn restore_groups(
     wanted: impl Fn(u32) -> bool,
     mut each: impl FnMut(Vec<StateRow>),
 ) -> Result<(), StoreError> {
+    let damaged = |info: &PieceInfo| {
+        let place = store.place(&info.name);
+        move |what| StoreError::Damaged { place, what }
+    };
+    // Each piece's index is read once; then the groups one at a time.
     let pieces = manifest
         .pieces
         .iter()
         .map(|info| {
-            fetched
+            let bytes = fetched
                 .0
                 .get(&info.name)
-                .map(|bytes| (info, bytes))
-                .ok_or_else(|| StoreError::Damaged {
-                    place: store.place(&info.name),
-                    what: "not fetched".to_owned(),
-                })
+                .ok_or_else(|| damaged(info)("not fetched".to_owned()))?;
+            Ok((info, piece::Sections::of(bytes).map_err(damaged(info))?))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     for group in (0..KEY_GROUPS).filter(|&group| wanted(group)) {
         // The group's rows of every piece, in the pieces' order, are sorted runs.
         let mut rows = Vec::new();
-        for (info, bytes) in &pieces {
-            let sections =
-                piece::sections(bytes, |g| g == group).map_err(|what| StoreError::Damaged {
-                    place: store.place(&info.name),
-                    what,
-                })?;
-            rows.extend(sections.into_iter().flat_map(|(_, rows)| rows));
+        for (info, sections) in &pieces {
+            rows.extend(sections.rows(group).map_err(damaged(info))?);
         }
         if !rows.is_empty() {
             each(merge_rows(rows));

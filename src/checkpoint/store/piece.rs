@@ -95,43 +95,54 @@ pub fn verify(bytes: &[u8], piece: &PieceInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// The sections of the key groups `wanted` selects in a piece's `bytes`:
-/// each group's rows, in the order written; says what is wrong if the
-/// piece is damaged.
-pub fn sections(
-    bytes: &[u8],
-    wanted: impl Fn(u32) -> bool,
-) -> Result<Vec<(u32, Vec<StateRow>)>, String> {
-    if bytes.len() < PIECE_MAGIC.len() + FOOTER || &bytes[..PIECE_MAGIC.len()] != PIECE_MAGIC {
-        return Err("not a piece".to_owned());
+/// A piece's index: where each key group's section lies, checked once so
+/// that its groups can then be read one at a time ([`Sections::rows`]).
+pub struct Sections<'a> {
+    bytes: &'a [u8],
+    index: BTreeMap<u32, Section>,
+}
+
+impl<'a> Sections<'a> {
+    /// Reads the index of the piece `bytes`; says what is wrong if the
+    /// piece is damaged.
+    pub fn of(bytes: &'a [u8]) -> Result<Self, String> {
+        if bytes.len() < PIECE_MAGIC.len() + FOOTER || &bytes[..PIECE_MAGIC.len()] != PIECE_MAGIC {
+            return Err("not a piece".to_owned());
+        }
+        let tail = &bytes[bytes.len() - FOOTER..];
+        if &tail[12..] != PIECE_END {
+            return Err("no end marker".to_owned());
+        }
+        let index_len = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
+        let index_crc = u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
+        let index_at = (bytes.len() - FOOTER)
+            .checked_sub(index_len as usize)
+            .ok_or("index longer than the piece")?;
+        let index = &bytes[index_at..bytes.len() - FOOTER];
+        if crc32fast::hash(index) != index_crc {
+            return Err("its index fails its checksum".to_owned());
+        }
+        let index: Vec<Section> = bincode::deserialize(index).map_err(|e| format!("index: {e}"))?;
+        Ok(Sections {
+            bytes,
+            index: index.into_iter().map(|s| (s.group, s)).collect(),
+        })
     }
-    let tail = &bytes[bytes.len() - FOOTER..];
-    if &tail[12..] != PIECE_END {
-        return Err("no end marker".to_owned());
-    }
-    let index_len = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
-    let index_crc = u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
-    let index_at = (bytes.len() - FOOTER)
-        .checked_sub(index_len as usize)
-        .ok_or("index longer than the piece")?;
-    let index = &bytes[index_at..bytes.len() - FOOTER];
-    if crc32fast::hash(index) != index_crc {
-        return Err("its index fails its checksum".to_owned());
-    }
-    let index: Vec<Section> = bincode::deserialize(index).map_err(|e| format!("index: {e}"))?;
-    let mut rows = Vec::new();
-    for section in index.into_iter().filter(|s| wanted(s.group)) {
+
+    /// The rows of key group `group`, in the order written (none if the
+    /// piece has no section for it); says what is wrong if it is damaged.
+    pub fn rows(&self, group: u32) -> Result<Vec<StateRow>, String> {
+        let Some(section) = self.index.get(&group) else {
+            return Ok(Vec::new());
+        };
         let start = section.offset as usize;
         let section_bytes = start
             .checked_add(section.len as usize)
-            .and_then(|end| bytes.get(start..end))
-            .ok_or_else(|| format!("key group {} lies outside the piece", section.group))?;
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or_else(|| format!("key group {group} lies outside the piece"))?;
         if crc32fast::hash(section_bytes) != section.crc32 {
-            return Err(format!("key group {} fails its checksum", section.group));
+            return Err(format!("key group {group} fails its checksum"));
         }
-        let section_rows: Vec<StateRow> = bincode::deserialize(section_bytes)
-            .map_err(|e| format!("key group {}: {e}", section.group))?;
-        rows.push((section.group, section_rows));
+        bincode::deserialize(section_bytes).map_err(|e| format!("key group {group}: {e}"))
     }
-    Ok(rows)
 }

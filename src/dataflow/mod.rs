@@ -90,8 +90,8 @@ pub struct Outputs<'scope> {
     pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
     /// The state to checkpoint.
     pub state: State<'scope>,
-    /// The state that holds the collections (dropping it lets the
-    /// dataflow compact as it goes).
+    /// Handles on the operators' state, which holds the collections (a
+    /// driver reads them from it once the dataflow is done, or drops it).
     pub held: Held,
 }
 

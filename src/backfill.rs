@@ -316,26 +316,25 @@ pub fn run_with_epochs(
 /// The event-time promise of a worker's probe files: the least of theirs,
 /// `None` while one has not started, `u64::MAX` if there are none.
 ///
-/// With `keep_open` (a backfill that ends in a checkpoint), a file that has
-/// ended promises its own watermark, not everything, whether or not the
-/// others have ended: the checkpoint keeps the visits that data after the
-/// backfill (from `run`) may still continue, as one run over all of it
-/// would — and what it keeps does not depend on when files end, epoch by
-/// epoch. It never promises everything.
-fn promise(sources: &[FileSource], keep_open: bool) -> Option<EventTime> {
+/// A file that has ended promises its own watermark, not everything: the
+/// end of input is not the passing of time (docs/contract.md, "Who is in
+/// the store now"), so `present` is who was in the store when the input
+/// ended, and a checkpoint keeps the visits that data after the backfill
+/// (from `run`) may still continue, as one run over all of it would —
+/// whatever the order in which files end. An ended file without an
+/// accepted probe promises nothing of its own (it does not hold the
+/// frontier back).
+fn promise(sources: &[FileSource]) -> Option<EventTime> {
     let mut least = EventTime::MAX;
     for source in sources.iter().filter(|source| source.kind() == Kind::Probe) {
-        let watermark = match (keep_open, source.finished()) {
-            // An ended file without an accepted probe promises nothing of its own.
-            (true, true) => match source.own_watermark() {
-                Some(own) => own,
-                None => continue,
-            },
-            _ => source.watermark()?,
+        let watermark = match (source.watermark(), source.finished()) {
+            (Some(own), _) => own,
+            (None, true) => continue,
+            (None, false) => return None,
         };
         least = least.min(watermark);
     }
-    (!keep_open || least < EventTime::MAX).then_some(least)
+    Some(least)
 }
 
 fn run_worker(
@@ -366,7 +365,6 @@ fn run_worker(
     // workers would wait forever on one that never built it, whereas one that
     // returns early drops its inputs and lets them finish.
     let collections = Arc::new(Mutex::new(Collections::default()));
-    let keep_open = checkpoint.is_some();
     let mut pipeline = Pipeline::new(
         worker,
         &job.params,
@@ -401,14 +399,19 @@ fn run_worker(
             budget = budget.saturating_sub(read.lines.max(1));
             note(&mut summary, progress, read);
         }
-        if let Some(frontier) = promise(&sources, keep_open) {
+        if let Some(frontier) = promise(&sources) {
             pipeline.promise(frontier);
         }
         pipeline.advance();
         worker.step();
         drain_rejected(&mut rejected)?;
     }
-    // The last epoch: the checkpoint's time is above it.
+    // The last epoch: the checkpoint's time is above it. A worker without
+    // files promises here (everything: it has no probe to send), so that
+    // it does not hold the event-time frontier back.
+    if let Some(frontier) = promise(&sources) {
+        pipeline.promise(frontier);
+    }
     pipeline.note(Note::Closed);
     let stats = pipeline.window_stats().clone();
     let held = pipeline
@@ -485,6 +488,11 @@ fn write_parts(
     publish(
         w,
         output::write_part(&dir(w), index, peers, |each| held.walkin_counts(each))?,
+    );
+    let w = Output::Present;
+    publish(
+        w,
+        output::write_part(&dir(w), index, peers, |each| held.present(each))?,
     );
     Ok(parts)
 }

@@ -14,6 +14,7 @@
 //!   kafka        clients, settings, source, upsert sinks, progress, offsets
 //!   files        input files, output parts
 //!   cluster      timely's cluster flags, execute, liveness, assignment
+//!   http         the HTTP endpoints: metrics, health, readiness, queries
 //!   observe      metrics, status lines, the hooks a harness may use
 //!   dataflow     the one dataflow, its operators, the state it emits
 //!   model        records, parameters, ingestion rules, summaries, clock
@@ -29,6 +30,8 @@ pub mod model;
 pub mod dataflow;
 
 pub mod observe;
+
+pub mod http;
 
 pub mod cluster;
 

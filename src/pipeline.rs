@@ -21,13 +21,14 @@ use crate::dataflow::held::Held;
 use crate::dataflow::note::Note;
 use crate::dataflow::operators::windows::Snapshots;
 use crate::dataflow::operators::{Watermark, WindowStats};
+use crate::dataflow::query::{Asked, Asking, Query, Reply};
 use crate::dataflow::state::StateRow;
 use crate::dataflow::{self, Inputs, Outputs, Time};
 use crate::kafka::upsert::Existing;
 use crate::model::ingest::Ingested;
 use crate::model::params::Params;
 use crate::model::records::{
-    BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Rejected, WalkIn,
+    BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Present, Probe, Rejected, WalkIn,
     WalkinCount,
 };
 use crate::observe::metrics::Metrics;
@@ -56,6 +57,8 @@ pub struct Collections {
     pub enriched_walkins: HashMap<EnrichedWalkIn, isize>,
     /// Walk-in counts and their multiplicities.
     pub walkin_counts: HashMap<WalkinCount, isize>,
+    /// Present rows and their multiplicities.
+    pub present: HashMap<Present, isize>,
     /// Rejected records, in arrival order; drained by the driver.
     pub rejected: Vec<Rejected>,
 }
@@ -126,6 +129,10 @@ pub struct Pipeline {
     notes: InputHandleVec<Time, Note>,
     restored: InputHandleVec<Time, StateRow>,
     existing: InputHandleVec<Time, Existing>,
+    queries: InputHandleVec<Time, Asked>,
+    /// The queries this worker asked and has not answered yet.
+    asking: Asking,
+    peers: usize,
     probe: ProbeHandle<Time>,
     /// Done once the final checkpoint is written (a backfill's), if any.
     /// Apart from `probe`: the checkpoint holds its time until the end, and
@@ -171,6 +178,7 @@ impl Pipeline {
                 outputs.device_contacts.probe_with(probe);
                 outputs.enriched_walkins.probe_with(probe);
                 outputs.walkin_counts.probe_with(probe);
+                outputs.present.probe_with(probe);
                 held = Some(outputs.held);
             } else {
                 accumulate(outputs.walkins, &collections, |c| &mut c.walkins, probe);
@@ -192,6 +200,7 @@ impl Pipeline {
                     |c| &mut c.walkin_counts,
                     probe,
                 );
+                accumulate(outputs.present, &collections, |c| &mut c.present, probe);
             }
             let sink = Arc::clone(&collections);
             use timely::dataflow::operators::Inspect;
@@ -231,9 +240,11 @@ impl Pipeline {
         let mut notes = InputHandleVec::new();
         let mut restored = InputHandleVec::new();
         let mut existing = InputHandleVec::new();
+        let mut queries = InputHandleVec::new();
+        let asking = Asking::default();
         let probe = ProbeHandle::new();
         let window_stats = WindowStats::default();
-        let index = worker.index();
+        let (index, peers) = (worker.index(), worker.peers());
         worker.dataflow::<Time, _, _>(|scope| {
             let outputs = dataflow::build(
                 Inputs {
@@ -242,6 +253,8 @@ impl Pipeline {
                     base_counts: base_counts.to_stream(scope),
                     watermarks: watermarks.to_stream(scope),
                     restored: restored.to_stream(scope),
+                    queries: queries.to_stream(scope),
+                    asking: asking.clone(),
                 },
                 params,
                 snapshots,
@@ -266,6 +279,9 @@ impl Pipeline {
             notes,
             restored,
             existing,
+            queries,
+            asking,
+            peers,
             probe,
             checkpointed: None,
             window_stats,
@@ -288,6 +304,22 @@ impl Pipeline {
     /// step moves them into its operators).
     pub fn flush(&mut self) {
         self.restored.flush();
+    }
+
+    /// Asks `query` at the current epoch: `reply` gets the answer as of it
+    /// once every worker has handled the epoch.
+    pub fn ask(&mut self, query: Query, reply: Reply) {
+        for asked in self
+            .asking
+            .ask(query, self.epoch, reply, self.index, self.peers)
+        {
+            self.queries.send(asked);
+        }
+    }
+
+    /// Queries this worker asked that are not answered yet.
+    pub fn queries_pending(&self) -> usize {
+        self.asking.pending()
     }
 
     /// Sends a note (a fact about the input) at the current epoch.
@@ -313,6 +345,10 @@ impl Pipeline {
             self.promised = Some(frontier);
             self.watermarks.send(Watermark {
                 source: self.index,
+                frontier,
+            });
+            self.notes.send(Note::Promised {
+                worker: self.index,
                 frontier,
             });
         }
@@ -341,6 +377,7 @@ impl Pipeline {
         self.notes.advance_to(self.epoch);
         self.restored.advance_to(self.epoch);
         self.existing.advance_to(self.epoch);
+        self.queries.advance_to(self.epoch);
     }
 
     /// The current epoch: records given now carry it.

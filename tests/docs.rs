@@ -262,6 +262,7 @@ fn output_fields_keys_progress_and_metrics_are_documented_as_written() {
             "walkin-counts",
             ("walkin-counts", &topics[Output::WalkinCounts]),
         ),
+        ("present", ("present", &topics[Output::Present])),
         ("presence-rejected", ("rejected", &topics[Output::Rejected])),
     ]
     .into();

@@ -227,14 +227,14 @@ fn the_demo_runs_its_course_and_ends_with_a_summary() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.lines().any(|line| line.starts_with("walk-ins ")),
+        text.lines().any(|line| line.starts_with("in stores now ")),
         "a frame: {text}"
     );
     demo_summary(&text, " finished");
 }
 
 /// The demo's panel moves while you watch: walk-ins appear and their count
-/// changes from frame to frame. Ctrl-C then ends it with its summary
+/// changes from frame to frame, and it shows phones in stores now. Ctrl-C then ends it with its summary
 /// (walk-ins, latency samples, broken records rejected) and status 0.
 #[test]
 fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
@@ -255,9 +255,10 @@ fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
         }
     });
     // Once two frames have shown different numbers of walk-ins (not 0),
-    // interrupt it.
+    // and phones in stores now (read from the `present` topic), interrupt it.
     let mut text = String::new();
     let mut counts = BTreeSet::new();
+    let mut present = 0;
     let deadline = std::time::Instant::now() + PATIENCE;
     while counts.len() < 2 {
         let line = seen
@@ -265,9 +266,10 @@ fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
             .unwrap_or_else(|_| panic!("no two frames with walk-ins in {PATIENCE:?}: {text}"));
         text += &line;
         text.push('\n');
-        if line.starts_with("walk-ins ") {
+        if line.starts_with("in stores now ") {
+            present = present.max(number_after(&line, "in stores now"));
             let walkins = number_after(&line, "walk-ins");
-            if walkins > 0 {
+            if walkins > 0 && present > 0 {
                 counts.insert(walkins);
             }
         }

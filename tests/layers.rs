@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The folders (or single-file modules) of `src/`, from the bottom up.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "model",
     "dataflow",
     "observe",
+    "http",
     "cluster",
     "files",
     "kafka",

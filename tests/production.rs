@@ -4,7 +4,7 @@
 //! input, offsets committed to a consumer group, `/health` and `/ready`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 mod common;
 use common::{
-    check_outputs_placed, create_output_topics, mock_inputs, produce_and_backfill,
+    check_outputs_placed, create_output_topics, get, mock_inputs, produce_and_backfill,
     produce_and_backfill_routed, progress_messages, store_at, Route, PROBE_PARTITIONS, TIMEOUT,
 };
 
@@ -106,18 +106,6 @@ fn refused_unknown_and_malformed_settings_are_one_line_each() {
     }
 }
 
-/// One HTTP GET: the status code and the body.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((code, body))
-}
-
 /// `/health` answers while the process serves; `/ready` is 503 with its
 /// reason while the broker is unreachable (starting), and 200 once the
 /// backlog is consumed below `--ready-lag`, when `presence_state` says
@@ -174,7 +162,8 @@ fn ready_flips_once_the_backlog_is_consumed_and_secrets_stay_secret() {
             .recv_timeout(Duration::from_secs(30))
             .expect("the metrics address is logged");
         seen.push(line.clone());
-        if let Some(rest) = line.split("serving metrics at http://").nth(1) {
+        // `--metrics-addr` is `--http-addr`'s alias: the queries are served too.
+        if let Some(rest) = line.split("serving queries and metrics at http://").nth(1) {
             break rest.split('/').next().unwrap().to_owned();
         }
     };
@@ -516,7 +505,12 @@ fn promtool_accepts_the_metrics_and_the_rules() {
         false,
     );
     let metrics = Metrics::default();
-    let addr = metrics.serve("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = presence::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics.clone(),
+        Default::default(),
+    )
+    .unwrap();
     let state = tempfile::tempdir().unwrap();
     let job = RunJob {
         stop_at_end: true,

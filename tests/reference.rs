@@ -1,13 +1,15 @@
 //! The pipeline against a batch reference implementation of SPEC sections 1,
-//! 2 and 5, on seeded random workloads.
+//! 2, 5 and 8 ("Who is in the store now"), on seeded random workloads.
 //!
 //! The reference ([`reference`]) is written from the SPEC text alone, as
 //! plainly as possible: it reads every line, decides acceptance per
-//! partition, and computes the four collections from scratch. None of its
-//! logic comes from `src/`: not the JSON parser (the documented notion of
-//! an integer, "no fraction or exponent", is about the number's text), not
-//! the lateness rule, not the event-time promise it feeds the incremental
-//! runs with ([`promise`]), and not the contract's default parameters
+//! partition, and computes the five collections from scratch, `present` at
+//! the event-time frontier the lines read so far make
+//! ([`event_time_frontier`]). None of its logic comes from `src/`: not the
+//! JSON parser (the documented notion of an integer, "no fraction or
+//! exponent", is about the number's text), not the lateness rule, not the
+//! event-time promise it feeds the incremental runs with ([`promise`]),
+//! and not the contract's default parameters
 //! ([`contract_defaults`], checked against `Params::default()`). It uses
 //! `src/`'s record types only to compare results, and `Params` only to
 //! carry the values it chose to the pipeline.
@@ -39,13 +41,13 @@ use presence::files::output::read_collection;
 use presence::model::ingest::{Kind, PartitionIngest};
 use presence::model::params::Params;
 use presence::model::records::{
-    BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Probe, Reason, Rejected, WalkIn,
-    WalkinCount,
+    BaseCount, DeviceContact, EnrichedWalkIn, EventTime, Login, Present, Probe, Reason, Rejected,
+    WalkIn, WalkinCount,
 };
 use presence::pipeline::{records, Collections, Keep, Pipeline};
 
 // ---------------------------------------------------------------------------
-// The reference: docs/contract.md, sections 1 to 4, as a batch computation.
+// The reference: docs/contract.md, sections 1 to 4 and 8, as a batch computation.
 // ---------------------------------------------------------------------------
 
 /// docs/contract.md, section 1: "the record is at most 64 KiB".
@@ -375,6 +377,7 @@ struct Outcome {
     device_contacts: Vec<DeviceContact>,
     enriched_walkins: Vec<EnrichedWalkIn>,
     walkin_counts: Vec<WalkinCount>,
+    present: Vec<Present>,
     rejected: Vec<RejectedRow>,
 }
 
@@ -444,24 +447,60 @@ fn verdicts(
     verdicts
 }
 
+/// What a probe partition promises about the probes it may still deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Promise {
+    /// Nothing yet: no probe of the lines read so far is accepted, and
+    /// there are more lines to read.
+    Nothing,
+    /// Every probe accepted from it from now on has a `ts` at or above this.
+    AtLeast(EventTime),
+    /// Read to its end without an accepted probe: it promises nothing of
+    /// its own, and does not hold the event-time frontier back.
+    Ended,
+}
+
 /// What a probe partition of which `fed` lines are read promises, as
-/// docs/contract.md has it for backfill: every probe accepted from it from
-/// then on is at or above its largest accepted `ts` minus
-/// `allowed-lateness`; once all its lines are read, everything (`MAX`);
-/// nothing (`None`) before its first accepted probe.
-fn partition_promise(partition: &Partition, fed: usize, params: &Params) -> Option<EventTime> {
-    if fed == partition.lines.len() {
-        return Some(EventTime::MAX);
-    }
+/// docs/contract.md has it for backfill: its largest accepted `ts` minus
+/// `allowed-lateness` (saturating). The end of input is not the passing of
+/// time: a partition read to its end still promises just that, not
+/// everything; one read to its end without an accepted probe has
+/// [`Promise::Ended`]; before its first accepted probe, [`Promise::Nothing`].
+fn partition_promise(partition: &Partition, fed: usize, params: &Params) -> Promise {
     let future_limit = now_ms() + params.max_future;
-    verdicts(partition, fed, params, future_limit)
+    let largest = verdicts(partition, fed, params, future_limit)
         .into_iter()
         .filter_map(|(_, verdict)| match verdict {
             Ok(Valid::Probe(probe)) => Some(probe.ts),
             _ => None,
         })
-        .max()
-        .map(|largest| largest.saturating_sub(params.allowed_lateness))
+        .max();
+    match largest {
+        Some(largest) => Promise::AtLeast(largest.saturating_sub(params.allowed_lateness)),
+        None if fed == partition.lines.len() => Promise::Ended,
+        None => Promise::Nothing,
+    }
+}
+
+/// The event-time frontier `W` once the first `fed[i]` lines of each
+/// partition `i` are read: the smallest promise over the probe partitions,
+/// one that promises nothing yet counting as 0 and one that ended without
+/// an accepted probe not counting; `MAX` if none counts.
+fn event_time_frontier(workload: &Workload, fed: &[usize]) -> EventTime {
+    workload
+        .partitions
+        .iter()
+        .zip(fed)
+        .filter(|(partition, _)| partition.kind == Kind::Probe)
+        .filter_map(
+            |(partition, &fed)| match partition_promise(partition, fed, &workload.params) {
+                Promise::Nothing => Some(0),
+                Promise::AtLeast(promise) => Some(promise),
+                Promise::Ended => None,
+            },
+        )
+        .min()
+        .unwrap_or(EventTime::MAX)
 }
 
 /// The SPEC's outcome of the first `fed[i]` lines of each partition `i`,
@@ -505,12 +544,22 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
             .or_default()
             .insert(probe.ts);
     }
+    let visits = |timestamps: &BTreeSet<EventTime>| -> Vec<Vec<EventTime>> {
+        let timestamps: Vec<EventTime> = timestamps.iter().copied().collect();
+        timestamps
+            .chunk_by(|earlier, later| later - earlier <= params.session_gap)
+            .map(<[EventTime]>::to_vec)
+            .collect()
+    };
+    let is_walkin = |visit: &[EventTime]| {
+        let (first, last) = (visit[0], visit[visit.len() - 1]);
+        visit.len() as u64 >= params.min_probes && last - first >= params.min_dwell
+    };
     let mut walkins = Vec::new();
     for ((business, device), timestamps) in &timestamps {
-        let timestamps: Vec<EventTime> = timestamps.iter().copied().collect();
-        for visit in timestamps.chunk_by(|earlier, later| later - earlier <= params.session_gap) {
-            let (first, last) = (visit[0], visit[visit.len() - 1]);
-            if (visit.len() as u64) < params.min_probes || last - first < params.min_dwell {
+        for visit in visits(timestamps) {
+            let first = visit[0];
+            if !is_walkin(&visit) {
                 continue;
             }
             let detected_at = visit
@@ -544,6 +593,29 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
             contact: contact.to_string(),
         })
         .collect();
+
+    // Present: per (business, device), the newest visit (the one holding its
+    // largest timestamp) if it is a walk-in still open at the event-time
+    // frontier W (its last probe plus session-gap at or above W), with the
+    // device's contact or none.
+    let frontier = event_time_frontier(workload, fed);
+    let mut present = Vec::new();
+    for ((business, device), timestamps) in &timestamps {
+        let visits = visits(timestamps);
+        let newest = visits.last().expect("a key has a timestamp");
+        let (since, last_seen) = (newest[0], newest[newest.len() - 1]);
+        if is_walkin(newest) && last_seen.saturating_add(params.session_gap) >= frontier {
+            present.push(Present {
+                business: business.clone(),
+                device: device.clone(),
+                since,
+                last_seen,
+                contact: latest_login
+                    .get(device.as_str())
+                    .map(|(_, contact)| contact.to_string()),
+            });
+        }
+    }
 
     let enriched_walkins: Vec<EnrichedWalkIn> = walkins
         .iter()
@@ -588,6 +660,7 @@ fn reference(workload: &Workload, sources: &[String], fed: &[usize]) -> Outcome 
         device_contacts,
         enriched_walkins,
         walkin_counts,
+        present,
         rejected,
     })
 }
@@ -597,6 +670,7 @@ fn sorted(mut outcome: Outcome) -> Outcome {
     outcome.device_contacts.sort();
     outcome.enriched_walkins.sort();
     outcome.walkin_counts.sort();
+    outcome.present.sort();
     outcome.rejected.sort();
     outcome
 }
@@ -670,6 +744,7 @@ fn assert_same_outcome(actual: &Outcome, expected: &Outcome, context: &str) {
         &expected.walkin_counts,
         context,
     );
+    assert_same_records("present rows", &actual.present, &expected.present, context);
 }
 
 fn rejected_rows(rejected: &[Rejected], context: &str) -> Vec<RejectedRow> {
@@ -1001,15 +1076,17 @@ impl Generator {
     }
 
     /// The offsets from its start of one visit's probes, shaped to sit on
-    /// the thresholds.
-    fn visit_offsets(&mut self) -> Vec<u64> {
+    /// the thresholds; `on_thresholds` picks the first shape (a walk-in, or
+    /// one millisecond short of one).
+    fn visit_offsets(&mut self, on_thresholds: bool) -> Vec<u64> {
         let Params {
             session_gap: gap,
             min_dwell: dwell,
             min_probes,
             ..
         } = self.params;
-        match self.rng.below(6) {
+        let shape = if on_thresholds { 0 } else { self.rng.below(6) };
+        match shape {
             // Exactly min-probes timestamps spanning exactly min-dwell, or one less.
             0 | 1 => {
                 let probes = min_probes.max(2);
@@ -1051,11 +1128,16 @@ impl Generator {
     fn probe_lines(&mut self) -> Vec<Vec<u8>> {
         let mut planned = Vec::new();
         let mut clock = self.rng.below(20);
-        for _ in 0..self.rng.range(5..=12) {
+        let visits = self.rng.range(5..=12);
+        for visit in 0..visits {
             let business = self.rng.pick(&BUSINESSES).to_string();
             let device = self.device();
             let start = clock + self.rng.below(self.params.session_gap + 2);
-            for offset in self.visit_offsets() {
+            // The last visit is often on the walk-in thresholds: it ends near
+            // the partition's end, so it is often still open there (in the
+            // store when the input ends).
+            let last_on_thresholds = visit + 1 == visits && self.rng.one_in(2);
+            for offset in self.visit_offsets(last_on_thresholds) {
                 let rssi = self.rssi();
                 planned.push(Probe {
                     device: device.as_str().into(),
@@ -1295,6 +1377,11 @@ fn backfill(workload: &Workload, config: timely::Config, context: &str) -> (Outc
             &["business", "contact", "count"],
             context,
         ),
+        present: read_folder(
+            &folder("present"),
+            &["business", "device", "since", "last_seen", "contact"],
+            context,
+        ),
         rejected: rejected_rows(&rejected, context),
     });
     let fed: Vec<usize> = workload
@@ -1343,6 +1430,7 @@ fn snapshot(collections: &Collections, context: &str) -> Outcome {
         device_contacts: records(&collections.device_contacts),
         enriched_walkins: records(&collections.enriched_walkins),
         walkin_counts: records(&collections.walkin_counts),
+        present: records(&collections.present),
         rejected: rejected_rows(&collections.rejected, context),
     }
 }
@@ -1378,17 +1466,23 @@ struct Feed {
 
 /// The event-time promise of a worker's probe partitions, as backfill makes
 /// it: the least of their promises ([`partition_promise`], computed by the
-/// reference, not by the pipeline's ingestion), `u64::MAX` if there are
-/// none, `None` while one promises nothing yet.
+/// reference, not by the pipeline's ingestion), leaving out those that
+/// ended without an accepted probe; `u64::MAX` if that leaves none, `None`
+/// while one promises nothing yet.
 fn promise(feeds: &[Feed], workload: &Workload) -> Option<EventTime> {
-    feeds
+    let mut least = EventTime::MAX;
+    for feed in feeds
         .iter()
         .filter(|feed| feed.ingest.kind() == Kind::Probe)
-        .try_fold(EventTime::MAX, |least, feed| {
-            let partition = &workload.partitions[feed.position];
-            partition_promise(partition, feed.fed, &workload.params)
-                .map(|promise| least.min(promise))
-        })
+    {
+        let partition = &workload.partitions[feed.position];
+        match partition_promise(partition, feed.fed, &workload.params) {
+            Promise::Nothing => return None,
+            Promise::AtLeast(promise) => least = least.min(promise),
+            Promise::Ended => {}
+        }
+    }
+    Some(least)
 }
 
 /// Lets worker 0 run `check` while every worker waits, so that no worker
@@ -1834,12 +1928,185 @@ fn the_reference_follows_the_spec_by_hand() {
         .collect();
     assert_eq!(late, vec![(7, Reason::Late)]);
     // The promise: the largest accepted ts less the lateness (7), the late
-    // probe 18 not counting; everything once every line is read.
+    // probe 18 not counting, the weak probe 40 counting; still that once
+    // every line is read (the end of input is not the passing of time).
     let probes = &workload.partitions[0];
     let promise = |fed| partition_promise(probes, fed, &params);
-    assert_eq!(promise(0), None);
-    assert_eq!(promise(4), Some(15 - 7));
-    assert_eq!(promise(7), Some(26 - 7));
-    assert_eq!(promise(9), Some(31 - 7));
-    assert_eq!(promise(probes.lines.len()), Some(EventTime::MAX));
+    assert_eq!(promise(0), Promise::Nothing);
+    assert_eq!(promise(4), Promise::AtLeast(15 - 7));
+    assert_eq!(promise(7), Promise::AtLeast(26 - 7));
+    assert_eq!(promise(9), Promise::AtLeast(31 - 7));
+    assert_eq!(promise(probes.lines.len()), Promise::AtLeast(40 - 7));
+    assert_eq!(event_time_frontier(&workload, &[13, 4, 3]), 40 - 7);
+    assert_eq!(event_time_frontier(&workload, &[0, 4, 3]), 0);
+    // Present at W = 33: a's newest visit 26..31 is a walk-in, open since
+    // 31 + 10 >= 33; b's newest visit (30, 36) is too short.
+    assert_eq!(
+        outcome.present,
+        vec![Present {
+            business: "shop".into(),
+            device: "a".into(),
+            since: 26,
+            last_seen: 31,
+            contact: Some("bob".into()),
+        }]
+    );
+}
+
+/// docs/contract.md, section 8 (`present`), on a workload worked out by
+/// hand (gap 10, dwell 5, 3 probes, lateness 7): who is present when the
+/// input ends, and who is not.
+#[test]
+fn present_is_who_is_in_the_store_when_input_ends() {
+    let probe = |device: &str, ts: u64| {
+        format!(r#"{{"device":"{device}","business":"shop","ts":{ts},"rssi":-60}}"#).into_bytes()
+    };
+    let login = |device: &str, contact: &str, ts: u64| {
+        format!(r#"{{"device":"{device}","business":"x","contact":"{contact}","ts":{ts}}}"#)
+            .into_bytes()
+    };
+    let partition = |kind, index, lines| Partition {
+        kind,
+        index,
+        lines,
+        trailing_newline: true,
+    };
+    let first = vec![
+        // g: a walk-in 27..33, open while W <= 43, exactly; h: one
+        // 26..32, open while W <= 42.
+        probe("h", 26),
+        probe("g", 27),
+        probe("h", 29),
+        probe("g", 30),
+        probe("h", 32),
+        probe("g", 33),
+        // c: a walk-in 40..46, open while W <= 56.
+        probe("c", 40),
+        probe("c", 43),
+        probe("c", 46),
+        // b: a walk-in 60..66, but its newest visit (100 alone) is not one.
+        probe("b", 60),
+        probe("b", 63),
+        probe("b", 66),
+        // a: a walk-in 100..106 that a probe 7 late extends to 99; 98 is
+        // 8 late, rejected.
+        probe("a", 100),
+        probe("a", 103),
+        probe("a", 106),
+        probe("a", 99),
+        probe("a", 98),
+        probe("b", 100),
+        // d: a walk-in 104..110, its device never logs in.
+        probe("d", 104),
+        probe("d", 105),
+        probe("d", 110),
+    ];
+    // e: never a walk-in; this partition's promise is 50 - 7 = 43, or
+    // 80 - 7 = 73 with the last probe.
+    let second = |upto_80: bool| {
+        let mut lines = vec![probe("e", 30), probe("e", 50)];
+        if upto_80 {
+            lines.push(probe("e", 80));
+        }
+        lines
+    };
+    // Read to its end without an accepted probe (a bad line, a blank one,
+    // a probe from the future): it does not hold W back.
+    let quiet = vec![
+        b"not json".to_vec(),
+        b"".to_vec(),
+        probe("f", (1 << 53) - 1),
+    ];
+    // a logs in before its visit and after it; c before; d never.
+    let logins = vec![
+        login("a", "ann", 5),
+        login("c", "cy", 1),
+        login("a", "bob", 300),
+    ];
+    let workload = |seed, upto_80| Workload {
+        seed,
+        params: dense_params(),
+        partitions: vec![
+            partition(Kind::Probe, 0, first.clone()),
+            partition(Kind::Probe, 1, second(upto_80)),
+            partition(Kind::Probe, 2, quiet.clone()),
+            partition(Kind::Login, 0, logins.clone()),
+        ],
+    };
+    let present = |device: &str, since, last_seen, contact: Option<&str>| Present {
+        business: "shop".into(),
+        device: device.into(),
+        since,
+        last_seen,
+        contact: contact.map(str::to_owned),
+    };
+    let a = present("a", 99, 106, Some("bob"));
+    let c = present("c", 40, 46, Some("cy"));
+    let d = present("d", 104, 110, None);
+    let g = present("g", 27, 33, None);
+    for (upto_80, frontier, expected_present) in [
+        // W = min(110 - 7, 50 - 7) = 43 <= 46 + 10: c is still in the
+        // store, and g just so (33 + 10 = 43); h left (32 + 10 < 43).
+        (false, 43, vec![a.clone(), c, d.clone(), g]),
+        // The other partition's probe at 80 raises W to 73 > 46 + 10.
+        (true, 73, vec![a, d]),
+    ] {
+        let workload = workload(upto_80 as u64, upto_80);
+        let all: Vec<usize> = workload
+            .partitions
+            .iter()
+            .map(|partition| partition.lines.len())
+            .collect();
+        assert_eq!(event_time_frontier(&workload, &all), frontier);
+        // Until the other partition delivers a probe, it holds W at 0.
+        let mut before = all.clone();
+        before[1] = 0;
+        assert_eq!(event_time_frontier(&workload, &before), 0);
+        for (workers, config) in [
+            (1, timely::Config::thread()),
+            (2, timely::Config::process(2)),
+        ] {
+            let context = format!("present by hand, W {frontier}, {workers} worker(s)");
+            let (actual, expected) = backfill(&workload, config, &context);
+            assert_eq!(
+                expected.present, expected_present,
+                "{context}: the reference"
+            );
+            assert_same_outcome(&actual, &expected, &context);
+        }
+        for workers in [1, 2] {
+            incremental(&workload, workers);
+        }
+    }
+}
+
+/// W is the least promise over the probe partitions: a worker with no
+/// file at all (more workers than files) has none, so it does not hold W
+/// back, and a visit that W closed is not present on two workers either.
+#[test]
+fn a_worker_without_files_does_not_hold_the_frontier_back() {
+    let probe = |device: &str, ts: u64| {
+        format!(r#"{{"device":"{device}","business":"shop","ts":{ts},"rssi":-60}}"#).into_bytes()
+    };
+    // a: a walk-in 0..6, closed at W = 100 - 7 > 6 + 10; b: one probe.
+    let workload = Workload {
+        seed: 0,
+        params: dense_params(),
+        partitions: vec![Partition {
+            kind: Kind::Probe,
+            index: 0,
+            lines: vec![probe("a", 0), probe("a", 3), probe("a", 6), probe("b", 100)],
+            trailing_newline: true,
+        }],
+    };
+    assert_eq!(event_time_frontier(&workload, &[4]), 93);
+    for (workers, config) in [
+        (1, timely::Config::thread()),
+        (2, timely::Config::process(2)),
+    ] {
+        let context = format!("one probe file, {workers} worker(s)");
+        let (actual, expected) = backfill(&workload, config, &context);
+        assert!(expected.present.is_empty(), "{context}: the reference");
+        assert_same_outcome(&actual, &expected, &context);
+    }
 }

@@ -290,7 +290,7 @@ fn lose_a_process(lose: impl FnOnce(&mut std::process::Child)) -> String {
     message
 }
 
-/// The last values of the four row topics against a backfill's folders.
+/// The last values of the row topics against a backfill's folders.
 fn check_rows(brokers: &str, topics: &Topics, out: &Path, what: &str) {
     for (topic, folder) in row_topics(topics) {
         let expected = file_rows(&out.join(folder));
@@ -366,7 +366,7 @@ struct HandOff {
 /// as soon as it was seen, and all of them after the run.
 type FirstFrontier = Option<(u64, Vec<TopicMessage>, Vec<TopicMessage>)>;
 
-/// The messages of the four row topics, tagged with their topic.
+/// The messages of the row topics, tagged with their topic.
 fn row_messages(brokers: &str, topics: &Topics) -> Vec<TopicMessage> {
     row_topics(topics)
         .into_iter()
@@ -472,26 +472,33 @@ fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
             .map(|(k, p)| path(*k, *p))
             .collect()
     };
+    // Each partition's history and live records, one after the other: the
+    // live records continue the history's partitions (so that the
+    // event-time frontier at the end, and so `present`, is the run's, not
+    // held back at the history's end by files that stop there).
     let both = dir.path().join("both");
+    let joined = dir.path().join("both-input");
+    std::fs::create_dir_all(&joined).unwrap();
+    let join = |kind: Kind, history: &[PathBuf]| -> Vec<PathBuf> {
+        let live = of(kind);
+        assert_eq!(history.len(), live.len(), "{kind:?}: the same partitions");
+        history
+            .iter()
+            .zip(live)
+            .enumerate()
+            .map(|(p, (history, live))| {
+                let mut text = std::fs::read_to_string(history).unwrap();
+                text.push_str(&std::fs::read_to_string(live).unwrap());
+                let file = joined.join(format!("{kind:?}-{p}.jsonl"));
+                std::fs::write(&file, text).unwrap();
+                file
+            })
+            .collect()
+    };
     let both_job = Job {
-        probes: written
-            .probes
-            .iter()
-            .cloned()
-            .chain(of(Kind::Probe))
-            .collect(),
-        logins: written
-            .logins
-            .iter()
-            .cloned()
-            .chain(of(Kind::Login))
-            .collect(),
-        base_counts: written
-            .base_counts
-            .iter()
-            .cloned()
-            .chain(of(Kind::BaseCount))
-            .collect(),
+        probes: join(Kind::Probe, &written.probes),
+        logins: join(Kind::Login, &written.logins),
+        base_counts: join(Kind::BaseCount, &written.base_counts),
         out: both.clone(),
         ..Job::default()
     };

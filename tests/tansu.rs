@@ -82,6 +82,55 @@ fn stop_at_end_against_tansu_equals_backfill() {
     );
 }
 
+/// The query endpoints against tansu: answers are the topics' state at
+/// their frontier while the service catches up, and what backfill wrote
+/// once it has.
+#[test]
+#[ignore = "needs a Kafka-compatible broker: PRESENCE_TANSU=$(scripts/tansu.sh)"]
+fn queries_against_tansu_answer_the_topics_state_at_their_frontier() {
+    use common::query::{ask, until_caught_up, Keys, TopicState};
+    let brokers = std::env::var("PRESENCE_TANSU")
+        .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
+    let topics = fresh_topics("q", &brokers.as_str().into());
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 300,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    produce_and_backfill(&brokers, &topics, &config, dir.path(), true);
+    let out = dir.path().join("out");
+    let paths = Keys::of_backfill(&out, 8).paths();
+    let job = RunJob {
+        output_partitions: 3,
+        // An idle partition's promise is the wall clock, which would
+        // close every visit of the generated history.
+        idle_timeout: std::time::Duration::from_secs(3600),
+        ..RunJob::new(brokers.clone(), topics.clone())
+    };
+    let metrics = Metrics::default();
+    let addr = presence::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics.clone(),
+        job.queries.clone(),
+    )
+    .unwrap()
+    .to_string();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
+        std::thread::spawn(move || run(timely::Config::process(2), job, shutdown, metrics))
+    };
+    let mut asked: Vec<_> = paths.iter().map(|path| ask(&addr, path)).collect();
+    until_caught_up(&addr, &paths, &out, &mut asked);
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    service.join().unwrap().unwrap();
+    let checked = TopicState::read(&brokers, &topics).check(&asked, "tansu -w 2");
+    assert!(checked >= paths.len(), "{checked} answers checked");
+}
+
 /// The crash loop of `tests/crash.rs`, shorter, against tansu: three kills
 /// of a two-process cluster at random moments, then a run to the end.
 #[test]

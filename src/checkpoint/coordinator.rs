@@ -366,7 +366,7 @@ impl Coordinator {
                         self.closed += 1;
                         self.last_epoch = Some(self.last_epoch.map_or(time, |e| e.max(time)));
                     }
-                    Note::Written => {}
+                    Note::Written | Note::Promised { .. } => {}
                 }
             }
         }

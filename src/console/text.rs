@@ -15,16 +15,22 @@ pub fn demo_panel(status: &Status) -> String {
         status.produced,
         status.produced as f64 / seconds
     );
-    text += &format!("phones in stores now (open visits): {}\n", status.in_stores);
     text += &format!(
-        "walk-ins {}, in the last minute {}; busiest stores in the last minute:\n",
+        "in stores now {} phones; walk-ins {}, in the last minute {}\n",
+        status.present_total(),
         status.walkins,
         status.recent_total()
     );
-    let most = status.recent.first().map_or(1, |(_, n)| (*n).max(1));
-    for (store, n) in status.recent.iter().take(6) {
-        let bar = "#".repeat((n * 30 / most) as usize);
-        text += &format!("  {store:<12} {n:>6} {bar}\n");
+    text += "  store        in now  walk-ins last minute\n";
+    let most = status.present.first().map_or(1, |(_, n)| (*n).max(1));
+    for (store, n) in status.present.iter().take(6) {
+        let bar = "#".repeat((n * 20 / most) as usize);
+        let recent = status
+            .recent
+            .iter()
+            .find(|(recent, _)| recent == store)
+            .map_or(0, |(_, n)| *n);
+        text += &format!("  {store:<12} {n:>6}  {recent:>6}  {bar}\n");
     }
     text += &latency_line(&status.latency);
     text += &format!("rejected {}\n", rejected_text(&status.rejected));
@@ -51,10 +57,11 @@ pub fn demo_summary(outcome: &Outcome) -> String {
         outcome.pipeline.describe()
     );
     text += &format!(
-        "  walk-ins {} ({} in the last minute, at {} stores)\n",
+        "  walk-ins {} ({} in the last minute, at {} stores); in stores at the end {} phones\n",
         status.walkins,
         status.recent_total(),
-        status.recent.len()
+        status.recent.len(),
+        status.present_total()
     );
     text += &format!("  {}", latency_line(&status.latency));
     text
@@ -123,6 +130,13 @@ pub fn bench_summary(report: &Report) -> String {
         text.push_str(&format!(
             "checkpoint store requests per checkpoint: {}\n",
             ops.join(", ")
+        ));
+    }
+    if let Some(q) = &report.queries {
+        let l = &q.latency_ms;
+        text.push_str(&format!(
+            "queries: offered {}/s, answered {:.0}/s ({} of {}, {} failed); latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}\n",
+            q.rate_offered, q.rate_answered, q.answered, q.offered, q.failed, l.p50, l.p90, l.p99, l.max
         ));
     }
     text.push_str("where:\n");

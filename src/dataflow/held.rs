@@ -10,7 +10,7 @@
 
 use crate::dataflow::operators::enrich::Devices;
 use crate::dataflow::operators::sum::Sums;
-use crate::model::records::{DeviceContact, EnrichedWalkIn, Id, WalkIn, WalkinCount};
+use crate::model::records::{DeviceContact, EnrichedWalkIn, Id, Present, WalkIn, WalkinCount};
 
 /// Handles on the state that holds the output collections.
 pub struct Held {
@@ -80,6 +80,12 @@ impl Held {
                 })
             }
         });
+    }
+
+    /// Calls `each` with every present row (open walk-in with its device's
+    /// contact), by device. Only once the dataflow is complete.
+    pub fn present(&self, each: impl FnMut(Present)) {
+        self.devices.present(each);
     }
 
     /// Calls `each` with every walk-in count, by (business, contact). Only

@@ -1,12 +1,15 @@
-//! The one dataflow: accepted input records to the four output collections.
+//! The one dataflow: accepted input records to the five output collections,
+//! and answers to queries over them.
 //!
 //! ```text
 //!  probes ──filter rssi──► SessionWindows ──► walk-ins ──────────────┐ (by device)
-//!  watermarks (broadcast) ─────┘                  │                  │
-//!                                                 └─► walk-ins out   ├─► Enrich ─► enriched walk-ins out
+//!  watermarks (broadcast) ─────┘    │             │                  │
+//!                                   │             └─► walk-ins out   ├─► Enrich ─► enriched walk-ins out
+//!                                   └─► open walk-ins ───────────────┤     │  └──► present out
 //!  logins ──► LatestByKey (device → (ts, contact)) ─► device contacts┘      │
 //!                                                         └─► out          ▼ (business, contact)
 //!  base counts ──► LatestByKey ((business, contact) → count) ──weight──► SumByKey ─► walk-in counts out
+//!  queries ──► Enrich, SumByKey (by key, or to every worker) ──parts──► Gather (asking worker) ─► replies
 //! ```
 //!
 //! State is data: the checkpointed state (the window operator's changed
@@ -40,6 +43,7 @@
 pub mod held;
 pub mod note;
 pub mod operators;
+pub mod query;
 pub mod state;
 pub mod time;
 
@@ -50,14 +54,16 @@ use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
 
+use crate::dataflow::operators::enrich::Enriched;
 use crate::dataflow::operators::sum::Sums;
 use crate::dataflow::operators::windows::{KeySnapshot, Snapshots, Window, WindowSnapshot};
 use crate::dataflow::operators::{
-    Enrich, LatestByKey, SessionWindows, SumByKey, Watermark, WindowConfig, WindowStats,
+    Enrich, LatestByKey, Open, SessionWindows, SumByKey, Watermark, WindowConfig, WindowStats,
 };
+use crate::dataflow::query::{Answered, Asked, Asking, Holder, Part, Query};
 use crate::model::params::Params;
 use crate::model::records::{
-    BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Probe, WalkIn, WalkinCount,
+    BaseCount, DeviceContact, EnrichedWalkIn, Id, Login, Present, Probe, WalkIn, WalkinCount,
 };
 use held::Held;
 use state::{StateRow, StateStreams as State, StateWalkIn};
@@ -76,9 +82,13 @@ pub struct Inputs<'scope> {
     pub watermarks: StreamVec<'scope, Time, Watermark>,
     /// A restored checkpoint's rows (at the restore epoch).
     pub restored: StreamVec<'scope, Time, StateRow>,
+    /// Queries, each copy addressed to the worker that answers it.
+    pub queries: StreamVec<'scope, Time, Asked>,
+    /// The queries this worker asked, answered as their parts come back.
+    pub asking: Asking,
 }
 
-/// The four collections of docs/contract.md, section 2.
+/// The five collections of docs/contract.md.
 pub struct Outputs<'scope> {
     /// Walk-ins.
     pub walkins: VecCollection<'scope, Time, WalkIn>,
@@ -88,6 +98,11 @@ pub struct Outputs<'scope> {
     pub enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
     /// Walk-ins per (business, contact), plus base counts.
     pub walkin_counts: VecCollection<'scope, Time, WalkinCount>,
+    /// Open walk-ins with their device's contact: who is in a store now.
+    pub present: VecCollection<'scope, Time, Present>,
+    /// Done at a time once every query asked by this worker at that time
+    /// is answered.
+    pub answered: StreamVec<'scope, Time, ()>,
     /// The state to checkpoint.
     pub state: State<'scope>,
     /// Handles on the operators' state, which holds the collections (a
@@ -128,9 +143,9 @@ pub fn build<'scope>(
 ) -> Outputs<'scope> {
     // The stages are built in this order, which fixes the operators' addresses.
     let restored = split_restored(inputs.restored);
-    let (walkin_windows, window_snapshots) = detect_walkins(
+    let (walkin_windows, window_snapshots, open) = detect_walkins(
         inputs.probes,
-        inputs.watermarks,
+        inputs.watermarks.clone(),
         restored.windows,
         restored.walkins,
         params,
@@ -140,19 +155,36 @@ pub fn build<'scope>(
     let walkins = as_walkins(walkin_windows.clone());
     let latest_logins = latest_logins(inputs.logins, restored.logins);
     let device_contacts = as_device_contacts(latest_logins.clone());
-    let (enriched_walkins, devices) = walkin_windows.clone().enrich(
+    let Enriched {
+        walkins: enriched_walkins,
+        present,
+        answers: device_answers,
+        devices,
+    } = walkin_windows.clone().enrich(
         latest_logins
             .clone()
             .map(|(device, (_ts, contact))| (Id::from(device), contact)),
+        open,
+        query::routed(inputs.queries.clone(), Holder::Devices),
     );
     let latest_base_counts = latest_base_counts(inputs.base_counts, restored.base_counts);
-    let (walkin_counts, counts) =
-        count_walkins(enriched_walkins.clone(), latest_base_counts.clone());
+    let (walkin_counts, count_answers, counts) = count_walkins(
+        enriched_walkins.clone(),
+        latest_base_counts.clone(),
+        query::routed(inputs.queries, Holder::Counts),
+    );
+    let answered = operators::gather::gather(
+        device_answers.concat(count_answers),
+        inputs.watermarks,
+        inputs.asking,
+    );
     Outputs {
         walkins,
         device_contacts,
         enriched_walkins,
         walkin_counts,
+        present,
+        answered,
         state: State {
             windows: window_snapshots,
             walkins: walkin_windows,
@@ -232,8 +264,8 @@ fn split_restored<'scope>(restored: StreamVec<'scope, Time, StateRow>) -> Restor
 }
 
 /// The session windows of the probes at or above `rssi-min`, plus the
-/// restored walk-ins: walk-ins by (business, device), and the window
-/// operator's snapshots.
+/// restored walk-ins: walk-ins by (business, device), the window
+/// operator's snapshots, and the open walk-ins by (business, device).
 #[allow(clippy::type_complexity)]
 fn detect_walkins<'scope>(
     probes: StreamVec<'scope, Time, Probe>,
@@ -246,6 +278,7 @@ fn detect_walkins<'scope>(
 ) -> (
     VecCollection<'scope, Time, StateWalkIn>,
     StreamVec<'scope, Time, WindowSnapshot<(Id, Id)>>,
+    VecCollection<'scope, Time, ((Id, Id), Open)>,
 ) {
     let rssi_min = params.rssi_min;
     let window_config = WindowConfig {
@@ -253,7 +286,7 @@ fn detect_walkins<'scope>(
         min_dwell: params.min_dwell,
         min_probes: params.min_probes,
     };
-    let (windows, window_snapshots) = probes
+    let (windows, window_snapshots, open) = probes
         .flat_map(move |probe| {
             (probe.rssi >= rssi_min).then_some(((probe.business, probe.device), probe.ts))
         })
@@ -264,7 +297,7 @@ fn detect_walkins<'scope>(
             snapshots,
             window_stats,
         );
-    (windows.concat(restored_walkins), window_snapshots)
+    (windows.concat(restored_walkins), window_snapshots, open)
 }
 
 /// Walk-ins by (business, device) as [`WalkIn`] records.
@@ -309,12 +342,19 @@ fn latest_base_counts<'scope>(
         .latest_by_key("BaseCounts")
 }
 
-/// Enriched walk-ins per (business, contact), plus the base counts; and
-/// the counts the operator holds.
+/// Enriched walk-ins per (business, contact), plus the base counts; the
+/// parts of the answers to `queries` about counts; and the counts the
+/// operator holds.
+#[allow(clippy::type_complexity)]
 fn count_walkins<'scope>(
     enriched_walkins: VecCollection<'scope, Time, EnrichedWalkIn>,
     latest_base_counts: VecCollection<'scope, Time, ((String, String), u64)>,
-) -> (VecCollection<'scope, Time, WalkinCount>, Sums<(Id, Id)>) {
+    queries: StreamVec<'scope, Time, Asked>,
+) -> (
+    VecCollection<'scope, Time, WalkinCount>,
+    StreamVec<'scope, Time, Answered>,
+    Sums<(Id, Id)>,
+) {
     // A base count of n is the pair (business, contact) weighing n, so that
     // summing adds it to the walk-ins.
     let base_weights = latest_base_counts
@@ -324,10 +364,10 @@ fn count_walkins<'scope>(
             ((Id::from(business), Id::from(contact)), time, diff * weight)
         })
         .as_collection();
-    let (sums, counts) = enriched_walkins
+    let (sums, answers, counts) = enriched_walkins
         .map(|enriched| (Id::from(enriched.business), Id::from(enriched.contact)))
         .concat(base_weights)
-        .sum_by_key("WalkinCounts");
+        .sum_by_key_answering("WalkinCounts", queries, answer_count);
     let walkin_counts = sums.map(|((business, contact), count)| {
         debug_assert!(count > 0, "walk-ins and base counts are never negative");
         WalkinCount {
@@ -336,5 +376,32 @@ fn count_walkins<'scope>(
             count: count as u64,
         }
     });
-    (walkin_counts, counts)
+    (walkin_counts, answers, counts)
+}
+
+/// This worker's part of the answer to a query about counts.
+fn answer_count(sums: &Sums<(Id, Id)>, asked: Asked) -> Answered {
+    let count = |sum: isize| u64::try_from(sum).expect("counts are never negative");
+    let part = match &asked.query {
+        Query::Count { business, contact } => Part::Count(count(
+            sums.get(&(Id::from(business.as_str()), Id::from(contact.as_str()))),
+        )),
+        Query::Counts { business } => {
+            let mut counts = Vec::new();
+            sums.for_each(|(held_business, contact), sum| {
+                if held_business == business {
+                    counts.push((contact.to_string(), count(sum)));
+                }
+            });
+            Part::Counts(counts)
+        }
+        Query::Present { .. } | Query::Contact { .. } => {
+            unreachable!("contacts and present rows are asked of the join's operator")
+        }
+    };
+    Answered {
+        id: asked.id,
+        origin: asked.origin,
+        part,
+    }
 }

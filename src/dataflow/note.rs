@@ -24,6 +24,15 @@ pub enum Note {
         /// Probes below this are late.
         floor: u64,
     },
+    /// A worker's event-time promise, from this time on: every probe it
+    /// sends later has `ts >= frontier` (the progress topic's `event_time`
+    /// is the least over the workers).
+    Promised {
+        /// The worker.
+        worker: usize,
+        /// Its promise.
+        frontier: u64,
+    },
     /// A worker's last epoch: it gives no input after this time.
     Closed,
 }

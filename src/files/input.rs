@@ -152,17 +152,9 @@ impl FileSource {
     }
 
     /// The event-time promise of this partition for probes read from now on:
-    /// `None` before its first accepted probe, `u64::MAX` once finished.
+    /// `None` before its first accepted probe. Read to its end, it still
+    /// promises only this (the end of input is not the passing of time).
     pub fn watermark(&self) -> Option<EventTime> {
-        if self.finished {
-            Some(EventTime::MAX)
-        } else {
-            self.ingest.watermark()
-        }
-    }
-
-    /// The partition's own lateness watermark, finished or not.
-    pub fn own_watermark(&self) -> Option<EventTime> {
         self.ingest.watermark()
     }
 

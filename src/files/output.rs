@@ -12,8 +12,8 @@ use crate::model::output::Output;
 
 /// The output collections' folder names, in the order of docs/contract.md
 /// (each [`Output::folder`]).
-pub const FOLDERS: [&str; 5] = {
-    let mut folders = [""; 5];
+pub const FOLDERS: [&str; 6] = {
+    let mut folders = [""; 6];
     let mut place = 0;
     while place < Output::ALL.len() {
         folders[place] = Output::ALL[place].folder();

@@ -23,6 +23,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::dataflow::query::Inbox;
 use crate::harness::generator::LiveConfig;
 use crate::harness::load::{self, Load, Records};
 use crate::kafka::KafkaFailure;
@@ -64,8 +65,9 @@ pub struct Status {
     pub walkins: u64,
     /// Walk-ins detected in the last minute, per store, most first.
     pub recent: Vec<(String, u64)>,
-    /// Phones with an open visit in the detection operator: in a store now.
-    pub in_stores: u64,
+    /// Phones in a store now (rows of the `present` topic), per store, most
+    /// first.
+    pub present: Vec<(String, u64)>,
     /// Rejected records by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Latency from ingestion to the walk-in being readable in its topic (ms).
@@ -80,7 +82,7 @@ impl Status {
             produced: 0,
             walkins: 0,
             recent: Vec::new(),
-            in_stores: 0,
+            present: Vec::new(),
             rejected: BTreeMap::new(),
             latency: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds"),
         }
@@ -89,6 +91,11 @@ impl Status {
     /// Walk-ins detected in the last minute, over every store.
     pub fn recent_total(&self) -> u64 {
         self.recent.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Phones in a store now, over every store.
+    pub fn present_total(&self) -> u64 {
+        self.present.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -115,14 +122,24 @@ pub enum DemoError {
     /// The pipeline failed.
     #[error(transparent)]
     Run(#[from] crate::service::RunError),
+    /// `--http-addr` could not be served.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the demo for `duration` (or until `stop` is set) at `rate` input
-/// records per second on `cluster`, calling `show` about once a second.
+/// records per second on `cluster`, calling `show` about once a second;
+/// with `http_addr`, serves the queries and metrics there.
 pub fn run(
     duration: Duration,
     rate: u64,
     cluster: timely::Config,
+    http_addr: Option<std::net::SocketAddr>,
     stop: &AtomicBool,
     mut show: impl FnMut(&Status),
 ) -> Result<Outcome, DemoError> {
@@ -137,12 +154,19 @@ pub fn run(
         Arc::new(AtomicBool::new(false)),
     );
     let produced = Arc::new(AtomicU64::new(0));
-    let generator = spawn_generator(&brokers, &topics, rate, &finish, &produced);
     let metrics = Metrics::default();
+    let queries = Inbox::default();
+    if let Some(addr) = http_addr {
+        let bound = crate::http::serve(addr, metrics.clone(), queries.clone())
+            .map_err(|source| DemoError::Http { addr, source })?;
+        tracing::info!(%bound, "serving queries and metrics at http://{bound}/");
+    }
+    let generator = spawn_generator(&brokers, &topics, rate, &finish, &produced);
     let pipeline = {
         let job = RunJob {
             params: params(),
             output_partitions: PARTITIONS,
+            queries: queries.clone(),
             ..RunJob::new(brokers.clone(), topics.clone())
         };
         let (finish, metrics) = (Arc::clone(&finish_pipeline), metrics.clone());
@@ -154,7 +178,7 @@ pub fn run(
     let refresh = |status: &mut Status, watch: &Watch| {
         status.elapsed = started.elapsed();
         status.produced = produced.load(Ordering::Relaxed);
-        status.in_stores = metrics.read(|f| f.workers.values().map(|w| w.window.keys as u64).sum());
+        status.present = watch.present();
         status.recent = watch.recent();
     };
     let mut next_show = Instant::now() + Duration::from_secs(1);
@@ -245,6 +269,8 @@ struct Watch {
     topics: Topics,
     /// Every walk-in in the topic: its store and when it was detected.
     walkins: HashMap<Vec<u8>, (String, u64)>,
+    /// Every present row in the topic: its store.
+    present: HashMap<Vec<u8>, String>,
 }
 
 impl Watch {
@@ -257,7 +283,11 @@ impl Watch {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         let mut list = TopicPartitionList::new();
-        for topic in [&topics[Output::Walkins], &topics[Output::Rejected]] {
+        for topic in [
+            &topics[Output::Walkins],
+            &topics[Output::Present],
+            &topics[Output::Rejected],
+        ] {
             for partition in 0..PARTITIONS {
                 list.add_partition_offset(topic, partition, Offset::Beginning)?;
             }
@@ -267,7 +297,22 @@ impl Watch {
             consumer,
             topics: topics.clone(),
             walkins: HashMap::new(),
+            present: HashMap::new(),
         })
+    }
+
+    /// Phones in a store now, per store, most first.
+    fn present(&self) -> Vec<(String, u64)> {
+        let mut per_store: BTreeMap<&str, u64> = BTreeMap::new();
+        for business in self.present.values() {
+            *per_store.entry(business).or_default() += 1;
+        }
+        let mut present: Vec<(String, u64)> = per_store
+            .into_iter()
+            .map(|(store, n)| (store.to_owned(), n))
+            .collect();
+        present.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        present
     }
 
     /// Walk-ins detected in the last minute of the wall clock, per store.
@@ -310,6 +355,16 @@ impl Watch {
                     }
                 }
                 status.walkins = self.walkins.len() as u64;
+            } else if message.topic() == self.topics[Output::Present] {
+                match value {
+                    Some(value) => {
+                        let business = value["business"].as_str().unwrap_or_default();
+                        self.present.insert(key, business.to_owned());
+                    }
+                    None => {
+                        self.present.remove(&key);
+                    }
+                }
             } else if let Some(value) = value {
                 let reason = value["reason"].as_str().unwrap_or("unknown").to_owned();
                 *status.rejected.entry(reason).or_default() += 1;

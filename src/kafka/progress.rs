@@ -1,6 +1,6 @@
-//! The progress topic: `{"frontier": T, "offsets": {TOPIC: {PARTITION: N}}}`
-//! (docs/contract.md, section 3), published by worker 0 from facts that flow to it
-//! through the dataflow as [`Note`]s.
+//! The progress topic: `{"frontier": T, "event_time": W, "offsets": {TOPIC:
+//! {PARTITION: N}}}` (docs/contract.md, section 3), published by worker 0 from
+//! facts that flow to it through the dataflow as [`Note`]s.
 //!
 //! Every sink notes the logical times at which it wrote something, and holds
 //! each time until the broker has acknowledged it; every worker notes, at
@@ -51,9 +51,25 @@ use crate::observe::metrics::Published;
 /// How often the frontier is published while no output changes.
 pub const QUIET_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The progress message for `frontier` and `offsets`.
-pub fn message(frontier: Time, offsets: &BTreeMap<String, BTreeMap<i32, i64>>) -> String {
-    serde_json::json!({ "frontier": frontier, "offsets": offsets }).to_string()
+/// The progress message for `frontier`, the event-time frontier then, and
+/// `offsets`.
+pub fn message(
+    frontier: Time,
+    event_time: u64,
+    offsets: &BTreeMap<String, BTreeMap<i32, i64>>,
+) -> String {
+    #[derive(serde::Serialize)]
+    struct Progress<'a> {
+        frontier: Time,
+        event_time: u64,
+        offsets: &'a BTreeMap<String, BTreeMap<i32, i64>>,
+    }
+    serde_json::to_string(&Progress {
+        frontier,
+        event_time,
+        offsets,
+    })
+    .expect("progress serializes")
 }
 
 /// Publishes progress to `topic` (partition 0, so that the topic's order is
@@ -80,8 +96,11 @@ pub fn publish<'scope>(
             // output is done only then.
             let mut held = publisher.then_some(capability);
             let mut pending: BTreeMap<Time, Vec<Note>> = BTreeMap::new();
-            let mut noted = Noted::default();
             let peers = scope.peers();
+            let mut noted = Noted {
+                promised: vec![0; peers],
+                ..Noted::default()
+            };
             let mut pace = Pace {
                 interval,
                 last_sent: None,
@@ -129,7 +148,7 @@ pub fn publish<'scope>(
                 if target > published {
                     noted.changed = false;
                     pace.last_sent = Some(Instant::now());
-                    sender.send(target, &noted.offsets, bound.is_none());
+                    sender.send(target, noted.event_time(), &noted.offsets, bound.is_none());
                 }
                 if bound.is_none() {
                     held = None;
@@ -150,9 +169,17 @@ struct Noted {
     closed: usize,
     /// The latest of their last epochs.
     last_epoch: Option<Time>,
+    /// Each worker's largest event-time promise (0: none yet).
+    promised: Vec<u64>,
 }
 
 impl Noted {
+    /// The event-time frontier the notes so far promise: the least of the
+    /// workers' promises.
+    fn event_time(&self) -> u64 {
+        self.promised.iter().copied().min().unwrap_or(u64::MAX)
+    }
+
     /// Takes in the notes of `pending` at times below `bound` (all of them
     /// when the input frontier is empty).
     fn absorb(&mut self, pending: &mut BTreeMap<Time, Vec<Note>>, bound: Option<Time>) {
@@ -174,6 +201,9 @@ impl Noted {
                             .entry(topic)
                             .or_default()
                             .insert(partition, next);
+                    }
+                    Note::Promised { worker, frontier } => {
+                        self.promised[worker] = self.promised[worker].max(frontier);
                     }
                     Note::Closed => {
                         self.closed += 1;
@@ -238,10 +268,16 @@ struct Sender {
 
 impl Sender {
     /// Publishes `frontier` with `offsets`; `last`: the final message.
-    fn send(&mut self, frontier: Time, offsets: &BTreeMap<String, BTreeMap<i32, i64>>, last: bool) {
+    fn send(
+        &mut self,
+        frontier: Time,
+        event_time: u64,
+        offsets: &BTreeMap<String, BTreeMap<i32, i64>>,
+        last: bool,
+    ) {
         self.published = frontier;
         self.messages += 1;
-        let value = message(frontier, offsets);
+        let value = message(frontier, event_time, offsets);
         send_or_fail(
             &self.producer,
             &self.topic,

@@ -25,7 +25,9 @@
 //! that, delivered after a quiet spell, is: the one case where acceptance
 //! depends on timing. A partition with a backlog is never idle, however
 //! slowly it is read. With `--stop-at-end` an exhausted partition promises
-//! everything at once.
+//! its own watermark, not everything (the end of input is not the passing
+//! of time: `present` at the end is who was in the store then), and one
+//! that delivered no probe does not hold the frontier back.
 //!
 //! # Unreadable records
 //!
@@ -74,11 +76,6 @@ pub struct SourceOptions {
     pub idle_timeout: Duration,
     /// How long to wait for the broker's answers.
     pub connect_timeout: Duration,
-    /// The state outlives this run (it is checkpointed): a partition read
-    /// to its end with `stop_at_end` promises its own watermark, not
-    /// everything, so that the final checkpoint keeps the visits the next
-    /// run's input may continue.
-    pub keep_open: bool,
 }
 
 /// One input partition being read.
@@ -386,10 +383,10 @@ impl KafkaSource {
         {
             let own = p.ingest.promise();
             let promise = if self.options.stop_at_end && p.next >= p.end {
-                match own {
-                    Some(own) if self.options.keep_open => own,
-                    _ => EventTime::MAX,
-                }
+                // The end of input is not the passing of time: a partition
+                // read to its end promises its own watermark (one that
+                // delivered no probe does not hold the frontier back).
+                own.unwrap_or(EventTime::MAX)
             } else if self.idle(p, now) {
                 own.map_or(wall, |own| own.max(wall))
             } else {
@@ -470,7 +467,6 @@ mod tests {
             stop_at_end: false,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            keep_open: false,
         }
     }
 

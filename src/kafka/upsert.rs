@@ -715,6 +715,13 @@ impl Row for crate::model::records::DeviceContact {
     }
 }
 
+impl Row for crate::model::records::Present {
+    type Key<'a> = (&'a str, &'a str);
+    fn key_fields(&self) -> Self::Key<'_> {
+        (&self.business, &self.device)
+    }
+}
+
 impl Row for Rejected {
     type Key<'a> = (&'a str, u64, u64);
     fn key_fields(&self) -> Self::Key<'_> {

@@ -15,27 +15,31 @@ pub enum Output {
     EnrichedWalkins,
     /// Walk-ins per business and contact, with base counts.
     WalkinCounts,
+    /// Devices in a store now: open walk-ins with the device's contact.
+    Present,
     /// Rejected input records, keyed by where they were read.
     Rejected,
 }
 
 impl Output {
     /// Every output, in the contract's order.
-    pub const ALL: [Output; 5] = [
+    pub const ALL: [Output; 6] = [
         Output::Walkins,
         Output::DeviceContacts,
         Output::EnrichedWalkins,
         Output::WalkinCounts,
+        Output::Present,
         Output::Rejected,
     ];
 
     /// The outputs whose topics are upserts of the dataflow's collections
     /// (every one but the rejected records, which are appended).
-    pub const UPSERTS: [Output; 4] = [
+    pub const UPSERTS: [Output; 5] = [
         Output::Walkins,
         Output::DeviceContacts,
         Output::EnrichedWalkins,
         Output::WalkinCounts,
+        Output::Present,
     ];
 
     /// Its place in [`Output::ALL`].
@@ -50,6 +54,7 @@ impl Output {
             Output::DeviceContacts => "device-contacts",
             Output::EnrichedWalkins => "enriched-walkins",
             Output::WalkinCounts => "walkin-counts",
+            Output::Present => "present",
             Output::Rejected => "presence-rejected",
         }
     }
@@ -65,7 +70,7 @@ impl Output {
 
 /// One value per output, indexed by [`Output`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PerOutput<T>(pub [T; 5]);
+pub struct PerOutput<T>(pub [T; 6]);
 
 impl<T> PerOutput<T> {
     /// Each output's value, from `f`.
@@ -103,7 +108,7 @@ mod tests {
         }
         let topics: std::collections::BTreeSet<_> = Output::ALL.map(Output::topic).into();
         let folders: std::collections::BTreeSet<_> = Output::ALL.map(Output::folder).into();
-        assert_eq!((topics.len(), folders.len()), (5, 5));
+        assert_eq!((topics.len(), folders.len()), (6, 6));
         assert!(Output::UPSERTS.iter().all(|&o| o != Output::Rejected));
     }
 }

@@ -89,6 +89,22 @@ pub struct EnrichedWalkIn {
     pub contact: String,
 }
 
+/// A device in a store now (docs/contract.md, "Who is in the store now"):
+/// its newest visit is a walk-in still open at the event-time frontier.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Present {
+    /// The business.
+    pub business: String,
+    /// The device.
+    pub device: String,
+    /// The visit's first probe.
+    pub since: EventTime,
+    /// The visit's last probe so far.
+    pub last_seen: EventTime,
+    /// The device's contact, if it has one (`null` otherwise).
+    pub contact: Option<String>,
+}
+
 /// The number of walk-ins of a contact at a business, plus its base count.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WalkinCount {

@@ -3,8 +3,6 @@
 //! per process a few times a second; scraping never touches the dataflow.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -322,49 +320,6 @@ impl Metrics {
             f.latency_sum_ms += std::mem::take(&mut counts.latency_sum_ms);
         });
     }
-
-    /// Serves `/metrics` on `addr` from a background thread; returns the
-    /// address bound (so `127.0.0.1:0` picks a free port).
-    pub fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr)?;
-        let bound = listener.local_addr()?;
-        let metrics = self.clone();
-        std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut request = String::new();
-                let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                // Drain the headers; the request line decides.
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let get = request.starts_with("GET ");
-                let (status, body) = match path {
-                    "/metrics" if get => ("200 OK", metrics.render()),
-                    "/health" if get => ("200 OK", "ok\n".to_owned()),
-                    "/ready" if get => match metrics.read(|f| f.readiness()) {
-                        Ok(()) => ("200 OK", "ready\n".to_owned()),
-                        Err(reason) => ("503 Service Unavailable", format!("not ready: {reason}\n")),
-                    },
-                    _ => (
-                        "404 Not Found",
-                        "presence serves /metrics, /health and /ready\n".to_owned(),
-                    ),
-                };
-                let mut stream = &stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })?;
-        Ok(bound)
-    }
 }
 
 /// Latency histograms hold microseconds, from 1 µs to an hour, at 3 significant digits.
@@ -464,27 +419,5 @@ fn add_one(counts: &mut Vec<(String, u64)>, topic: &str) {
     match counts.iter_mut().find(|(t, _)| t == topic) {
         Some((_, n)) => *n += 1,
         None => counts.push((topic.to_owned(), 1)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serves_over_http() {
-        let metrics = Metrics::default();
-        let addr = metrics.serve("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-        assert!(
-            response.contains("presence_walkins_emitted_total 0"),
-            "{response}"
-        );
     }
 }

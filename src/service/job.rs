@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::checkpoint::store::{self, Location};
+use crate::dataflow::query::Inbox;
 use crate::kafka::source::SourceOptions;
 use crate::kafka::{Connection, KafkaFailure};
 use crate::model::ingest::Kind;
@@ -90,6 +91,9 @@ pub struct RunJob {
     pub ready_lag: i64,
     /// Where a harness measures or disturbs the run (the product: none).
     pub hooks: SharedHooks,
+    /// Queries for the workers to answer (`--http-addr` serves them); the
+    /// service opens it once the first frontier is complete.
+    pub queries: Inbox,
 }
 
 /// The default of `--ready-lag`: records behind the input's end.
@@ -128,6 +132,7 @@ impl RunJob {
             checkpoint: None,
             ready_lag: READY_LAG,
             hooks: no_hooks(),
+            queries: Inbox::default(),
         }
     }
 
@@ -138,7 +143,6 @@ impl RunJob {
             stop_at_end: self.stop_at_end,
             idle_timeout: self.idle_timeout,
             connect_timeout: self.connect_timeout,
-            keep_open: self.checkpoint.is_some(),
         }
     }
 

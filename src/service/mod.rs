@@ -204,6 +204,7 @@ fn run_worker(
         job.hooks.between_steps(worker.index());
         service.hold_back(worker, shutdown);
         service.tick();
+        service.ask_queries();
         let read = service.read()?;
         worker.step_or_park(Some(if read > 0 {
             Duration::ZERO
@@ -512,6 +513,23 @@ impl<'j> Service<'j> {
         }
     }
 
+    /// Asks the queries waiting in the process's inbox at the current epoch,
+    /// once the first frontier of this run is complete (after a restore:
+    /// once the restore epoch is), and opens the inbox then.
+    fn ask_queries(&mut self) {
+        let queries = &self.job.queries;
+        if !queries.answering() {
+            let first = self.sender.restore_epoch().map_or(1, |epoch| epoch + 1);
+            if self.pipeline.probe().less_than(&first) {
+                return;
+            }
+            queries.set_answering(true);
+        }
+        for (query, reply) in queries.take() {
+            self.pipeline.ask(query, reply);
+        }
+    }
+
     /// Reads a batch from the source into the pipeline.
     fn read(&mut self) -> Result<usize, RunError> {
         let (pipeline, summary, entered) =
@@ -583,11 +601,13 @@ impl<'j> Service<'j> {
     /// frontier is published; then flushes. Gives up at once if another
     /// worker of this process `failed` (the process reports its error).
     fn drain(mut self, worker: &mut Worker, failed: &AtomicBool) -> Result<Summary, RunError> {
+        self.job.queries.set_answering(false);
         self.report(true);
         self.metrics.update(|f| f.enter(ServiceState::Stopping));
-        for note in self.source.offsets() {
-            self.pipeline.note(note);
-        }
+        // The last epoch's promise and offsets, as at every epoch's end: the
+        // final event-time frontier covers everything read (with
+        // `--stop-at-end`, every partition's own watermark, as backfill's).
+        self.close_epoch();
         self.pipeline.note(Note::Closed);
         let Service {
             job,
@@ -737,6 +757,7 @@ fn build(
                 sinks.upsert(outputs.device_contacts, Output::DeviceContacts, None),
                 sinks.upsert(outputs.enriched_walkins, Output::EnrichedWalkins, None),
                 sinks.upsert(outputs.walkin_counts, Output::WalkinCounts, None),
+                sinks.upsert(outputs.present, Output::Present, None),
                 upsert::rejected(
                     sides.rejected,
                     sinks.existing(Output::Rejected),

@@ -26,6 +26,7 @@ use serde_json::Value;
 pub mod bucket;
 pub mod crash;
 pub mod input;
+pub mod query;
 pub mod s3;
 
 pub const PROBE_PARTITIONS: i32 = 4;
@@ -694,13 +695,14 @@ pub fn state_as_of(messages: &[TopicMessage], frontier: u64) -> BTreeSet<String>
     current.into_values().flatten().collect()
 }
 
-/// The four row topics of `topics`, with their backfill folders.
-pub fn row_topics(topics: &Topics) -> [(&String, &'static str); 4] {
+/// The five row topics of `topics`, with their backfill folders.
+pub fn row_topics(topics: &Topics) -> [(&String, &'static str); 5] {
     [
         (&topics[Output::Walkins], "walkins"),
         (&topics[Output::DeviceContacts], "device-contacts"),
         (&topics[Output::EnrichedWalkins], "enriched-walkins"),
         (&topics[Output::WalkinCounts], "walkin-counts"),
+        (&topics[Output::Present], "present"),
     ]
 }
 
@@ -1205,4 +1207,21 @@ pub fn summary_numbers(line: &str) -> BTreeMap<&'static str, u64> {
         .into_iter()
         .map(|word| (word, after(&format!("{word} "))))
         .collect()
+}
+
+/// One HTTP GET: the status code and the body.
+pub fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((code, body))
 }

@@ -199,6 +199,11 @@ pub struct DemoArgs {
     /// Input records produced per second (open loop).
     #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = parse_at_least_one)]
     pub rate: u64,
+    /// Serve the queries (/v1/present, /v1/walkin-counts,
+    /// /v1/device-contacts) and /metrics on ADDR (HOST:PORT), as `run
+    /// --http-addr` does.
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -259,6 +264,12 @@ pub struct BenchArgs {
     /// Skip the bare-Kafka floor measurement.
     #[arg(long)]
     pub no_floor: bool,
+    /// Also offer this many point queries per second over HTTP while the
+    /// schedule runs (half device contacts, half walk-in counts; open loop,
+    /// measured from their due times), to measure their latency and what
+    /// they cost the ingest.
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one)]
+    pub query_rate: Option<u64>,
     /// Detection parameters (bench defaults: visits of seconds, not hours).
     #[command(flatten)]
     pub params: ParamArgs,
@@ -317,6 +328,7 @@ impl BenchArgs {
             process: self.cluster.process,
             checkpoint_dir: self.checkpoint.checkpoint_dir.clone(),
             checkpoint_interval: ms(self.checkpoint.checkpoint_interval),
+            query_rate: self.query_rate,
         })
     }
 }
@@ -505,10 +517,12 @@ pub struct RunArgs {
     /// redrawn every second).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub status_interval: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics, and /health and
-    /// /ready for orchestrators (off by default).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve HTTP on ADDR (HOST:PORT; off by default): queries over the
+    /// state (/v1/present, /v1/walkin-counts, /v1/device-contacts),
+    /// Prometheus metrics (/metrics), and /health and /ready for
+    /// orchestrators. `--metrics-addr` is the same flag.
+    #[arg(long, visible_alias = "metrics-addr", value_name = "ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
     /// /ready answers 200 once the state is restored and this process's
     /// consumer lag is below this many records.
     #[arg(long, default_value_t = presence::service::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one)]

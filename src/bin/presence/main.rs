@@ -216,11 +216,10 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = stop_on_signals()?;
     let started = Instant::now();
     let metrics = presence::observe::metrics::Metrics::default();
-    if let Some(addr) = args.metrics_addr {
-        let bound = metrics
-            .serve(addr)
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(%bound, "serving metrics at http://{bound}/metrics");
+    if let Some(addr) = args.http_addr {
+        let bound = presence::http::serve(addr, metrics.clone(), job.queries.clone())
+            .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+        tracing::info!(%bound, "serving queries and metrics at http://{bound}/");
     }
     let status = live::watch_status(metrics.clone(), Duration::from_millis(args.status_interval));
     let result = presence::service::run(config, job, shutdown, metrics.clone());
@@ -260,6 +259,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.duration),
         args.rate,
         config,
+        args.http_addr,
         &stop,
         |status| panel.show(&text::demo_panel(status)),
     )?;

@@ -55,16 +55,21 @@ use std::rc::Rc;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::StreamVec;
 
-use super::stash::Stash;
-use super::windows::Window;
-use crate::model::records::{EnrichedWalkIn, Id};
+use super::stash::{Ports, Stash};
+use super::windows::{Open, Window};
+use crate::dataflow::query::{self, Answered, Asked, Part, Query};
+use crate::model::records::{EnrichedWalkIn, Id, Present};
 
 /// A walk-in update: `((business, device), window)` and its diff.
 pub type WalkinUpdate = ((Id, Id), Window, isize);
 /// A contact update: `(device, contact)` and its diff.
 pub type ContactUpdate = ((Id, String), isize);
+/// An open walk-in update: `((business, device), open)` and its diff.
+pub type OpenUpdate = ((Id, Id), Open, isize);
 
 /// The devices one worker holds: each one's contact and walk-ins. Cloning
 /// shares them (the operator writes, a reader such as a backfill reads
@@ -72,6 +77,9 @@ pub type ContactUpdate = ((Id, String), isize);
 #[derive(Clone, Default)]
 pub struct Devices {
     held: Rc<RefCell<HashMap<Id, Device, foldhash::fast::RandomState>>>,
+    /// Open walk-ins by (device, business): who is in a store now (one
+    /// row per open walk-in, bounded by open visits).
+    open: Rc<RefCell<BTreeMap<(Id, Business), Open>>>,
     businesses: Businesses,
 }
 
@@ -82,12 +90,19 @@ pub struct DevicesSize {
     pub devices: usize,
     /// Walk-ins.
     pub walkins: usize,
+    /// Open walk-ins (present rows).
+    pub open: usize,
     /// Businesses numbered.
     pub businesses: usize,
 }
 
-/// One logical time's changes to a device: its walk-ins' and its contact's.
-type Changes = (Vec<((Business, Window), isize)>, Vec<(String, isize)>);
+/// One logical time's changes to a device: its walk-ins', its contact's
+/// and its open walk-ins'.
+type Changes = (
+    Vec<((Business, Window), isize)>,
+    Vec<(String, isize)>,
+    Vec<((Business, Open), isize)>,
+);
 
 /// One device's contact and walk-ins, each in exactly the memory it needs
 /// (boxed, not growable: the walk-ins are the history, and a vector's
@@ -132,9 +147,23 @@ impl Devices {
     /// walk-ins.
     pub fn apply(
         &self,
+        walkins: Vec<WalkinUpdate>,
+        contacts: Vec<ContactUpdate>,
+        emit: impl FnMut(EnrichedWalkIn, isize),
+    ) {
+        self.apply_all(walkins, contacts, Vec::new(), emit, |_, _| {});
+    }
+
+    /// [`Devices::apply`] with the open walk-ins' updates too, calling
+    /// `emit_present` with each change of the present rows (open walk-ins
+    /// with their device's contact, or none).
+    pub fn apply_all(
+        &self,
         mut walkins: Vec<WalkinUpdate>,
         mut contacts: Vec<ContactUpdate>,
+        mut opens: Vec<OpenUpdate>,
         mut emit: impl FnMut(EnrichedWalkIn, isize),
+        mut emit_present: impl FnMut(Present, isize),
     ) {
         // By device, then walk-in: equal updates meet and cancel.
         let mut changes: BTreeMap<Id, Changes> = BTreeMap::new();
@@ -149,10 +178,20 @@ impl Devices {
         for ((device, contact), diff) in contacts.drain(..) {
             changes.entry(device).or_default().1.push((contact, diff));
         }
+        for ((business, device), open, diff) in opens.drain(..) {
+            let business = self.businesses.number(business);
+            changes
+                .entry(device)
+                .or_default()
+                .2
+                .push(((business, open), diff));
+        }
         let mut held = self.held.borrow_mut();
-        for (device_id, (mut walkin_changes, mut contact_changes)) in changes {
+        let mut open_held = self.open.borrow_mut();
+        for (device_id, (mut walkin_changes, mut contact_changes, mut open_changes)) in changes {
             differential_dataflow::consolidation::consolidate(&mut walkin_changes);
             differential_dataflow::consolidation::consolidate(&mut contact_changes);
+            differential_dataflow::consolidation::consolidate(&mut open_changes);
             let device = held.entry(device_id.clone()).or_default();
             let old_contact = device.contact.clone();
             // Retractions first: a device has one contact at a time.
@@ -210,6 +249,57 @@ impl Devices {
                     }
                 }
             }
+            // The present rows: the open walk-ins with the contact.
+            let device_open = (device_id.clone(), 0)..=(device_id.clone(), Business::MAX);
+            let mut present = |contact: Option<&str>, business: Business, open: Open, diff| {
+                emit_present(
+                    Present {
+                        business: name(business).to_string(),
+                        device: device_id.to_string(),
+                        since: open.since,
+                        last_seen: open.last_seen,
+                        contact: contact.map(str::to_owned),
+                    },
+                    diff,
+                )
+            };
+            let moved = old_contact != device.contact;
+            if moved {
+                for (&(_, business), &open) in open_held.range(device_open.clone()) {
+                    present(old_contact.as_deref(), business, open, -1);
+                }
+            }
+            // Retractions first: a (business, device) has one open walk-in.
+            open_changes.sort_by_key(|(_, diff)| *diff);
+            for ((business, open), diff) in open_changes {
+                let key = (device_id.clone(), business);
+                match diff {
+                    -1 => {
+                        let removed = open_held.remove(&key);
+                        assert_eq!(
+                            removed,
+                            Some(open),
+                            "an open walk-in is retracted only if it is held"
+                        );
+                    }
+                    1 => {
+                        let replaced = open_held.insert(key, open);
+                        assert!(
+                            replaced.is_none(),
+                            "a business and device have one open walk-in at a time"
+                        );
+                    }
+                    _ => panic!("open walk-ins have multiplicity 0 or 1, not a change of {diff}"),
+                }
+                if !moved {
+                    present(device.contact.as_deref(), business, open, diff);
+                }
+            }
+            if moved {
+                for (&(_, business), &open) in open_held.range(device_open) {
+                    present(device.contact.as_deref(), business, open, 1);
+                }
+            }
             if device.contact.is_none() && device.walkins.is_empty() {
                 held.remove(&device_id);
             }
@@ -242,12 +332,73 @@ impl Devices {
         }
     }
 
+    /// Calls `each` with every present row (open walk-in), in device order.
+    pub fn present(&self, mut each: impl FnMut(Present)) {
+        let held = self.held.borrow();
+        for ((device, business), open) in self.open.borrow().iter() {
+            each(Present {
+                business: self.businesses.name(*business).to_string(),
+                device: device.to_string(),
+                since: open.since,
+                last_seen: open.last_seen,
+                contact: held
+                    .get(device)
+                    .and_then(|state| state.contact.as_deref().map(str::to_owned)),
+            });
+        }
+    }
+
+    /// This worker's part of the answer to `asked` (see [`query`]): the
+    /// state as it is, which the operator keeps as of the query's time.
+    pub fn answer(&self, asked: Asked) -> Answered {
+        let part = match &asked.query {
+            Query::Contact { device } => Part::Contact(
+                self.held
+                    .borrow()
+                    .get(device.as_str())
+                    .and_then(|state| state.contact.as_deref().map(str::to_owned)),
+            ),
+            Query::Present { business } => {
+                let mut rows = Vec::new();
+                if let Some(number) = self.businesses.find(business) {
+                    let held = self.held.borrow();
+                    for ((device, _), open) in self
+                        .open
+                        .borrow()
+                        .iter()
+                        .filter(|((_, held_business), _)| *held_business == number)
+                    {
+                        rows.push(Present {
+                            business: business.clone(),
+                            device: device.to_string(),
+                            since: open.since,
+                            last_seen: open.last_seen,
+                            contact: held
+                                .get(device)
+                                .and_then(|state| state.contact.as_deref().map(str::to_owned)),
+                        });
+                    }
+                }
+                Part::Present(rows)
+            }
+            Query::Count { .. } | Query::Counts { .. } => {
+                unreachable!("counts are asked of the count's operator")
+            }
+        };
+        Answered {
+            id: asked.id,
+            origin: asked.origin,
+            part,
+        }
+    }
+
     /// What this worker holds: devices and walk-ins.
     pub fn size(&self) -> DevicesSize {
         let held = self.held.borrow();
         DevicesSize {
             devices: held.len(),
             walkins: held.values().map(|device| device.walkins.len()).sum(),
+            open: self.open.borrow().len(),
             businesses: self.businesses.table.borrow().names.len(),
         }
     }
@@ -260,82 +411,150 @@ fn sorted(held: &HashMap<Id, Device, foldhash::fast::RandomState>) -> Vec<(&Id, 
     devices
 }
 
+/// What [`Enrich::enrich`] gives.
+pub struct Enriched<'scope> {
+    /// Walk-ins of devices with a contact, with that contact.
+    pub walkins: VecCollection<'scope, u64, EnrichedWalkIn>,
+    /// Open walk-ins with their device's contact, if any (`present`).
+    pub present: VecCollection<'scope, u64, Present>,
+    /// This worker's parts of the answers to the queries it was sent.
+    pub answers: StreamVec<'scope, u64, Answered>,
+    /// The devices the operator holds.
+    pub devices: Devices,
+}
+
 /// Joins walk-ins with their device's current contact, retroactively.
 pub trait Enrich<'scope> {
     /// The walk-ins (`((business, device), window)`) of devices with a
     /// contact in `contacts` (`(device, contact)`, at most one per device),
-    /// with that contact; and the devices the operator holds.
+    /// with that contact; the open walk-ins (`open`, at most one per
+    /// (business, device)) with their device's contact or none; and the
+    /// answers to `queries` about contacts and present rows (each copy
+    /// already addressed to its worker), as of each query's time.
     fn enrich(
         self,
         contacts: VecCollection<'scope, u64, (Id, String)>,
-    ) -> (VecCollection<'scope, u64, EnrichedWalkIn>, Devices);
+        open: VecCollection<'scope, u64, ((Id, Id), Open)>,
+        queries: StreamVec<'scope, u64, Asked>,
+    ) -> Enriched<'scope>;
 }
 
 impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
     fn enrich(
         self,
         contacts: VecCollection<'scope, u64, (Id, String)>,
-    ) -> (VecCollection<'scope, u64, EnrichedWalkIn>, Devices) {
+        open: VecCollection<'scope, u64, ((Id, Id), Open)>,
+        queries: StreamVec<'scope, u64, Asked>,
+    ) -> Enriched<'scope> {
         type Walkin = (((Id, Id), Window), u64, isize);
         type Contact = ((Id, String), u64, isize);
-        let walkins_by_device = Exchange::new(|(((_, device), _), _, _): &Walkin| device.hashed());
-        let contacts_by_device = Exchange::new(|((device, _), _, _): &Contact| device.hashed());
+        type Opened = (((Id, Id), Open), u64, isize);
+        let scope = self.inner.scope();
         let devices = Devices::default();
         let held = devices.clone();
-        let enriched = self
-            .inner
-            .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
-                contacts.inner,
-                walkins_by_device,
-                contacts_by_device,
-                "Enrich",
-                |_capability, _info| {
-                    let mut walkins = Stash::new();
-                    let mut contacts = Stash::new();
-                    move |(walkin_input, walkin_frontier),
-                          (contact_input, contact_frontier),
-                          output| {
-                        walkin_input
-                            .for_each_stamp(|capability, data| walkins.hold(capability, data));
-                        contact_input
-                            .for_each_stamp(|capability, data| contacts.hold(capability, data));
-                        loop {
-                            let next = match (walkins.first_time(), contacts.first_time()) {
-                                (Some(a), Some(b)) => Some(a.min(b)),
-                                (a, b) => a.or(b),
-                            };
-                            let Some(time) = next.filter(|time| {
-                                !walkin_frontier.less_equal(time)
-                                    && !contact_frontier.less_equal(time)
-                            }) else {
-                                break;
-                            };
-                            let (mut capability, mut walkin_updates) = (None, Vec::new());
-                            if let Some((held_at, batch)) = walkins.take(time) {
-                                walkin_updates.extend(batch.map(|(record, _, diff)| {
-                                    let (key, window) = record;
-                                    (key, window, diff)
-                                }));
-                                capability = Some(held_at);
-                            }
-                            let mut contact_updates = Vec::new();
-                            if let Some((held_at, batch)) = contacts.take(time) {
-                                contact_updates
-                                    .extend(batch.map(|(record, _, diff)| (record, diff)));
-                                capability = capability.or(Some(held_at));
-                            }
-                            let capability = capability.expect("a time with updates is held");
-                            let mut session = output.session(&capability);
-                            held.apply(walkin_updates, contact_updates, |enriched, diff| {
-                                session.give((enriched, time, diff))
-                            });
-                        }
+        let mut builder = OperatorBuilder::new("Enrich".to_owned(), scope);
+        let mut walkin_input = builder.new_input(
+            self.inner,
+            Exchange::new(|(((_, device), _), _, _): &Walkin| device.hashed()),
+        );
+        let mut contact_input = builder.new_input(
+            contacts.inner,
+            Exchange::new(|((device, _), _, _): &Contact| device.hashed()),
+        );
+        let mut open_input = builder.new_input(
+            open.inner,
+            Exchange::new(|(((_, device), _), _, _): &Opened| device.hashed()),
+        );
+        let mut query_input = builder.new_input(queries, query::to_worker());
+        let (enriched_output, enriched_stream) = builder.new_output();
+        let (present_output, present_stream) = builder.new_output();
+        let (answer_output, answer_stream) = builder.new_output();
+        let mut enriched_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<(EnrichedWalkIn, u64, isize)>>,
+        >::from(enriched_output);
+        let mut present_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<(Present, u64, isize)>>,
+        >::from(present_output);
+        let mut answer_output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Answered>>>::from(answer_output);
+        builder.build(move |capabilities| {
+            let mut ports = Ports::new(capabilities);
+            let mut walkins = Stash::new();
+            let mut contacts = Stash::new();
+            let mut opens = Stash::new();
+            let mut queries = Stash::new();
+            move |frontiers| {
+                walkin_input.for_each_stamp(|capability, data| walkins.hold(capability, data));
+                contact_input.for_each_stamp(|capability, data| contacts.hold(capability, data));
+                open_input.for_each_stamp(|capability, data| opens.hold(capability, data));
+                query_input.for_each_stamp(|capability, data| queries.hold(capability, data));
+                let mut enriched_out = enriched_output.activate();
+                let mut present_out = present_output.activate();
+                let mut answer_out = answer_output.activate();
+                loop {
+                    let next = [
+                        walkins.first_time(),
+                        contacts.first_time(),
+                        opens.first_time(),
+                        queries.first_time(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let Some(time) = next
+                        .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
+                    else {
+                        break;
+                    };
+                    // Queries first: they see the state as of `time`.
+                    if let Some((_, asked)) = queries.take(time) {
+                        let answers: Vec<Answered> =
+                            asked.map(|asked| held.answer(asked)).collect();
+                        answer_out
+                            .session(&ports.at(2, time))
+                            .give_iterator(answers.into_iter());
                     }
-                },
-            )
-            .as_collection();
-        (enriched, devices)
+                    let walkin_updates: Vec<WalkinUpdate> = take(&mut walkins, time)
+                        .into_iter()
+                        .map(|((key, window), diff)| (key, window, diff))
+                        .collect();
+                    let contact_updates: Vec<ContactUpdate> = take(&mut contacts, time);
+                    let open_updates: Vec<OpenUpdate> = take(&mut opens, time)
+                        .into_iter()
+                        .map(|((key, open), diff)| (key, open, diff))
+                        .collect();
+                    let at = ports.at(0, time);
+                    let mut enriched = enriched_out.session(&at);
+                    let present_at = ports.at(1, time);
+                    let mut present = present_out.session(&present_at);
+                    held.apply_all(
+                        walkin_updates,
+                        contact_updates,
+                        open_updates,
+                        |row, diff| enriched.give((row, time, diff)),
+                        |row, diff| present.give((row, time, diff)),
+                    );
+                }
+                ports.downgrade(frontiers);
+            }
+        });
+        Enriched {
+            walkins: enriched_stream.as_collection(),
+            present: present_stream.as_collection(),
+            answers: answer_stream,
+            devices,
+        }
     }
+}
+
+/// The updates of `time` held in `stash`, without their time.
+fn take<D>(stash: &mut Stash<(D, u64, isize)>, time: u64) -> Vec<(D, isize)> {
+    stash
+        .take(time)
+        .map(|(_, batch)| batch.map(|(record, _, diff)| (record, diff)).collect())
+        .unwrap_or_default()
 }
 
 // A worker's table of business identifiers: the walk-ins held name their
@@ -372,6 +591,11 @@ impl Businesses {
         table.names.push(name.clone());
         table.numbers.insert(name, number);
         number
+    }
+
+    /// The number of `name`, if it has one.
+    fn find(&self, name: &str) -> Option<Business> {
+        self.table.borrow().numbers.get(name).copied()
     }
 
     /// The name of a number this table gave.
@@ -536,5 +760,97 @@ mod tests {
         let devices = Devices::default();
         apply(&devices, vec![walkin("s1", "p", 10, 1)], vec![]);
         apply(&devices, vec![walkin("s1", "p", 11, -1)], vec![]);
+    }
+
+    /// The present rows, as (business, device, last_seen, contact, diff), sorted.
+    fn present(
+        devices: &Devices,
+        walkins: Vec<WalkinUpdate>,
+        contacts: Vec<ContactUpdate>,
+        opens: Vec<OpenUpdate>,
+    ) -> Vec<(String, String, u64, Option<String>, isize)> {
+        let mut out = Vec::new();
+        devices.apply_all(
+            walkins,
+            contacts,
+            opens,
+            |_, _| {},
+            |p, diff| out.push((p.business, p.device, p.last_seen, p.contact, diff)),
+        );
+        out.sort();
+        out
+    }
+
+    fn open(business: &str, device: &str, last_seen: u64, diff: isize) -> OpenUpdate {
+        (
+            (business.into(), device.into()),
+            Open {
+                since: 1,
+                last_seen,
+            },
+            diff,
+        )
+    }
+
+    #[test]
+    fn present_rows_carry_the_contact_or_none_and_move_with_it() {
+        let devices = Devices::default();
+        let out = present(
+            &devices,
+            vec![walkin("s1", "p", 1, 1)],
+            vec![],
+            vec![open("s1", "p", 9, 1)],
+        );
+        assert_eq!(
+            out,
+            vec![("s1".into(), "p".into(), 9, None, 1)],
+            "no contact: null"
+        );
+        let out = present(&devices, vec![], vec![contact("p", "ann", 1)], vec![]);
+        assert_eq!(
+            out,
+            vec![
+                ("s1".into(), "p".into(), 9, None, -1),
+                ("s1".into(), "p".into(), 9, Some("ann".into()), 1)
+            ],
+            "a login moves the row to the contact"
+        );
+        let out = present(
+            &devices,
+            vec![],
+            vec![],
+            vec![open("s1", "p", 9, -1), open("s1", "p", 12, 1)],
+        );
+        assert_eq!(
+            out,
+            vec![
+                ("s1".into(), "p".into(), 9, Some("ann".into()), -1),
+                ("s1".into(), "p".into(), 12, Some("ann".into()), 1)
+            ]
+        );
+        let mut rows = Vec::new();
+        devices.present(|row| rows.push(row));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].last_seen, rows[0].contact.as_deref()),
+            (12, Some("ann"))
+        );
+        // Queries read the same state.
+        let asked = |query| Asked {
+            id: 7,
+            origin: 0,
+            to: 0,
+            query,
+        };
+        let answered = devices.answer(asked(Query::Present {
+            business: "s1".into(),
+        }));
+        assert_eq!(answered.part, Part::Present(rows));
+        let answered = devices.answer(asked(Query::Contact { device: "p".into() }));
+        assert_eq!(answered.part, Part::Contact(Some("ann".into())));
+        let answered = devices.answer(asked(Query::Present {
+            business: "nowhere".into(),
+        }));
+        assert_eq!(answered.part, Part::Present(vec![]));
     }
 }

@@ -5,6 +5,7 @@
 //! whose contents at a time are a function of all input up to that time.
 
 pub mod enrich;
+pub mod gather;
 pub mod latest;
 mod stash;
 pub mod sum;
@@ -13,4 +14,4 @@ pub mod windows;
 pub use enrich::Enrich;
 pub use latest::LatestByKey;
 pub use sum::SumByKey;
-pub use windows::{SessionWindows, Watermark, Window, WindowConfig, WindowStats};
+pub use windows::{Open, SessionWindows, Watermark, Window, WindowConfig, WindowStats};

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
 
 /// Input held until the frontier passes its logical time, with a capability
 /// to emit at that time: how both operators wait for a complete time.
@@ -59,5 +60,38 @@ impl<D> Stash<D> {
         let time = self.first_time().filter(|time| complete(time))?;
         let (capability, data) = self.take(time).expect("a held time");
         Some((time, capability, data))
+    }
+}
+
+/// An operator's capabilities, one per output, held at the least of its
+/// input frontiers (the earliest time it may still handle): how an
+/// operator with several outputs emits at any time it handles, whichever
+/// input brought that time. Dropped once every input is done.
+pub(super) struct Ports {
+    held: Vec<Capability<u64>>,
+}
+
+impl Ports {
+    /// The initial capabilities, one per output, in output order.
+    pub(super) fn new(capabilities: Vec<Capability<u64>>) -> Self {
+        Ports { held: capabilities }
+    }
+
+    /// A capability for output `port` at `time` (not below the frontiers).
+    pub(super) fn at(&self, port: usize, time: u64) -> Capability<u64> {
+        self.held[port].delayed(&time)
+    }
+
+    /// Moves the capabilities to the least input frontier, or drops them
+    /// once every input is done.
+    pub(super) fn downgrade(&mut self, frontiers: &[MutableAntichain<u64>]) {
+        let least = frontiers
+            .iter()
+            .filter_map(|frontier| frontier.frontier().first().copied())
+            .min();
+        match least {
+            Some(least) => self.held.iter_mut().for_each(|held| held.downgrade(&least)),
+            None => self.held.clear(),
+        }
     }
 }

@@ -38,9 +38,10 @@ use std::rc::Rc;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::StreamVec;
 
-use super::stash::Stash;
+use super::stash::{Ports, Stash};
+use crate::dataflow::query::{self, Answered, Asked};
 
 /// The sums one worker holds, by key; cloning shares them (the operator
 /// writes, a reader such as a backfill reads once the dataflow is done).
@@ -85,6 +86,22 @@ impl<K: Hash + Eq + Ord + Clone> Sums<K> {
         }
     }
 
+    /// The sum of `key` (0: none held).
+    pub fn get<Q>(&self, key: &Q) -> isize
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.held.borrow().get(key).copied().unwrap_or(0)
+    }
+
+    /// Calls `each` with every key and its sum, in no particular order.
+    pub fn for_each(&self, mut each: impl FnMut(&K, isize)) {
+        for (key, sum) in self.held.borrow().iter() {
+            each(key, *sum);
+        }
+    }
+
     /// The number of keys held (those whose sum is not zero).
     pub fn len(&self) -> usize {
         self.held.borrow().len()
@@ -112,6 +129,21 @@ pub trait SumByKey<'scope, K> {
     /// The collection of `(key, sum of its weights)` for keys whose sum is
     /// not zero, and the sums the operator holds.
     fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>);
+
+    /// [`SumByKey::sum_by_key`], also answering `queries` (each copy
+    /// addressed to its worker) with `answer` from the sums as of each
+    /// query's time: before that time's weights are added.
+    #[allow(clippy::type_complexity)]
+    fn sum_by_key_answering(
+        self,
+        name: &str,
+        queries: StreamVec<'scope, u64, Asked>,
+        answer: impl Fn(&Sums<K>, Asked) -> Answered + 'static,
+    ) -> (
+        VecCollection<'scope, u64, (K, isize)>,
+        StreamVec<'scope, u64, Answered>,
+        Sums<K>,
+    );
 }
 
 impl<'scope, K> SumByKey<'scope, K> for VecCollection<'scope, u64, K>
@@ -119,32 +151,79 @@ where
     K: ExchangeData + Hash + Eq,
 {
     fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>) {
+        let scope = self.inner.scope();
+        let none = timely::dataflow::operators::generic::operator::empty(scope);
+        let (sums, _, held) = self.sum_by_key_answering(name, none, |_, asked| {
+            unreachable!("no queries were sent: {asked:?}")
+        });
+        (sums, held)
+    }
+
+    fn sum_by_key_answering(
+        self,
+        name: &str,
+        queries: StreamVec<'scope, u64, Asked>,
+        answer: impl Fn(&Sums<K>, Asked) -> Answered + 'static,
+    ) -> (
+        VecCollection<'scope, u64, (K, isize)>,
+        StreamVec<'scope, u64, Answered>,
+        Sums<K>,
+    ) {
+        use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+        use timely::dataflow::operators::generic::OutputBuilder;
         let by_key = Exchange::new(|(key, _, _): &(K, u64, isize)| key.hashed());
         let sums = Sums::default();
         let held = sums.clone();
-        let collection = self
-            .inner
-            .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-                by_key,
-                name,
-                |_capability, _info| {
-                    let mut pending = Stash::new();
-                    move |(input, frontier), output| {
-                        input.for_each_stamp(|capability, data| pending.hold(capability, data));
-                        while let Some((time, capability, batch)) =
-                            pending.take_complete(|time| !frontier.less_equal(time))
-                        {
-                            let weights = batch.map(|(key, _, weight)| (key, weight)).collect();
-                            let mut session = output.session(&capability);
-                            held.apply(weights, |key, sum, diff| {
-                                session.give(((key.clone(), sum), time, diff))
-                            });
-                        }
+        let mut builder = OperatorBuilder::new(name.to_owned(), self.inner.scope());
+        let mut weight_input = builder.new_input(self.inner, by_key);
+        let mut query_input = builder.new_input(queries, query::to_worker());
+        let (sum_output, sum_stream) = builder.new_output();
+        let (answer_output, answer_stream) = builder.new_output();
+        let mut sum_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<((K, isize), u64, isize)>>,
+        >::from(sum_output);
+        let mut answer_output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Answered>>>::from(answer_output);
+        builder.build(move |capabilities| {
+            let mut ports = Ports::new(capabilities);
+            let mut pending = Stash::new();
+            let mut asked = Stash::new();
+            move |frontiers| {
+                weight_input.for_each_stamp(|capability, data| pending.hold(capability, data));
+                query_input.for_each_stamp(|capability, data| asked.hold(capability, data));
+                let mut sum_out = sum_output.activate();
+                let mut answer_out = answer_output.activate();
+                loop {
+                    let next = [pending.first_time(), asked.first_time()]
+                        .into_iter()
+                        .flatten()
+                        .min();
+                    let Some(time) = next
+                        .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
+                    else {
+                        break;
+                    };
+                    // Queries first: they see the sums as of `time`.
+                    if let Some((_, questions)) = asked.take(time) {
+                        let answers: Vec<Answered> =
+                            questions.map(|question| answer(&held, question)).collect();
+                        answer_out
+                            .session(&ports.at(1, time))
+                            .give_iterator(answers.into_iter());
                     }
-                },
-            )
-            .as_collection();
-        (collection, sums)
+                    if let Some((capability, batch)) = pending.take(time) {
+                        let weights = batch.map(|(key, _, weight)| (key, weight)).collect();
+                        let mut session = sum_out.session(&capability);
+                        held.apply(weights, |key, sum, diff| {
+                            session.give(((key.clone(), sum), time, diff))
+                        });
+                    }
+                }
+                ports.downgrade(frontiers);
+            }
+        });
+        (sum_stream.as_collection(), answer_stream, sums)
     }
 }
 

@@ -98,6 +98,17 @@ pub struct Window {
     pub detected_at: EventTime,
 }
 
+/// A key's newest visit when it is a walk-in still open at the event-time
+/// frontier: who is in the store now (docs/contract.md, "Who is in the
+/// store now").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Open {
+    /// The visit's first timestamp.
+    pub since: EventTime,
+    /// Its last timestamp so far.
+    pub last_seen: EventTime,
+}
+
 /// An event-time promise from one worker's sources (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Watermark {
@@ -235,6 +246,25 @@ impl KeyState {
         out.extend(current.and_then(|visit| visit.window()));
     }
 
+    /// The newest visit, if it is a walk-in. Open at the frontier whenever
+    /// the key has state: a visit that closed below it has been dropped
+    /// (see `fold`), so that every later timestamp would start a new visit.
+    fn open(&self, config: &WindowConfig) -> Option<Open> {
+        let mut current = self.head;
+        for &ts in &self.tail {
+            match &mut current {
+                Some(visit) if ts - visit.last <= config.session_gap => visit.push(ts, config),
+                _ => current = Some(Visit::start(ts, config)),
+            }
+        }
+        current
+            .filter(|visit| visit.detected_at.is_some())
+            .map(|visit| Open {
+                since: visit.first,
+                last_seen: visit.last,
+            })
+    }
+
     /// Folds the timestamps below `frontier` into the head, dropping visits
     /// that can no longer change.
     fn fold(&mut self, frontier: EventTime, config: &WindowConfig) {
@@ -319,8 +349,9 @@ impl<K: Ord + Hash + Clone> Windows<K> {
     }
 
     /// Loads a key's checkpointed state (before any timestamp of it is
-    /// applied): its windows count as already emitted.
-    pub fn restore(&mut self, key: K, snapshot: KeySnapshot) {
+    /// applied): its windows count as already emitted. Returns its open
+    /// walk-in, if any, which the caller emits (it is not restored elsewhere).
+    pub fn restore(&mut self, key: K, snapshot: KeySnapshot) -> Option<Open> {
         debug_assert!(!self.keys.contains_key(&key), "each key is restored once");
         self.size.timestamps += snapshot.tail.len();
         let mut state = KeyState {
@@ -330,8 +361,10 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             touched: 0,
         };
         Self::schedule(&mut self.wakeups, &self.config, &key, &mut state);
+        let open = state.open(&self.config);
         self.keys.insert(key, state);
         self.note_size();
+        open
     }
 
     /// The current and peak state size.
@@ -344,12 +377,24 @@ impl<K: Ord + Hash + Clone> Windows<K> {
     pub fn apply(
         &mut self,
         batch: impl IntoIterator<Item = (K, EventTime)>,
+        emit: impl FnMut(&K, Window, isize),
+    ) {
+        self.apply_with(batch, emit, |_, _, _| {});
+    }
+
+    /// [`Windows::apply`], also reporting each change to the keys' open
+    /// walk-ins as `(key, open, +1 or -1)`.
+    pub fn apply_with(
+        &mut self,
+        batch: impl IntoIterator<Item = (K, EventTime)>,
         mut emit: impl FnMut(&K, Window, isize),
+        mut emit_open: impl FnMut(&K, Open, isize),
     ) {
         let config = self.config;
         self.batches += 1;
-        // Each key's windows before this batch, for the keys it touches.
-        let mut touched: Vec<(K, Vec<Window>)> = Vec::new();
+        // Each key's windows and open walk-in before this batch, for the
+        // keys it touches.
+        let mut touched: Vec<(K, Vec<Window>, Option<Open>)> = Vec::new();
         for (key, ts) in batch {
             assert!(
                 ts >= self.frontier,
@@ -366,7 +411,8 @@ impl<K: Ord + Hash + Clone> Windows<K> {
                 if let Some(changed) = &mut self.changed {
                     changed.insert(key.clone());
                 }
-                touched.push((key, before));
+                let open = state.open(&config);
+                touched.push((key, before, open));
             }
             if let Err(at) = state.tail.binary_search(&ts) {
                 state.tail.insert(at, ts);
@@ -374,10 +420,19 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             }
         }
         let mut after = Vec::new();
-        for (key, before) in touched {
+        for (key, before, open_before) in touched {
             let state = self.keys.get_mut(&key).expect("touched keys have state");
             after.clear();
             state.windows(&config, &mut after);
+            let open_after = state.open(&config);
+            if open_before != open_after {
+                if let Some(open) = open_before {
+                    emit_open(&key, open, -1);
+                }
+                if let Some(open) = open_after {
+                    emit_open(&key, open, 1);
+                }
+            }
             if before != after {
                 // Both lists are sorted by start, and a start identifies a visit.
                 let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
@@ -418,6 +473,16 @@ impl<K: Ord + Hash + Clone> Windows<K> {
     /// Raises the event-time frontier: folds timestamps below it and frees
     /// visits that can no longer change.
     pub fn advance(&mut self, frontier: EventTime) {
+        self.advance_with(frontier, |_, _, _| {});
+    }
+
+    /// [`Windows::advance`], reporting each open walk-in that closes as
+    /// `(key, open, -1)`.
+    pub fn advance_with(
+        &mut self,
+        frontier: EventTime,
+        mut emit_open: impl FnMut(&K, Open, isize),
+    ) {
         if frontier <= self.frontier {
             return;
         }
@@ -436,7 +501,17 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             }
             state.scheduled = None;
             let held = state.tail.len();
+            let open_before = state.open(&config);
             state.fold(frontier, &config);
+            // Folding never changes the newest visit; it only drops it
+            // once it closed (then the key has no state left).
+            let open_after = state.open(&config);
+            if open_before != open_after {
+                debug_assert!(open_after.is_none(), "folding only closes visits");
+                if let Some(open) = open_before {
+                    emit_open(&key, open, -1);
+                }
+            }
             self.size.timestamps -= held - state.tail.len();
             if let Some(changed) = &mut self.changed {
                 changed.insert(key.clone());
@@ -482,7 +557,10 @@ pub trait SessionWindows<'scope, K: ExchangeData + Hash> {
     /// `restored` checkpointed key states to load (their windows count as
     /// already in the output). With `snapshots`, the second stream carries,
     /// at each cut `Cut::At(c)` (at time `c - 1`) and at the end, the state of
-    /// every key that changed since the previous cut.
+    /// every key that changed since the previous cut. The third is the
+    /// collection of each key's [`Open`] walk-in, restored keys' included;
+    /// it is not retracted at the end of the input (the end of input is not
+    /// the passing of time).
     #[allow(clippy::type_complexity)]
     fn session_windows(
         self,
@@ -494,6 +572,7 @@ pub trait SessionWindows<'scope, K: ExchangeData + Hash> {
     ) -> (
         VecCollection<'scope, u64, (K, Window)>,
         StreamVec<'scope, u64, WindowSnapshot<K>>,
+        VecCollection<'scope, u64, (K, Open)>,
     );
 }
 
@@ -510,6 +589,7 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
     ) -> (
         VecCollection<'scope, u64, (K, Window)>,
         StreamVec<'scope, u64, WindowSnapshot<K>>,
+        VecCollection<'scope, u64, (K, Open)>,
     ) {
         let scope = self.scope();
         let peers = scope.peers();
@@ -521,6 +601,7 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
         let mut restore_input = builder.new_input(restored, restore_by_key);
         let (windows_output, windows_stream) = builder.new_output();
         let (snapshot_output, snapshot_stream) = builder.new_output();
+        let (open_output, open_stream) = builder.new_output();
         let mut windows_output = OutputBuilder::<
             _,
             CapacityContainerBuilder<Vec<((K, Window), u64, isize)>>,
@@ -529,10 +610,21 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
             _,
             CapacityContainerBuilder<Vec<WindowSnapshot<K>>>,
         >::from(snapshot_output);
+        let mut open_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<((K, Open), u64, isize)>>,
+        >::from(open_output);
         builder.build(move |mut capabilities| {
+            let open_capability = capabilities.pop().expect("a capability per output");
             let snapshot_capability = capabilities.pop().filter(|_| snapshots.is_some());
             drop(capabilities);
-            let mut worker = WindowsWorker::new(config, snapshots, snapshot_capability, peers);
+            let mut worker = WindowsWorker::new(
+                config,
+                snapshots,
+                snapshot_capability,
+                open_capability,
+                peers,
+            );
             move |frontiers| {
                 probe_input.for_each_stamp(|capability, data| worker.probes.hold(capability, data));
                 mark_input.for_each_stamp(|capability, data| {
@@ -541,13 +633,20 @@ impl<'scope, K: ExchangeData + Hash> SessionWindows<'scope, K>
                 restore_input.for_each_stamp(|capability, data| {
                     hold_by_time(&mut worker.restores, capability, data)
                 });
-                let mut windows_out = windows_output.activate();
-                let mut snapshot_out = snapshot_output.activate();
-                worker.run(frontiers, &mut windows_out, &mut snapshot_out);
+                let mut outs = Outs {
+                    windows: windows_output.activate(),
+                    snapshots: snapshot_output.activate(),
+                    open: open_output.activate(),
+                };
+                worker.run(frontiers, &mut outs);
                 stats.0.set(worker.windows.stats());
             }
         });
-        (windows_stream.as_collection(), snapshot_stream)
+        (
+            windows_stream.as_collection(),
+            snapshot_stream,
+            open_stream.as_collection(),
+        )
     }
 }
 
@@ -558,6 +657,17 @@ type WindowsOut<'a, K> =
 /// The [`SessionWindows`] operator's output of snapshots, activated.
 type SnapshotOut<'a, K> =
     OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<WindowSnapshot<K>>>>;
+
+/// The [`SessionWindows`] operator's output of open walk-ins, activated.
+type OpenOut<'a, K> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<((K, Open), u64, isize)>>>;
+
+/// The [`SessionWindows`] operator's outputs, activated.
+struct Outs<'a, K: 'static> {
+    windows: WindowsOut<'a, K>,
+    snapshots: SnapshotOut<'a, K>,
+    open: OpenOut<'a, K>,
+}
 
 /// Appends the containers received under `capability` to its time's entry.
 fn hold_by_time<'a, D: 'a>(
@@ -604,6 +714,9 @@ struct WindowsWorker<K: Hash + Eq> {
     /// Held at the last cut, so that the next cut's snapshot can be sent at
     /// its time; dropped after the final one (`None`: no snapshots).
     snapshot_capability: Option<Capability<u64>>,
+    /// For the open walk-ins, held at the least input frontier (the next
+    /// time to handle); dropped at the end of the input.
+    open_capability: Option<Capability<u64>>,
     /// Cuts at every multiple of this; `None`: only at the end.
     every: Option<u64>,
 }
@@ -613,6 +726,7 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
         config: WindowConfig,
         snapshots: Option<Snapshots>,
         snapshot_capability: Option<Capability<u64>>,
+        open_capability: Capability<u64>,
         peers: usize,
     ) -> Self {
         let mut windows = Windows::new(config);
@@ -626,23 +740,19 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
             restores: BTreeMap::new(),
             promised: vec![0; peers],
             snapshot_capability,
+            open_capability: Some(open_capability),
             every: snapshots.and_then(|s| s.every),
         }
     }
 
     /// Handles each held time every input's frontier has passed, in time
     /// order, then what the frontiers' progress makes due.
-    fn run(
-        &mut self,
-        frontiers: &[MutableAntichain<u64>],
-        windows_out: &mut WindowsOut<'_, K>,
-        snapshot_out: &mut SnapshotOut<'_, K>,
-    ) {
+    fn run(&mut self, frontiers: &[MutableAntichain<u64>], outs: &mut Outs<'_, K>) {
         while let Some(time) = self.next_complete(frontiers) {
-            self.cut_before(time, snapshot_out);
-            self.process(time, windows_out);
+            self.cut_before(time, &mut outs.snapshots);
+            self.process(time, &mut outs.windows, &mut outs.open);
         }
-        self.after_complete_times(frontiers, snapshot_out);
+        self.after_complete_times(frontiers, &mut outs.snapshots);
     }
 
     /// The earliest time held, if every input's frontier has passed it.
@@ -676,21 +786,33 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
     /// Handles the complete time `time`: loads its restored key states,
     /// applies its probes (emitting the window changes at `time`), then
     /// raises the event-time frontier by its watermarks.
-    fn process(&mut self, time: u64, out: &mut WindowsOut<'_, K>) {
+    fn process(&mut self, time: u64, out: &mut WindowsOut<'_, K>, open_out: &mut OpenOut<'_, K>) {
+        let open_at = self
+            .open_capability
+            .as_ref()
+            .expect("held until the end of the input")
+            .delayed(&time);
+        let mut open = open_out.session(&open_at);
         for (key, state) in self.restores.remove(&time).into_iter().flatten() {
-            self.windows.restore(key, state);
+            if let Some(restored) = self.windows.restore(key.clone(), state) {
+                open.give(((key, restored), time, 1));
+            }
         }
         if let Some((capability, batch)) = self.probes.take(time) {
             let mut session = out.session(&capability);
-            self.windows.apply(batch, |key, window, diff| {
-                session.give(((key.clone(), window), time, diff))
-            });
+            self.windows.apply_with(
+                batch,
+                |key, window, diff| session.give(((key.clone(), window), time, diff)),
+                |key, visit, diff| open.give(((key.clone(), visit), time, diff)),
+            );
         }
         for mark in self.marks.remove(&time).into_iter().flatten() {
             self.promised[mark.source] = self.promised[mark.source].max(mark.frontier);
         }
         let frontier = self.promised.iter().copied().min().unwrap_or(u64::MAX);
-        self.windows.advance(frontier);
+        self.windows.advance_with(frontier, |key, visit, diff| {
+            open.give(((key.clone(), visit), time, diff))
+        });
     }
 
     /// At the end of the input, sends the final snapshot and frees the
@@ -704,7 +826,10 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
             if let Some(mut capability) = self.snapshot_capability.take() {
                 send_snapshot(&mut self.windows, Cut::Final, &mut capability, out);
             }
-            self.windows.advance(u64::MAX); // no input will ever come: free everything
+            // No input will ever come: free everything. The open walk-ins
+            // stay open (the end of input is not the passing of time).
+            self.open_capability = None;
+            self.windows.advance(u64::MAX);
         } else {
             // Every time below the least frontier is processed.
             let least = frontiers
@@ -713,6 +838,9 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
                 .min();
             if let Some(least) = least {
                 self.cut_before(least, out);
+                if let Some(capability) = &mut self.open_capability {
+                    capability.downgrade(&least);
+                }
             }
         }
     }

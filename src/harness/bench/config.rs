@@ -52,6 +52,9 @@ pub struct BenchConfig {
     pub checkpoint_dir: Option<crate::checkpoint::store::Location>,
     /// The checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// Point queries per second offered over HTTP while the schedule runs
+    /// (process 0; `None`: none).
+    pub query_rate: Option<u64>,
 }
 
 impl BenchConfig {
@@ -88,6 +91,7 @@ impl BenchConfig {
             process: 0,
             checkpoint_dir: None,
             checkpoint_interval: Duration::from_secs(10),
+            query_rate: None,
         }
     }
 
@@ -126,4 +130,7 @@ pub enum BenchError {
     /// Bad flags.
     #[error("{0}")]
     Usage(String),
+    /// The query endpoints could not be served.
+    #[error("cannot serve the query endpoints: {0}")]
+    Http(#[from] std::io::Error),
 }

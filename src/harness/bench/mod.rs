@@ -41,13 +41,14 @@
 
 mod config;
 mod floor;
+mod queries;
 mod report;
 mod samples;
 mod schedule;
 mod watch;
 
 pub use config::{BenchConfig, BenchError};
-pub use report::{commit, peak_rss_mib, rss_mib, Latency, Report, Second, LATENCIES};
+pub use report::{commit, peak_rss_mib, rss_mib, Latency, QueryFigures, Report, Second, LATENCIES};
 pub use schedule::Acks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +86,15 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         return Ok(None);
     }
 
+    // The query endpoints, if queries are offered.
+    let http = match config.query_rate {
+        Some(_) => Some(crate::http::serve(
+            ([127, 0, 0, 1], 0).into(),
+            metrics.clone(),
+            job.queries.clone(),
+        )?),
+        None => None,
+    };
     // The pipeline first, so that the other processes connect at once.
     let pipeline = {
         let (shutdown, metrics) = (Arc::clone(&shutdown), metrics.clone());
@@ -93,7 +103,21 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     // The bare-Kafka floor, while the pipeline idles (its cluster connected).
     let floor = floor::measure(&broker.kafka, &broker.floor, &config)?;
     let schedule = Schedule::start(&config, &recorder, &stall_from);
+    let query_load = http.zip(config.query_rate).map(|(addr, rate)| {
+        queries::QueryLoad::start(
+            addr,
+            rate,
+            schedule.start,
+            schedule.start + config.warmup,
+            schedule.start + config.duration,
+            queries::Keys {
+                devices: config.devices,
+                businesses: config.businesses,
+            },
+        )
+    });
     let measured = schedule.run(&broker, &config, &metrics)?;
+    let queries = query_load.map(queries::QueryLoad::finish);
     // End the other processes, then this one.
     if config.processes > 1 {
         broker.stop_others()?;
@@ -101,13 +125,16 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
     shutdown.store(true, Ordering::Relaxed);
     pipeline.join().expect("the pipeline does not panic")?;
     let dataflow = recorder.histogram();
-    Ok(Some(Report::new(
-        &config,
-        &measured,
-        &dataflow,
-        floor.as_ref(),
-        &metrics,
-    )))
+    let mut report = Report::new(&config, &measured, &dataflow, floor.as_ref(), &metrics);
+    report.queries = queries.map(|q| QueryFigures {
+        rate_offered: config.query_rate.unwrap_or(0),
+        rate_answered: q.answered as f64 / (config.duration - config.warmup).as_secs_f64(),
+        offered: q.offered,
+        answered: q.answered,
+        failed: q.failed,
+        latency_ms: Latency::of(&q.latency),
+    });
+    Ok(Some(report))
 }
 
 /// The pipeline's job: the run's topics, the point's detection parameters

@@ -59,7 +59,7 @@ pub struct Latency {
 
 impl Latency {
     /// The percentiles of `h` (all zero when it is empty).
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(super) fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         if h.is_empty() {
             return Latency::default();
@@ -136,6 +136,26 @@ pub struct Report {
     /// operation, in all (`store`) and per checkpoint completed
     /// (`store_per_checkpoint`).
     pub checkpoints: Option<serde_json::Value>,
+    /// With `--query-rate`: the point queries' figures.
+    pub queries: Option<QueryFigures>,
+}
+
+/// What the point queries of `--query-rate` measured (those due after the
+/// warm-up).
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryFigures {
+    /// Offered queries per second.
+    pub rate_offered: u64,
+    /// Queries per second answered with 200.
+    pub rate_answered: f64,
+    /// Queries due in the measured window.
+    pub offered: u64,
+    /// Of those, answered with 200.
+    pub answered: u64,
+    /// Of those, not answered or not with 200.
+    pub failed: u64,
+    /// From a query's due time to its answer's last byte.
+    pub latency_ms: Latency,
 }
 
 /// What the open-loop schedule measured through the pipeline, for its report.
@@ -186,6 +206,7 @@ impl Report {
             timeline,
             ccdf: ccdfs(&measured.samples, dataflow, floor),
             checkpoints: config.checkpoint_dir.as_ref().map(|_| checkpoints(metrics)),
+            queries: None,
         }
     }
 

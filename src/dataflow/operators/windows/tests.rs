@@ -245,3 +245,52 @@ fn state_is_bounded_by_open_visits_over_many_days() {
     assert_eq!(windows.stats().keys, 0);
     assert_eq!(windows.stats().timestamps, 0);
 }
+
+/// The open walk-in of a key follows its newest visit: it appears when the
+/// visit qualifies, moves as it extends, goes when a newer visit starts
+/// (not yet a walk-in) or when the frontier passes its last probe plus the
+/// gap, and a restored key reports its own.
+#[test]
+fn the_open_walk_in_follows_the_newest_visit_until_the_frontier_closes_it() {
+    let mut windows = Windows::new(CONFIG);
+    let mut open = Vec::new();
+    let apply = |windows: &mut Windows<&str>, ts: &[u64], open: &mut Vec<(Open, isize)>| {
+        windows.apply_with(
+            ts.iter().map(|&ts| ("k", ts)).collect::<Vec<_>>(),
+            |_, _, _| {},
+            |_, visit, diff| open.push((visit, diff)),
+        )
+    };
+    let at = |since, last_seen| Open { since, last_seen };
+    apply(&mut windows, &[0, 3], &mut open);
+    assert!(open.is_empty(), "not a walk-in yet");
+    apply(&mut windows, &[6], &mut open);
+    assert_eq!(open, vec![(at(0, 6), 1)]);
+    open.clear();
+    apply(&mut windows, &[9], &mut open);
+    assert_eq!(open, vec![(at(0, 6), -1), (at(0, 9), 1)], "it extends");
+    open.clear();
+    apply(&mut windows, &[30], &mut open);
+    assert_eq!(open, vec![(at(0, 9), -1)], "a newer visit, not a walk-in");
+    open.clear();
+    apply(&mut windows, &[33, 36], &mut open);
+    assert_eq!(open, vec![(at(30, 36), 1)]);
+    open.clear();
+    windows.advance_with(46, |_, visit, diff| open.push((visit, diff)));
+    assert!(open.is_empty(), "36 + 10 >= 46: still open");
+    windows.advance_with(47, |_, visit, diff| open.push((visit, diff)));
+    assert_eq!(open, vec![(at(30, 36), -1)], "closed by the frontier");
+    assert_eq!(windows.stats().keys, 0);
+
+    let mut restored = Windows::new(CONFIG);
+    let snapshot = KeySnapshot {
+        head: Some(Visit {
+            first: 100,
+            last: 106,
+            probes: 3,
+            detected_at: Some(106),
+        }),
+        tail: vec![],
+    };
+    assert_eq!(restored.restore("k", snapshot), Some(at(100, 106)));
+}

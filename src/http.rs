@@ -1,11 +1,13 @@
 //! The HTTP endpoints of `run --http-addr`: `/metrics`, `/health`, `/ready`
 //! and the queries over the state (docs/contract.md, "Queries").
 //!
-//! A query is parsed here, asked through the process's
-//! [`Inbox`] (a worker gives it to the dataflow, which routes it to the
-//! workers that hold its keys, in this process or another), and this
-//! thread waits for the answer. Requests are served by [`HANDLERS`]
-//! threads, so a slow query does not hold up `/metrics` or `/ready`.
+//! A query is parsed here and asked through the process's [`Inbox`] (a
+//! worker gives it to the dataflow, which routes it to the workers that
+//! hold its keys, in this process or another); the request waits beside it,
+//! and one thread writes each answer as the dataflow gives it. The
+//! [`HANDLERS`] threads that take requests never wait for the dataflow:
+//! any number of queries can be in flight, and none holds up `/metrics` or
+//! `/ready`.
 //!
 //! | request | answer |
 //! |---|---|
@@ -20,8 +22,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
 
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response, Server};
@@ -32,9 +33,6 @@ use crate::observe::metrics::Metrics;
 
 /// Threads serving requests.
 pub const HANDLERS: usize = 4;
-
-/// How long a query waits for the dataflow's answer before `504`.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `/` and unknown paths list.
 const ENDPOINTS: &str = "presence serves /metrics, /health, /ready, /v1/present?business=B, \
@@ -49,13 +47,26 @@ pub fn serve(addr: SocketAddr, metrics: Metrics, queries: Inbox) -> io::Result<S
         .to_ip()
         .ok_or_else(|| io::Error::other("the server is not on an IP address"))?;
     let server = Arc::new(server);
+    let (answered, answers) = mpsc::channel::<(Request, Outcome)>();
+    std::thread::Builder::new()
+        .name("http-answers".into())
+        .spawn(move || {
+            for (request, outcome) in answers {
+                respond(request, answer_reply(outcome));
+            }
+        })?;
     for handler in 0..HANDLERS {
-        let (server, metrics, queries) = (Arc::clone(&server), metrics.clone(), queries.clone());
+        let (server, metrics, queries, answered) = (
+            Arc::clone(&server),
+            metrics.clone(),
+            queries.clone(),
+            answered.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("http-{handler}"))
             .spawn(move || {
                 for request in server.incoming_requests() {
-                    respond(request, &metrics, &queries);
+                    take(request, &metrics, &queries, &answered);
                 }
             })?;
     }
@@ -81,8 +92,7 @@ impl Reply {
     }
 }
 
-fn respond(request: Request, metrics: &Metrics, queries: &Inbox) {
-    let reply = route(request.method(), request.url(), metrics, queries);
+fn respond(request: Request, reply: Reply) {
     let content_type = if reply.json {
         "application/json"
     } else {
@@ -96,12 +106,57 @@ fn respond(request: Request, metrics: &Metrics, queries: &Inbox) {
     let _ = request.respond(response);
 }
 
-fn route(method: &Method, url: &str, metrics: &Metrics, queries: &Inbox) -> Reply {
-    let (path, query_string) = url.split_once('?').unwrap_or((url, ""));
-    if *method != Method::Get && *method != Method::Head {
-        return Reply::text(405, format!("{path} answers GET only"));
+/// How a query ended.
+enum Outcome {
+    /// The dataflow answered it.
+    Answered(Answer),
+    /// It was refused (before the first frontier) or the workers stopped
+    /// before answering.
+    NotAnswered,
+}
+
+/// A query's request while the dataflow answers it: handed, with the
+/// answer, to the thread that writes answers — or, dropped unanswered, with
+/// [`Outcome::NotAnswered`]. The handler threads never wait for the
+/// dataflow, so a few of them take any number of queries in flight.
+struct Pending {
+    request: Option<Request>,
+    answered: mpsc::Sender<(Request, Outcome)>,
+}
+
+impl Pending {
+    fn answer(mut self, answer: Answer) {
+        if let Some(request) = self.request.take() {
+            let _ = self.answered.send((request, Outcome::Answered(answer)));
+        }
     }
-    match path {
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let _ = self.answered.send((request, Outcome::NotAnswered));
+        }
+    }
+}
+
+/// Answers `request` now, or hands a query to the dataflow.
+fn take(
+    request: Request,
+    metrics: &Metrics,
+    queries: &Inbox,
+    answered: &mpsc::Sender<(Request, Outcome)>,
+) {
+    let url = request.url().to_owned();
+    let (path, query_string) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+    if method != Method::Get && method != Method::Head {
+        return respond(
+            request,
+            Reply::text(405, format!("{path} answers GET only")),
+        );
+    }
+    let reply = match path {
         "/metrics" => Reply {
             status: 200,
             json: false,
@@ -114,11 +169,35 @@ fn route(method: &Method, url: &str, metrics: &Metrics, queries: &Inbox) -> Repl
         },
         "/v1/present" | "/v1/walkin-counts" | "/v1/device-contacts" => {
             match parse_query(path, query_string) {
-                Ok(query) => ask(queries, query),
+                Ok(query) => {
+                    let pending = Pending {
+                        request: Some(request),
+                        answered: answered.clone(),
+                    };
+                    // Refused: `pending` is dropped, and says so.
+                    let _ = queries.ask(query, Box::new(move |answer| pending.answer(answer)));
+                    return;
+                }
                 Err(line) => Reply::text(400, line),
             }
         }
         _ => Reply::text(404, ENDPOINTS),
+    };
+    respond(request, reply)
+}
+
+/// The reply to a query that ended as `outcome`.
+fn answer_reply(outcome: Outcome) -> Reply {
+    match outcome {
+        Outcome::Answered(answer) => Reply {
+            status: 200,
+            json: true,
+            body: answer_json(&answer),
+        },
+        Outcome::NotAnswered => Reply::text(
+            503,
+            "not answering: the first frontier is not complete yet, or the service is stopping",
+        ),
     }
 }
 
@@ -190,32 +269,6 @@ pub fn parse_query(path: &str, query_string: &str) -> Result<Query, String> {
             device: next().expect("required"),
         },
     })
-}
-
-fn ask(queries: &Inbox, query: Query) -> Reply {
-    let Ok(answer) = queries.ask(query) else {
-        return Reply::text(
-            503,
-            "not answering: the first frontier is not complete yet, or the service is stopping",
-        );
-    };
-    match answer.recv_timeout(ANSWER_TIMEOUT) {
-        Ok(answer) => Reply {
-            status: 200,
-            json: true,
-            body: answer_json(&answer),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Reply::text(
-            504,
-            format!(
-                "no answer within {} s: the dataflow is behind",
-                ANSWER_TIMEOUT.as_secs()
-            ),
-        ),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Reply::text(503, "not answering: the service is stopping")
-        }
-    }
 }
 
 /// The JSON of an answer, fields in the documented order.

@@ -25,7 +25,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::Hashable;
@@ -154,18 +153,20 @@ pub struct Answer {
     pub as_of: AsOf,
 }
 
-/// Where an answer goes: the asker waits on the other end.
-pub type Reply = SyncSender<Answer>;
+/// Where an answer goes: called once with it, on the worker that asked
+/// (so it should only hand the answer on, e.g. to a thread that writes it
+/// out). Dropped uncalled when the workers stop first.
+pub type Reply = Box<dyn FnOnce(Answer) + Send>;
 
 /// Where a process's queries wait for a worker to ask them: shared by the
 /// threads that take queries (HTTP) and the workers of the process. Any
 /// worker may take any query; the dataflow routes it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Inbox {
     inner: Arc<InboxInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct InboxInner {
     queue: Mutex<Vec<(Query, Reply)>>,
     /// Whether the workers answer: set once the first frontier is complete
@@ -173,24 +174,32 @@ struct InboxInner {
     open: AtomicBool,
 }
 
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("answering", &self.answering())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a query could not be asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotAnswering;
 
 impl Inbox {
-    /// Queues `query` for the workers; the receiver gets its answer. Refused
-    /// before the first frontier and after the workers stopped.
-    pub fn ask(&self, query: Query) -> Result<Receiver<Answer>, NotAnswering> {
+    /// Queues `query` for the workers; `reply` gets its answer. Refused (and
+    /// `reply` dropped) before the first frontier and after the workers
+    /// stopped.
+    pub fn ask(&self, query: Query, reply: Reply) -> Result<(), NotAnswering> {
         if !self.answering() {
             return Err(NotAnswering);
         }
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.inner
             .queue
             .lock()
             .expect("no panics holding the inbox")
             .push((query, reply));
-        Ok(answer)
+        Ok(())
     }
 
     /// Whether the workers answer queries now.
@@ -320,8 +329,7 @@ impl Asking {
             frontier: time,
             event_time,
         };
-        // The asker may have given up waiting: nothing to do then.
-        let _ = reply.try_send(Answer { query, part, as_of });
+        reply(Answer { query, part, as_of });
     }
 }
 
@@ -387,13 +395,13 @@ mod tests {
     #[test]
     fn a_keyed_query_goes_to_one_worker_and_a_business_query_to_all() {
         let asking = Asking::default();
-        let (reply, _answers) = std::sync::mpsc::sync_channel(1);
+        let reply = || -> Reply { Box::new(|_| {}) };
         let one = asking.ask(
             Query::Contact {
                 device: "phone".into(),
             },
             5,
-            reply.clone(),
+            reply(),
             1,
             4,
         );
@@ -408,7 +416,7 @@ mod tests {
                 business: "shop".into(),
             },
             5,
-            reply,
+            reply(),
             1,
             4,
         );

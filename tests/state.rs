@@ -2,7 +2,7 @@
 //! refusals and fallbacks, against librdkafka's in-process mock broker.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use common::input::{day, Input};
 use common::*;
 
 use presence::backfill::{self, Job, Progress};
-use presence::model::ingest::Kind;
 use presence::model::output::Output;
 use presence::model::params::Params;
 use presence::model::summary::Summary;
@@ -462,52 +461,10 @@ fn hand_off(how: HandOff) -> (Metrics, FirstFrontier) {
     assert_eq!(summary.lines, read, "the topics are read from their start");
     assert_no_repeats(&brokers, &Topics::default());
     // One backfill over the history files and the live records.
-    input.backfill("live-only"); // writes the live records' files
-    let path = |kind: Kind, p: u64| live.join(format!("{kind:?}-{p}.jsonl"));
-    let of = |kind: Kind| -> Vec<PathBuf> {
-        input
-            .files
-            .keys()
-            .filter(|(k, _)| *k == kind)
-            .map(|(k, p)| path(*k, *p))
-            .collect()
-    };
-    // Each partition's history and live records, one after the other: the
-    // live records continue the history's partitions (so that the
-    // event-time frontier at the end, and so `present`, is the run's, not
-    // held back at the history's end by files that stop there).
-    let both = dir.path().join("both");
-    let joined = dir.path().join("both-input");
-    std::fs::create_dir_all(&joined).unwrap();
-    let join = |kind: Kind, history: &[PathBuf]| -> Vec<PathBuf> {
-        let live = of(kind);
-        assert_eq!(history.len(), live.len(), "{kind:?}: the same partitions");
-        history
-            .iter()
-            .zip(live)
-            .enumerate()
-            .map(|(p, (history, live))| {
-                let mut text = std::fs::read_to_string(history).unwrap();
-                text.push_str(&std::fs::read_to_string(live).unwrap());
-                let file = joined.join(format!("{kind:?}-{p}.jsonl"));
-                std::fs::write(&file, text).unwrap();
-                file
-            })
-            .collect()
-    };
-    let both_job = Job {
-        probes: join(Kind::Probe, &written.probes),
-        logins: join(Kind::Login, &written.logins),
-        base_counts: join(Kind::BaseCount, &written.base_counts),
-        out: both.clone(),
-        ..Job::default()
-    };
-    backfill::run(
-        timely::Config::thread(),
-        both_job,
-        Arc::new(Progress::default()),
-    )
-    .unwrap();
+    let both = input.backfill_after(
+        [&written.probes, &written.logins, &written.base_counts],
+        "both",
+    );
     check_rows(&brokers, &Topics::default(), &both, "after the hand-off");
     (metrics, first)
 }

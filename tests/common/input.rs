@@ -68,14 +68,39 @@ impl Input {
             .collect()
     }
 
-    /// Backfills `before` (files of each kind read first) and then the
-    /// files into the folder `name`; returns it.
+    /// Backfills, into the folder `name`, each partition's records after
+    /// file `p` of `before` (history: files of each kind, one per
+    /// partition `p`); returns it. The records continue the history's
+    /// partitions, as a service that took over the history's checkpoint
+    /// reads them: so the event-time frontier at the end, and `present`,
+    /// are the run's, not held back where the history's files end.
     pub fn backfill_after(&self, before: [&[PathBuf]; 3], name: &str) -> PathBuf {
         let out = self.dir.join(name);
+        let joined = self.dir.join(format!("{name}-input"));
+        std::fs::create_dir_all(&joined).unwrap();
+        let join = |kind: Kind, history: &[PathBuf]| -> Vec<PathBuf> {
+            let live = self.paths(kind);
+            if history.is_empty() {
+                return live;
+            }
+            assert_eq!(history.len(), live.len(), "{kind:?}: the same partitions");
+            history
+                .iter()
+                .zip(live)
+                .enumerate()
+                .map(|(p, (history, live))| {
+                    let mut text = std::fs::read_to_string(history).unwrap();
+                    text.push_str(&std::fs::read_to_string(live).unwrap());
+                    let file = joined.join(format!("{kind:?}-{p}.jsonl"));
+                    std::fs::write(&file, text).unwrap();
+                    file
+                })
+                .collect()
+        };
         let job = Job {
-            probes: [before[0], self.paths(Kind::Probe).as_slice()].concat(),
-            logins: [before[1], self.paths(Kind::Login).as_slice()].concat(),
-            base_counts: [before[2], self.paths(Kind::BaseCount).as_slice()].concat(),
+            probes: join(Kind::Probe, before[0]),
+            logins: join(Kind::Login, before[1]),
+            base_counts: join(Kind::BaseCount, before[2]),
             out: out.clone(),
             ..Job::default()
         };

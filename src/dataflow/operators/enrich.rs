@@ -59,7 +59,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use super::stash::{Ports, Stash};
+use super::stash::{next_complete, Ports, Stash};
 use super::windows::{Open, Window};
 use crate::dataflow::query::{self, Answered, Asked, Part, Query};
 use crate::model::records::{EnrichedWalkIn, Id, Present};
@@ -494,18 +494,13 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
                 let mut present_out = present_output.activate();
                 let mut answer_out = answer_output.activate();
                 loop {
-                    let next = [
+                    let held_times = [
                         walkins.first_time(),
                         contacts.first_time(),
                         opens.first_time(),
                         queries.first_time(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                    let Some(time) = next
-                        .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
-                    else {
+                    ];
+                    let Some(time) = next_complete(held_times, frontiers) else {
                         break;
                     };
                     // Queries first: they see the state as of `time`.

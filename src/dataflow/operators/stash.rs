@@ -95,3 +95,17 @@ impl Ports {
         }
     }
 }
+
+/// The earliest of `times` (each input's first held time, if any), if
+/// every input's frontier has passed it: the next time an operator that
+/// handles its inputs a time at a time, in time order, may handle.
+pub(super) fn next_complete(
+    times: impl IntoIterator<Item = Option<u64>>,
+    frontiers: &[MutableAntichain<u64>],
+) -> Option<u64> {
+    times
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
+}

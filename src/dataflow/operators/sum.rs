@@ -40,7 +40,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::StreamVec;
 
-use super::stash::{Ports, Stash};
+use super::stash::{next_complete, Ports, Stash};
 use crate::dataflow::query::{self, Answered, Asked};
 
 /// The sums one worker holds, by key; cloning shares them (the operator
@@ -195,13 +195,8 @@ where
                 let mut sum_out = sum_output.activate();
                 let mut answer_out = answer_output.activate();
                 loop {
-                    let next = [pending.first_time(), asked.first_time()]
-                        .into_iter()
-                        .flatten()
-                        .min();
-                    let Some(time) = next
-                        .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
-                    else {
+                    let held_times = [pending.first_time(), asked.first_time()];
+                    let Some(time) = next_complete(held_times, frontiers) else {
                         break;
                     };
                     // Queries first: they see the sums as of `time`.

@@ -75,7 +75,7 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
-use super::stash::Stash;
+use super::stash::{next_complete, Stash};
 use crate::model::records::EventTime;
 
 /// The parameters of a visit (docs/contract.md, section 2).
@@ -757,15 +757,12 @@ impl<K: ExchangeData + Hash> WindowsWorker<K> {
 
     /// The earliest time held, if every input's frontier has passed it.
     fn next_complete(&self, frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
-        let next = [
+        let held_times = [
             self.probes.first_time(),
             self.marks.keys().next().copied(),
             self.restores.keys().next().copied(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        next.filter(|next| frontiers.iter().all(|frontier| !frontier.less_equal(next)))
+        ];
+        next_complete(held_times, frontiers)
     }
 
     /// The cut due before `time` is processed, if any.

@@ -3,11 +3,10 @@
 //!
 //! A query is parsed here and asked through the process's [`Inbox`] (a
 //! worker gives it to the dataflow, which routes it to the workers that
-//! hold its keys, in this process or another); the request waits beside it,
-//! and one thread writes each answer as the dataflow gives it. The
-//! [`HANDLERS`] threads that take requests never wait for the dataflow:
-//! any number of queries can be in flight, and none holds up `/metrics` or
-//! `/ready`.
+//! hold its keys, in this process or another); its request waits for the
+//! answer as a task of hyper's on a small tokio runtime ([`THREADS`]
+//! threads), so any number of connections and queries in flight cost no
+//! thread each, and none holds up `/metrics` or `/ready`.
 //!
 //! | request | answer |
 //! |---|---|
@@ -20,56 +19,68 @@
 //! a query before the first frontier (or while the service stops) is
 //! `503`; an unknown path `404`; a method other than `GET` `405`.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::dataflow::query::{Answer, AsOf, Inbox, Part, Query};
 use crate::model::records::Present;
 use crate::observe::metrics::Metrics;
 
-/// Threads serving requests.
-pub const HANDLERS: usize = 4;
+/// Threads of the server's runtime.
+pub const THREADS: usize = 2;
 
 /// What `/` and unknown paths list.
 const ENDPOINTS: &str = "presence serves /metrics, /health, /ready, /v1/present?business=B, \
                          /v1/walkin-counts?business=B[&contact=C] and /v1/device-contacts?device=D";
 
-/// Serves the endpoints on `addr` from background threads; returns the
-/// address bound (so that port 0 picks a free one).
+/// Serves the endpoints on `addr` from a runtime of its own on background
+/// threads; returns the address bound (so that port 0 picks a free one).
 pub fn serve(addr: SocketAddr, metrics: Metrics, queries: Inbox) -> io::Result<SocketAddr> {
-    let server = Server::http(addr).map_err(io::Error::other)?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| io::Error::other("the server is not on an IP address"))?;
-    let server = Arc::new(server);
-    let (answered, answers) = mpsc::channel::<(Request, Outcome)>();
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .thread_name("http")
+        .enable_io()
+        .build()?;
     std::thread::Builder::new()
-        .name("http-answers".into())
+        .name("http-accept".into())
         .spawn(move || {
-            for (request, outcome) in answers {
-                respond(request, answer_reply(outcome));
-            }
-        })?;
-    for handler in 0..HANDLERS {
-        let (server, metrics, queries, answered) = (
-            Arc::clone(&server),
-            metrics.clone(),
-            queries.clone(),
-            answered.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("http-{handler}"))
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    take(request, &metrics, &queries, &answered);
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .expect("a bound non-blocking listener registers with the runtime");
+                loop {
+                    // A failed accept (out of descriptors, say) is the
+                    // client's loss; the server goes on.
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (metrics, queries) = (metrics.clone(), queries.clone());
+                    tokio::spawn(async move {
+                        let service = service_fn(move |request| {
+                            let (metrics, queries) = (metrics.clone(), queries.clone());
+                            async move { Ok::<_, Infallible>(take(request, &metrics, &queries).await) }
+                        });
+                        // A connection that breaks ends here.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
                 }
-            })?;
-    }
+            })
+        })?;
     Ok(bound)
 }
 
@@ -90,71 +101,33 @@ impl Reply {
             body,
         }
     }
-}
 
-fn respond(request: Request, reply: Reply) {
-    let content_type = if reply.json {
-        "application/json"
-    } else {
-        "text/plain; version=0.0.4; charset=utf-8"
-    };
-    let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
-    let response = Response::from_string(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header);
-    // A client that hung up has nothing to hear.
-    let _ = request.respond(response);
-}
-
-/// How a query ended.
-enum Outcome {
-    /// The dataflow answered it.
-    Answered(Answer),
-    /// It was refused (before the first frontier) or the workers stopped
-    /// before answering.
-    NotAnswered,
-}
-
-/// A query's request while the dataflow answers it: handed, with the
-/// answer, to the thread that writes answers — or, dropped unanswered, with
-/// [`Outcome::NotAnswered`]. The handler threads never wait for the
-/// dataflow, so a few of them take any number of queries in flight.
-struct Pending {
-    request: Option<Request>,
-    answered: mpsc::Sender<(Request, Outcome)>,
-}
-
-impl Pending {
-    fn answer(mut self, answer: Answer) {
-        if let Some(request) = self.request.take() {
-            let _ = self.answered.send((request, Outcome::Answered(answer)));
-        }
+    fn response(self) -> Response<Full<Bytes>> {
+        let content_type = if self.json {
+            "application/json"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        };
+        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).expect("the statuses used here are valid");
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
     }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(request) = self.request.take() {
-            let _ = self.answered.send((request, Outcome::NotAnswered));
-        }
-    }
-}
-
-/// Answers `request` now, or hands a query to the dataflow.
-fn take(
-    request: Request,
+/// Answers one request; a query waits (without a thread) for the dataflow.
+async fn take(
+    request: Request<Incoming>,
     metrics: &Metrics,
     queries: &Inbox,
-    answered: &mpsc::Sender<(Request, Outcome)>,
-) {
-    let url = request.url().to_owned();
-    let (path, query_string) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().clone();
-    if method != Method::Get && method != Method::Head {
-        return respond(
-            request,
-            Reply::text(405, format!("{path} answers GET only")),
-        );
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let query_string = request.uri().query().unwrap_or("");
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Reply::text(405, format!("{path} answers GET only")).response();
     }
     let reply = match path {
         "/metrics" => Reply {
@@ -169,32 +142,34 @@ fn take(
         },
         "/v1/present" | "/v1/walkin-counts" | "/v1/device-contacts" => {
             match parse_query(path, query_string) {
-                Ok(query) => {
-                    let pending = Pending {
-                        request: Some(request),
-                        answered: answered.clone(),
-                    };
-                    // Refused: `pending` is dropped, and says so.
-                    let _ = queries.ask(query, Box::new(move |answer| pending.answer(answer)));
-                    return;
-                }
+                Ok(query) => ask(queries, query).await,
                 Err(line) => Reply::text(400, line),
             }
         }
         _ => Reply::text(404, ENDPOINTS),
     };
-    respond(request, reply)
+    reply.response()
 }
 
-/// The reply to a query that ended as `outcome`.
-fn answer_reply(outcome: Outcome) -> Reply {
-    match outcome {
-        Outcome::Answered(answer) => Reply {
+/// Asks the dataflow and waits for its answer.
+async fn ask(queries: &Inbox, query: Query) -> Reply {
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let asked = queries.ask(
+        query,
+        Box::new(move |answer| {
+            // The client may have hung up: nothing to do then.
+            let _ = answered.send(answer);
+        }),
+    );
+    match (asked, answer.await) {
+        (Ok(()), Ok(answer)) => Reply {
             status: 200,
             json: true,
             body: answer_json(&answer),
         },
-        Outcome::NotAnswered => Reply::text(
+        // Refused (before the first frontier), or dropped unanswered by
+        // workers that stopped.
+        _ => Reply::text(
             503,
             "not answering: the first frontier is not complete yet, or the service is stopping",
         ),

@@ -317,11 +317,6 @@ impl Pipeline {
         }
     }
 
-    /// Queries this worker asked that are not answered yet.
-    pub fn queries_pending(&self) -> usize {
-        self.asking.pending()
-    }
-
     /// Sends a note (a fact about the input) at the current epoch.
     pub fn note(&mut self, note: Note) {
         self.notes.send(note);

@@ -252,16 +252,7 @@ impl Devices {
             // The present rows: the open walk-ins with the contact.
             let device_open = (device_id.clone(), 0)..=(device_id.clone(), Business::MAX);
             let mut present = |contact: Option<&str>, business: Business, open: Open, diff| {
-                emit_present(
-                    Present {
-                        business: name(business).to_string(),
-                        device: device_id.to_string(),
-                        since: open.since,
-                        last_seen: open.last_seen,
-                        contact: contact.map(str::to_owned),
-                    },
-                    diff,
-                )
+                emit_present(self.present_row(business, &device_id, open, contact), diff)
             };
             let moved = old_contact != device.contact;
             if moved {
@@ -333,18 +324,36 @@ impl Devices {
     }
 
     /// Calls `each` with every present row (open walk-in), in device order.
-    pub fn present(&self, mut each: impl FnMut(Present)) {
+    pub fn present(&self, each: impl FnMut(Present)) {
+        self.present_where(|_| true, each);
+    }
+
+    /// Calls `each` with the present rows of the businesses `at` accepts,
+    /// in device order, each with its device's contact.
+    fn present_where(&self, at: impl Fn(Business) -> bool, mut each: impl FnMut(Present)) {
         let held = self.held.borrow();
-        for ((device, business), open) in self.open.borrow().iter() {
-            each(Present {
-                business: self.businesses.name(*business).to_string(),
-                device: device.to_string(),
-                since: open.since,
-                last_seen: open.last_seen,
-                contact: held
-                    .get(device)
-                    .and_then(|state| state.contact.as_deref().map(str::to_owned)),
-            });
+        for (&(ref device, business), &open) in self.open.borrow().iter() {
+            if at(business) {
+                let contact = held.get(device).and_then(|state| state.contact.as_deref());
+                each(self.present_row(business, device, open, contact));
+            }
+        }
+    }
+
+    /// The present row of an open walk-in.
+    fn present_row(
+        &self,
+        business: Business,
+        device: &Id,
+        open: Open,
+        contact: Option<&str>,
+    ) -> Present {
+        Present {
+            business: self.businesses.name(business).to_string(),
+            device: device.to_string(),
+            since: open.since,
+            last_seen: open.last_seen,
+            contact: contact.map(str::to_owned),
         }
     }
 
@@ -361,23 +370,7 @@ impl Devices {
             Query::Present { business } => {
                 let mut rows = Vec::new();
                 if let Some(number) = self.businesses.find(business) {
-                    let held = self.held.borrow();
-                    for ((device, _), open) in self
-                        .open
-                        .borrow()
-                        .iter()
-                        .filter(|((_, held_business), _)| *held_business == number)
-                    {
-                        rows.push(Present {
-                            business: business.clone(),
-                            device: device.to_string(),
-                            since: open.since,
-                            last_seen: open.last_seen,
-                            contact: held
-                                .get(device)
-                                .and_then(|state| state.contact.as_deref().map(str::to_owned)),
-                        });
-                    }
+                    self.present_where(|held| held == number, |row| rows.push(row));
                 }
                 Part::Present(rows)
             }

@@ -209,6 +209,14 @@ impl Visit {
         }
     }
 
+    /// The visit as an open walk-in, if it is a walk-in.
+    fn open(&self) -> Option<Open> {
+        self.detected_at.map(|_| Open {
+            since: self.first,
+            last_seen: self.last,
+        })
+    }
+
     fn window(&self) -> Option<Window> {
         self.detected_at.map(|detected_at| Window {
             start: self.first,
@@ -231,8 +239,12 @@ struct KeyState {
 }
 
 impl KeyState {
-    /// Appends the windows of this key's visits to `out`, in start order.
-    fn windows(&self, config: &WindowConfig, out: &mut Vec<Window>) {
+    /// Appends the windows of this key's visits to `out`, in start order,
+    /// and returns its open walk-in: the newest visit, if it is a walk-in.
+    /// Open at the frontier whenever the key has state: a visit that closed
+    /// below it has been dropped (see `fold`), so that every later
+    /// timestamp would start a new visit.
+    fn windows(&self, config: &WindowConfig, out: &mut Vec<Window>) -> Option<Open> {
         let mut current = self.head;
         for &ts in &self.tail {
             match &mut current {
@@ -244,30 +256,12 @@ impl KeyState {
             }
         }
         out.extend(current.and_then(|visit| visit.window()));
-    }
-
-    /// The newest visit, if it is a walk-in. Open at the frontier whenever
-    /// the key has state: a visit that closed below it has been dropped
-    /// (see `fold`), so that every later timestamp would start a new visit.
-    fn open(&self, config: &WindowConfig) -> Option<Open> {
-        let mut current = self.head;
-        for &ts in &self.tail {
-            match &mut current {
-                Some(visit) if ts - visit.last <= config.session_gap => visit.push(ts, config),
-                _ => current = Some(Visit::start(ts, config)),
-            }
-        }
-        current
-            .filter(|visit| visit.detected_at.is_some())
-            .map(|visit| Open {
-                since: visit.first,
-                last_seen: visit.last,
-            })
+        current.and_then(|visit| visit.open())
     }
 
     /// Folds the timestamps below `frontier` into the head, dropping visits
-    /// that can no longer change.
-    fn fold(&mut self, frontier: EventTime, config: &WindowConfig) {
+    /// that can no longer change; returns the head visit it dropped, if any.
+    fn fold(&mut self, frontier: EventTime, config: &WindowConfig) -> Option<Visit> {
         let below = self.tail.partition_point(|&ts| ts < frontier);
         for ts in self.tail.drain(..below) {
             match &mut self.head {
@@ -280,8 +274,9 @@ impl KeyState {
             .head
             .is_some_and(|visit| visit.last.saturating_add(config.session_gap) < frontier)
         {
-            self.head = None;
+            return self.head.take();
         }
+        None
     }
 
     /// The frontier value past which `fold` has work to do.
@@ -361,7 +356,7 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             touched: 0,
         };
         Self::schedule(&mut self.wakeups, &self.config, &key, &mut state);
-        let open = state.open(&self.config);
+        let open = state.windows(&self.config, &mut Vec::new());
         self.keys.insert(key, state);
         self.note_size();
         open
@@ -407,11 +402,10 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             if state.touched != self.batches {
                 state.touched = self.batches;
                 let mut before = Vec::new();
-                state.windows(&config, &mut before);
+                let open = state.windows(&config, &mut before);
                 if let Some(changed) = &mut self.changed {
                     changed.insert(key.clone());
                 }
-                let open = state.open(&config);
                 touched.push((key, before, open));
             }
             if let Err(at) = state.tail.binary_search(&ts) {
@@ -423,8 +417,7 @@ impl<K: Ord + Hash + Clone> Windows<K> {
         for (key, before, open_before) in touched {
             let state = self.keys.get_mut(&key).expect("touched keys have state");
             after.clear();
-            state.windows(&config, &mut after);
-            let open_after = state.open(&config);
+            let open_after = state.windows(&config, &mut after);
             if open_before != open_after {
                 if let Some(open) = open_before {
                     emit_open(&key, open, -1);
@@ -501,16 +494,14 @@ impl<K: Ord + Hash + Clone> Windows<K> {
             }
             state.scheduled = None;
             let held = state.tail.len();
-            let open_before = state.open(&config);
-            state.fold(frontier, &config);
-            // Folding never changes the newest visit; it only drops it
-            // once it closed (then the key has no state left).
-            let open_after = state.open(&config);
-            if open_before != open_after {
-                debug_assert!(open_after.is_none(), "folding only closes visits");
-                if let Some(open) = open_before {
-                    emit_open(&key, open, -1);
-                }
+            // Folding never changes the newest visit; it only drops it once
+            // it closed, and then the key has no timestamp left.
+            let dropped = state.fold(frontier, &config);
+            if let (Some(open), true) = (
+                dropped.and_then(|visit| visit.open()),
+                state.tail.is_empty(),
+            ) {
+                emit_open(&key, open, -1);
             }
             self.size.timestamps -= held - state.tail.len();
             if let Some(changed) = &mut self.changed {

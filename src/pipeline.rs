@@ -306,13 +306,10 @@ impl Pipeline {
         self.restored.flush();
     }
 
-    /// Asks `query` at the current epoch: `reply` gets the answer as of it
-    /// once every worker has handled the epoch.
+    /// Asks `query` at the current epoch: `reply` gets the answer (see
+    /// [`crate::dataflow::query`] for the frontier it is exactly as of).
     pub fn ask(&mut self, query: Query, reply: Reply) {
-        for asked in self
-            .asking
-            .ask(query, self.epoch, reply, self.index, self.peers)
-        {
+        for asked in self.asking.ask(query, reply, self.index, self.peers) {
             self.queries.send(asked);
         }
     }

@@ -380,7 +380,7 @@ fn count_walkins<'scope>(
 }
 
 /// This worker's part of the answer to a query about counts.
-fn answer_count(sums: &Sums<(Id, Id)>, asked: Asked) -> Answered {
+fn answer_count(sums: &Sums<(Id, Id)>, asked: Asked, frontier: Time) -> Answered {
     let count = |sum: isize| u64::try_from(sum).expect("counts are never negative");
     let part = match &asked.query {
         Query::Count { business, contact } => Part::Count(count(
@@ -399,9 +399,5 @@ fn answer_count(sums: &Sums<(Id, Id)>, asked: Asked) -> Answered {
             unreachable!("contacts and present rows are asked of the join's operator")
         }
     };
-    Answered {
-        id: asked.id,
-        origin: asked.origin,
-        part,
-    }
+    asked.answered(part, frontier)
 }

@@ -2,20 +2,29 @@
 //! answered by the dataflow itself.
 //!
 //! A query is an input like any other: a worker gives it at its current
-//! epoch `t`, the exchange takes it to the worker that holds its key (or to
-//! every worker, for a question about a whole business), and the operator
-//! holding the state answers it when it handles `t`, *before* applying
-//! `t`'s updates — so the answer is exactly the state as of frontier `t`,
-//! the state the upsert topics hold once the progress topic reaches `t`.
-//! The parts of an answer travel back to the asking worker, which puts them
-//! together once its frontier passes `t` (then every part is in). No copy
-//! of the state is kept for queries, and which process holds a key does not
-//! matter: the dataflow's exchanges route both ways.
+//! epoch `t`, and the exchange takes it to the worker that holds its key
+//! (or to every worker, for a question about a whole business).
+//!
+//! - A **point** query (one device's contact, one pair's count) is answered
+//!   by the operator holding the key as soon as it arrives, from the state
+//!   the operator has applied: every update below the operator's applied
+//!   frontier `f` and none at or beyond it, so the answer is exactly the
+//!   state as of `f` — the state the upsert topics hold once the progress
+//!   topic reaches `f`. It does not wait for `t` to cross the dataflow.
+//! - A **business** query has a part on every worker, and parts answered
+//!   at different frontiers would not add up to one state; so each worker
+//!   answers it when it handles `t`, *before* applying `t`'s updates, and
+//!   the whole answer is exactly the state as of `t`.
+//!
+//! The parts travel back to the asking worker, which replies once every
+//! part is in and the event-time frontier at the answer's frontier is
+//! known. No copy of the state is kept for queries, and which process
+//! holds a key does not matter: the dataflow's exchanges route both ways.
 //!
 //! ```text
 //!  asked (any worker) ──route──► Enrich (present, device contacts) ──parts──┐
 //!                      └─route──► SumByKey (walk-in counts) ──────parts────┴─► Gather (asking worker) ─► reply
-//!  watermarks (broadcast) ──────────────────────────────────────────────────────┘ (the event-time frontier at t)
+//!  watermarks (broadcast) ──────────────────────────────────────────────────────┘ (the event-time frontier at f)
 //! ```
 //!
 //! This module holds the queries' types and bookkeeping; the operators
@@ -72,6 +81,12 @@ pub enum Holder {
 }
 
 impl Query {
+    /// Whether one worker holds the whole answer (a point query), which it
+    /// then gives on arrival, as of the state it has applied.
+    pub fn is_point(&self) -> bool {
+        matches!(self, Query::Count { .. } | Query::Contact { .. })
+    }
+
     /// The operator whose state answers this query.
     pub fn holder(&self) -> Holder {
         match self {
@@ -121,6 +136,19 @@ pub enum Part {
     Contact(Option<String>),
 }
 
+impl Asked {
+    /// This copy's answer: `part`, exactly the answering worker's state as
+    /// of `frontier`.
+    pub fn answered(self, part: Part, frontier: Time) -> Answered {
+        Answered {
+            id: self.id,
+            origin: self.origin,
+            part,
+            frontier,
+        }
+    }
+}
+
 /// A part on its way back to the asking worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answered {
@@ -130,6 +158,10 @@ pub struct Answered {
     pub origin: usize,
     /// The part.
     pub part: Part,
+    /// The logical frontier the part is exactly as of: the query's time for
+    /// a business query, the answering operator's applied frontier for a
+    /// point query.
+    pub frontier: Time,
 }
 
 /// What an answer is exactly as of.
@@ -242,22 +274,34 @@ pub struct Asking {
 #[derive(Default)]
 struct AskingInner {
     next: u64,
-    /// By id: the query, its time, its reply, the parts so far.
-    pending: HashMap<u64, (Query, Time, Reply, Vec<Part>)>,
+    /// By id.
+    pending: HashMap<u64, Pending>,
+}
+
+/// A query asked and not answered yet.
+struct Pending {
+    query: Query,
+    reply: Reply,
+    /// How many parts the answer has (one per worker asked).
+    parts_expected: usize,
+    parts: Vec<Part>,
+    /// The frontier the parts are as of (all the same), once one is in.
+    frontier: Option<Time>,
+}
+
+impl Pending {
+    /// The frontier the whole answer is as of, once every part is in.
+    fn complete(&self) -> Option<Time> {
+        self.frontier
+            .filter(|_| self.parts.len() == self.parts_expected)
+    }
 }
 
 impl Asking {
-    /// Registers `query`, asked at `time` by worker `origin` of `peers`;
-    /// returns its copies to send, one per worker that holds part of the
-    /// answer.
-    pub fn ask(
-        &self,
-        query: Query,
-        time: Time,
-        reply: Reply,
-        origin: usize,
-        peers: usize,
-    ) -> Vec<Asked> {
+    /// Registers `query`, asked by worker `origin` of `peers`; returns its
+    /// copies to send (at the asking worker's epoch), one per worker that
+    /// holds part of the answer.
+    pub fn ask(&self, query: Query, reply: Reply, origin: usize, peers: usize) -> Vec<Asked> {
         let mut inner = self.inner.borrow_mut();
         let id = inner.next;
         inner.next += 1;
@@ -265,6 +309,7 @@ impl Asking {
             Some(owner) => vec![owner],
             None => (0..peers).collect(),
         };
+        let parts_expected = targets.len();
         let copies = targets
             .into_iter()
             .map(|to| Asked {
@@ -274,7 +319,16 @@ impl Asking {
                 query: query.clone(),
             })
             .collect();
-        inner.pending.insert(id, (query, time, reply, Vec::new()));
+        inner.pending.insert(
+            id,
+            Pending {
+                query,
+                reply,
+                parts_expected,
+                parts: Vec::new(),
+                frontier: None,
+            },
+        );
         copies
     }
 
@@ -285,51 +339,64 @@ impl Asking {
 
     /// Adds a worker's part to its query's answer.
     pub fn add_part(&self, answered: Answered) {
-        if let Some(entry) = self.inner.borrow_mut().pending.get_mut(&answered.id) {
-            entry.3.push(answered.part);
+        if let Some(pending) = self.inner.borrow_mut().pending.get_mut(&answered.id) {
+            debug_assert!(
+                pending.frontier.is_none_or(|f| f == answered.frontier),
+                "the parts of one answer are as of one frontier"
+            );
+            pending.frontier = Some(answered.frontier);
+            pending.parts.push(answered.part);
         }
     }
 
-    /// The queries asked at a time `complete` says every part is in for,
-    /// as `(time, id)`, in time order.
-    pub fn due(&self, complete: impl Fn(&Time) -> bool) -> Vec<(Time, u64)> {
+    /// The queries with every part in whose frontier `known` says the
+    /// event-time frontier at is known, as `(frontier, id)`, in frontier
+    /// order.
+    pub fn due(&self, known: impl Fn(Time) -> bool) -> Vec<(Time, u64)> {
         let mut due: Vec<(Time, u64)> = self
             .inner
             .borrow()
             .pending
             .iter()
-            .filter(|(_, (_, time, _, _))| complete(time))
-            .map(|(id, (_, time, _, _))| (*time, *id))
+            .filter_map(|(id, pending)| Some((pending.complete()?, *id)))
+            .filter(|(frontier, _)| known(*frontier))
             .collect();
         due.sort_unstable();
         due
     }
 
-    /// The earliest time of a query not answered yet.
-    pub fn oldest(&self) -> Option<Time> {
+    /// The least frontier of a query with every part in and not yet
+    /// answered.
+    pub fn oldest_complete(&self) -> Option<Time> {
         self.inner
             .borrow()
             .pending
             .values()
-            .map(|entry| entry.1)
+            .filter_map(Pending::complete)
             .min()
     }
 
-    /// Answers query `id` with its parts put together, as of `time` and the
-    /// event-time frontier `event_time`.
+    /// Answers query `id` (every part in) with its parts put together, as
+    /// of their frontier and the event-time frontier `event_time` there.
     pub fn answer(&self, id: u64, event_time: EventTime) {
-        let (query, time, reply, parts) = self
+        let pending = self
             .inner
             .borrow_mut()
             .pending
             .remove(&id)
             .expect("an answered query is pending");
-        let part = merge(&query, parts);
         let as_of = AsOf {
-            frontier: time,
+            frontier: pending
+                .complete()
+                .expect("an answered query has every part"),
             event_time,
         };
-        reply(Answer { query, part, as_of });
+        let part = merge(&pending.query, pending.parts);
+        (pending.reply)(Answer {
+            query: pending.query,
+            part,
+            as_of,
+        });
     }
 }
 
@@ -400,7 +467,6 @@ mod tests {
             Query::Contact {
                 device: "phone".into(),
             },
-            5,
             reply(),
             1,
             4,
@@ -415,7 +481,6 @@ mod tests {
             Query::Present {
                 business: "shop".into(),
             },
-            5,
             reply(),
             1,
             4,

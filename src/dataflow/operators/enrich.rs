@@ -59,7 +59,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use super::stash::{next_complete, Ports, Stash};
+use super::stash::{applied_frontier, next_complete, Ports, Stash};
 use super::windows::{Open, Window};
 use crate::dataflow::query::{self, Answered, Asked, Part, Query};
 use crate::model::records::{EnrichedWalkIn, Id, Present};
@@ -358,8 +358,8 @@ impl Devices {
     }
 
     /// This worker's part of the answer to `asked` (see [`query`]): the
-    /// state as it is, which the operator keeps as of the query's time.
-    pub fn answer(&self, asked: Asked) -> Answered {
+    /// state as it is, which the operator keeps as of `frontier`.
+    pub fn answer(&self, asked: Asked, frontier: u64) -> Answered {
         let part = match &asked.query {
             Query::Contact { device } => Part::Contact(
                 self.held
@@ -378,11 +378,7 @@ impl Devices {
                 unreachable!("counts are asked of the count's operator")
             }
         };
-        Answered {
-            id: asked.id,
-            origin: asked.origin,
-            part,
-        }
+        asked.answered(part, frontier)
     }
 
     /// What this worker holds: devices and walk-ins.
@@ -478,11 +474,15 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
             let mut contacts = Stash::new();
             let mut opens = Stash::new();
             let mut queries = Stash::new();
+            let mut now = Vec::new();
+            let mut handled_below = 0;
             move |frontiers| {
                 walkin_input.for_each_stamp(|capability, data| walkins.hold(capability, data));
                 contact_input.for_each_stamp(|capability, data| contacts.hold(capability, data));
                 open_input.for_each_stamp(|capability, data| opens.hold(capability, data));
-                query_input.for_each_stamp(|capability, data| queries.hold(capability, data));
+                query_input.for_each_stamp(|capability, data| {
+                    queries.hold_queries(capability, data, &mut now)
+                });
                 let mut enriched_out = enriched_output.activate();
                 let mut present_out = present_output.activate();
                 let mut answer_out = answer_output.activate();
@@ -496,10 +496,10 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
                     let Some(time) = next_complete(held_times, frontiers) else {
                         break;
                     };
-                    // Queries first: they see the state as of `time`.
+                    // Business queries first: they see the state as of `time`.
                     if let Some((_, asked)) = queries.take(time) {
                         let answers: Vec<Answered> =
-                            asked.map(|asked| held.answer(asked)).collect();
+                            asked.map(|asked| held.answer(asked, time)).collect();
                         answer_out
                             .session(&ports.at(2, time))
                             .give_iterator(answers.into_iter());
@@ -524,6 +524,29 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
                         |row, diff| enriched.give((row, time, diff)),
                         |row, diff| present.give((row, time, diff)),
                     );
+                    handled_below = time + 1;
+                }
+                // Point queries now, as of every update handled.
+                if !now.is_empty() {
+                    let frontier = applied_frontier(
+                        [
+                            walkins.first_time(),
+                            contacts.first_time(),
+                            opens.first_time(),
+                        ],
+                        &frontiers[..3],
+                        handled_below,
+                    );
+                    // One message per time.
+                    let mut queries = now.drain(..).peekable();
+                    while let Some((time, asked)) = queries.next() {
+                        let at = ports.at(2, time);
+                        let mut session = answer_out.session(&at);
+                        session.give(held.answer(asked, frontier));
+                        while let Some((_, asked)) = queries.next_if(|(next, _)| *next == time) {
+                            session.give(held.answer(asked, frontier));
+                        }
+                    }
                 }
                 ports.downgrade(frontiers);
             }
@@ -830,15 +853,21 @@ mod tests {
             to: 0,
             query,
         };
-        let answered = devices.answer(asked(Query::Present {
-            business: "s1".into(),
-        }));
+        let answered = devices.answer(
+            asked(Query::Present {
+                business: "s1".into(),
+            }),
+            5,
+        );
         assert_eq!(answered.part, Part::Present(rows));
-        let answered = devices.answer(asked(Query::Contact { device: "p".into() }));
+        let answered = devices.answer(asked(Query::Contact { device: "p".into() }), 5);
         assert_eq!(answered.part, Part::Contact(Some("ann".into())));
-        let answered = devices.answer(asked(Query::Present {
-            business: "nowhere".into(),
-        }));
+        let answered = devices.answer(
+            asked(Query::Present {
+                business: "nowhere".into(),
+            }),
+            5,
+        );
         assert_eq!(answered.part, Part::Present(vec![]));
     }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
+use crate::dataflow::query::Asked;
+
 /// Input held until the frontier passes its logical time, with a capability
 /// to emit at that time: how both operators wait for a complete time.
 ///
@@ -108,4 +110,50 @@ pub(super) fn next_complete(
         .flatten()
         .min()
         .filter(|time| frontiers.iter().all(|frontier| !frontier.less_equal(time)))
+}
+
+impl Stash<Asked> {
+    /// Takes the queries received under `capability`: point queries into
+    /// `now`, with their time, to be answered as soon as the operator has
+    /// handled what it can; the rest held until their time is complete
+    /// (see [`crate::dataflow::query`]).
+    pub(super) fn hold_queries<'a>(
+        &mut self,
+        capability: InputCapability<u64>,
+        data: impl Iterator<Item = &'a mut Vec<Asked>>,
+        now: &mut Vec<(u64, Asked)>,
+    ) {
+        let time = *capability.least().expect("a total order has a least time");
+        let mut later = Vec::new();
+        for asked in data.flat_map(|batch| batch.drain(..)) {
+            if asked.query.is_point() {
+                now.push((time, asked));
+            } else {
+                later.push(asked);
+            }
+        }
+        if !later.is_empty() {
+            self.hold(capability, std::iter::once(&mut later));
+        }
+    }
+}
+
+/// The frontier an operator's state is exactly as of once it has handled
+/// every complete time: the least of its data inputs' first held times
+/// (`held`) and frontiers; once they are all done, `handled_below` (just
+/// past the last time it handled).
+pub(super) fn applied_frontier(
+    held: impl IntoIterator<Item = Option<u64>>,
+    data_frontiers: &[MutableAntichain<u64>],
+    handled_below: u64,
+) -> u64 {
+    held.into_iter()
+        .flatten()
+        .chain(
+            data_frontiers
+                .iter()
+                .filter_map(|frontier| frontier.frontier().first().copied()),
+        )
+        .min()
+        .unwrap_or(handled_below)
 }

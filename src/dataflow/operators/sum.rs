@@ -40,7 +40,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::StreamVec;
 
-use super::stash::{next_complete, Ports, Stash};
+use super::stash::{applied_frontier, next_complete, Ports, Stash};
 use crate::dataflow::query::{self, Answered, Asked};
 
 /// The sums one worker holds, by key; cloning shares them (the operator
@@ -131,14 +131,16 @@ pub trait SumByKey<'scope, K> {
     fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>);
 
     /// [`SumByKey::sum_by_key`], also answering `queries` (each copy
-    /// addressed to its worker) with `answer` from the sums as of each
-    /// query's time: before that time's weights are added.
+    /// addressed to its worker) with `answer(sums, query, frontier)` from
+    /// the sums as of `frontier`: a point query on arrival, as of the
+    /// weights added so far; a business query at its time, before that
+    /// time's weights are added (see [`crate::dataflow::query`]).
     #[allow(clippy::type_complexity)]
     fn sum_by_key_answering(
         self,
         name: &str,
         queries: StreamVec<'scope, u64, Asked>,
-        answer: impl Fn(&Sums<K>, Asked) -> Answered + 'static,
+        answer: impl Fn(&Sums<K>, Asked, u64) -> Answered + 'static,
     ) -> (
         VecCollection<'scope, u64, (K, isize)>,
         StreamVec<'scope, u64, Answered>,
@@ -153,7 +155,7 @@ where
     fn sum_by_key(self, name: &str) -> (VecCollection<'scope, u64, (K, isize)>, Sums<K>) {
         let scope = self.inner.scope();
         let none = timely::dataflow::operators::generic::operator::empty(scope);
-        let (sums, _, held) = self.sum_by_key_answering(name, none, |_, asked| {
+        let (sums, _, held) = self.sum_by_key_answering(name, none, |_, asked, _| {
             unreachable!("no queries were sent: {asked:?}")
         });
         (sums, held)
@@ -163,7 +165,7 @@ where
         self,
         name: &str,
         queries: StreamVec<'scope, u64, Asked>,
-        answer: impl Fn(&Sums<K>, Asked) -> Answered + 'static,
+        answer: impl Fn(&Sums<K>, Asked, u64) -> Answered + 'static,
     ) -> (
         VecCollection<'scope, u64, (K, isize)>,
         StreamVec<'scope, u64, Answered>,
@@ -189,9 +191,13 @@ where
             let mut ports = Ports::new(capabilities);
             let mut pending = Stash::new();
             let mut asked = Stash::new();
+            let mut now = Vec::new();
+            let mut handled_below = 0;
             move |frontiers| {
                 weight_input.for_each_stamp(|capability, data| pending.hold(capability, data));
-                query_input.for_each_stamp(|capability, data| asked.hold(capability, data));
+                query_input.for_each_stamp(|capability, data| {
+                    asked.hold_queries(capability, data, &mut now)
+                });
                 let mut sum_out = sum_output.activate();
                 let mut answer_out = answer_output.activate();
                 loop {
@@ -199,10 +205,11 @@ where
                     let Some(time) = next_complete(held_times, frontiers) else {
                         break;
                     };
-                    // Queries first: they see the sums as of `time`.
+                    // Business queries first: they see the sums as of `time`.
                     if let Some((_, questions)) = asked.take(time) {
-                        let answers: Vec<Answered> =
-                            questions.map(|question| answer(&held, question)).collect();
+                        let answers: Vec<Answered> = questions
+                            .map(|question| answer(&held, question, time))
+                            .collect();
                         answer_out
                             .session(&ports.at(1, time))
                             .give_iterator(answers.into_iter());
@@ -213,6 +220,22 @@ where
                         held.apply(weights, |key, sum, diff| {
                             session.give(((key.clone(), sum), time, diff))
                         });
+                    }
+                    handled_below = time + 1;
+                }
+                // Point queries now, as of every update handled.
+                if !now.is_empty() {
+                    let frontier =
+                        applied_frontier([pending.first_time()], &frontiers[..1], handled_below);
+                    // One message per time.
+                    let mut queries = now.drain(..).peekable();
+                    while let Some((time, question)) = queries.next() {
+                        let at = ports.at(1, time);
+                        let mut session = answer_out.session(&at);
+                        session.give(answer(&held, question, frontier));
+                        while let Some((_, question)) = queries.next_if(|(next, _)| *next == time) {
+                            session.give(answer(&held, question, frontier));
+                        }
                     }
                 }
                 ports.downgrade(frontiers);

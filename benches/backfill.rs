@@ -100,7 +100,8 @@ fn check(cmd: &Cmd, output: Output) -> String {
             String::from_utf8_lossy(&output.stdout)
         );
     }
-    stderr
+    // The summary is the command's result: on stdout.
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// What one process's summary said.
@@ -110,14 +111,14 @@ struct Summary {
     peak_rss_mib: f64,
 }
 
-fn parse_summary(cmd: &Cmd, stderr: &str) -> Summary {
+fn parse_summary(cmd: &Cmd, stdout: &str) -> Summary {
     let fail = |what: &str| -> ! {
         panic!(
-            "cannot find {what} in the summary of `{}`; its stderr:\n{stderr}",
+            "cannot find {what} in the summary of `{}`; its stdout:\n{stdout}",
             cmd.display()
         )
     };
-    let accepted = stderr
+    let accepted = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("accepted "))
         .unwrap_or_else(|| fail("an `accepted N probes` line"));
@@ -126,7 +127,7 @@ fn parse_summary(cmd: &Cmd, stderr: &str) -> Summary {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| fail("the accepted probe count"));
-    let peak_rss_mib = stderr
+    let peak_rss_mib = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("peak RSS "))
         .and_then(|rest| rest.split_whitespace().next())
@@ -268,8 +269,8 @@ fn run_once(config: &mut Config, hostfile: &Path) -> Run {
             other_cores,
         };
         for (cmd, output) in config.cmds.iter().zip(outputs) {
-            let stderr = check(cmd, output);
-            let summary = parse_summary(cmd, &stderr);
+            let stdout = check(cmd, output);
+            let summary = parse_summary(cmd, &stdout);
             run.probes += summary.accepted_probes;
             run.rss_mib += summary.peak_rss_mib;
         }
@@ -437,7 +438,7 @@ fn main() {
         .map(String::from),
     );
     let started = Instant::now();
-    let gen_stderr = check(
+    let gen_result = check(
         &generate,
         generate.spawn().wait_with_output().expect("wait"),
     );
@@ -454,7 +455,7 @@ fn main() {
     println!("    {}", generate.display());
     println!(
         "    -> {} ({:.1} MiB of input, generated in {:.1} s)",
-        gen_stderr.trim(),
+        gen_result.trim(),
         input_bytes as f64 / (1 << 20) as f64,
         gen_time.as_secs_f64()
     );

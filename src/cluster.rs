@@ -20,11 +20,13 @@ pub struct ClusterArgs {
         long = "threads",
         visible_alias = "workers",
         default_value_t = 1,
-        value_name = "N"
+        value_name = "N",
+        value_parser = parse_count
     )]
     pub workers: usize,
     /// Number of processes.
-    #[arg(short = 'n', long = "processes", default_value_t = 1, value_name = "N")]
+    #[arg(short = 'n', long = "processes", default_value_t = 1, value_name = "N",
+          value_parser = parse_count)]
     pub processes: usize,
     /// This process's index, from 0.
     #[arg(short = 'p', long = "process", default_value_t = 0, value_name = "I")]
@@ -45,10 +47,22 @@ impl Default for ClusterArgs {
     }
 }
 
-/// Cluster flags that do not describe a cluster.
+/// The most workers or processes a flag takes.
+const MOST: usize = 1024;
+
+/// `-w` and `-n` (and `demo -w`): 1 to 1024.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MOST).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {MOST}")),
+    }
+}
+
+/// Cluster flags that do not describe a cluster: a usage error (the flags
+/// can be fixed), except a hostfile that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// `-w 0` or `-n 0`.
+    /// `-w 0` or `-n 0` (clap refuses them first).
     #[error("-w and -n must be at least 1")]
     Empty,
     /// `-p` out of range.
@@ -67,8 +81,18 @@ pub enum ClusterError {
         /// Why.
         source: std::io::Error,
     },
+    /// A hostfile line that is not `HOST:PORT`.
+    #[error("hostfile {path} line {line}: {address:?} is not HOST:PORT (a host name or IP address, a colon, a port from 1 to 65535)")]
+    BadAddress {
+        /// The path.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What it holds.
+        address: String,
+    },
     /// The hostfile has too few lines.
-    #[error("hostfile {path} has {found} addresses, but -n is {processes}")]
+    #[error("hostfile {path} has {found} addresses, but -n is {processes} (one HOST:PORT line per process)")]
     TooFewHosts {
         /// The path.
         path: PathBuf,
@@ -165,13 +189,27 @@ impl ClusterArgs {
                             path: path.clone(),
                             source,
                         })?;
-                    let addresses: Vec<String> = text
+                    let lines: Vec<(usize, &str)> = text
                         .lines()
                         .map(str::trim)
-                        .filter(|line| !line.is_empty())
+                        .enumerate()
+                        .filter(|(_, line)| !line.is_empty())
                         .take(self.processes)
-                        .map(str::to_owned)
                         .collect();
+                    for (index, line) in &lines {
+                        // Timely listens on each of a line's addresses.
+                        for address in line.split_whitespace() {
+                            if !is_host_port(address) {
+                                return Err(ClusterError::BadAddress {
+                                    path: path.clone(),
+                                    line: index + 1,
+                                    address: address.to_owned(),
+                                });
+                            }
+                        }
+                    }
+                    let addresses: Vec<String> =
+                        lines.into_iter().map(|(_, line)| line.to_owned()).collect();
                     if addresses.len() < self.processes {
                         return Err(ClusterError::TooFewHosts {
                             path: path.clone(),
@@ -201,6 +239,84 @@ impl ClusterArgs {
             communication,
             worker: WorkerConfig::default(),
         })
+    }
+}
+
+impl ClusterError {
+    /// Whether the flags are at fault (exit status 2), rather than a file
+    /// that cannot be read.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ClusterError::Hostfile { .. })
+    }
+}
+
+/// Whether `address` is `HOST:PORT`: a non-empty host (a name, an IPv4
+/// address or a bracketed IPv6 one) and a port from 1 to 65535. Checked
+/// before connecting: timely retries an address it cannot use forever.
+fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    port_ok && host_ok
+}
+
+/// Whether a process of this cluster is still connecting to the others
+/// (timely's connection step has no timeout and does not look at signals:
+/// the command line ends the process itself when stopped then).
+pub fn connecting() -> bool {
+    CONNECTING.load(Ordering::SeqCst)
+}
+
+static CONNECTING: AtomicBool = AtomicBool::new(false);
+
+/// Sends what is written to stdout to stderr while it lives: timely's
+/// connection step prints its progress ("awaiting connections") with
+/// `println!`, and stdout is for results.
+struct StdoutToStderr {
+    saved: Option<libc::c_int>,
+}
+
+impl StdoutToStderr {
+    fn new() -> Self {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: dup and dup2 on the process's own standard descriptors;
+        // failures leave stdout as it was.
+        let saved = unsafe {
+            let saved = libc::dup(libc::STDOUT_FILENO);
+            if saved >= 0 && libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) >= 0 {
+                Some(saved)
+            } else {
+                if saved >= 0 {
+                    libc::close(saved);
+                }
+                None
+            }
+        };
+        StdoutToStderr { saved }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if let Some(saved) = self.saved {
+            // SAFETY: `saved` is the descriptor `new` duplicated.
+            unsafe {
+                libc::dup2(saved, libc::STDOUT_FILENO);
+                libc::close(saved);
+            }
+        }
     }
 }
 
@@ -266,7 +382,16 @@ where
     // Heard by the others from before this process connects, however late
     // it leaves the connection step.
     let liveness = Peers::of(&config).map(|peers| peers.start(timeout));
-    let guards = timely::execute(config, func)?;
+    let guards = if liveness.is_some() {
+        CONNECTING.store(true, Ordering::SeqCst);
+        let quiet = StdoutToStderr::new();
+        let guards = timely::execute(config, func);
+        drop(quiet);
+        CONNECTING.store(false, Ordering::SeqCst);
+        guards?
+    } else {
+        timely::execute(config, func)?
+    };
     // The cluster is connected: from now on a process that hangs is lost.
     if let Some(liveness) = &liveness {
         liveness.connected();

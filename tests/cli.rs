@@ -341,7 +341,7 @@ fn bad_cluster_flags_are_rejected() {
         .arg(&probes)
         .arg("--out")
         .arg(dir.path().join("out")));
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(stderr(&output).contains("-p 2"), "{}", stderr(&output));
 }
 
@@ -399,7 +399,7 @@ fn bench_flags_are_checked_before_any_work() {
     ] {
         let output = run(presence().arg("bench").args(args));
         let message = stderr(&output);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
         assert!(message.contains(expected), "{args:?}: {message}");
         assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     }
@@ -539,8 +539,9 @@ fn example_keeps_its_input_and_output() {
     let output = run(presence()
         .args(["example", "--days", "1", "--devices", "300", "--out"])
         .arg(&folder));
-    let message = stderr(&output);
-    assert!(output.status.success(), "{message}");
+    assert!(output.status.success(), "{}", stderr(&output));
+    // What it did is its result: on stdout.
+    let message = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         message.contains(&folder.join("input").display().to_string()),
         "{message}"
@@ -681,5 +682,270 @@ fn a_backfill_into_a_folder_holding_checkpoints_is_refused_unless_reset() {
         orphan.status.code(),
         Some(2),
         "--reset-state needs --checkpoint-dir"
+    );
+}
+
+/// The command line's rules (docs/operations.md, "The command line"):
+/// every refusal of the flags is status 2 and one line on stderr that names
+/// the flag and what it accepts, before any work; nothing on stdout.
+#[test]
+fn usage_errors_are_status_2_and_one_line_naming_the_flag() {
+    let files = ["--probes", "p.jsonl", "--out", "out"];
+    let backfill = |flags: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["backfill"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&files);
+        args
+    };
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (backfill(&["-w", "0"]), vec!["--threads", "1 to 1024"]),
+        (backfill(&["-n", "0"]), vec!["--processes", "1 to 1024"]),
+        (
+            backfill(&["--min-probes", "-1"]),
+            vec!["--min-probes", "at least 1"],
+        ),
+        (
+            backfill(&["--min-probes", "0"]),
+            vec!["--min-probes", "at least 1"],
+        ),
+        (
+            backfill(&["--min-dwell", "99999999999999d"]),
+            vec!["--min-dwell", "too long", "at most"],
+        ),
+        (backfill(&["-n", "2", "-p", "2"]), vec!["-p 2", "0 to 1"]),
+        (
+            vec!["bench", "--warmup", "20s", "--duration", "10s"],
+            vec!["--duration 10s", "--warmup 20s"],
+        ),
+        (vec!["demo", "-n", "2"], vec!["-n"]),
+        (
+            vec!["produce", "--brokers", "x", "--live", "--rate", "0"],
+            vec!["--live", "--rate"],
+        ),
+        (backfill(&[]).into_iter().take(1).collect(), vec!["--out"]),
+    ];
+    for (args, words) in cases {
+        let output = run(presence().args(&args));
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: one line: {message}");
+        for word in words {
+            assert!(message.contains(word), "{args:?} names {word}: {message}");
+        }
+        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+/// `presence help [COMMAND]` and `-h` wherever `-h` is not the hostfile.
+#[test]
+fn help_is_at_hand() {
+    let help = |args: &[&str]| -> String {
+        let output = run(presence().args(args));
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(help(&["help"]).contains("backfill"));
+    assert!(help(&["help", "backfill"]).contains("--probes"));
+    for command in ["generate", "checkpoints", "demo", "produce"] {
+        let text = help(&[command, "-h"]);
+        assert!(
+            text.contains(&format!("Usage: presence {command}")),
+            "{command} -h: {text}"
+        );
+    }
+}
+
+/// A hostfile line that is not HOST:PORT is refused at once (timely would
+/// retry it forever), naming the line.
+#[test]
+fn a_bad_hostfile_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "garbage\nmore\n").unwrap();
+    let probes = dir.path().join("probes.jsonl");
+    std::fs::write(&probes, "").unwrap();
+    let output = run(presence()
+        .args(["backfill", "-n", "2", "-p", "0", "-h"])
+        .arg(&hosts)
+        .arg("--probes")
+        .arg(&probes)
+        .arg("--out")
+        .arg(dir.path().join("out")));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("line 1") && message.contains("garbage") && message.contains("HOST:PORT"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+/// SIGTERM while the cluster is still connecting (its peer never comes)
+/// ends the process at once with a line saying so; timely's connection
+/// progress goes to stderr, not stdout.
+#[test]
+fn a_signal_while_connecting_ends_the_process_with_a_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = common::hostfile(dir.path());
+    let probes = dir.path().join("probes.jsonl");
+    std::fs::write(&probes, "").unwrap();
+    let mut child = presence()
+        .args(["backfill", "-n", "2", "-p", "0", "-h"])
+        .arg(&hosts)
+        .arg("--probes")
+        .arg(&probes)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (send, lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    // Connecting: process 0 waits for process 1, and says so (on stderr).
+    let mut seen = String::new();
+    while !seen.contains("awaiting connections") {
+        match lines.recv_timeout(common::PATIENCE) {
+            Ok(line) => seen += &(line + "\n"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `awaiting connections` on stderr: {seen}");
+            }
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = common::wait_child(&mut child, "a process stopped while connecting");
+    let rest: Vec<String> = lines.iter().collect();
+    let rest = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{seen}{rest}");
+    assert!(
+        rest.contains("stopped by SIGTERM while connecting"),
+        "{rest}"
+    );
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+}
+
+/// Results on stdout, logs and progress on stderr: a backfill's summary and
+/// what it wrote, generate's files, checkpoints' listing.
+#[test]
+fn results_go_to_stdout_and_logs_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(presence()
+        .args(["generate", "--days", "1", "--devices", "50", "--out"])
+        .arg(dir.path().join("in")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result = String::from_utf8_lossy(&output.stdout);
+    assert!(result.starts_with("wrote "), "{result}");
+    let inputs = (
+        vec![dir.path().join("in/probes-0.jsonl")],
+        dir.path().join("in/logins-0.jsonl"),
+        dir.path().join("in/base-counts.jsonl"),
+    );
+    let state = dir.path().join("state");
+    let output = run(backfill_command(&inputs, &dir.path().join("out"))
+        .arg("--checkpoint-dir")
+        .arg(&state));
+    let (result, log) = (String::from_utf8_lossy(&output.stdout), stderr(&output));
+    assert!(output.status.success(), "{log}");
+    assert!(
+        result.lines().any(|l| l.starts_with("read ")) && result.contains("wrote "),
+        "the summary on stdout: {result}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("read ")),
+        "not on stderr: {log}"
+    );
+    let output = run(presence()
+        .arg("checkpoints")
+        .arg("--checkpoint-dir")
+        .arg(&state));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!output.stdout.is_empty(), "the listing on stdout");
+}
+
+/// Input that is mostly rejected is warned about at the end, with the top
+/// reasons and a hint; a byte order mark is not a reason.
+#[test]
+fn mostly_rejected_input_is_warned_about_and_a_byte_order_mark_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = workload(dir.path());
+    // Logins given as probes (swapped): every record malformed.
+    let swapped = (
+        vec![inputs.1.clone()],
+        inputs.0[0].clone(),
+        inputs.2.clone(),
+    );
+    let output = run(&mut backfill_command(&swapped, &dir.path().join("swapped")));
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("were rejected"))
+        .unwrap_or_else(|| panic!("a warning: {log}"));
+    assert!(
+        warning.contains("malformed") && warning.contains("swapped"),
+        "{warning}"
+    );
+    // The same files the right way round: no warning.
+    let output = run(&mut backfill_command(&inputs, &dir.path().join("right")));
+    assert!(
+        !stderr(&output).contains("were rejected"),
+        "{}",
+        stderr(&output)
+    );
+    // A byte order mark at the start of a file is not part of its first record.
+    let probes = std::fs::read(&inputs.0[0]).unwrap();
+    let marked = dir.path().join("marked.jsonl");
+    std::fs::write(&marked, [b"\xEF\xBB\xBF".as_slice(), &probes].concat()).unwrap();
+    let output = run(presence()
+        .args(["backfill", "--probes"])
+        .arg(&marked)
+        .arg("--out")
+        .arg(dir.path().join("marked")));
+    let result = String::from_utf8_lossy(&output.stdout);
+    let line = result.lines().find(|l| l.starts_with("read ")).unwrap();
+    let n = common::summary_numbers(line);
+    assert_eq!(n["rejected"], 0, "{line}");
+}
+
+/// Unfinished parts that an interrupted backfill of another shape left are
+/// removed; a report path whose folder does not exist fails before work.
+#[test]
+fn stale_unfinished_parts_are_removed_and_report_paths_are_checked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = workload(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("walkins")).unwrap();
+    let stale = out.join("walkins/part-0001-of-0004.jsonl.tmp");
+    std::fs::write(&stale, "{}\n").unwrap();
+    let output = run(&mut backfill_command(&inputs, &out));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stale.exists(), "the stale part is gone");
+    let output = run(presence().args([
+        "bench",
+        "--duration",
+        "30s",
+        "--json",
+        "/nonexistent/folder/report.json",
+    ]));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("/nonexistent/folder"), "{message}");
+    assert_eq!(
+        message.lines().count(),
+        1,
+        "refused before measuring: {message}"
     );
 }

@@ -230,7 +230,10 @@ fn the_demo_runs_its_course_and_ends_with_a_summary() {
         text.lines().any(|line| line.starts_with("in stores now ")),
         "a frame: {text}"
     );
-    demo_summary(&text, " finished");
+    // The frames are progress (stderr), the summary the result (stdout).
+    let result = String::from_utf8_lossy(&output.stdout);
+    assert!(!result.contains("in stores now"), "{result}");
+    demo_summary(&result, " finished");
 }
 
 /// The demo's panel moves while you watch: walk-ins appear and their count
@@ -241,7 +244,7 @@ fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["demo", "--duration", "5m"])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -283,6 +286,9 @@ fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
     // The pipe is closed once it exited: the rest of its lines are there.
     text.extend(seen.iter().map(|line| line + "\n"));
     assert_eq!(status.code(), Some(0), "{text}");
+    let mut result = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut result).unwrap();
+    let text = result;
     let (walkins, samples) = demo_summary(&text, " stopped by Ctrl-C after");
     assert!(
         walkins >= *counts.last().unwrap(),
@@ -313,8 +319,13 @@ fn load_generator_produces_every_record_it_counts() {
             "300",
         ]),
     );
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What it produced is its result: on stdout.
+    let text = String::from_utf8_lossy(&output.stdout);
     let produced: usize = text
         .split_whitespace()
         .nth(1)
@@ -454,7 +465,7 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["run", "--output-prefix", "term-", "--brokers", &brokers])
         .args(["--status-interval", "100ms"])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -501,8 +512,11 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
             "{topic} against backfill of the records its final offsets name: {last}"
         );
     }
-    // The summary adds up to the records the final offsets name.
-    let summary = stderr
+    // The summary (a result: stdout) adds up to the records the final
+    // offsets name.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let summary = stdout
         .lines()
         .find(|line| line.starts_with("stopped after"))
         .unwrap_or_else(|| panic!("no summary: {stderr}"));
@@ -1117,10 +1131,14 @@ fn live_load_is_stamped_with_the_wall_clock() {
         ]),
     );
     let until = presence::model::clock::now_ms();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
-    // As many as it says it produced (how many fit in 1 s is the machine's
-    // business), each stamped while it ran.
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // As many as it says (on stdout) it produced (how many fit in 1 s is
+    // the machine's business), each stamped while it ran.
+    let text = String::from_utf8_lossy(&output.stdout);
     let produced: usize = text
         .split_whitespace()
         .nth(1)

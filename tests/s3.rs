@@ -505,12 +505,13 @@ fn a_backfill_in_s3_is_guarded_and_handed_over_to_run() {
         run_stderr.contains("restoring a checkpoint"),
         "{run_stderr}"
     );
-    let summary = run_stderr
+    let summary = String::from_utf8_lossy(&run.stdout)
         .lines()
         .find(|l| l.starts_with("stopped after"))
+        .map(str::to_owned)
         .unwrap_or_else(|| panic!("a summary: {run_stderr}"));
     assert_eq!(
-        summary_numbers(summary)["read"],
+        summary_numbers(&summary)["read"],
         read,
         "the topics are read from their start: {summary}"
     );

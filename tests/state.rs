@@ -213,7 +213,7 @@ fn service(brokers: &str, state: &Path, hosts: &Path, p: usize) -> std::process:
         .args(["--checkpoint-interval", "200ms", "--connect-timeout", "5s"])
         .args(["-n", "2", "-p", &p.to_string(), "-h"])
         .arg(hosts)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     command
 }
@@ -496,9 +496,11 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
     }
     let mut read_before = 0;
     for child in children {
-        let (status, stderr) = finish(child, "a process told to stop");
-        assert_eq!(status.code(), Some(0), "{stderr}");
-        let summary = stderr
+        let output = collect(child, "a process told to stop");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let summary = String::from_utf8_lossy(&output.stdout);
+        let summary = summary
             .lines()
             .find(|l| l.starts_with("stopped after"))
             .unwrap();
@@ -521,7 +523,8 @@ fn sigterm_then_restart_reads_no_record_twice_at_any_shape() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let summary = stderr
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
         .lines()
         .find(|l| l.starts_with("stopped after"))
         .unwrap();
@@ -620,23 +623,14 @@ fn restarts_are_refused_with_other_parameters_topics_or_lost_offsets() {
     type Change = fn(&mut Params);
     let changes: [(Change, &str); 6] = [
         (|p| p.rssi_min = -60, "--rssi-min -75, now -60"),
-        (
-            |p| p.session_gap = 600_000,
-            "--session-gap 900000ms, now 600000ms",
-        ),
-        (
-            |p| p.min_dwell = 60_000,
-            "--min-dwell 300000ms, now 60000ms",
-        ),
+        (|p| p.session_gap = 600_000, "--session-gap 15m, now 10m"),
+        (|p| p.min_dwell = 60_000, "--min-dwell 5m, now 1m"),
         (|p| p.min_probes = 4, "--min-probes 3, now 4"),
         (
             |p| p.allowed_lateness = 1_000,
-            "--allowed-lateness 300000ms, now 1000ms",
+            "--allowed-lateness 5m, now 1s",
         ),
-        (
-            |p| p.max_future = 3_600_000,
-            "--max-future 86400000ms, now 3600000ms",
-        ),
+        (|p| p.max_future = 3_600_000, "--max-future 1d, now 1h"),
     ];
     for (change, expected) in changes {
         let mut other = job(&brokers, &state);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::bench::{Report, LATENCIES};
+use crate::harness::bench::{Report, LATENCIES, SUSTAINABLE};
 use crate::harness::demo::{Outcome, Status};
 
 /// The demo's live panel, a few lines of text.
@@ -95,7 +95,7 @@ fn rejected_text(rejected: &BTreeMap<String, u64>) -> String {
 /// each row measures.
 pub fn bench_summary(report: &Report) -> String {
     let mut text = format!(
-        "offered {}/s, achieved {:.0}/s, lag at end {}, {} (commit {})\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "offered {}/s, achieved {:.0}/s, lag at end {} records, {} (commit {})\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         report.rate_offered,
         report.rate_achieved,
         report.lag_end,
@@ -139,11 +139,27 @@ pub fn bench_summary(report: &Report) -> String {
             q.rate_offered, q.rate_answered, q.answered, q.offered, q.failed, l.p50, l.p90, l.p99, l.max
         ));
     }
+    // A tail percentile read from a handful of samples beyond it is noise.
+    for (name, l) in &report.latency_ms {
+        let beyond = |quantile: f64| (l.count as f64 * (1.0 - quantile)).floor() as u64;
+        let thin: Vec<String> = [("p99", 0.99), ("p99.9", 0.999)]
+            .into_iter()
+            .filter(|(_, q)| beyond(*q) < 100)
+            .map(|(p, q)| format!("{p} on {}", beyond(q)))
+            .collect();
+        if !thin.is_empty() && l.count > 0 {
+            text.push_str(&format!(
+                "note: {name}'s {} samples beyond it (fewer than 100: a rough figure)\n",
+                thin.join(", ")
+            ));
+        }
+    }
     text.push_str("where:\n");
     for (name, meaning) in LATENCIES {
         if report.latency_ms.contains_key(name) {
             text.push_str(&format!("  {name:<12} {meaning}\n"));
         }
     }
+    text.push_str(&format!("  {:<12} {SUSTAINABLE}\n", "sustainable"));
     text
 }

@@ -61,16 +61,21 @@ pub fn part_name(index: usize, peers: usize) -> String {
 }
 
 /// Removes part files of earlier runs with a different number of workers,
-/// which would otherwise be read as part of this run's collection.
+/// which would otherwise be read as part of this run's collection, and the
+/// unfinished parts (`*.jsonl.tmp`) such runs left when interrupted (this
+/// shape's are rewritten by this run's workers).
 pub fn remove_stale_parts(dir: &Path, peers: usize) -> Result<(), OutputError> {
     let suffix = format!("-of-{peers:04}.jsonl");
+    let unfinished = format!("{suffix}.tmp");
     for entry in fs::read_dir(dir).map_err(error(dir))? {
         let path = entry.map_err(error(dir))?.path();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name.starts_with("part-") && name.ends_with(".jsonl") && !name.ends_with(&suffix) {
+        let stale = (name.ends_with(".jsonl") && !name.ends_with(&suffix))
+            || (name.ends_with(".jsonl.tmp") && !name.ends_with(&unfinished));
+        if name.starts_with("part-") && stale {
             match fs::remove_file(&path) {
                 // Another worker of this run may have removed it first.
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(error(&path)(e)),

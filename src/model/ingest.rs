@@ -141,6 +141,12 @@ impl PartitionIngest {
     /// As [`ingest`](Self::ingest), for a record of `size` bytes of which a
     /// reader kept only the first `text.len()` (it is too large either way).
     pub fn ingest_sized(&mut self, text: &[u8], size: usize, offset: u64, now_ms: u64) -> Ingested {
+        // A byte order mark (editors write one at the start of a file) is
+        // not part of the record.
+        let (text, size) = match text.strip_prefix(BYTE_ORDER_MARK) {
+            Some(rest) => (rest, size - BYTE_ORDER_MARK.len()),
+            None => (text, size),
+        };
         if size == text.len() && text.iter().all(u8::is_ascii_whitespace) {
             return Ingested::Blank;
         }
@@ -329,6 +335,9 @@ fn below_2_53(field: &str, raw: &RawValue) -> Result<u64, String> {
         .filter(|&value| value < MAX_INTEGER)
         .ok_or_else(|| format!("`{field}` is {value}; it must be in [0, 2^53)"))
 }
+
+/// UTF-8's byte order mark, ignored at the start of a record.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
 /// Parses and validates a probe (docs/contract.md, section 1).
 pub fn parse_probe(text: &[u8]) -> Result<Probe, String> {

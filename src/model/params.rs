@@ -54,9 +54,9 @@ impl Params {
     ];
 
     /// Each parameter's value as a refusal or a listing shows it (durations
-    /// in ms), in the order of [`Params::FLAGS`].
+    /// as the flags take them, `15m`), in the order of [`Params::FLAGS`].
     pub fn values(&self) -> [String; 6] {
-        let ms = |v: u64| format!("{v}ms");
+        let ms = |v: u64| format_duration(v);
         [
             self.rssi_min.to_string(),
             ms(self.session_gap),
@@ -67,7 +67,7 @@ impl Params {
         ]
     }
 
-    /// The parameters as flags: `--rssi-min -75 --session-gap 900000ms ...`.
+    /// The parameters as flags: `--rssi-min -75 --session-gap 15m ...`.
     pub fn as_flags(&self) -> String {
         Params::FLAGS
             .iter()
@@ -78,7 +78,7 @@ impl Params {
     }
 
     /// Where `self` (a checkpoint's) and `now` differ, as
-    /// `--min-dwell 300000ms, now 60000ms`, joined by `; ` (empty if none).
+    /// `--min-dwell 5m, now 1m`, joined by `; ` (empty if none).
     pub fn differences(&self, now: &Params) -> String {
         Params::FLAGS
             .iter()
@@ -92,10 +92,22 @@ impl Params {
 
 /// A duration that could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DurationError(String);
+pub struct DurationError(String, Overflow);
+
+/// Whether a well-formed duration was too long for milliseconds in 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Overflow(bool);
 
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 .0 {
+            return write!(
+                f,
+                "invalid duration {:?}: too long (at most {}d)",
+                self.0,
+                u64::MAX / (24 * 60 * MINUTE)
+            );
+        }
         if self.0.trim_start().starts_with('-') {
             return write!(
                 f,
@@ -123,13 +135,15 @@ impl std::error::Error for DurationError {}
 /// assert!(parse_duration("1.5h").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
-    let error = || DurationError(text.to_owned());
+    let error = || DurationError(text.to_owned(), Overflow(false));
+    let overflow = || DurationError(text.to_owned(), Overflow(true));
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
         return Err(error());
     }
     let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| error())?;
+    // All digits: a number that does not parse is too big.
+    let number: u64 = number.parse().map_err(|_| overflow())?;
     let scale: u64 = match unit {
         "" | "ms" => 1,
         "s" => 1_000,
@@ -138,7 +152,32 @@ pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
         "d" => 24 * 60 * MINUTE,
         _ => return Err(error()),
     };
-    number.checked_mul(scale).ok_or_else(error)
+    number.checked_mul(scale).ok_or_else(overflow)
+}
+
+/// A duration in milliseconds as the flags take it, in the largest unit
+/// that gives a whole number (`300000` is `5m`, `1500` is `1500ms`).
+///
+/// ```
+/// use presence::model::params::{format_duration, parse_duration};
+/// assert_eq!(format_duration(300_000), "5m");
+/// assert_eq!(format_duration(1_500), "1500ms");
+/// assert_eq!(parse_duration(&format_duration(86_400_000)), Ok(86_400_000));
+/// ```
+pub fn format_duration(ms: u64) -> String {
+    let units = [
+        ("d", 24 * 60 * MINUTE),
+        ("h", 60 * MINUTE),
+        ("m", MINUTE),
+        ("s", 1_000),
+    ];
+    units
+        .iter()
+        .find(|(_, scale)| ms > 0 && ms.is_multiple_of(*scale))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, scale)| format!("{}{unit}", ms / scale),
+        )
 }
 
 /// As [`parse_duration`], for settings where zero means nothing (a timeout,
@@ -155,7 +194,13 @@ pub fn parse_at_least_one(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
         Ok(0) => Err("it must be at least 1".to_owned()),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
+        Err(_) if text.starts_with('-') && text[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            Err("it must be at least 1".to_owned())
+        }
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("it must be from 1 to {}", u64::MAX))
+        }
+        Err(_) => Err(format!("{text:?} is not a whole number (at least 1)")),
     }
 }
 
@@ -188,11 +233,11 @@ mod tests {
         };
         assert_eq!(
             then.differences(&now),
-            "--rssi-min -75, now -80; --min-dwell 300000ms, now 60000ms"
+            "--rssi-min -75, now -80; --min-dwell 5m, now 1m"
         );
         assert!(then
             .as_flags()
-            .starts_with("--rssi-min -75 --session-gap 900000ms"));
+            .starts_with("--rssi-min -75 --session-gap 15m"));
     }
 
     #[test]

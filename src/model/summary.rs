@@ -75,6 +75,43 @@ impl Summary {
         self.held_counts += other.held_counts;
     }
 
+    /// A warning when more than half the records read (blank lines aside)
+    /// were rejected: how many, the most common reasons, and what usually
+    /// causes it.
+    pub fn mostly_rejected(&self) -> Option<String> {
+        let records = self.lines - self.blank;
+        let rejected = self.rejected_total();
+        if records == 0 || rejected * 2 <= records {
+            return None;
+        }
+        let mut reasons: Vec<(&str, u64)> = self
+            .rejected
+            .iter()
+            .map(|(reason, n)| (*reason, *n))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        let hint = match reasons.first() {
+            Some(("malformed", _)) => {
+                "are the inputs JSON Lines of the kind their flag names (probes and logins \
+                 swapped?), and not compressed (.gz files must be decompressed first)?"
+            }
+            Some(("late", _)) => "are the inputs in event-time order, or --allowed-lateness too short?",
+            Some(("future", _)) => "are the timestamps milliseconds since 1970 (not seconds), or --max-future too short?",
+            _ => "see the rejected records, each with its reason",
+        };
+        Some(format!(
+            "{rejected} of {records} records ({:.0}%) were rejected ({}): {hint}",
+            100.0 * rejected as f64 / records as f64,
+            top.join(", ")
+        ))
+    }
+
     /// `read N records: accepted ..., rejected ..., blank B` — the parts add up to N.
     pub fn describe(&self) -> String {
         let rejected: Vec<String> = crate::model::records::Reason::ALL

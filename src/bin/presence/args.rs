@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use presence::backfill::Job;
 use presence::checkpoint::store::Location;
@@ -25,6 +24,19 @@ use std::sync::Arc;
 use presence::harness::hooks::Injected;
 use presence::service::{CheckpointSettings, RunJob, Topics};
 
+/// A refusal of flags that clap took but that do not fit together or mean
+/// nothing: exit status 2, as clap's own refusals.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// Walk-ins, device contacts, enriched walk-ins and walk-in counts from Wi-Fi
 /// probes and CRM logins, as one timely/differential dataflow.
 ///
@@ -35,14 +47,14 @@ use presence::service::{CheckpointSettings, RunJob, Topics};
     name = "presence",
     version,
     disable_help_flag = true,
-    disable_help_subcommand = true,
     arg_required_else_help = true
 )]
 pub struct Cli {
     /// Print help.
     #[arg(long, action = ArgAction::Help, global = true)]
     pub help: Option<bool>,
-    /// Print help (only here: in a command, -h is timely's hostfile).
+    /// Print help (`-h` too, except in the commands where it is timely's
+    /// hostfile: backfill, run, bench, example).
     #[arg(short = 'h', action = ArgAction::Help, hide = true)]
     pub short_help: Option<bool>,
     #[command(subcommand)]
@@ -82,8 +94,18 @@ pub enum Command {
     Checkpoints(CheckpointsArgs),
 }
 
+/// `-h` as help, in a command without a hostfile.
+#[derive(Args, Debug)]
+pub struct ShortHelp {
+    /// Print help (as --help).
+    #[arg(short = 'h', action = ArgAction::Help)]
+    short_help: Option<bool>,
+}
+
 #[derive(Args, Debug)]
 pub struct CheckpointsArgs {
+    #[command(flatten)]
+    pub short_help: ShortHelp,
     /// The checkpoint folder or s3://BUCKET/PREFIX (as given to run or backfill).
     #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub checkpoint_dir: Location,
@@ -105,7 +127,7 @@ pub struct ParamArgs {
           allow_hyphen_values = true)]
     pub min_dwell: u64,
     /// A walk-in has at least this many distinct probe times (at least 1).
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub min_probes: u64,
     /// Probes more than this below their partition's newest are rejected as late.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION",
@@ -142,7 +164,7 @@ pub struct BackfillArgs {
     /// Base-count files (JSONL), each one partition.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub base_counts: Vec<PathBuf>,
-    /// Output folder (required): DIR/{walkins,device-contacts,enriched-walkins,walkin-counts,rejected}/*.jsonl.
+    /// Output folder (required but with --parse-only): DIR/{walkins,device-contacts,enriched-walkins,walkin-counts,present,rejected}/*.jsonl.
     #[arg(long, value_name = "DIR", required_unless_present = "parse_only")]
     pub out: Option<PathBuf>,
     /// Only read, parse and validate (a benchmark floor): no dataflow, no output.
@@ -193,19 +215,23 @@ impl BackfillArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub short_help: ShortHelp,
     /// How long to run (Ctrl-C ends it sooner, with the same summary).
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: u64,
     /// Input records produced per second (open loop).
-    #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub rate: u64,
     /// Serve the queries (/v1/present, /v1/walkin-counts,
     /// /v1/device-contacts) and /metrics on ADDR (HOST:PORT), as `run
     /// --http-addr` does.
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<std::net::SocketAddr>,
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
+    /// Worker threads (the demo is one process: its broker lives in it).
+    #[arg(short = 'w', long = "threads", visible_alias = "workers", default_value_t = 1,
+          value_name = "N", value_parser = presence::cluster::parse_count)]
+    pub workers: usize,
 }
 
 /// The bench's visits last seconds, not hours: its detection defaults are
@@ -224,7 +250,7 @@ pub struct DemoArgs {
 )]
 pub struct BenchArgs {
     /// Offered input records per second (open loop: record i is due at start + i/rate).
-    #[arg(long, default_value_t = 2_000, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 2_000, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub rate: u64,
     /// How long the generator runs, warm-up included.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
@@ -245,10 +271,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
     /// Distinct devices: the window operator holds one open visit per device.
-    #[arg(long, default_value_t = 2_000, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 2_000, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub devices: u64,
     /// Businesses.
-    #[arg(long, default_value_t = 50, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub businesses: u64,
     /// How long a device stays at one business before moving to another.
     #[arg(long, default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
@@ -268,7 +294,7 @@ pub struct BenchArgs {
     /// schedule runs (half device contacts, half walk-in counts; open loop,
     /// measured from their due times), to measure their latency and what
     /// they cost the ingest.
-    #[arg(long, value_name = "N", value_parser = parse_at_least_one)]
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub query_rate: Option<u64>,
     /// Detection parameters (bench defaults: visits of seconds, not hours).
     #[command(flatten)]
@@ -300,10 +326,17 @@ impl BenchArgs {
         let stall = match &self.inject_stall {
             None => None,
             Some(text) => {
-                let (after, length) = text
-                    .split_once(':')
-                    .context("--inject-stall takes AFTER:LENGTH, e.g. 5s:1s")?;
-                Some((ms(parse_duration(after)?), ms(parse_duration(length)?)))
+                let refused = || {
+                    Usage(format!(
+                        "--inject-stall {text}: expected AFTER:LENGTH, e.g. 5s:1s"
+                    ))
+                };
+                let (after, length) = text.split_once(':').ok_or_else(refused)?;
+                let after =
+                    parse_duration(after).map_err(|e| Usage(format!("--inject-stall: {e}")))?;
+                let length =
+                    parse_duration(length).map_err(|e| Usage(format!("--inject-stall: {e}")))?;
+                Some((ms(after), ms(length)))
             }
         };
         Ok(BenchConfig {
@@ -333,8 +366,16 @@ impl BenchArgs {
     }
 }
 
+/// produce writes each kind to one topic (run reads lists).
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("probes_topic", |a| a.help("Topic to write probes to").value_name("TOPIC")),
+    mut_arg("logins_topic", |a| a.help("Topic to write logins to").value_name("TOPIC")),
+    mut_arg("base_counts_topic", |a| a.help("Topic to write base counts to").value_name("TOPIC"))
+)]
 pub struct ProduceArgs {
+    #[command(flatten)]
+    pub short_help: ShortHelp,
     /// Kafka bootstrap servers (host:port,...).
     #[arg(long, value_name = "HOST:PORT")]
     pub brokers: String,
@@ -370,7 +411,7 @@ impl ProduceArgs {
     /// The load these flags ask for (the Kafka settings checked).
     pub fn load(&self) -> anyhow::Result<Load> {
         if self.live && self.rate == 0 {
-            anyhow::bail!("--live needs a rate: records are stamped with the time they are due, so --rate 0 (as fast as possible) means nothing");
+            return Err(Usage("--live needs a rate: records are stamped with the time they are due, so --rate 0 (as fast as possible) means nothing".into()).into());
         }
         let records = if self.live {
             Records::Live(LiveConfig {
@@ -391,7 +432,10 @@ impl ProduceArgs {
             ("base-counts", &inputs.base_counts_topic),
         ] {
             if list.contains(',') {
-                anyhow::bail!("--{flag}-topic {list}: produce writes one topic per kind");
+                return Err(Usage(format!(
+                    "--{flag}-topic {list}: produce writes one topic per kind"
+                ))
+                .into());
             }
         }
         Ok(Load {
@@ -525,7 +569,7 @@ pub struct RunArgs {
     pub http_addr: Option<std::net::SocketAddr>,
     /// /ready answers 200 once the state is restored and this process's
     /// consumer lag is below this many records.
-    #[arg(long, default_value_t = presence::service::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = presence::service::READY_LAG as u64, value_name = "RECORDS", value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub ready_lag: u64,
     /// Partitions of the output topics run creates when they are missing.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
@@ -539,7 +583,7 @@ pub struct RunArgs {
     /// How many complete checkpoints are kept (the newest, and the ones to
     /// fall back to if it is damaged); older ones and the pieces only they
     /// name are deleted.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_at_least_one,
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_at_least_one, allow_negative_numbers = true,
           requires = "checkpoint_dir")]
     pub checkpoints_kept: u64,
     /// Test hook: sleep this long before making each checkpoint piece durable.
@@ -596,16 +640,16 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Days of data (historical workload).
-    #[arg(long, default_value_t = 7, value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 7, value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub days: u64,
     /// Number of stores.
-    #[arg(long, default_value_t = 40, value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 40, value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub businesses: u64,
     /// Number of phones.
-    #[arg(long, default_value_t = 20_000, value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 20_000, value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub devices: u64,
     /// Probe files (or probe partitions) to spread the stores over.
-    #[arg(long, default_value_t = 4, value_parser = parse_at_least_one)]
+    #[arg(long, default_value_t = 4, value_parser = parse_at_least_one, allow_negative_numbers = true)]
     pub probe_files: u64,
 }
 
@@ -625,6 +669,8 @@ impl WorkloadArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
+    #[command(flatten)]
+    pub short_help: ShortHelp,
     /// Folder to write probes-*.jsonl, logins-0.jsonl and base-counts.jsonl into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -1,13 +1,14 @@
 //! The `presence` command line: parses arguments ([`args`]), sets up logging
 //! and signal handling, and calls the library, one function per command.
-//! Results a user asked for go to stdout; logs, progress and summaries to
-//! stderr.
+//! Results a user asked for (summaries, tables, listings, paths written)
+//! go to stdout; logs, progress and warnings to stderr (docs/operations.md,
+//! "The command line").
 
 mod args;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,14 +49,68 @@ fn main() -> ExitCode {
         .with_writer(|| Console)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("presence: error: {}", one_line(&error));
-            ExitCode::FAILURE
+            if is_usage(&error) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Help and the version as clap prints them; any other refusal of the
+/// flags as one line on stderr, exit status 2.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    // clap's first paragraph says what is wrong (a list of missing flags
+    // follows its first line); the rest is usage and tips.
+    let text = error.to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let line = first.join(" ");
+    eprintln!(
+        "presence: error: {} (see --help)",
+        line.strip_prefix("error: ").unwrap_or(&line)
+    );
+    ExitCode::from(2)
+}
+
+/// Whether `error` is the flags' fault (exit status 2, as clap's own
+/// refusals), not a failure while working (status 1).
+fn is_usage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<args::Usage>()
+            || matches!(
+                cause.downcast_ref::<presence::kafka::settings::SettingsError>(),
+                Some(settings) if !matches!(settings, presence::kafka::settings::SettingsError::Unreadable { .. })
+            )
+            || cause
+                .downcast_ref::<presence::cluster::ClusterError>()
+                .is_some_and(presence::cluster::ClusterError::is_usage)
+            || matches!(
+                cause.downcast_ref::<presence::harness::bench::BenchError>(),
+                Some(presence::harness::bench::BenchError::Usage(_))
+            )
+    })
 }
 
 /// The error and its causes on one line, each said once: error types that
@@ -75,13 +130,43 @@ fn one_line(error: &anyhow::Error) -> String {
     text
 }
 
-/// Installs SIGINT and SIGTERM handlers that set the returned flag.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+/// Handles SIGINT and SIGTERM for every command. With `graceful` (the
+/// commands that stop their work and report: run, produce, demo) the first
+/// sets the returned flag and a second ends the process at once; without,
+/// the first ends it at once. While the cluster is still connecting the
+/// first ends it at once either way (timely's connection step would not
+/// notice the flag). Ending at once is status 1, with a line saying so.
+fn handle_signals(graceful: bool) -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install signal handlers")?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                if presence::cluster::connecting() {
+                    eprintln!(
+                        "presence: stopped by {name} while connecting to the other processes of the cluster"
+                    );
+                    std::process::exit(1);
+                }
+                if !graceful {
+                    eprintln!("presence: stopped by {name}; the work was not finished");
+                    std::process::exit(1);
+                }
+                if flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("presence: stopped at once by a second signal ({name})");
+                    std::process::exit(1);
+                }
+                eprintln!(
+                    "presence: {name}: stopping (a second Ctrl-C or SIGTERM stops at once)"
+                );
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(stop)
 }
 
@@ -92,12 +177,17 @@ fn run(command: Command) -> anyhow::Result<()> {
     {
         cluster.exit_on_lost_process();
     }
+    let graceful = matches!(
+        command,
+        Command::Run(_) | Command::Produce(_) | Command::Demo(_)
+    );
+    let stop = handle_signals(graceful)?;
     match command {
         Command::Backfill(args) => backfill_with_progress(&args.cluster, args.job()),
-        Command::Demo(args) => demo(args),
+        Command::Demo(args) => demo(args, stop),
         Command::Bench(args) => bench(args),
-        Command::Produce(args) => produce(args),
-        Command::Run(args) => run_service(args),
+        Command::Produce(args) => produce(args, stop),
+        Command::Run(args) => run_service(args, stop),
         Command::Checkpoints(args) => checkpoints(args),
         Command::Generate(args) => generate(args),
         Command::Example(args) => example(args),
@@ -117,7 +207,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let written = generator::write_files(&args.workload.config(), &args.out)
         .with_context(|| format!("cannot write the workload to {}", args.out.display()))?;
-    eprintln!(
+    println!(
         "wrote {} probes, {} logins, {} base counts to {} in {:.1?}",
         written.records[0],
         written.records[1],
@@ -132,7 +222,7 @@ fn example(args: ExampleArgs) -> anyhow::Result<()> {
     let input = args.out.join("input");
     let written = generator::write_files(&args.workload.config(), &input)
         .with_context(|| format!("cannot write the workload to {}", input.display()))?;
-    eprintln!(
+    println!(
         "generated {} probes, {} logins and {} base counts in {}",
         written.records[0],
         written.records[1],
@@ -154,11 +244,11 @@ fn example(args: ExampleArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", out.display()))?;
     let mut top = counts;
     top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.cmp(b)));
-    eprintln!("top walk-in counts (business, contact, count):");
+    println!("top walk-in counts (business, contact, count):");
     for count in top.iter().take(5) {
-        eprintln!("  {} {} {}", count.business, count.contact, count.count);
+        println!("  {} {} {}", count.business, count.contact, count.count);
     }
-    eprintln!(
+    println!(
         "both folders are kept; run the backfill again with: presence backfill --probes {}/probes-*.jsonl --logins {}/logins-0.jsonl --base-counts {}/base-counts.jsonl --out {}",
         input.display(),
         input.display(),
@@ -174,12 +264,15 @@ fn backfill_with_progress(cluster: &ClusterArgs, job: Job) -> anyhow::Result<()>
     let config = cluster.timely_config()?;
     let (summary, elapsed) = live::backfill(config, job.clone())?;
     report(&summary, elapsed, &job);
+    if let Some(warning) = summary.mostly_rejected() {
+        tracing::warn!("{warning}");
+    }
     Ok(())
 }
 
 fn report(summary: &Summary, elapsed: Duration, job: &Job) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
+    println!(
         "{} ({:.1} MiB) in {:.2} s: {:.0} records/s",
         summary.describe(),
         summary.bytes as f64 / (1 << 20) as f64,
@@ -187,10 +280,10 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
         summary.lines as f64 / seconds
     );
     if let Some(peak) = presence::harness::bench::peak_rss_mib() {
-        eprintln!("peak RSS {peak:.1} MiB");
+        println!("peak RSS {peak:.1} MiB");
     }
     if !job.parse_only {
-        eprintln!(
+        println!(
             "wrote {} to {} (peak window state on a worker: {} visits, {} probes; \
              held at the end: {} walk-ins of {} devices, {} counts)",
             summary
@@ -209,11 +302,10 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
     }
 }
 
-fn run_service(args: RunArgs) -> anyhow::Result<()> {
+fn run_service(args: RunArgs, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
     let config = args.cluster.timely_config()?;
     let job = args.job()?;
     // SIGINT or SIGTERM: stop reading, flush what was read, exit 0.
-    let shutdown = stop_on_signals()?;
     let started = Instant::now();
     let metrics = presence::observe::metrics::Metrics::default();
     if let Some(addr) = args.http_addr {
@@ -225,8 +317,11 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
     let result = presence::service::run(config, job, shutdown, metrics.clone());
     drop(status);
     let summary = result?;
+    if let Some(warning) = summary.mostly_rejected() {
+        tracing::warn!("{warning}");
+    }
     let progress = metrics.read(|f| f.progress);
-    eprintln!(
+    println!(
         "stopped after {:.1} s: {}; wrote {} walk-ins{}",
         started.elapsed().as_secs_f64(),
         summary.describe(),
@@ -243,17 +338,19 @@ fn run_service(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+fn produce(args: ProduceArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let load = args.load()?;
-    let stop = stop_on_signals()?;
     let produced = live::produce(&load, &stop, Duration::from_millis(args.status_interval))?;
-    eprintln!("{produced}");
+    println!("{produced}");
     Ok(())
 }
 
-fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let config = args.cluster.timely_config()?;
-    let stop = stop_on_signals()?;
+fn demo(args: DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let config = presence::cluster::ClusterArgs {
+        workers: args.workers,
+        ..Default::default()
+    }
+    .timely_config()?;
     let mut panel = Panel::stderr();
     let outcome = presence::harness::demo::run(
         Duration::from_millis(args.duration),
@@ -263,7 +360,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &stop,
         |status| panel.show(&text::demo_panel(status)),
     )?;
-    eprint!("{}", text::demo_summary(&outcome));
+    print!("{}", text::demo_summary(&outcome));
     if outcome.status.walkins == 0 {
         anyhow::bail!("the demo produced no walk-ins: something is wrong");
     }
@@ -272,21 +369,39 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.cluster.timely_config()?;
+    // Where the report goes is checked before measuring for minutes.
+    for (flag, path) in [("--json", &args.json), ("--csv", &args.csv)] {
+        if let Some(path) = path {
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if folder.is_some_and(|folder| !folder.is_dir()) || path.is_dir() {
+                anyhow::bail!(
+                    "cannot write {flag} {}: {} is not a folder",
+                    path.display(),
+                    if path.is_dir() {
+                        path
+                    } else {
+                        folder.expect("a folder")
+                    }
+                    .display()
+                );
+            }
+        }
+    }
     let Some(report) = presence::harness::bench::bench(config, args.config()?)? else {
         eprintln!("bench: this process ran its share of the pipeline; process 0 reports");
         return Ok(());
     };
-    eprint!("{}", text::bench_summary(&report));
+    print!("{}", text::bench_summary(&report));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("a report serializes");
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote the report (JSON) to {}", path.display());
+        println!("wrote the report (JSON) to {}", path.display());
     }
     if let Some(path) = &args.csv {
         std::fs::write(path, report.csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
+        println!(
             "wrote the report (CSV: a header and one row) to {}",
             path.display()
         );

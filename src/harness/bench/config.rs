@@ -106,10 +106,15 @@ impl BenchConfig {
                     .into(),
             ));
         }
-        if self.rate == 0 || self.duration <= self.warmup {
-            return Err(BenchError::Usage(
-                "--rate must be positive and --duration longer than --warmup".into(),
-            ));
+        if self.rate == 0 {
+            return Err(BenchError::Usage("--rate must be at least 1".into()));
+        }
+        if self.duration <= self.warmup {
+            return Err(BenchError::Usage(format!(
+                "--duration {} must be longer than --warmup {} (the warm-up is part of the duration)",
+                crate::model::params::format_duration(self.duration.as_millis() as u64),
+                crate::model::params::format_duration(self.warmup.as_millis() as u64),
+            )));
         }
         Ok(())
     }

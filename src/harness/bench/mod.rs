@@ -48,7 +48,9 @@ mod schedule;
 mod watch;
 
 pub use config::{BenchConfig, BenchError};
-pub use report::{commit, peak_rss_mib, rss_mib, Latency, QueryFigures, Report, Second, LATENCIES};
+pub use report::{
+    commit, peak_rss_mib, rss_mib, Latency, QueryFigures, Report, Second, LATENCIES, SUSTAINABLE,
+};
 pub use schedule::Acks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +103,12 @@ pub fn bench(cluster: timely::Config, config: BenchConfig) -> Result<Option<Repo
         std::thread::spawn(move || crate::service::run(cluster, job, shutdown, metrics))
     };
     // The bare-Kafka floor, while the pipeline idles (its cluster connected).
+    if config.floor {
+        tracing::info!(
+            seconds = config.duration.as_secs(),
+            "bench: measuring the bare-Kafka floor first (--no-floor skips it), then the pipeline"
+        );
+    }
     let floor = floor::measure(&broker.kafka, &broker.floor, &config)?;
     let schedule = Schedule::start(&config, &recorder, &stall_from);
     let query_load = http.zip(config.query_rate).map(|(addr, rate)| {

@@ -242,19 +242,25 @@ impl Report {
             c["linger_ms"].to_string(),
             c["tick_ms"].to_string(),
         ];
-        for name in ["e2e", "dataflow", "kafka_floor"] {
-            let l = self.latency_ms.get(name).cloned().unwrap_or_default();
-            for (field, value) in [
-                ("min", l.min),
-                ("p50", l.p50),
-                ("p90", l.p90),
-                ("p99", l.p99),
-                ("p999", l.p999),
-                ("max", l.max),
-                ("count", l.count as f64),
-            ] {
+        // Every latency's columns, whether measured or not (so that the
+        // rows of several points line up); one not measured (the floor
+        // with --no-floor) is empty, not zero.
+        for (name, _) in LATENCIES {
+            let l = self.latency_ms.get(name);
+            for field in ["min", "p50", "p90", "p99", "p999", "max", "count"] {
                 header.push(format!("{name}_{field}"));
-                row.push(format!("{value}"));
+                row.push(l.map_or(String::new(), |l| {
+                    let value = match field {
+                        "min" => l.min,
+                        "p50" => l.p50,
+                        "p90" => l.p90,
+                        "p99" => l.p99,
+                        "p999" => l.p999,
+                        "max" => l.max,
+                        _ => l.count as f64,
+                    };
+                    format!("{value}")
+                }));
             }
         }
         header.extend(["lag_end", "sustainable", "peak_rss_mib"].map(String::from));
@@ -326,6 +332,12 @@ fn timeline(config: &BenchConfig, measured: &Measured) -> Vec<Second> {
         })
         .collect()
 }
+
+/// What "sustainable" means, as the summary states it.
+pub const SUSTAINABLE: &str =
+    "achieved at least 95% of the offered rate, at most half a second of \
+     input (rate / 2 records) not yet read at the end, and the end-to-end median of the last third \
+     of the measurement at most 1.5 x that of the first third + 10 ms";
 
 /// Whether the end-to-end latency kept growing over the measurement.
 fn growing(config: &BenchConfig, samples: &Samples) -> bool {

@@ -719,10 +719,15 @@ fn usage_errors_are_status_2_and_one_line_naming_the_flag() {
         ),
         (vec!["demo", "-n", "2"], vec!["-n"]),
         (
-            vec!["produce", "--brokers", "x", "--live", "--rate", "0"],
+            vec!["produce", "--brokers", "x:1", "--live", "--rate", "0"],
             vec!["--live", "--rate"],
         ),
         (backfill(&[]).into_iter().take(1).collect(), vec!["--out"]),
+        (vec!["run", "--brokers", ""], vec!["--brokers", "HOST:PORT"]),
+        (
+            vec!["produce", "--brokers", "garbage"],
+            vec!["--brokers", "garbage", "HOST:PORT"],
+        ),
     ];
     for (args, words) in cases {
         let output = run(presence().args(&args));
@@ -948,4 +953,27 @@ fn stale_unfinished_parts_are_removed_and_report_paths_are_checked_first() {
         1,
         "refused before measuring: {message}"
     );
+}
+
+/// produce and bench take --connect-timeout (as run does), and an
+/// unreachable broker is one line naming it.
+#[test]
+fn produce_gives_up_on_an_absent_broker_after_its_connect_timeout() {
+    let output = run(presence().args([
+        "produce",
+        "--brokers",
+        "127.0.0.1:1",
+        "--connect-timeout",
+        "1s",
+        "--days",
+        "1",
+        "--devices",
+        "10",
+    ]));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    let help = run(presence().args(["bench", "--help"]));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--connect-timeout"));
 }

@@ -50,10 +50,12 @@ pub fn demo_summary(outcome: &Outcome) -> String {
         },
         seconds
     );
+    let producing = outcome.producing.as_secs_f64().max(1e-3);
     text += &format!(
-        "  produced {} records ({:.0}/s); the pipeline {}\n",
+        "  produced {} records in {:.1} s ({:.0}/s); the pipeline {}\n",
         status.produced,
-        status.produced as f64 / seconds,
+        producing,
+        status.produced as f64 / producing,
         outcome.pipeline.describe()
     );
     text += &format!(
@@ -63,6 +65,8 @@ pub fn demo_summary(outcome: &Outcome) -> String {
         status.recent.len(),
         status.present_total()
     );
+    // Timed while it ran, as the panel showed it (not the walk-ins flushed
+    // at shutdown).
     text += &format!("  {}", latency_line(&status.latency));
     text
 }

@@ -108,6 +108,8 @@ pub struct Outcome {
     pub pipeline: Summary,
     /// Whether it was stopped before its duration.
     pub interrupted: bool,
+    /// How long the load ran (the summary's rate), before the drain.
+    pub producing: Duration,
 }
 
 /// A demo that could not run.
@@ -191,6 +193,11 @@ pub fn run(
         }
     }
     let interrupted = started.elapsed() < duration;
+    let producing = started.elapsed();
+    // Latency as the panel showed it: walk-ins the pipeline flushes at
+    // shutdown (their visits closed by the end, not by time) are counted
+    // below but not timed.
+    let live_latency = status.latency.clone();
     finish.store(true, Ordering::Relaxed);
     if let Err(error) = generator.join().expect("the generator does not panic") {
         finish_pipeline.store(true, Ordering::Relaxed);
@@ -212,11 +219,13 @@ pub fn run(
         watch.poll(&mut status, Duration::from_millis(50));
     }
     refresh(&mut status, &watch);
+    status.latency = live_latency;
     drop(mock);
     Ok(Outcome {
         status,
         pipeline: summary,
         interrupted,
+        producing,
     })
 }
 
@@ -251,6 +260,8 @@ fn spawn_generator(
         ],
         rate: Some(rate.max(1)),
         duration: None,
+        // The broker is in this process.
+        connect_timeout: Duration::from_secs(10),
         records: Records::Live(LiveConfig {
             devices: 5_000,
             businesses: 12,

@@ -41,6 +41,8 @@ pub struct Load {
     pub duration: Option<Duration>,
     /// The records.
     pub records: Records,
+    /// How long to wait for the brokers before giving up.
+    pub connect_timeout: Duration,
 }
 
 /// Produces `load`, counting records into `produced`, until the workload
@@ -59,7 +61,7 @@ pub fn produce(load: &Load, stop: &AtomicBool, produced: &AtomicU64) -> Result<(
     let mut partitions = [1i32; 3];
     for (count, topic) in partitions.iter_mut().zip(&load.topics) {
         let metadata = metadata_client
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .fetch_metadata(Some(topic), load.connect_timeout)
             .map_err(failure(&format!("reading the metadata of {topic}")))?;
         *count = metadata
             .topics()

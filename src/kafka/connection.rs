@@ -20,6 +20,34 @@ pub struct Connection {
     pub settings: ClientSettings,
 }
 
+/// `--brokers`: a comma-separated list of `HOST:PORT` (each may carry a
+/// `SCHEME://` prefix, as librdkafka allows), checked before any work: a
+/// list librdkafka cannot use would only show as a timeout.
+///
+/// ```
+/// use presence::kafka::connection::parse_brokers;
+/// assert_eq!(parse_brokers("a:9092, b:9092").as_deref(), Ok("a:9092,b:9092"));
+/// assert!(parse_brokers("").is_err());
+/// assert!(parse_brokers("garbage").is_err());
+/// ```
+pub fn parse_brokers(text: &str) -> Result<String, String> {
+    let list: Vec<&str> = text.split(',').map(str::trim).collect();
+    for broker in &list {
+        let address = broker
+            .split_once("://")
+            .map_or(*broker, |(_, address)| address);
+        let host_port = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+        if !host_port {
+            return Err(format!(
+                "{broker:?} is not HOST:PORT (a comma-separated list of them, e.g. 127.0.0.1:9092)"
+            ));
+        }
+    }
+    Ok(list.join(","))
+}
+
 /// The default of `--group-id`.
 pub const GROUP_ID: &str = "presence";
 

@@ -14,6 +14,7 @@ use presence::cluster::ClusterArgs;
 use presence::harness::bench::BenchConfig;
 use presence::harness::generator::{LiveConfig, WorkloadConfig};
 use presence::harness::load::{Load, Records};
+use presence::kafka::connection::parse_brokers;
 use presence::kafka::settings::ClientSettings;
 use presence::kafka::Connection;
 use presence::model::params::{
@@ -264,8 +265,11 @@ pub struct BenchArgs {
           allow_hyphen_values = true)]
     pub drain: u64,
     /// An external broker (default: librdkafka's in-process mock broker).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_brokers)]
     pub brokers: Option<String>,
+    /// How long to wait for the external broker before giving up.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub connect_timeout: u64,
     /// Prefix of every topic the bench uses (default: unique per run; every
     /// process of a -n 2+ run needs the same one).
     #[arg(long, value_name = "PREFIX")]
@@ -362,6 +366,7 @@ impl BenchArgs {
             checkpoint_dir: self.checkpoint.checkpoint_dir.clone(),
             checkpoint_interval: ms(self.checkpoint.checkpoint_interval),
             query_rate: self.query_rate,
+            connect_timeout: ms(self.connect_timeout),
         })
     }
 }
@@ -377,7 +382,7 @@ pub struct ProduceArgs {
     #[command(flatten)]
     pub short_help: ShortHelp,
     /// Kafka bootstrap servers (host:port,...).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_brokers)]
     pub brokers: String,
     /// Records per second, open loop (record i is due at start + i/rate); 0
     /// for as fast as possible (not with --live).
@@ -399,6 +404,9 @@ pub struct ProduceArgs {
     /// How often to log progress when stderr is not a terminal.
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub status_interval: u64,
+    /// How long to wait for the brokers before giving up.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub connect_timeout: u64,
     #[command(flatten)]
     pub inputs: InputTopicArgs,
     #[command(flatten)]
@@ -448,6 +456,7 @@ impl ProduceArgs {
             rate: (self.rate > 0).then_some(self.rate),
             duration: self.duration.map(Duration::from_millis),
             records,
+            connect_timeout: Duration::from_millis(self.connect_timeout),
         })
     }
 }
@@ -522,7 +531,7 @@ pub struct InputTopicArgs {
 #[command(mut_arg("checkpoint_interval", |a| a.requires("checkpoint_dir")))]
 pub struct RunArgs {
     /// Kafka bootstrap servers (host:port,...).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_brokers)]
     pub brokers: String,
     /// Stop once every input partition is read up to the end offsets seen at start.
     #[arg(long)]

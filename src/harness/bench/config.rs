@@ -55,6 +55,8 @@ pub struct BenchConfig {
     /// Point queries per second offered over HTTP while the schedule runs
     /// (process 0; `None`: none).
     pub query_rate: Option<u64>,
+    /// How long to wait for the brokers before giving up.
+    pub connect_timeout: Duration,
 }
 
 impl BenchConfig {
@@ -92,6 +94,7 @@ impl BenchConfig {
             checkpoint_dir: None,
             checkpoint_interval: Duration::from_secs(10),
             query_rate: None,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 

@@ -176,6 +176,7 @@ fn job(
                 reset: true,
                 kept: crate::checkpoint::store::MANIFESTS_KEPT,
             }),
+        connect_timeout: config.connect_timeout,
         ..RunJob::new(broker.kafka.clone(), broker.topics.clone())
     }
 }
@@ -231,13 +232,13 @@ impl Broker {
             control: format!("{prefix}bench-control"),
             floor: format!("{prefix}floor"),
         };
-        broker.create_topics(config.partitions)?;
+        broker.create_topics(config.partitions, config.connect_timeout)?;
         Ok(broker)
     }
 
     /// Creates every topic of the run with `partitions` partitions (the
     /// progress and control topics with one).
-    fn create_topics(&self, partitions: i32) -> Result<(), BenchError> {
+    fn create_topics(&self, partitions: i32, timeout: Duration) -> Result<(), BenchError> {
         let topics = &self.topics;
         let mut create: Vec<kafka::NewTopicSpec> =
             [&topics.probes, &topics.logins, &topics.base_counts]
@@ -255,7 +256,7 @@ impl Broker {
                     mock.create_topic(topic, *partitions, 1)?;
                 }
             }
-            None => kafka::create_missing_topics(&self.kafka, &create, Duration::from_secs(10))?,
+            None => kafka::create_missing_topics(&self.kafka, &create, timeout)?,
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use timely::worker::Worker;
 
 use crate::checkpoint::store::{self, Location, Origin, Store};
 use crate::checkpoint::CheckpointConfig;
-use crate::cluster::{responsible_for, Workers};
+use crate::cluster::{responsible_for, Gathering, Workers};
 use crate::dataflow::held::Held;
 use crate::dataflow::note::Note;
 use crate::files::input::{check_readable, plan, FileError, FileSource, InputFile, LinesRead};
@@ -258,6 +258,7 @@ pub fn run_with_epochs(
         })
     });
     let peers = workers.total;
+    let processes = workers.total / workers.per_process.max(1);
     let job_out = (!job.parse_only).then(|| job.out.clone());
     let connect_timeout = job.connect_timeout;
     let job = Arc::new((job, files, checkpoint.clone()));
@@ -310,6 +311,10 @@ pub fn run_with_epochs(
             part.publish()?;
         }
     }
+    if processes == 1 {
+        // The process's summary is the whole.
+        summary.cluster = None;
+    }
     Ok(summary)
 }
 
@@ -356,9 +361,23 @@ fn run_worker(
             .collect::<Result<Vec<_>, _>>()
     };
     let mut summary = Summary::default();
+    // A cluster's totals, gathered on worker 0 at the end (each process
+    // reports its own share; process 0 also the whole).
+    let gathering = Gathering::new(worker);
+    let with_totals = |worker: &mut Worker, mut summary: Summary| {
+        let gathered = gathering.finish(worker, summary.counts());
+        summary.cluster = gathered.map(|all| {
+            let mut total = Summary::default();
+            all.iter()
+                .for_each(|counts| total.merge(Summary::of_counts(counts)));
+            Box::new(total)
+        });
+        summary
+    };
 
     if job.parse_only {
-        return Ok((parse_only(open()?, progress, epoch_lines)?, Vec::new()));
+        let summary = parse_only(open()?, progress, epoch_lines)?;
+        return Ok((with_totals(worker, summary), Vec::new()));
     }
 
     // Every worker builds the dataflow before anything can fail: the other
@@ -431,7 +450,7 @@ fn run_worker(
     summary.held_walkins = held_size.walkins;
     summary.held_counts = held_size.counts;
     let parts = write_parts(job, (index, peers), rejected, &held, &mut summary)?;
-    Ok((summary, parts))
+    Ok((with_totals(worker, summary), parts))
 }
 
 /// `--parse-only`: reads this worker's `sources` and counts what ingestion

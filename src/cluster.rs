@@ -608,6 +608,67 @@ impl Drop for Liveness {
     }
 }
 
+/// A last exchange at the end of a run: every worker hands in some numbers
+/// and worker 0 gets them all (a cluster's totals). Built before anything
+/// can fail, as a dataflow: a worker that stops early drops its input, so
+/// the others do not wait for it.
+pub struct Gathering {
+    input: timely::dataflow::InputHandleVec<u64, Vec<u64>>,
+    probe: timely::dataflow::ProbeHandle<u64>,
+    gathered: std::rc::Rc<std::cell::RefCell<Vec<Vec<u64>>>>,
+}
+
+impl Gathering {
+    /// Builds the exchange on `worker` (every worker must).
+    pub fn new(worker: &mut timely::worker::Worker) -> Gathering {
+        use timely::container::CapacityContainerBuilder;
+        use timely::dataflow::channels::pact::Exchange;
+        use timely::dataflow::operators::{Input, Operator, Probe};
+        let mut input = timely::dataflow::InputHandleVec::new();
+        let probe = timely::dataflow::ProbeHandle::new();
+        let gathered = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (into, probe_out) = (std::rc::Rc::clone(&gathered), probe.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Exchange::new(|_: &Vec<u64>| 0),
+                    "Gathering",
+                    move |_capability, _info| {
+                        move |input, _output| {
+                            input.for_each_stamp(|_time, data| {
+                                for batch in data {
+                                    into.borrow_mut().append(batch);
+                                }
+                            });
+                        }
+                    },
+                )
+                .probe_with(&probe_out);
+        });
+        Gathering {
+            input,
+            probe,
+            gathered,
+        }
+    }
+
+    /// Hands in `numbers` and waits for every worker's: worker 0 gets them
+    /// all (in no particular order), the others `None`.
+    pub fn finish(
+        mut self,
+        worker: &mut timely::worker::Worker,
+        numbers: Vec<u64>,
+    ) -> Option<Vec<Vec<u64>>> {
+        self.input.send(numbers);
+        self.input.close();
+        while !self.probe.done() {
+            worker.step_or_park(None);
+        }
+        (worker.index() == 0).then(|| self.gathered.take())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

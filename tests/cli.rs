@@ -103,6 +103,18 @@ fn workers_and_processes_agree_with_one_worker() {
     let single = dir.path().join("w1");
     let output = run(&mut backfill_command(&inputs, &single));
     assert!(output.status.success(), "-w 1 failed: {}", stderr(&output));
+    let read_line = |stdout: &str, prefix: &str| -> BTreeMap<&'static str, u64> {
+        let line = stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(prefix)
+                    .filter(|rest| rest.starts_with("read "))
+            })
+            .unwrap_or_else(|| panic!("no {prefix:?} line: {stdout}"))
+            .to_owned();
+        common::summary_numbers(&line)
+    };
+    let one = read_line(&String::from_utf8_lossy(&output.stdout), "");
     let expected = collections(&single);
     assert!(
         expected["walkins"].len() > 50,
@@ -121,11 +133,19 @@ fn workers_and_processes_agree_with_one_worker() {
 
     // Two real processes on loopback, writing their parts into one folder.
     let two_processes = dir.path().join("n2");
-    run_two_processes(dir.path(), || {
+    let stdouts = run_two_processes(dir.path(), || {
         let mut command = backfill_command(&inputs, &two_processes);
         command.args(["-w", "1"]);
         command
     });
+    // Each process reports its share; process 0 also the cluster's total,
+    // which is what one process read.
+    let shares: Vec<_> = stdouts.iter().map(|out| read_line(out, "")).collect();
+    assert!(shares.iter().all(|share| share["read"] > 0), "{stdouts:?}");
+    let total = read_line(&stdouts[0], "cluster total: ");
+    assert_eq!(total, one, "{stdouts:?}");
+    assert_eq!(total["read"], shares[0]["read"] + shares[1]["read"]);
+    assert!(!stdouts[1].contains("cluster total"), "{}", stdouts[1]);
     assert_eq!(
         collections(&two_processes),
         expected,

@@ -32,6 +32,9 @@ pub struct Summary {
     pub held_walkins: usize,
     /// ... and (business, contact) counts.
     pub held_counts: usize,
+    /// On worker 0 of a cluster of several processes (backfill): what every
+    /// process read, accepted, rejected and left blank, added up.
+    pub cluster: Option<Box<Summary>>,
 }
 
 impl Summary {
@@ -45,6 +48,35 @@ impl Summary {
             Ingested::Rejected(r) => *self.rejected.entry(r.reason.as_str()).or_default() += 1,
             Ingested::Blank => self.blank += 1,
         }
+    }
+
+    /// What [`Summary::describe`] says, as numbers to send to another
+    /// process: records, bytes, accepted per kind, blank, rejected per
+    /// reason (in [`Reason::ALL`](crate::model::records::Reason::ALL) order).
+    pub fn counts(&self) -> Vec<u64> {
+        let mut counts = vec![self.lines, self.bytes];
+        counts.extend(self.accepted);
+        counts.push(self.blank);
+        for reason in crate::model::records::Reason::ALL {
+            counts.push(self.rejected.get(reason.as_str()).copied().unwrap_or(0));
+        }
+        counts
+    }
+
+    /// The summary of [`Summary::counts`] (the other fields empty).
+    pub fn of_counts(counts: &[u64]) -> Summary {
+        let at = |i: usize| counts.get(i).copied().unwrap_or(0);
+        let mut summary = Summary {
+            lines: at(0),
+            bytes: at(1),
+            accepted: [at(2), at(3), at(4)],
+            blank: at(5),
+            ..Summary::default()
+        };
+        for (i, reason) in crate::model::records::Reason::ALL.into_iter().enumerate() {
+            summary.rejected.insert(reason.as_str(), at(6 + i));
+        }
+        summary
     }
 
     /// Rejected records of every reason.
@@ -73,6 +105,9 @@ impl Summary {
         self.held_devices += other.held_devices;
         self.held_walkins += other.held_walkins;
         self.held_counts += other.held_counts;
+        if other.cluster.is_some() {
+            self.cluster = other.cluster;
+        }
     }
 
     /// A warning when more than half the records read (blank lines aside)

@@ -1026,23 +1026,31 @@ pub fn assert_survivor_reports_process_1(
 /// Runs `command` (a `presence` invocation without cluster flags) as two
 /// real processes of one cluster on two free loopback ports, and asserts
 /// that both succeed. Each process gets `-n 2 -p I -h HOSTFILE`.
-pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command) {
+pub fn run_two_processes(dir: &Path, command: impl Fn() -> std::process::Command) -> Vec<String> {
     let hostfile = hostfile(dir);
     let children: Vec<_> = (0..2)
         .map(|p| {
             command()
                 .args(["-n", "2", "-p", &p.to_string(), "-h"])
                 .arg(&hostfile)
-                .stdout(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for child in children {
-        let (status, stderr) = finish(child, "a -n 2 process");
-        assert!(status.success(), "a -n 2 process failed: {stderr}");
-    }
+    children
+        .into_iter()
+        .map(|child| {
+            let output = collect(child, "a -n 2 process");
+            assert!(
+                output.status.success(),
+                "a -n 2 process failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+        .collect()
 }
 
 /// Waits (bounded, [`wait_child`]) for `child`, whose stderr is piped, and

@@ -279,6 +279,9 @@ fn report(summary: &Summary, elapsed: Duration, job: &Job) {
         seconds,
         summary.lines as f64 / seconds
     );
+    if let Some(total) = &summary.cluster {
+        println!("cluster total: {}", total.describe());
+    }
     if let Some(peak) = presence::harness::bench::peak_rss_mib() {
         println!("peak RSS {peak:.1} MiB");
     }

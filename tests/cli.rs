@@ -997,3 +997,66 @@ fn produce_gives_up_on_an_absent_broker_after_its_connect_timeout() {
     let help = run(presence().args(["bench", "--help"]));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--connect-timeout"));
 }
+
+/// A command that stops gracefully (here `produce`, waiting for a broker
+/// that is not there) takes a first SIGTERM as "stop", and a second ends it
+/// at once, with a line saying so.
+#[test]
+fn a_second_signal_ends_a_stopping_command_at_once() {
+    use std::io::BufRead;
+    let mut child = presence()
+        .args([
+            "produce",
+            "--brokers",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "10m",
+        ])
+        .args(["--days", "1", "--devices", "10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (send, lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    // Its handler is in place once the kernel says it catches SIGTERM.
+    let caught = || {
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|status| {
+                let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+    };
+    common::wait_until("the signal handler", caught);
+    let term = |pid: u32| {
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    term(child.id());
+    let mut seen = String::new();
+    while !seen.contains("stopping") {
+        match lines.recv_timeout(common::PATIENCE) {
+            Ok(line) => seen += &(line + "\n"),
+            Err(_) => panic!("no `stopping` line after the first SIGTERM: {seen}"),
+        }
+    }
+    term(child.id());
+    let status = common::wait_child(&mut child, "produce after a second SIGTERM");
+    let rest: Vec<String> = lines.iter().collect();
+    let text = seen + &rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stopped at once by a second signal"),
+        "{text}"
+    );
+}

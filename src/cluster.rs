@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use timely::{CommunicationConfig, WorkerConfig};
 
+use crate::model::params::is_host_port;
+
 /// The shape of the cluster: as in timely, every process gets the same flags
 /// except `-p`.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
@@ -199,6 +201,7 @@ impl ClusterArgs {
                     for (index, line) in &lines {
                         // Timely listens on each of a line's addresses.
                         for address in line.split_whitespace() {
+                            // Timely retries an address it cannot use forever.
                             if !is_host_port(address) {
                                 return Err(ClusterError::BadAddress {
                                     path: path.clone(),
@@ -248,25 +251,6 @@ impl ClusterError {
     pub fn is_usage(&self) -> bool {
         !matches!(self, ClusterError::Hostfile { .. })
     }
-}
-
-/// Whether `address` is `HOST:PORT`: a non-empty host (a name, an IPv4
-/// address or a bracketed IPv6 one) and a port from 1 to 65535. Checked
-/// before connecting: timely retries an address it cannot use forever.
-fn is_host_port(address: &str) -> bool {
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return false;
-    };
-    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
-    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-    };
-    port_ok && host_ok
 }
 
 /// Whether a process of this cluster is still connecting to the others

@@ -6,6 +6,7 @@ use rdkafka::config::ClientConfig;
 
 use crate::kafka::error::KafkaFailure;
 use crate::kafka::settings::ClientSettings;
+use crate::model::params::is_host_port;
 
 /// How presence reaches Kafka: the bootstrap servers (`--brokers`), the
 /// consumer group it reports its offsets to (`--group-id`) and the
@@ -36,10 +37,7 @@ pub fn parse_brokers(text: &str) -> Result<String, String> {
         let address = broker
             .split_once("://")
             .map_or(*broker, |(_, address)| address);
-        let host_port = address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
-        });
-        if !host_port {
+        if !is_host_port(address) {
             return Err(format!(
                 "{broker:?} is not HOST:PORT (a comma-separated list of them, e.g. 127.0.0.1:9092)"
             ));

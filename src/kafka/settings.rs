@@ -58,6 +58,14 @@ pub enum SettingsError {
     },
 }
 
+impl SettingsError {
+    /// Whether the flags are at fault (a refused or malformed setting: exit
+    /// status 2), rather than a file that cannot be read.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, SettingsError::Unreadable { .. })
+    }
+}
+
 /// One setting and where it came from (for errors).
 #[derive(Clone, PartialEq, Eq)]
 struct Setting {

@@ -204,6 +204,25 @@ pub fn parse_at_least_one(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Whether `address` is `HOST:PORT`: a non-empty host (a name, an IPv4
+/// address or a bracketed IPv6 one) and a port from 1 to 65535 — the
+/// syntax of hostfile lines and of `--brokers`, checked before connecting.
+pub fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    port_ok && host_ok
+}
+
 /// A comma-separated list of topic names: no empty name, none twice.
 pub fn parse_topics(text: &str) -> Result<String, String> {
     let names: Vec<&str> = text.split(',').map(str::trim).collect();

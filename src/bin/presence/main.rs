@@ -99,10 +99,9 @@ fn usage_error(error: clap::Error) -> ExitCode {
 fn is_usage(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.is::<args::Usage>()
-            || matches!(
-                cause.downcast_ref::<presence::kafka::settings::SettingsError>(),
-                Some(settings) if !matches!(settings, presence::kafka::settings::SettingsError::Unreadable { .. })
-            )
+            || cause
+                .downcast_ref::<presence::kafka::settings::SettingsError>()
+                .is_some_and(presence::kafka::settings::SettingsError::is_usage)
             || cause
                 .downcast_ref::<presence::cluster::ClusterError>()
                 .is_some_and(presence::cluster::ClusterError::is_usage)

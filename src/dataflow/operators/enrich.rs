@@ -59,7 +59,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use super::stash::{applied_frontier, next_complete, Ports, Stash};
+use super::stash::{applied_frontier, next_complete, Arrived, Ports, Stash};
 use super::windows::{Open, Window};
 use crate::dataflow::query::{self, Answered, Asked, Part, Query};
 use crate::model::records::{EnrichedWalkIn, Id, Present};
@@ -474,7 +474,7 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
             let mut contacts = Stash::new();
             let mut opens = Stash::new();
             let mut queries = Stash::new();
-            let mut now = Vec::new();
+            let mut now = Arrived::default();
             let mut handled_below = 0;
             move |frontiers| {
                 walkin_input.for_each_stamp(|capability, data| walkins.hold(capability, data));
@@ -537,15 +537,10 @@ impl<'scope> Enrich<'scope> for VecCollection<'scope, u64, ((Id, Id), Window)> {
                         &frontiers[..3],
                         handled_below,
                     );
-                    // One message per time.
-                    let mut queries = now.drain(..).peekable();
-                    while let Some((time, asked)) = queries.next() {
-                        let at = ports.at(2, time);
-                        let mut session = answer_out.session(&at);
-                        session.give(held.answer(asked, frontier));
-                        while let Some((_, asked)) = queries.next_if(|(next, _)| *next == time) {
-                            session.give(held.answer(asked, frontier));
-                        }
+                    for (time, asked) in now.take() {
+                        answer_out
+                            .session(&ports.at(2, time))
+                            .give_iterator(asked.into_iter().map(|a| held.answer(a, frontier)));
                     }
                 }
                 ports.downgrade(frontiers);

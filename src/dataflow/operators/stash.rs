@@ -121,13 +121,13 @@ impl Stash<Asked> {
         &mut self,
         capability: InputCapability<u64>,
         data: impl Iterator<Item = &'a mut Vec<Asked>>,
-        now: &mut Vec<(u64, Asked)>,
+        now: &mut Arrived,
     ) {
         let time = *capability.least().expect("a total order has a least time");
         let mut later = Vec::new();
         for asked in data.flat_map(|batch| batch.drain(..)) {
             if asked.query.is_point() {
-                now.push((time, asked));
+                now.0.entry(time).or_default().push(asked);
             } else {
                 later.push(asked);
             }
@@ -135,6 +135,24 @@ impl Stash<Asked> {
         if !later.is_empty() {
             self.hold(capability, std::iter::once(&mut later));
         }
+    }
+}
+
+/// Point queries that arrived and are answered at the end of the
+/// operator's activation, by the time they were asked at (one answer
+/// message per time).
+#[derive(Default)]
+pub(super) struct Arrived(BTreeMap<u64, Vec<Asked>>);
+
+impl Arrived {
+    /// Whether none is waiting.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Takes them all, by time.
+    pub(super) fn take(&mut self) -> BTreeMap<u64, Vec<Asked>> {
+        std::mem::take(&mut self.0)
     }
 }
 

@@ -40,7 +40,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::StreamVec;
 
-use super::stash::{applied_frontier, next_complete, Ports, Stash};
+use super::stash::{applied_frontier, next_complete, Arrived, Ports, Stash};
 use crate::dataflow::query::{self, Answered, Asked};
 
 /// The sums one worker holds, by key; cloning shares them (the operator
@@ -191,7 +191,7 @@ where
             let mut ports = Ports::new(capabilities);
             let mut pending = Stash::new();
             let mut asked = Stash::new();
-            let mut now = Vec::new();
+            let mut now = Arrived::default();
             let mut handled_below = 0;
             move |frontiers| {
                 weight_input.for_each_stamp(|capability, data| pending.hold(capability, data));
@@ -227,15 +227,10 @@ where
                 if !now.is_empty() {
                     let frontier =
                         applied_frontier([pending.first_time()], &frontiers[..1], handled_below);
-                    // One message per time.
-                    let mut queries = now.drain(..).peekable();
-                    while let Some((time, question)) = queries.next() {
-                        let at = ports.at(1, time);
-                        let mut session = answer_out.session(&at);
-                        session.give(answer(&held, question, frontier));
-                        while let Some((_, question)) = queries.next_if(|(next, _)| *next == time) {
-                            session.give(answer(&held, question, frontier));
-                        }
+                    for (time, questions) in now.take() {
+                        answer_out.session(&ports.at(1, time)).give_iterator(
+                            questions.into_iter().map(|q| answer(&held, q, frontier)),
+                        );
                     }
                 }
                 ports.downgrade(frontiers);

@@ -383,12 +383,21 @@ fn help_is_long_only_and_h_is_the_hostfile() {
     ] {
         assert!(help.contains(flag), "help lacks {flag}: {help}");
     }
-    let output = run(presence().args(["backfill", "-h"]));
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "-h needs a hostfile argument"
-    );
+    // `-h FILE` is the hostfile (a file that does not exist is a failure
+    // to read it, not help).
+    let output = run(presence().args([
+        "backfill",
+        "-n",
+        "2",
+        "-h",
+        "/nonexistent/hosts",
+        "--probes",
+        "/nonexistent/probes.jsonl",
+        "--out",
+        "/nonexistent/out",
+    ]));
+    assert_ne!(output.status.code(), Some(0), "-h takes the hostfile");
+    assert!(stderr(&output).contains("hostfile"), "{}", stderr(&output));
 }
 
 #[test]
@@ -777,6 +786,17 @@ fn help_is_at_hand() {
             text.contains(&format!("Usage: presence {command}")),
             "{command} -h: {text}"
         );
+    }
+    // Where `-h` is the hostfile, `-h` without a file (last, or before
+    // another flag) is help too.
+    for command in ["backfill", "run", "bench", "example"] {
+        for args in [vec![command, "-h"], vec![command, "-h", "-w", "2"]] {
+            let text = help(&args);
+            assert!(
+                text.contains(&format!("Usage: presence {command}")),
+                "{args:?}: {text}"
+            );
+        }
     }
 }
 

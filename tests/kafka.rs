@@ -234,6 +234,40 @@ fn the_demo_runs_its_course_and_ends_with_a_summary() {
     let result = String::from_utf8_lossy(&output.stdout);
     assert!(!result.contains("in stores now"), "{result}");
     demo_summary(&result, " finished");
+    // The closing figures are the panel's: the latency of the last frame
+    // (drawn at the stop; walk-ins flushed at shutdown are not timed), and
+    // the rate over the 8 s it produced, not over the drain after.
+    let last_frame = text
+        .lines()
+        .rfind(|line| line.starts_with("latency "))
+        .unwrap_or_else(|| panic!("a frame's latency: {text}"));
+    let closing = result
+        .lines()
+        .find(|line| line.trim_start().starts_with("latency "))
+        .unwrap();
+    assert_eq!(closing.trim(), last_frame.trim(), "{text}\n{result}");
+    let produced = result.lines().find(|l| l.contains("produced")).unwrap();
+    let records = number_after(produced, "produced") as f64;
+    let seconds: f64 = produced
+        .split(" records in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{produced}"));
+    let rate: f64 = produced
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{produced}"));
+    assert!(
+        (8.0..8.5).contains(&seconds),
+        "produced for 8 s: {produced}"
+    );
+    assert!(
+        (rate - records / seconds).abs() <= records / seconds * 0.01 + 1.0,
+        "the rate is over the producing time: {produced}"
+    );
 }
 
 /// The demo's panel moves while you watch: walk-ins appear and their count

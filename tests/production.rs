@@ -89,14 +89,8 @@ fn refused_unknown_and_malformed_settings_are_one_line_each() {
                 .args(&args),
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
-        // A refused setting is the flags' fault (status 2); the topics
-        // are refused by the service, once it sees them (status 1).
-        let code = if expected.contains("named twice") {
-            1
-        } else {
-            2
-        };
-        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        // Each is the flags' fault: status 2.
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }

@@ -194,9 +194,12 @@ pub fn run(
     }
     let interrupted = started.elapsed() < duration;
     let producing = started.elapsed();
-    // Latency as the panel showed it: walk-ins the pipeline flushes at
-    // shutdown (their visits closed by the end, not by time) are counted
-    // below but not timed.
+    // The panel's last frame, at the stop; the closing summary's latency is
+    // this frame's: walk-ins the pipeline flushes at shutdown (their visits
+    // closed by the end, not by time) are counted below but not timed.
+    refresh(&mut status, &watch);
+    status.elapsed = producing;
+    show(&status);
     let live_latency = status.latency.clone();
     finish.store(true, Ordering::Relaxed);
     if let Err(error) = generator.join().expect("the generator does not panic") {

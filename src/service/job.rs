@@ -195,4 +195,16 @@ pub enum RunError {
     /// The restore was refused (see [`crate::service::restore`]).
     #[error("{0}")]
     Refused(String),
+    /// The flags do not fit together (an input topic named for two kinds):
+    /// the caller's mistake, known before any work.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl RunError {
+    /// Whether this is the flags' fault (exit status 2) rather than a
+    /// failure while working.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, RunError::Usage(_))
+    }
 }

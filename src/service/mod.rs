@@ -272,7 +272,7 @@ fn refuse_inputs_named_twice(job: &RunJob) -> Result<(), RunError> {
     let mut named = std::collections::BTreeSet::new();
     for (_, topic) in job.inputs() {
         if !named.insert(topic.clone()) {
-            return Err(RunError::Refused(format!(
+            return Err(RunError::Usage(format!(
                 "input topic {topic} is named twice: each input topic holds one kind of record"
             )));
         }

@@ -54,8 +54,8 @@ pub struct Cli {
     /// Print help.
     #[arg(long, action = ArgAction::Help, global = true)]
     pub help: Option<bool>,
-    /// Print help (`-h` too, except in the commands where it is timely's
-    /// hostfile: backfill, run, bench, example).
+    /// Print help (`-h` too; in backfill, run, bench and example `-h FILE`
+    /// is timely's hostfile, and `-h` with no file after it is help).
     #[arg(short = 'h', action = ArgAction::Help, hide = true)]
     pub short_help: Option<bool>,
     #[command(subcommand)]

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         .with_writer(|| Console)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(short_help_without_hostfile(std::env::args_os())) {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
@@ -64,6 +64,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `-h` is timely's hostfile in the commands that form a cluster; given
+/// without a file (last, or before another flag) it asks for help, as in
+/// the other commands, rather than for a missing value.
+fn short_help_without_hostfile(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    for i in 0..args.len() {
+        let next_is_value = args
+            .get(i + 1)
+            .is_some_and(|next| !next.to_string_lossy().starts_with('-'));
+        if args[i] == "-h" && !next_is_value {
+            args[i] = "--help".into();
+        }
+        if args[i] == "--" {
+            break;
+        }
+    }
+    args
 }
 
 /// Help and the version as clap prints them; any other refusal of the
@@ -102,6 +123,9 @@ fn is_usage(error: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<presence::kafka::settings::SettingsError>()
                 .is_some_and(presence::kafka::settings::SettingsError::is_usage)
+            || cause
+                .downcast_ref::<presence::service::RunError>()
+                .is_some_and(presence::service::RunError::is_usage)
             || cause
                 .downcast_ref::<presence::cluster::ClusterError>()
                 .is_some_and(presence::cluster::ClusterError::is_usage)

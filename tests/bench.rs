@@ -125,3 +125,37 @@ fn the_report_has_every_field_and_a_matching_csv() {
     }
     assert_eq!(column("commit"), report.commit);
 }
+
+/// `--query-rate`: point queries offered open loop, each answered, and
+/// measured from its due time: a stall of the workers shows as latency for
+/// every query due during it, not only for those in flight when it began.
+#[test]
+fn queries_are_offered_open_loop_and_a_stall_delays_every_query_due_in_it() {
+    // 200 queries/s over 64 connections: each connection has a query due
+    // every 320 ms, so during the 1.5 s stall each one is blocked on its
+    // first and the rest queue behind it in the client.
+    let report = run(BenchConfig {
+        query_rate: Some(200),
+        stall: Some((Duration::from_secs(3), Duration::from_millis(1_500))),
+        ..BenchConfig::harness_check(Duration::from_secs(6))
+    });
+    let queries = report.queries.as_ref().expect("the report has the queries");
+    // Due in the 5 s after the 1 s warm-up: 1,000, every one answered.
+    assert_eq!(queries.rate_offered, 200);
+    assert!(
+        (999..=1_001).contains(&queries.offered),
+        "{} due in 5 s at 200/s",
+        queries.offered
+    );
+    assert_eq!(queries.failed, 0, "{queries:?}");
+    assert_eq!(queries.answered, queries.offered, "{queries:?}");
+    let l = &queries.latency_ms;
+    assert_eq!(l.count, queries.answered, "{l:?}");
+    assert!(l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.max, "{l:?}");
+    // The queries due in the stall's first 0.75 s (15% of those measured)
+    // wait at least 750 ms: the 90th percentile is well above what an
+    // unstalled query takes. Measured from send times, only the 64 in
+    // flight at the stall (6%) would be.
+    assert!(l.max >= 1_200.0, "{l:?}");
+    assert!(l.p90 >= 500.0, "{l:?}");
+}

@@ -6,7 +6,8 @@
 //! hold its keys, in this process or another); its request waits for the
 //! answer as a task of hyper's on a small tokio runtime ([`THREADS`]
 //! threads), so any number of connections and queries in flight cost no
-//! thread each, and none holds up `/metrics` or `/ready`.
+//! thread each, and none holds up `/metrics` or `/ready`. The runtime's
+//! threads run below the workers' priority ([`yield_to_workers`]).
 //!
 //! | request | answer |
 //! |---|---|
@@ -39,6 +40,23 @@ use crate::observe::metrics::Metrics;
 /// Threads of the server's runtime.
 pub const THREADS: usize = 2;
 
+/// The nice value of the server's threads: above the workers' (0), so that
+/// on a busy machine a query's wake-up waits for a core rather than
+/// preempting a worker in the middle of a batch.
+pub const NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`NICE`] (on Linux
+/// the nice value is a thread's own). The HTTP threads call it when they
+/// start; best effort: where it fails, they run at the workers' priority.
+pub fn yield_to_workers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, NICE);
+    }
+}
+
 /// What `/` and unknown paths list.
 const ENDPOINTS: &str = "presence serves /metrics, /health, /ready, /v1/present?business=B, \
                          /v1/walkin-counts?business=B[&contact=C] and /v1/device-contacts?device=D";
@@ -52,11 +70,13 @@ pub fn serve(addr: SocketAddr, metrics: Metrics, queries: Inbox) -> io::Result<S
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(THREADS)
         .thread_name("http")
+        .on_thread_start(yield_to_workers)
         .enable_io()
         .build()?;
     std::thread::Builder::new()
         .name("http-accept".into())
         .spawn(move || {
+            yield_to_workers();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .expect("a bound non-blocking listener registers with the runtime");
@@ -323,6 +343,44 @@ pub fn answer_json(answer: &Answer) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's threads run at [`NICE`], below the workers: each
+    /// thread of this process named `http` or `http-accept` once the server
+    /// has answered.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_server_threads_yield_to_the_workers() {
+        use std::io::{Read, Write};
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Metrics::default(),
+            Inbox::default(),
+        )
+        .unwrap();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut niced = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let path = task.unwrap().path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if !matches!(name.trim(), "http" | "http-accept") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // After "pid (comm) ", field 19 of stat (nice) is the 17th.
+            let rest = &stat[stat.rfind(") ").unwrap() + 2..];
+            let nice: i32 = rest.split(' ').nth(16).unwrap().parse().unwrap();
+            niced.push((name.trim().to_owned(), nice));
+        }
+        // The accept thread and the runtime's threads.
+        assert!(niced.len() > THREADS, "{niced:?}");
+        assert!(niced.iter().all(|(_, nice)| *nice == NICE), "{niced:?}");
+    }
 
     #[test]
     fn queries_parse_and_bad_ones_say_what_is_wrong() {

@@ -146,6 +146,10 @@ fn unreachable_broker_is_one_clear_error() {
             "127.0.0.1:1",
             "--connect-timeout",
             "1s",
+            // Status lines are due while it connects, but there is no
+            // status before it is connected: the error is the one line.
+            "--status-interval",
+            "100ms",
         ]),
     );
     assert_eq!(output.status.code(), Some(1));

@@ -35,7 +35,12 @@ pub fn watch_status(metrics: Metrics, interval: Duration) -> Painter {
             bar.tick();
         }
         if Instant::now() >= next_log {
-            log.sample().log();
+            // Status lines begin once the service is connected: before, a
+            // failure to connect is the one line to say.
+            let status = log.sample();
+            if !status.starting {
+                status.log();
+            }
             next_log += interval;
         }
     })

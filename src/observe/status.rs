@@ -32,6 +32,9 @@ pub struct Status {
     pub open_visits: u64,
     /// Probe timestamps the window operators hold individually.
     pub window_timestamps: u64,
+    /// Whether the service is still starting (connecting, checking the
+    /// topics): nothing to report yet.
+    pub starting: bool,
 }
 
 /// Samples a service's metrics; rates are over the time between samples.
@@ -82,6 +85,7 @@ impl Sampler {
                     .map(|t| Duration::from_millis(now_ms().saturating_sub(t))),
                 open_visits: f.workers.values().map(|w| w.window.keys as u64).sum(),
                 window_timestamps: f.workers.values().map(|w| w.window.timestamps as u64).sum(),
+                starting: f.life.state == crate::observe::metrics::ServiceState::Starting,
             }
         });
         self.previous = (now, status.records);

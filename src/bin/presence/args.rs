@@ -546,7 +546,7 @@ pub struct RunArgs {
     #[arg(long, default_value = presence::kafka::GROUP_ID, value_name = "GROUP")]
     pub group_id: String,
     /// Prefix of every output topic (walkins, device-contacts, enriched-walkins,
-    /// walkin-counts, presence-rejected, presence-progress).
+    /// walkin-counts, present, presence-rejected, presence-progress).
     #[arg(long, default_value = "", value_name = "PREFIX")]
     pub output_prefix: String,
     /// How long to wait for the brokers (and to retry the checkpoint store at

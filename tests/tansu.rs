@@ -82,6 +82,85 @@ fn stop_at_end_against_tansu_equals_backfill() {
     );
 }
 
+/// A checkpoint that resumes a partition inside a record batch: tansu 0.6
+/// answers a fetch from the middle of a batch without the rest of it, and
+/// repeats the batches after it in the same answer. A first `--stop-at-end`
+/// run stops one batch short on tansu (its end offset is the last batch's
+/// first offset + 1), so its final checkpoint resumes every partition
+/// inside its last batch; after one more (blank) record per partition, a
+/// second run from that checkpoint reads the rest, and the outputs equal
+/// the backfill of every record: none lost, none read twice.
+#[test]
+#[ignore = "needs a Kafka-compatible broker: PRESENCE_TANSU=$(scripts/tansu.sh)"]
+fn a_checkpoint_inside_a_batch_resumes_every_record_once_against_tansu() {
+    use presence::service::CheckpointSettings;
+    let brokers = std::env::var("PRESENCE_TANSU")
+        .expect("PRESENCE_TANSU names the broker (scripts/tansu.sh prints it)");
+    let topics = fresh_topics("mid", &brokers.as_str().into());
+    let config = WorkloadConfig {
+        days: 1,
+        devices: 400,
+        businesses: 6,
+        probe_partitions: PROBE_PARTITIONS as u64,
+        ..WorkloadConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    produce_and_backfill(&brokers, &topics, &config, dir.path(), false);
+    let run_once = || {
+        let job = RunJob {
+            stop_at_end: true,
+            output_partitions: 2,
+            checkpoint: Some(CheckpointSettings {
+                dir: dir.path().join("state").as_path().into(),
+                interval: std::time::Duration::from_secs(10),
+                reset: false,
+                kept: presence::checkpoint::store::MANIFESTS_KEPT,
+            }),
+            ..RunJob::new(brokers.clone(), topics.clone())
+        };
+        run(
+            timely::Config::process(2),
+            job,
+            Arc::new(AtomicBool::new(false)),
+            Metrics::default(),
+        )
+        .unwrap()
+    };
+    let first = run_once();
+    // A blank record per input partition: nothing in the outputs, but the
+    // end of each partition is now a batch of its own.
+    let producer: rdkafka::producer::BaseProducer = client(&brokers).create().unwrap();
+    let places = (0..PROBE_PARTITIONS)
+        .map(|p| (topics.probes.as_str(), p))
+        .chain([
+            (topics.logins.as_str(), 0),
+            (topics.base_counts.as_str(), 0),
+        ]);
+    for (topic, partition) in places {
+        send(&producer, topic, partition, " ");
+        rdkafka::producer::Producer::flush(&producer, TIMEOUT).unwrap();
+    }
+    let second = run_once();
+    // Every record produced (the backfill's input files, and the blank
+    // ones) read once, by one run or the other.
+    let produced: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .map(|path| std::fs::read_to_string(path).unwrap().lines().count() as u64)
+        .sum::<u64>()
+        + PROBE_PARTITIONS as u64
+        + 2;
+    assert_eq!(first.lines + second.lines, produced, "{first:?} {second:?}");
+    assert!(second.lines > 0, "the first run stopped short: {first:?}");
+    check_outputs(
+        &brokers,
+        &topics,
+        &dir.path().join("out"),
+        "tansu, resumed inside batches",
+    );
+}
+
 /// The query endpoints against tansu: answers are the topics' state at
 /// their frontier while the service catches up, and what backfill wrote
 /// once it has.

@@ -39,6 +39,23 @@
 //! leaves it, so each record in it is rejected once, with its own offset,
 //! and reading goes on. That costs one fetch of the batch per record in it —
 //! nothing, for the rare corrupt batch.
+//!
+//! # Records skipped or repeated by the broker
+//!
+//! Every record is read once, in offset order, whatever the broker sends
+//! ([`Guard`]). A record below the next offset to read is reflected
+//! already and is dropped (tansu 0.6 repeats the batches after a fetch's
+//! first one within the same answer, sometimes hundreds of times). A record
+//! above it — a gap — may be one the broker skipped: tansu 0.6 drops the
+//! rest of a batch fetched from its middle, which is where a checkpoint or
+//! a `--stop-at-end` run leaves off. The source then seeks back (one
+//! offset, then twice as far each time, never below the partition's first
+//! offset) until the broker delivers from at or before the next offset,
+//! drops what it read already, and reads on. A gap the broker still shows
+//! after that overlap (or from the partition's first offset) is real —
+//! Kafka leaves them where records were compacted away or transaction
+//! markers are — and is read past. The first repeat of a partition is
+//! logged as a warning; the gaps and seeks at debug level.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -93,9 +110,174 @@ struct Partition {
     next: i64,
     /// `next` and the floor as last reported in a [`Note`].
     reported: Option<(i64, EventTime)>,
+    /// Whether it is seeking back over a gap (see the module docs).
+    guard: Guard,
+    /// Records the broker delivered again, dropped.
+    repeated: u64,
+}
+
+/// Where a partition's reading stands against gaps (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Reading on: a record above the next offset is a gap to look into.
+    Reading,
+    /// Sought back to `from` over a gap; `overlapped` once a record below
+    /// the next offset came again (the broker delivers from before the gap).
+    Seeking {
+        /// The offset sought.
+        from: i64,
+        /// Whether the broker has delivered a record below the next offset since.
+        overlapped: bool,
+    },
+}
+
+/// What to do with a delivered record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read it.
+    Read,
+    /// Read it: the records between the next offset and it do not exist
+    /// (a real gap).
+    ReadPastGap,
+    /// Drop it: the next offset is above it (read already).
+    Drop,
+    /// Drop it as a record delivered twice.
+    DropRepeat,
+    /// Drop it and seek back to this offset: the broker may have skipped
+    /// records before it.
+    SeekBack(i64),
+}
+
+impl Guard {
+    /// The step for a record at `offset` when the next offset to read is
+    /// `next` and the partition's first offset `low` (asked for only when
+    /// needed, at a gap).
+    pub fn step(&mut self, offset: i64, next: i64, low: impl FnOnce() -> i64) -> Step {
+        match *self {
+            _ if offset == next => {
+                *self = Guard::Reading;
+                Step::Read
+            }
+            Guard::Reading if offset < next => Step::DropRepeat,
+            Guard::Seeking { from, .. } if offset < next => {
+                *self = Guard::Seeking {
+                    from,
+                    overlapped: true,
+                };
+                Step::Drop
+            }
+            Guard::Seeking {
+                overlapped: true, ..
+            } => {
+                *self = Guard::Reading;
+                Step::ReadPastGap
+            }
+            Guard::Reading => {
+                let from = (next - 1).max(low());
+                if from >= next {
+                    Step::ReadPastGap
+                } else {
+                    *self = Guard::Seeking {
+                        from,
+                        overlapped: false,
+                    };
+                    Step::SeekBack(from)
+                }
+            }
+            Guard::Seeking { from, .. } => {
+                let low = low();
+                if from <= low {
+                    *self = Guard::Reading;
+                    Step::ReadPastGap
+                } else {
+                    let from = next.saturating_sub(2 * (next - from)).max(low);
+                    *self = Guard::Seeking {
+                        from,
+                        overlapped: false,
+                    };
+                    Step::SeekBack(from)
+                }
+            }
+        }
+    }
 }
 
 impl Partition {
+    /// Whether the record at `offset` is to be read: not one read already,
+    /// nor one after records the broker may have skipped (then it seeks
+    /// back; see the module docs).
+    fn guard(
+        &mut self,
+        fetcher: &Fetcher,
+        options: &SourceOptions,
+        offset: i64,
+    ) -> Result<bool, KafkaFailure> {
+        let failure = |action: String| KafkaFailure::client(&options.kafka.brokers, action);
+        let (topic, number, next) = (self.topic.as_str(), self.number, self.next);
+        let mut unknown = None;
+        let step = self.guard.step(offset, next, || {
+            let place = (topic.to_owned(), number);
+            match watermarks(
+                fetcher.consumer(),
+                std::slice::from_ref(&place),
+                options.connect_timeout,
+            ) {
+                Ok(found) => found[&place].0,
+                Err(error) => {
+                    unknown = Some(error);
+                    next
+                }
+            }
+        });
+        if let Some(error) = unknown {
+            return Err(failure(format!("reading the offsets of {topic}/{number}"))(
+                error,
+            ));
+        }
+        match step {
+            Step::Read => Ok(true),
+            Step::Drop => Ok(false),
+            Step::DropRepeat => {
+                self.repeated += 1;
+                if self.repeated == 1 {
+                    tracing::warn!(
+                        topic,
+                        partition = number,
+                        offset,
+                        next,
+                        "the broker delivered a record read already; dropping repeats"
+                    );
+                }
+                Ok(false)
+            }
+            Step::ReadPastGap => {
+                tracing::debug!(
+                    topic,
+                    partition = number,
+                    next,
+                    offset,
+                    "the partition holds no records from the next offset to this one"
+                );
+                Ok(true)
+            }
+            Step::SeekBack(from) => {
+                tracing::debug!(
+                    topic,
+                    partition = number,
+                    next,
+                    offset,
+                    from,
+                    "the broker delivered a record past the next offset; seeking back"
+                );
+                fetcher
+                    .consumer()
+                    .seek(topic, number, Offset::Offset(from), Duration::ZERO)
+                    .map_err(failure(format!("seeking {topic}/{number} back to {from}")))?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Rejects the record at `offset` of a record batch the client could
     /// not read, as `corrupt`, and seeks one offset past it (see the module
     /// docs): the rejection to hand on, or `None` with `--stop-at-end` for
@@ -211,6 +393,8 @@ impl KafkaSource {
                     end,
                     next,
                     reported: None,
+                    guard: Guard::Reading,
+                    repeated: 0,
                 }
             })
             .collect();
@@ -268,6 +452,12 @@ impl KafkaSource {
                         continue;
                     };
                     let partition = &mut self.partitions[at];
+                    // A partition read to its end (with --stop-at-end)
+                    // reads nothing more, gap or not (below).
+                    let reading = !(stop_at_end && partition.next >= partition.end);
+                    if reading && !partition.guard(&self.fetcher, &self.options, offset)? {
+                        continue;
+                    }
                     partition.heard = Instant::now();
                     if stop_at_end && offset >= partition.end {
                         // Arrived after the run started: not read.
@@ -572,6 +762,82 @@ mod tests {
             })?;
         }
         Ok(offsets)
+    }
+
+    /// A record delivered again (here: the client sent back three offsets,
+    /// as tansu 0.6 repeats batches) is read once.
+    #[test]
+    fn records_delivered_again_are_read_once() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        produce(
+            &mock,
+            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
+        );
+        let mut source = source(&mock);
+        assert_eq!(read_offsets(&mut source, 4).unwrap(), vec![0, 1, 2, 3]);
+        source
+            .fetcher
+            .consumer()
+            .seek("probes", 0, Offset::Offset(1), Duration::ZERO)
+            .unwrap();
+        let rest = read_offsets(&mut source, 6).unwrap();
+        assert_eq!(rest, (4..10).collect::<Vec<_>>());
+        assert_eq!(source.partitions[0].repeated, 3);
+    }
+
+    /// Records the broker skipped (here: the client jumped from offset 4
+    /// to 7, as tansu 0.6 skips the rest of a batch fetched from its
+    /// middle) are read after all: the source seeks back over the gap.
+    #[test]
+    fn records_the_broker_skipped_are_read_after_all() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        produce(
+            &mock,
+            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
+        );
+        let mut source = source(&mock);
+        assert_eq!(read_offsets(&mut source, 4).unwrap(), vec![0, 1, 2, 3]);
+        source
+            .fetcher
+            .consumer()
+            .seek("probes", 0, Offset::Offset(7), Duration::ZERO)
+            .unwrap();
+        let rest = read_offsets(&mut source, 6).unwrap();
+        assert_eq!(rest, (4..10).collect::<Vec<_>>());
+        assert_eq!(source.partitions[0].repeated, 0);
+        assert_eq!(source.partitions[0].guard, Guard::Reading);
+    }
+
+    /// The guard's steps: seeking back one, then twice as far, never below
+    /// the partition's first offset; a gap the broker shows again after an
+    /// overlap, or from the first offset, is real.
+    #[test]
+    fn a_gap_is_sought_back_over_until_it_is_known_to_be_real() {
+        let low = || 0;
+        let mut guard = Guard::Reading;
+        assert_eq!(guard.step(10, 10, low), Step::Read);
+        assert_eq!(guard.step(9, 11, low), Step::DropRepeat);
+        // A gap at 11..15: one back, then 2, 4, 8 ... down to the first offset.
+        assert_eq!(guard.step(15, 11, low), Step::SeekBack(10));
+        assert_eq!(guard.step(15, 11, low), Step::SeekBack(9));
+        assert_eq!(guard.step(16, 11, low), Step::SeekBack(7));
+        assert_eq!(guard.step(15, 11, low), Step::SeekBack(3));
+        assert_eq!(guard.step(15, 11, low), Step::SeekBack(0));
+        assert_eq!(guard.step(15, 11, low), Step::ReadPastGap);
+        assert_eq!(guard, Guard::Reading);
+        // Delivered from before the gap, then past it: the gap is real.
+        assert_eq!(guard.step(30, 20, low), Step::SeekBack(19));
+        assert_eq!(guard.step(19, 20, low), Step::Drop);
+        assert_eq!(guard.step(30, 20, low), Step::ReadPastGap);
+        // Delivered from before the gap, then the next offset: no gap.
+        assert_eq!(guard.step(40, 31, low), Step::SeekBack(30));
+        assert_eq!(guard.step(30, 31, low), Step::Drop);
+        assert_eq!(guard.step(31, 31, low), Step::Read);
+        // At the partition's first offset there is nothing to seek back to.
+        let mut guard = Guard::Reading;
+        assert_eq!(guard.step(8, 5, || 5), Step::ReadPastGap);
     }
 
     /// A client that fetched an offset the partition does not hold (as

@@ -48,7 +48,9 @@ pub use consumer::{
 };
 pub use deliveries::{Acked, Deliveries, DeliveryTracker, Floors, UNTRACKED};
 pub use error::KafkaFailure;
-pub use memory::{give_back_freed, keep_freed_memory, no_huge_pages};
+pub use memory::{
+    give_back_freed, keep_freed_memory, no_huge_pages, purge_freed_at_once, purge_freed_later,
+};
 pub use producer::{
     flush, offer, offer_or_fail, producer, send, send_or_fail, serve, serve_outputs,
     PRODUCER_LINGER_MS,

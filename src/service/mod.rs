@@ -427,6 +427,8 @@ impl<'j> Service<'j> {
         let mut restored = BTreeMap::new();
         let mut restoring = None;
         if let Some(manifest) = &restore.manifest {
+            // Until the restored rows are written (`serve`).
+            kafka::purge_freed_at_once();
             restored = load_restored(
                 worker,
                 &mut pipeline,
@@ -561,6 +563,7 @@ impl<'j> Service<'j> {
         if let Some(epoch) = self.writing_restored {
             if !self.published.less_equal(&epoch) {
                 self.writing_restored = None;
+                kafka::purge_freed_later();
                 kafka::give_back_freed();
             }
         }

@@ -764,10 +764,10 @@ mod tests {
         Ok(offsets)
     }
 
-    /// A record delivered again (here: the client sent back three offsets,
-    /// as tansu 0.6 repeats batches) is read once.
-    #[test]
-    fn records_delivered_again_are_read_once() {
+    /// Ten records in partition 0 of `mock`, read by a source up to offset
+    /// 3; then its client is sought to `to`, as a broker's answer would
+    /// move it. What the source reads next: offsets 4 to 9, each once?
+    fn read_on_after_the_client_moves_to(to: i64) -> KafkaSource {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("probes", 2, 1).unwrap();
         produce(
@@ -779,10 +779,18 @@ mod tests {
         source
             .fetcher
             .consumer()
-            .seek("probes", 0, Offset::Offset(1), Duration::ZERO)
+            .seek("probes", 0, Offset::Offset(to), Duration::ZERO)
             .unwrap();
         let rest = read_offsets(&mut source, 6).unwrap();
         assert_eq!(rest, (4..10).collect::<Vec<_>>());
+        source
+    }
+
+    /// Records delivered again (here: the client sent back to offset 1, as
+    /// tansu 0.6 repeats batches) are read once.
+    #[test]
+    fn records_delivered_again_are_read_once() {
+        let source = read_on_after_the_client_moves_to(1);
         assert_eq!(source.partitions[0].repeated, 3);
     }
 
@@ -791,21 +799,7 @@ mod tests {
     /// middle) are read after all: the source seeks back over the gap.
     #[test]
     fn records_the_broker_skipped_are_read_after_all() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("probes", 2, 1).unwrap();
-        produce(
-            &mock,
-            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
-        );
-        let mut source = source(&mock);
-        assert_eq!(read_offsets(&mut source, 4).unwrap(), vec![0, 1, 2, 3]);
-        source
-            .fetcher
-            .consumer()
-            .seek("probes", 0, Offset::Offset(7), Duration::ZERO)
-            .unwrap();
-        let rest = read_offsets(&mut source, 6).unwrap();
-        assert_eq!(rest, (4..10).collect::<Vec<_>>());
+        let source = read_on_after_the_client_moves_to(7);
         assert_eq!(source.partitions[0].repeated, 0);
         assert_eq!(source.partitions[0].guard, Guard::Reading);
     }

@@ -204,6 +204,28 @@ pub fn cached_end_offset(
     topic: &str,
     partition: i32,
 ) -> Option<i64> {
+    cached_watermarks(consumer, topic, partition).map(|(_, high)| high)
+}
+
+/// The first offset of a partition as the consumer last learned it from its
+/// fetches (brokers that report it), without asking: `None` if not known.
+pub fn cached_first_offset(
+    consumer: &BaseConsumer<ConsumerEvents>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    cached_watermarks(consumer, topic, partition)
+        .map(|(low, _)| low)
+        .filter(|&low| low >= 0)
+}
+
+/// A partition's first and end offsets as the consumer last learned them
+/// (`None` before its first fetch).
+fn cached_watermarks(
+    consumer: &BaseConsumer<ConsumerEvents>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the consumer's handle is valid while it lives; the topic is a
@@ -218,7 +240,7 @@ pub fn cached_end_offset(
         )
     };
     (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+        .then_some((low, high))
 }
 
 #[cfg(test)]

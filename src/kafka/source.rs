@@ -66,7 +66,9 @@ use rdkafka::Offset;
 use crate::cluster::responsible_for;
 use crate::dataflow::note::Note;
 use crate::kafka::connection::Connection;
-use crate::kafka::consumer::{assign, cached_end_offset, consumer, watermarks, InputPartition};
+use crate::kafka::consumer::{
+    assign, cached_end_offset, cached_first_offset, consumer, watermarks, InputPartition,
+};
 use crate::kafka::error::KafkaFailure;
 use crate::kafka::fetch::{Fetched, Fetcher};
 use crate::model::ingest::PartitionState;
@@ -216,6 +218,10 @@ impl Partition {
         let (topic, number, next) = (self.topic.as_str(), self.number, self.next);
         let mut unknown = None;
         let step = self.guard.step(offset, next, || {
+            // As the last fetch reported it, if the broker does; else asked.
+            if let Some(low) = cached_first_offset(fetcher.consumer(), topic, number) {
+                return low;
+            }
             let place = (topic.to_owned(), number);
             match watermarks(
                 fetcher.consumer(),

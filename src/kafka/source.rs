@@ -46,16 +46,19 @@
 //! ([`Guard`]). A record below the next offset to read is reflected
 //! already and is dropped (tansu 0.6 repeats the batches after a fetch's
 //! first one within the same answer, sometimes hundreds of times). A record
-//! above it — a gap — may be one the broker skipped: tansu 0.6 drops the
-//! rest of a batch fetched from its middle, which is where a checkpoint or
-//! a `--stop-at-end` run leaves off. The source then seeks back (one
-//! offset, then twice as far each time, never below the partition's first
-//! offset) until the broker delivers from at or before the next offset,
-//! drops what it read already, and reads on. A gap the broker still shows
-//! after that overlap (or from the partition's first offset) is real —
-//! Kafka leaves them where records were compacted away or transaction
-//! markers are — and is read past. The first repeat of a partition is
-//! logged as a warning; the gaps and seeks at debug level.
+//! above it — a gap — where the source has just positioned the partition
+//! (opened it at a checkpoint's offset, assigned it again, sought) may be
+//! one the broker skipped: tansu 0.6 drops the rest of a batch fetched from
+//! its middle, which is where a checkpoint or a `--stop-at-end` run leaves
+//! off. The source then seeks back (one offset, then twice as far each
+//! time, never below the partition's first offset) until the broker
+//! delivers from at or before the next offset, drops what it read already,
+//! and reads on. A gap the broker still shows after that overlap (or from
+//! the partition's first offset), or once it has delivered the next offset
+//! in order, is real — Kafka leaves them where records were compacted away
+//! or transaction markers are — and is read past without a fetch more. The
+//! first repeat of a partition is logged as a warning; gaps and seeks at
+//! debug level.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -121,7 +124,11 @@ struct Partition {
 /// Where a partition's reading stands against gaps (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Guard {
-    /// Reading on: a record above the next offset is a gap to look into.
+    /// Just positioned (opened at an offset, assigned again, sought): a
+    /// record above the next offset is a gap to look into.
+    Verifying,
+    /// Reading on from a record at the next offset: the broker delivers
+    /// from where it was asked, and a gap is one the partition has.
     Reading,
     /// Sought back to `from` over a gap; `overlapped` once a record below
     /// the next offset came again (the broker delivers from before the gap).
@@ -160,7 +167,8 @@ impl Guard {
                 *self = Guard::Reading;
                 Step::Read
             }
-            Guard::Reading if offset < next => Step::DropRepeat,
+            Guard::Reading | Guard::Verifying if offset < next => Step::DropRepeat,
+            Guard::Reading => Step::ReadPastGap,
             Guard::Seeking { from, .. } if offset < next => {
                 *self = Guard::Seeking {
                     from,
@@ -174,9 +182,10 @@ impl Guard {
                 *self = Guard::Reading;
                 Step::ReadPastGap
             }
-            Guard::Reading => {
+            Guard::Verifying => {
                 let from = (next - 1).max(low());
                 if from >= next {
+                    *self = Guard::Reading;
                     Step::ReadPastGap
                 } else {
                     *self = Guard::Seeking {
@@ -308,6 +317,7 @@ impl Partition {
         self.next = self.next.max(offset + 1);
         self.heard = Instant::now();
         self.read += 1;
+        self.guard = Guard::Verifying;
         fetcher
             .consumer()
             .seek(topic, number, Offset::Offset(offset + 1), Duration::ZERO)
@@ -399,7 +409,7 @@ impl KafkaSource {
                     end,
                     next,
                     reported: None,
-                    guard: Guard::Reading,
+                    guard: Guard::Verifying,
                     repeated: 0,
                 }
             })
@@ -507,6 +517,9 @@ impl KafkaSource {
                         continue;
                     };
                     self.reposition(at, offset, &detail)?;
+                    for partition in &mut self.partitions {
+                        partition.guard = Guard::Verifying;
+                    }
                 }
                 Fetched::Error { detail, fatal } => {
                     if fatal {
@@ -770,10 +783,10 @@ mod tests {
         Ok(offsets)
     }
 
-    /// Ten records in partition 0 of `mock`, read by a source up to offset
-    /// 3; then its client is sought to `to`, as a broker's answer would
-    /// move it. What the source reads next: offsets 4 to 9, each once?
-    fn read_on_after_the_client_moves_to(to: i64) -> KafkaSource {
+    /// Records delivered again (here: the client sent back to offset 1
+    /// after reading 0 to 3, as tansu 0.6 repeats batches) are read once.
+    #[test]
+    fn records_delivered_again_are_read_once() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("probes", 2, 1).unwrap();
         produce(
@@ -785,41 +798,69 @@ mod tests {
         source
             .fetcher
             .consumer()
-            .seek("probes", 0, Offset::Offset(to), Duration::ZERO)
+            .seek("probes", 0, Offset::Offset(1), Duration::ZERO)
             .unwrap();
         let rest = read_offsets(&mut source, 6).unwrap();
         assert_eq!(rest, (4..10).collect::<Vec<_>>());
-        source
-    }
-
-    /// Records delivered again (here: the client sent back to offset 1, as
-    /// tansu 0.6 repeats batches) are read once.
-    #[test]
-    fn records_delivered_again_are_read_once() {
-        let source = read_on_after_the_client_moves_to(1);
         assert_eq!(source.partitions[0].repeated, 3);
     }
 
-    /// Records the broker skipped (here: the client jumped from offset 4
-    /// to 7, as tansu 0.6 skips the rest of a batch fetched from its
-    /// middle) are read after all: the source seeks back over the gap.
+    /// A partition resumed at a checkpoint's offset 4 whose broker answers
+    /// from 7 (here: the client moved there, as tansu 0.6 answers a fetch
+    /// from the middle of a batch from the next batch) is read from 4 after
+    /// all: the source seeks back over the gap.
     #[test]
-    fn records_the_broker_skipped_are_read_after_all() {
-        let source = read_on_after_the_client_moves_to(7);
+    fn records_the_broker_skipped_at_a_resume_are_read_after_all() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("probes", 2, 1).unwrap();
+        produce(
+            &mock,
+            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
+        );
+        let restored = BTreeMap::from([(
+            ("probes".to_owned(), 0),
+            PartitionState {
+                topic: "probes".into(),
+                partition: 0,
+                next: 4,
+                high_water: None,
+                floor: 0,
+            },
+        )]);
+        let all = [InputPartition {
+            kind: Kind::Probe,
+            topic: "probes".into(),
+            partition: 0,
+        }];
+        let mut source = KafkaSource::open(options(&mock), &all, 0, 1, &restored).unwrap();
+        source
+            .fetcher
+            .consumer()
+            .seek("probes", 0, Offset::Offset(7), Duration::ZERO)
+            .unwrap();
+        let read = read_offsets(&mut source, 6).unwrap();
+        assert_eq!(read, (4..10).collect::<Vec<_>>());
         assert_eq!(source.partitions[0].repeated, 0);
         assert_eq!(source.partitions[0].guard, Guard::Reading);
     }
 
-    /// The guard's steps: seeking back one, then twice as far, never below
-    /// the partition's first offset; a gap the broker shows again after an
-    /// overlap, or from the first offset, is real.
+    /// The guard's steps: after a positioning, seeking back one, then twice
+    /// as far, never below the partition's first offset; a gap the broker
+    /// shows again after an overlap, or from the first offset, or once it
+    /// delivered the next offset, is real.
     #[test]
     fn a_gap_is_sought_back_over_until_it_is_known_to_be_real() {
         let low = || 0;
-        let mut guard = Guard::Reading;
+        let mut guard = Guard::Verifying;
         assert_eq!(guard.step(10, 10, low), Step::Read);
+        assert_eq!(guard, Guard::Reading);
         assert_eq!(guard.step(9, 11, low), Step::DropRepeat);
-        // A gap at 11..15: one back, then 2, 4, 8 ... down to the first offset.
+        // Reading on from the next offset, a gap is the partition's.
+        assert_eq!(guard.step(13, 11, low), Step::ReadPastGap);
+        assert_eq!(guard, Guard::Reading);
+        // Just positioned at 11, the broker answers from 15: one back, then
+        // 2, 4, 8 ... down to the first offset.
+        guard = Guard::Verifying;
         assert_eq!(guard.step(15, 11, low), Step::SeekBack(10));
         assert_eq!(guard.step(15, 11, low), Step::SeekBack(9));
         assert_eq!(guard.step(16, 11, low), Step::SeekBack(7));
@@ -828,15 +869,17 @@ mod tests {
         assert_eq!(guard.step(15, 11, low), Step::ReadPastGap);
         assert_eq!(guard, Guard::Reading);
         // Delivered from before the gap, then past it: the gap is real.
+        guard = Guard::Verifying;
         assert_eq!(guard.step(30, 20, low), Step::SeekBack(19));
         assert_eq!(guard.step(19, 20, low), Step::Drop);
         assert_eq!(guard.step(30, 20, low), Step::ReadPastGap);
         // Delivered from before the gap, then the next offset: no gap.
+        guard = Guard::Verifying;
         assert_eq!(guard.step(40, 31, low), Step::SeekBack(30));
         assert_eq!(guard.step(30, 31, low), Step::Drop);
         assert_eq!(guard.step(31, 31, low), Step::Read);
         // At the partition's first offset there is nothing to seek back to.
-        let mut guard = Guard::Reading;
+        let mut guard = Guard::Verifying;
         assert_eq!(guard.step(8, 5, || 5), Step::ReadPastGap);
     }
 

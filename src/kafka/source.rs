@@ -58,7 +58,8 @@
 //! in order, is real — Kafka leaves them where records were compacted away
 //! or transaction markers are — and is read past without a fetch more. The
 //! first repeat of a partition is logged as a warning; gaps and seeks at
-//! debug level.
+//! debug level. A restore's read-back of the output topics
+//! (`service::restore`) guards its reads the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

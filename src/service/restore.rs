@@ -37,6 +37,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::checkpoint::store::{self, Fetched, Manifest, Origin, Store, StoreError};
 use crate::dataflow::Time;
+use crate::kafka::source::{Guard, Step};
 use crate::kafka::upsert::{Existing, TopicAtRestore, WrittenRejection};
 use crate::kafka::{self, ConsumerEvents, InputPartition, KafkaFailure};
 use crate::model::output::{Output, PerOutput};
@@ -453,10 +454,12 @@ fn client_failure(
     KafkaFailure::client(&job.kafka.brokers, action)
 }
 
-/// A partition to read: from `start` to (at least) `end`.
+/// A partition to read: from `start` to (at least) `end`; `low` is its
+/// first offset.
 struct Span {
     topic: usize,
     partition: i32,
+    low: i64,
     start: i64,
     end: i64,
 }
@@ -514,6 +517,7 @@ fn read_back(
                     spans.push(Span {
                         topic: index,
                         partition,
+                        low,
                         start,
                         end: high,
                     });
@@ -607,6 +611,11 @@ fn read_spans(
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     // Per partition, where its span starts and ends.
     let mut bounds: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    // Per partition, its first offset and what it read of what the broker
+    // sent: repeats dropped, a gap at the start sought back over
+    // (`kafka::source`'s module docs: tansu answers a fetch from the middle
+    // of a batch from the next batch, and repeats batches).
+    let mut guards: BTreeMap<(String, i32), (i64, Guard)> = BTreeMap::new();
     let mut list = TopicPartitionList::new();
     for span in spans {
         let topic = topics[span.topic];
@@ -615,6 +624,10 @@ fn read_spans(
             .map_err(failure(format!("assigning {topic}")))?;
         next.insert((topic.to_string(), span.partition), from);
         bounds.insert((topic.to_string(), span.partition), (span.start, span.end));
+        guards.insert(
+            (topic.to_string(), span.partition),
+            (span.low, Guard::Verifying),
+        );
     }
     if spans.is_empty() {
         return Ok(next);
@@ -641,6 +654,19 @@ fn read_spans(
             Some(Ok(message)) => {
                 heard = Instant::now();
                 let at = (message.topic().to_owned(), message.partition());
+                if let (Some(&expected), Some((low, guard))) = (next.get(&at), guards.get_mut(&at))
+                {
+                    match guard.step(message.offset(), expected, || *low) {
+                        Step::Read | Step::ReadPastGap => {}
+                        Step::Drop | Step::DropRepeat => continue,
+                        Step::SeekBack(from) => {
+                            consumer
+                                .seek(&at.0, at.1, Offset::Offset(from), Duration::ZERO)
+                                .map_err(failure(format!("seeking {}/{} back", at.0, at.1)))?;
+                            continue;
+                        }
+                    }
+                }
                 let end = back.ends.entry(at.clone()).or_default();
                 *end = (*end).max(message.offset() + 1);
                 next.insert(at.clone(), message.offset() + 1);

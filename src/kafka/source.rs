@@ -784,16 +784,47 @@ mod tests {
         Ok(offsets)
     }
 
-    /// Records delivered again (here: the client sent back to offset 1
-    /// after reading 0 to 3, as tansu 0.6 repeats batches) are read once.
-    #[test]
-    fn records_delivered_again_are_read_once() {
+    /// The in-process broker with ten records (none of them JSON) in
+    /// partition 0 of `probes`, offsets 0 to 9.
+    fn ten_records() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("probes", 2, 1).unwrap();
         produce(
             &mock,
             &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
         );
+        mock
+    }
+
+    /// A source reading partition 0 of `mock`'s `probes` from `next`, as a
+    /// checkpoint resumes it.
+    fn resumed_at(
+        mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        next: i64,
+    ) -> KafkaSource {
+        let restored = BTreeMap::from([(
+            ("probes".to_owned(), 0),
+            PartitionState {
+                topic: "probes".into(),
+                partition: 0,
+                next,
+                high_water: None,
+                floor: 0,
+            },
+        )]);
+        let all = [InputPartition {
+            kind: Kind::Probe,
+            topic: "probes".into(),
+            partition: 0,
+        }];
+        KafkaSource::open(options(mock), &all, 0, 1, &restored).unwrap()
+    }
+
+    /// Records delivered again (here: the client sent back to offset 1
+    /// after reading 0 to 3, as tansu 0.6 repeats batches) are read once.
+    #[test]
+    fn records_delivered_again_are_read_once() {
+        let mock = ten_records();
         let mut source = source(&mock);
         assert_eq!(read_offsets(&mut source, 4).unwrap(), vec![0, 1, 2, 3]);
         source
@@ -812,28 +843,8 @@ mod tests {
     /// all: the source seeks back over the gap.
     #[test]
     fn records_the_broker_skipped_at_a_resume_are_read_after_all() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("probes", 2, 1).unwrap();
-        produce(
-            &mock,
-            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
-        );
-        let restored = BTreeMap::from([(
-            ("probes".to_owned(), 0),
-            PartitionState {
-                topic: "probes".into(),
-                partition: 0,
-                next: 4,
-                high_water: None,
-                floor: 0,
-            },
-        )]);
-        let all = [InputPartition {
-            kind: Kind::Probe,
-            topic: "probes".into(),
-            partition: 0,
-        }];
-        let mut source = KafkaSource::open(options(&mock), &all, 0, 1, &restored).unwrap();
+        let mock = ten_records();
+        let mut source = resumed_at(&mock, 4);
         source
             .fetcher
             .consumer()
@@ -921,34 +932,8 @@ mod tests {
     /// source with a line naming the partition and both offsets.
     #[test]
     fn a_partition_without_the_next_offset_stops_the_source_saying_where() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("probes", 2, 1).unwrap();
-        produce(
-            &mock,
-            &(0..10).map(|i| format!("not json {i}")).collect::<Vec<_>>(),
-        );
-        let restored = BTreeMap::from([(
-            ("probes".to_owned(), 0),
-            PartitionState {
-                topic: "probes".into(),
-                partition: 0,
-                next: 100,
-                high_water: None,
-                floor: 0,
-            },
-        )]);
-        let mut source = KafkaSource::open(
-            options(&mock),
-            &[InputPartition {
-                kind: Kind::Probe,
-                topic: "probes".into(),
-                partition: 0,
-            }],
-            0,
-            1,
-            &restored,
-        )
-        .unwrap();
+        let mock = ten_records();
+        let mut source = resumed_at(&mock, 100);
         let failure = read_offsets(&mut source, 1).unwrap_err().to_string();
         assert!(
             failure.contains("probes/0: the next offset to read, 100, is outside the partition's offsets 0 to 10"),

@@ -192,8 +192,8 @@ pub fn run(
             next_show += Duration::from_secs(1);
         }
     }
-    let interrupted = started.elapsed() < duration;
     let producing = started.elapsed();
+    let interrupted = producing < duration;
     // The panel's last frame, at the stop; the closing summary's latency is
     // this frame's: walk-ins the pipeline flushes at shutdown (their visits
     // closed by the end, not by time) are counted below but not timed.

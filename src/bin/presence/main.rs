@@ -129,10 +129,9 @@ fn is_usage(error: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<presence::cluster::ClusterError>()
                 .is_some_and(presence::cluster::ClusterError::is_usage)
-            || matches!(
-                cause.downcast_ref::<presence::harness::bench::BenchError>(),
-                Some(presence::harness::bench::BenchError::Usage(_))
-            )
+            || cause
+                .downcast_ref::<presence::harness::bench::BenchError>()
+                .is_some_and(presence::harness::bench::BenchError::is_usage)
     })
 }
 

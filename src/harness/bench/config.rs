@@ -142,3 +142,15 @@ pub enum BenchError {
     #[error("cannot serve the query endpoints: {0}")]
     Http(#[from] std::io::Error),
 }
+
+impl BenchError {
+    /// Whether the flags are at fault (exit status 2), as
+    /// [`RunError::is_usage`] says for the pipeline's.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            BenchError::Usage(_) => true,
+            BenchError::Run(error) => error.is_usage(),
+            _ => false,
+        }
+    }
+}

@@ -74,6 +74,19 @@ impl Latency {
             count: h.len(),
         }
     }
+
+    /// Its figures by name, in the CSV's column order.
+    fn columns(&self) -> [(&'static str, f64); 7] {
+        [
+            ("min", self.min),
+            ("p50", self.p50),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p999", self.p999),
+            ("max", self.max),
+            ("count", self.count as f64),
+        ]
+    }
 }
 
 /// One second of the run (by due time).
@@ -246,21 +259,10 @@ impl Report {
         // rows of several points line up); one not measured (the floor
         // with --no-floor) is empty, not zero.
         for (name, _) in LATENCIES {
-            let l = self.latency_ms.get(name);
-            for field in ["min", "p50", "p90", "p99", "p999", "max", "count"] {
+            let measured = self.latency_ms.get(name);
+            for (field, value) in measured.cloned().unwrap_or_default().columns() {
                 header.push(format!("{name}_{field}"));
-                row.push(l.map_or(String::new(), |l| {
-                    let value = match field {
-                        "min" => l.min,
-                        "p50" => l.p50,
-                        "p90" => l.p90,
-                        "p99" => l.p99,
-                        "p999" => l.p999,
-                        "max" => l.max,
-                        _ => l.count as f64,
-                    };
-                    format!("{value}")
-                }));
+                row.push(measured.map_or(String::new(), |_| format!("{value}")));
             }
         }
         header.extend(["lag_end", "sustainable", "peak_rss_mib"].map(String::from));

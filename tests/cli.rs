@@ -23,6 +23,21 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `presence backfill` of an empty probes file into `dir/out`, written in
+/// `dir`: for flags that are refused, or a cluster that never forms.
+fn backfill_of_nothing(dir: &std::path::Path) -> Command {
+    let probes = dir.join("probes.jsonl");
+    std::fs::write(&probes, "").unwrap();
+    let mut command = presence();
+    command
+        .arg("backfill")
+        .arg("--probes")
+        .arg(&probes)
+        .arg("--out")
+        .arg(dir.join("out"));
+    command
+}
+
 /// Generates a small workload (a few thousand probes over two days) in `dir`.
 fn workload(dir: &Path) -> (Vec<PathBuf>, PathBuf, PathBuf) {
     let output = run(presence()
@@ -354,13 +369,7 @@ fn unwritable_out_fails_before_any_work() {
 #[test]
 fn bad_cluster_flags_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let probes = dir.path().join("probes.jsonl");
-    std::fs::write(&probes, "").unwrap();
-    let output = run(presence()
-        .args(["backfill", "-n", "2", "-p", "2", "--probes"])
-        .arg(&probes)
-        .arg("--out")
-        .arg(dir.path().join("out")));
+    let output = run(backfill_of_nothing(dir.path()).args(["-n", "2", "-p", "2"]));
     assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(stderr(&output).contains("-p 2"), "{}", stderr(&output));
 }
@@ -807,15 +816,9 @@ fn a_bad_hostfile_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "garbage\nmore\n").unwrap();
-    let probes = dir.path().join("probes.jsonl");
-    std::fs::write(&probes, "").unwrap();
-    let output = run(presence()
-        .args(["backfill", "-n", "2", "-p", "0", "-h"])
-        .arg(&hosts)
-        .arg("--probes")
-        .arg(&probes)
-        .arg("--out")
-        .arg(dir.path().join("out")));
+    let output = run(backfill_of_nothing(dir.path())
+        .args(["-n", "2", "-p", "0", "-h"])
+        .arg(&hosts));
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(
@@ -830,29 +833,16 @@ fn a_bad_hostfile_is_refused_before_connecting() {
 /// progress goes to stderr, not stdout.
 #[test]
 fn a_signal_while_connecting_ends_the_process_with_a_line() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let hosts = common::hostfile(dir.path());
-    let probes = dir.path().join("probes.jsonl");
-    std::fs::write(&probes, "").unwrap();
-    let mut child = presence()
-        .args(["backfill", "-n", "2", "-p", "0", "-h"])
+    let mut child = backfill_of_nothing(dir.path())
+        .args(["-n", "2", "-p", "0", "-h"])
         .arg(&hosts)
-        .arg("--probes")
-        .arg(&probes)
-        .arg("--out")
-        .arg(dir.path().join("out"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (send, lines) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     // Connecting: process 0 waits for process 1, and says so (on stderr).
     let mut seen = String::new();
     while !seen.contains("awaiting connections") {
@@ -1023,7 +1013,6 @@ fn produce_gives_up_on_an_absent_broker_after_its_connect_timeout() {
 /// at once, with a line saying so.
 #[test]
 fn a_second_signal_ends_a_stopping_command_at_once() {
-    use std::io::BufRead;
     let mut child = presence()
         .args([
             "produce",
@@ -1037,13 +1026,7 @@ fn a_second_signal_ends_a_stopping_command_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (send, lines) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     // Its handler is in place once the kernel says it catches SIGTERM.
     let caught = || {
         std::fs::read_to_string(format!("/proc/{}/status", child.id()))

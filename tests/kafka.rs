@@ -279,22 +279,13 @@ fn the_demo_runs_its_course_and_ends_with_a_summary() {
 /// (walk-ins, latency samples, broken records rejected) and status 0.
 #[test]
 fn ctrl_c_ends_the_demo_with_its_summary_and_status_zero() {
-    use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["demo", "--duration", "5m"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            if lines.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let seen = stderr_lines(&mut child);
     // Once two frames have shown different numbers of walk-ins (not 0),
     // and phones in stores now (read from the `present` topic), interrupt it.
     let mut text = String::new();
@@ -507,14 +498,7 @@ fn sigterm_stops_reading_flushes_and_exits_zero() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines, seen) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let seen = stderr_lines(&mut child);
     // Running, not stopping at the end: once it has logged its status and
     // written walk-ins, stop it while records keep coming.
     let mut stderr = String::new();

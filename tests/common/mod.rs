@@ -61,6 +61,23 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     wait_for(what, PATIENCE, || done().then_some(()))
 }
 
+/// The lines `child` writes to its (piped) stderr, as they come, read by a
+/// thread of their own; the channel ends when the pipe closes.
+#[allow(dead_code)]
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let pipe = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// Waits (at most [`PATIENCE`]) for `child` to exit; past that, kills it
 /// and fails naming `what`.
 pub fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
